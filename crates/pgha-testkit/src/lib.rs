@@ -1,1 +1,36 @@
-//! placeholder
+//! Test support for pgha. Not shipped; used by the crates' tests.
+//!
+//! - [`etcd`], [`zookeeper`]: start real servers from Debian's packages on
+//!   free loopback ports, in a scratch directory, and kill them on drop.
+//! - [`proxy`]: a TCP relay on loopback whose link a test can cut (black
+//!   hole or refuse), so one client can be partitioned from a real server.
+//! - [`conformance`]: the one DCS conformance suite every backend passes.
+//! - [`memory`]: the in-memory store wired into that suite.
+//!
+//! Every wait here is bounded in time; a server that does not come up fails
+//! the test with its log's tail, never hangs it.
+
+pub mod conformance;
+pub mod etcd;
+pub mod memory;
+pub mod ports;
+pub mod process;
+pub mod proxy;
+pub mod wait;
+pub mod workdir;
+pub mod zookeeper;
+
+/// Sends `tracing` output to the test harness (once per process), filtered
+/// by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}

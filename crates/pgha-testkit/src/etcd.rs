@@ -1,0 +1,115 @@
+//! A real etcd server (Debian's `etcd-server`) on loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::ports::free_port;
+use crate::process::ServerProcess;
+use crate::workdir::WorkDir;
+
+/// A single-member etcd on free loopback ports, killed on drop.
+///
+/// The binary is `etcd` from `PATH`, or `PGHA_ETCD_BIN` (to run the same
+/// tests against another etcd release).
+#[derive(Debug)]
+pub struct EtcdServer {
+    dir: WorkDir,
+    client_port: u16,
+    peer_port: u16,
+    binary: PathBuf,
+    process: Option<ServerProcess>,
+}
+
+impl EtcdServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        let binary =
+            std::env::var_os("PGHA_ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
+        let mut server = EtcdServer {
+            dir: WorkDir::new("etcd")?,
+            client_port: free_port()?,
+            peer_port: free_port()?,
+            binary,
+            process: None,
+        };
+        server.start_process().await?;
+        Ok(server)
+    }
+
+    async fn start_process(&mut self) -> anyhow::Result<()> {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--name")
+            .arg("pgha-test")
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("pgha-test={peer}"))
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+        let process = ServerProcess::spawn("etcd", cmd, &self.dir.path().join("etcd.log"))?;
+        self.process = Some(process);
+        let ready = crate::wait::until(
+            "etcd /health",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let addr = self.addr();
+                async move {
+                    let reply = crate::proxy::ask(addr, b"GET /health HTTP/1.0\r\n\r\n")
+                        .await
+                        .ok()?;
+                    reply.contains("\"health\":\"true\"").then_some(())
+                }
+            },
+        )
+        .await;
+        if let Err(e) = ready {
+            let tail = self
+                .process
+                .as_ref()
+                .map(|p| p.log_tail(30))
+                .unwrap_or_default();
+            anyhow::bail!("{e}\n{tail}");
+        }
+        Ok(())
+    }
+
+    /// The client address, `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Kills the server (SIGKILL, as in a crash). Its data stays.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts it again on the same ports with the same data.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.start_process().await
+    }
+
+    /// Kill, then start again: what a crashed-and-restarted server looks like
+    /// to its clients.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.start_again().await
+    }
+}
