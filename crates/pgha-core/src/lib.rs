@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod dcs;
+pub mod ha;
 pub mod model;
 
 pub use dcs::{Dcs, DcsError};

@@ -1,0 +1,104 @@
+//! What the HA decision asks the agent to do.
+
+use std::fmt;
+
+/// How to stop a primary that must stop accepting writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// `pg_ctl stop -m fast`, bounded by the lock deadline, then immediate:
+    /// for a primary that can no longer prove it holds the lock.
+    Fast,
+    /// `pg_ctl stop -m immediate`: another node holds the lock, or the
+    /// lock's lifetime is (nearly) over. Every moment counts.
+    Immediate,
+}
+
+/// One step. The agent runs a decision's actions in order and stops at the
+/// first that fails; then it observes again and asks for a new decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    // --- the DCS
+    /// Take the leader lock if nobody holds it.
+    AcquireLock,
+    /// Extend the lock we hold.
+    RenewLock,
+    /// Give the lock up.
+    ReleaseLock,
+    /// Take the lock whoever holds it (only right after bootstrapping).
+    TakeLock,
+    /// Race to create `initialize`; the winner bootstraps.
+    RaceInitialize,
+    /// Store our system identifier in `initialize` (it is absent or `""`).
+    RecordSystemId { system_id: String },
+    /// Write `bootstrap.dcs` as the cluster's `config` (it is absent).
+    WriteBootstrapConfig,
+
+    // --- PostgreSQL
+    /// initdb, configure, start as primary, create the roles.
+    Bootstrap,
+    /// Create this replica from `source` (pg_basebackup or a custom method).
+    Clone { source: String },
+    /// Wipe the data directory and clone again from `source`.
+    Reinitialize { source: String },
+    /// pg_rewind against `source`, the new leader.
+    Rewind { source: String },
+    /// Start PostgreSQL as a primary (it ran as one and we hold the lock).
+    StartPrimary,
+    /// Start PostgreSQL as a replica of `leader` (or of nobody yet).
+    StartReplica { leader: Option<String> },
+    /// Point the running replica at `leader`.
+    Follow { leader: Option<String> },
+    /// Promote the running replica.
+    Promote,
+    /// Stop accepting writes now.
+    Demote { mode: StopMode },
+    /// Refuse to go on: the agent exits with this reason.
+    Exit { reason: String },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::AcquireLock => f.write_str("acquire lock"),
+            Action::RenewLock => f.write_str("renew lock"),
+            Action::ReleaseLock => f.write_str("release lock"),
+            Action::TakeLock => f.write_str("take lock"),
+            Action::RaceInitialize => f.write_str("race for initialize"),
+            Action::RecordSystemId { system_id } => write!(f, "record system id {system_id}"),
+            Action::WriteBootstrapConfig => f.write_str("write bootstrap config"),
+            Action::Bootstrap => f.write_str("bootstrap"),
+            Action::Clone { source } => write!(f, "clone from {source}"),
+            Action::Reinitialize { source } => write!(f, "reinitialize from {source}"),
+            Action::Rewind { source } => write!(f, "rewind from {source}"),
+            Action::StartPrimary => f.write_str("start as primary"),
+            Action::StartReplica { leader: Some(l) } => write!(f, "start as replica of {l}"),
+            Action::StartReplica { leader: None } => f.write_str("start as replica"),
+            Action::Follow { leader: Some(l) } => write!(f, "follow {l}"),
+            Action::Follow { leader: None } => f.write_str("follow nobody"),
+            Action::Promote => f.write_str("promote"),
+            Action::Demote { mode } => write!(f, "demote ({mode:?})"),
+            Action::Exit { reason } => write!(f, "exit: {reason}"),
+        }
+    }
+}
+
+/// The outcome of one HA decision: what to do, and one line saying why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub reason: String,
+}
+
+impl Decision {
+    pub fn new(actions: Vec<Action>, reason: impl Into<String>) -> Self {
+        Decision {
+            actions,
+            reason: reason.into(),
+        }
+    }
+
+    /// Nothing to do, and why.
+    pub fn idle(reason: impl Into<String>) -> Self {
+        Decision::new(Vec::new(), reason)
+    }
+}

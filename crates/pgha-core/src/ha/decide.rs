@@ -1,0 +1,574 @@
+//! The HA decision: given what was observed, what to do and why.
+//!
+//! `decide` is a pure function: no I/O, no clock of its own, no hidden
+//! state. The agent observes (the DCS, the local PostgreSQL, the peers),
+//! calls `decide`, carries the actions out, and comes back next cycle. The
+//! same function runs in unit tests, in whole-cluster simulations, and in
+//! production.
+//!
+//! The order of the checks is the safety argument in code form:
+//! 1. a primary whose lock lifetime is over stops at once, whatever else;
+//! 2. without the DCS, a primary demotes (it cannot prove it holds the lock);
+//! 3. a running background job is not interrupted, but the leader keeps
+//!    renewing its lock meanwhile;
+//! 4. the data directory decides between bootstrap, clone, refusal;
+//! 5. a stopped PostgreSQL is started in the role the lock allows;
+//! 6. a running one is made to match the lock: the holder is primary,
+//!    everybody else a replica of the holder, and without a holder only the
+//!    healthiest node races for it.
+
+use std::time::Duration;
+
+use super::action::{Action, Decision, StopMode};
+use super::observation::{DataDir, Job, Observation, PeerSource};
+use crate::model::{Cluster, ClusterKey};
+
+/// How long before the lock's lifetime ends a primary must already have
+/// stopped: covers an immediate stop and a loop that is late.
+pub const FENCE_MARGIN: Duration = Duration::from_millis(1000);
+
+/// Decides what this node does this cycle. See the module docs.
+pub fn decide(o: &Observation<'_>) -> Decision {
+    let me = o.settings.name.as_str();
+
+    // 1. The lock's lifetime is over (or about to be): nothing may keep a
+    //    primary writing past it.
+    if o.local.is_primary() {
+        if let Some(deadline) = o.memory.lock_deadline {
+            if o.now + FENCE_MARGIN >= deadline {
+                return Decision::new(
+                    vec![Action::Demote {
+                        mode: StopMode::Immediate,
+                    }],
+                    format!(
+                        "demoting at once: the leader lock may expire in {:?} and it was not renewed",
+                        deadline.saturating_sub(o.now)
+                    ),
+                );
+            }
+        }
+    }
+
+    // 2. No DCS this cycle.
+    let Some(cluster) = o.cluster else {
+        if o.local.is_primary() {
+            return Decision::new(
+                vec![Action::Demote {
+                    mode: StopMode::Fast,
+                }],
+                "demoting: the DCS is not accessible, so I cannot prove I still hold the leader lock",
+            );
+        }
+        return Decision::idle("DCS is not accessible; no action as a replica");
+    };
+    let i_lead = cluster.is_leader(me);
+
+    // 3. A background job is running.
+    if let Some(job) = &o.memory.job {
+        if i_lead {
+            if let Some(why) = &o.renew_failed {
+                if o.local.is_primary() {
+                    return Decision::new(
+                        vec![Action::Demote {
+                            mode: StopMode::Fast,
+                        }],
+                        format!(
+                            "demoting during {}: renewing the leader lock failed: {why}",
+                            job_name(job)
+                        ),
+                    );
+                }
+                return Decision::idle(format!(
+                    "{} in progress; renewing the leader lock failed: {why}",
+                    job_name(job)
+                ));
+            }
+            return Decision::new(
+                vec![Action::RenewLock],
+                format!("renewing the leader lock during {}", job_name(job)),
+            );
+        }
+        return Decision::idle(format!("{} in progress", job_name(job)));
+    }
+
+    // 4. The data directory.
+    match &o.local.data_dir {
+        DataDir::Unusable(why) => {
+            let reason = format!(
+                "data directory is unusable ({why}); not starting PostgreSQL (reinitialize the node)"
+            );
+            return if i_lead {
+                Decision::new(
+                    vec![Action::ReleaseLock],
+                    format!("releasing the leader lock: {reason}"),
+                )
+            } else {
+                Decision::idle(reason)
+            };
+        }
+        DataDir::Empty => return decide_empty(o, cluster),
+        DataDir::Initialized { system_id, .. } => {
+            if let Some(d) = decide_identity(o, cluster, system_id) {
+                return d;
+            }
+        }
+    }
+
+    // 5. Initialized, but PostgreSQL is not running.
+    if !o.local.running {
+        return decide_stopped(o, cluster);
+    }
+
+    // 6. Running.
+    decide_running(o, cluster)
+}
+
+fn job_name(job: &Job) -> String {
+    match job {
+        Job::Bootstrap => "bootstrap".into(),
+        Job::Clone { source } => format!("clone from {source}"),
+        Job::Rewind { source } => format!("rewind from {source}"),
+        Job::Start { as_primary: true } => "start as primary".into(),
+        Job::Start { as_primary: false } => "start as replica".into(),
+        Job::Stop => "stop".into(),
+        Job::Promote => "promote".into(),
+    }
+}
+
+/// Empty data directory: bootstrap the cluster, or clone a replica.
+fn decide_empty(o: &Observation<'_>, cluster: &Cluster) -> Decision {
+    let me = o.settings.name.as_str();
+    if cluster.is_leader(me) {
+        return Decision::new(
+            vec![Action::ReleaseLock],
+            "releasing the leader lock: my data directory is empty",
+        );
+    }
+    if o.settings.paused {
+        return Decision::idle("paused: not bootstrapping or cloning an empty data directory");
+    }
+    if let Some(p) = cluster.problem(&ClusterKey::Initialize) {
+        return Decision::idle(format!(
+            "not bootstrapping or cloning: the initialize key is unreadable ({}); repair it first",
+            p.reason
+        ));
+    }
+    let initialized = cluster.initialize.as_ref().map(|v| v.value.as_str());
+    match (initialized, cluster.leader_name()) {
+        (None, None) => {
+            if !o.settings.can_bootstrap {
+                Decision::idle(
+                    "cluster is not initialized and this node has no bootstrap section: waiting",
+                )
+            } else if o.settings.tags.nofailover() {
+                Decision::idle(
+                    "cluster is not initialized and this node may not become primary (nofailover): waiting",
+                )
+            } else {
+                Decision::new(
+                    vec![Action::RaceInitialize, Action::Bootstrap],
+                    "cluster is not initialized: racing to bootstrap it",
+                )
+            }
+        }
+        (Some(""), None) => Decision::idle("waiting for the leader to finish bootstrapping"),
+        (_, leader) => match clone_source(cluster, me) {
+            Some(source) => Decision::new(
+                vec![Action::Clone {
+                    source: source.clone(),
+                }],
+                format!("creating a replica: cloning from {source}"),
+            ),
+            None => Decision::idle(match leader {
+                Some(l) => format!("waiting for leader {l} to run before cloning from it"),
+                None => "waiting for a leader to clone from".into(),
+            }),
+        },
+    }
+}
+
+/// The member to clone from: a running member tagged `clonefrom`, else the
+/// leader if its PostgreSQL runs.
+fn clone_source(cluster: &Cluster, me: &str) -> Option<String> {
+    let running = |m: &&crate::model::Member| {
+        m.name != me && m.data.is_running() && m.data.conn_url.is_some()
+    };
+    let leader = cluster.leader_member().filter(running);
+    cluster
+        .members
+        .iter()
+        .filter(running)
+        .find(|m| {
+            m.data.tags.clonefrom()
+                && (leader.is_some() || m.data.role.as_ref().is_some_and(|r| r.is_primary()))
+        })
+        .or(leader)
+        .map(|m| m.name.clone())
+}
+
+/// The data directory holds a cluster: is it this cluster?
+fn decide_identity(o: &Observation<'_>, cluster: &Cluster, system_id: &str) -> Option<Decision> {
+    let me = o.settings.name.as_str();
+    match cluster.initialize.as_ref().map(|v| v.value.as_str()) {
+        Some(stored) if !stored.is_empty() && stored != system_id => {
+            let reason = format!(
+                "system ID mismatch: my data directory has system ID {system_id}, \
+                 but the cluster's initialize key says {stored}; refusing to start"
+            );
+            if o.settings.paused {
+                return Some(if cluster.is_leader(me) {
+                    Decision::new(
+                        vec![Action::ReleaseLock],
+                        format!("releasing the leader lock: {reason}"),
+                    )
+                } else {
+                    Decision::idle(reason)
+                });
+            }
+            Some(Decision::new(
+                vec![Action::Exit {
+                    reason: reason.clone(),
+                }],
+                reason,
+            ))
+        }
+        None if cluster.problem(&ClusterKey::Initialize).is_none()
+            && cluster.leader.is_none()
+            && !o.settings.paused =>
+        {
+            if o.local.is_replica() {
+                let reason = "the cluster has no initialize key and my PostgreSQL runs as a replica: \
+                              start the agent on the node running as primary first";
+                return Some(Decision::new(
+                    vec![Action::Exit {
+                        reason: reason.into(),
+                    }],
+                    reason,
+                ));
+            }
+            Some(Decision::new(
+                vec![Action::RecordSystemId {
+                    system_id: system_id.to_string(),
+                }],
+                format!(
+                    "the cluster has no initialize key: recording my data directory's system ID {system_id}"
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// PostgreSQL is not running: start it in the role the lock allows.
+fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
+    let me = o.settings.name.as_str();
+    let was_primary = matches!(
+        o.local.data_dir,
+        DataDir::Initialized {
+            was_primary: true,
+            ..
+        }
+    );
+    let what = if o.local.crashed {
+        "crashed"
+    } else {
+        "not running"
+    };
+
+    if cluster.is_leader(me) {
+        if o.settings.paused {
+            return Decision::new(
+                vec![Action::ReleaseLock],
+                format!("paused and PostgreSQL is {what}: releasing the leader lock"),
+            );
+        }
+        if let Some(since) = o.memory.primary_start_since {
+            if o.now.saturating_sub(since) > o.settings.primary_start_timeout {
+                return Decision::new(
+                    vec![Action::ReleaseLock],
+                    format!(
+                        "PostgreSQL did not start within primary_start_timeout ({:?}): releasing the leader lock so a replica can take over",
+                        o.settings.primary_start_timeout
+                    ),
+                );
+            }
+        }
+        if let Some(why) = &o.renew_failed {
+            return Decision::idle(format!(
+                "not starting PostgreSQL as primary: renewing the leader lock failed: {why}"
+            ));
+        }
+        return if was_primary {
+            Decision::new(
+                vec![Action::RenewLock, Action::StartPrimary],
+                format!("PostgreSQL is {what} and I hold the leader lock: starting it as primary"),
+            )
+        } else {
+            Decision::new(
+                vec![Action::RenewLock, Action::StartReplica { leader: None }],
+                format!(
+                    "PostgreSQL is {what} and I hold the leader lock: starting it read-only, then promoting"
+                ),
+            )
+        };
+    }
+
+    if o.settings.paused {
+        return Decision::idle(format!("paused: PostgreSQL is {what}; no automatic start"));
+    }
+
+    let Some(leader) = cluster.leader_name() else {
+        return Decision::new(
+            vec![Action::StartReplica { leader: None }],
+            format!("PostgreSQL is {what} and there is no leader: starting as a replica"),
+        );
+    };
+
+    let rewound = o.memory.rewound_against.as_deref() == Some(leader);
+    if was_primary && !rewound {
+        return decide_rejoin(o, cluster, leader);
+    }
+    Decision::new(
+        vec![Action::StartReplica {
+            leader: Some(leader.to_string()),
+        }],
+        format!("PostgreSQL is {what}: starting as a replica of {leader}"),
+    )
+}
+
+/// A former primary rejoins under another leader: rewind first.
+fn decide_rejoin(o: &Observation<'_>, cluster: &Cluster, leader: &str) -> Decision {
+    let reinit_allowed = o.settings.remove_data_directory_on_rewind_failure;
+    if !o.settings.use_pg_rewind {
+        if reinit_allowed {
+            return Decision::new(
+                vec![Action::Reinitialize {
+                    source: leader.to_string(),
+                }],
+                format!("I ran as primary and use_pg_rewind is off: reinitializing from {leader}"),
+            );
+        }
+        return Decision::new(
+            vec![Action::StartReplica {
+                leader: Some(leader.to_string()),
+            }],
+            format!(
+                "I ran as primary and use_pg_rewind is off: starting as a replica of {leader}; \
+                 it cannot stream if our histories diverged"
+            ),
+        );
+    }
+    if o.memory.rewind_failed_against.as_deref() == Some(leader) {
+        if reinit_allowed {
+            return Decision::new(
+                vec![Action::Reinitialize {
+                    source: leader.to_string(),
+                }],
+                format!(
+                    "rewind from {leader} failed: reinitializing from it (remove_data_directory_on_rewind_failure)"
+                ),
+            );
+        }
+        return Decision::idle(format!(
+            "rewind from {leader} failed and remove_data_directory_on_rewind_failure is off: not starting; reinitialize this node"
+        ));
+    }
+    let leader_member = cluster.member(leader);
+    if leader_member.is_none_or(|m| !m.data.is_running()) {
+        return Decision::idle(format!(
+            "waiting for leader {leader} to run before rewinding from it"
+        ));
+    }
+    if leader_member.is_some_and(|m| m.data.checkpoint_after_promote == Some(false)) {
+        return Decision::idle(format!(
+            "waiting for leader {leader} to checkpoint after its promotion before rewinding"
+        ));
+    }
+    Decision::new(
+        vec![Action::Rewind {
+            source: leader.to_string(),
+        }],
+        format!("I ran as primary and {leader} now leads: rewinding from it before following"),
+    )
+}
+
+/// PostgreSQL runs: make its role match the lock.
+fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
+    let me = o.settings.name.as_str();
+    let primary = o.local.is_primary();
+    let mut repair = Vec::new();
+
+    if cluster.is_leader(me) {
+        // Finish what bootstrap or a lost DCS left undone.
+        if let Some(sysid) = o.local.system_id() {
+            let stored = cluster.initialize.as_ref().map(|v| v.value.as_str());
+            if (stored.is_none() && cluster.problem(&ClusterKey::Initialize).is_none())
+                || stored == Some("")
+            {
+                repair.push(Action::RecordSystemId {
+                    system_id: sysid.to_string(),
+                });
+            }
+        }
+        if cluster.config.is_none() && cluster.problem(&ClusterKey::Config).is_none() {
+            repair.push(Action::WriteBootstrapConfig);
+        }
+    }
+
+    if o.settings.paused {
+        if cluster.is_leader(me) {
+            if !primary {
+                return Decision::new(
+                    vec![Action::ReleaseLock],
+                    "paused and PostgreSQL is not a primary: releasing the leader lock",
+                );
+            }
+            let mut actions = vec![Action::RenewLock];
+            actions.extend(repair);
+            return Decision::new(
+                actions,
+                "paused: keeping the leader lock; no automatic action",
+            );
+        }
+        return Decision::idle("paused: no automatic action");
+    }
+
+    if cluster.is_leader(me) {
+        if let Some(why) = &o.renew_failed {
+            return if primary {
+                Decision::new(
+                    vec![Action::Demote {
+                        mode: StopMode::Fast,
+                    }],
+                    format!("demoting: renewing the leader lock failed: {why}"),
+                )
+            } else {
+                Decision::idle(format!(
+                    "not promoting: renewing the leader lock failed: {why}"
+                ))
+            };
+        }
+        let mut actions = vec![Action::RenewLock];
+        actions.extend(repair);
+        if primary {
+            return Decision::new(
+                actions,
+                format!("no action: I am {me}, the leader with the lock"),
+            );
+        }
+        actions.push(Action::Promote);
+        return Decision::new(
+            actions,
+            "promoting: I hold the leader lock and run as a replica",
+        );
+    }
+
+    if let Some(leader) = cluster.leader_name() {
+        if primary {
+            return Decision::new(
+                vec![Action::Demote {
+                    mode: StopMode::Immediate,
+                }],
+                format!("demoting at once: {leader} holds the leader lock and I run as primary"),
+            );
+        }
+        if o.local.following.as_deref() != Some(leader) {
+            return Decision::new(
+                vec![Action::Follow {
+                    leader: Some(leader.to_string()),
+                }],
+                format!("following the new leader {leader}"),
+            );
+        }
+        return Decision::idle(format!(
+            "no action: I am {me}, a replica following {leader}"
+        ));
+    }
+
+    // No leader: race if, and only if, this node is the healthiest.
+    match healthiest(o, cluster) {
+        Ok(why) => {
+            let mut actions = vec![Action::AcquireLock];
+            let reason = if primary {
+                format!("no leader: taking the lock as the running primary ({why})")
+            } else {
+                actions.push(Action::Promote);
+                format!(
+                    "no leader: I am the healthiest node ({why}); taking the lock and promoting"
+                )
+            };
+            Decision::new(actions, reason)
+        }
+        Err(why) => {
+            if primary {
+                Decision::new(
+                    vec![Action::Demote {
+                        mode: StopMode::Fast,
+                    }],
+                    format!("demoting: there is no leader and I may not take the lock: {why}"),
+                )
+            } else {
+                Decision::idle(format!("no leader, not racing: {why}"))
+            }
+        }
+    }
+}
+
+/// Whether this node may race for the lock: `Ok` with a short
+/// justification, or `Err` saying why not.
+pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, String> {
+    let me = o.settings.name.as_str();
+    let tags = &o.settings.tags;
+    if tags.nofailover() {
+        return Err(
+            if tags.failover_priority() <= 0 && !tags.0.contains_key("nofailover") {
+                "failover_priority <= 0".into()
+            } else {
+                "tagged nofailover".into()
+            },
+        );
+    }
+    if !o.local.running {
+        return Err("PostgreSQL is not running".into());
+    }
+    let Some(mine) = o.local.wal_position else {
+        return Err("my WAL position is unknown".into());
+    };
+    if let Some(leader_lsn) = cluster.last_leader_lsn() {
+        let lag = leader_lsn.saturating_sub(mine);
+        if lag > o.settings.maximum_lag_on_failover {
+            return Err(format!(
+                "I am {lag} bytes behind the last known leader position, more than maximum_lag_on_failover ({})",
+                o.settings.maximum_lag_on_failover
+            ));
+        }
+    }
+    let my_priority = tags.failover_priority();
+    for peer in o.peers.iter().filter(|p| p.name != me) {
+        if peer.source == PeerSource::Rest && peer.is_primary {
+            return Err(format!("{} still runs as a primary", peer.name));
+        }
+        if peer.nofailover || !peer.running {
+            continue;
+        }
+        let Some(theirs) = peer.wal_position else {
+            continue;
+        };
+        if theirs > mine {
+            return Err(format!(
+                "{} is ahead of me (WAL {theirs} > {mine})",
+                peer.name
+            ));
+        }
+        if theirs == mine && peer.failover_priority > my_priority {
+            return Err(format!(
+                "{} has the same WAL position and a higher failover_priority ({} > {my_priority})",
+                peer.name, peer.failover_priority
+            ));
+        }
+    }
+    Ok(format!("WAL {mine}, nobody ahead"))
+}
+
+#[cfg(test)]
+mod tests;

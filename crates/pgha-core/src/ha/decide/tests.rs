@@ -1,0 +1,747 @@
+//! `decide`, branch by branch.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::ha::observation::*;
+use crate::model::{Cluster, ClusterKey, RawEntry, Tags, Version};
+
+const SYSID: &str = "7312345678901234567";
+
+/// A world seen from node `me`: by default a healthy 3-node cluster led by
+/// `n1`, with `me` running as a replica following it.
+struct World {
+    settings: NodeSettings,
+    entries: Vec<(String, String)>,
+    dcs_down: bool,
+    local: LocalPostgres,
+    memory: HaMemory,
+    peers: Vec<PeerStatus>,
+    now: Duration,
+    renew_failed: Option<String>,
+}
+
+fn member_json(role: &str, state: &str, wal: u64) -> String {
+    json!({"conn_url": "postgres://127.0.0.1:5432/postgres", "api_url": "http://127.0.0.1:8008/patroni",
+           "state": state, "role": role, "version": "4.1.4", "xlog_location": wal, "timeline": 1})
+    .to_string()
+}
+
+impl World {
+    fn new(me: &str) -> Self {
+        let mut w = World {
+            settings: NodeSettings {
+                name: me.into(),
+                tags: Tags::default(),
+                can_bootstrap: true,
+                use_pg_rewind: true,
+                remove_data_directory_on_rewind_failure: false,
+                maximum_lag_on_failover: 1_048_576,
+                primary_start_timeout: Duration::from_secs(300),
+                paused: false,
+            },
+            entries: Vec::new(),
+            dcs_down: false,
+            local: LocalPostgres {
+                data_dir: DataDir::Initialized {
+                    system_id: SYSID.into(),
+                    was_primary: false,
+                    timeline: 1,
+                },
+                running: true,
+                crashed: false,
+                role: Some(PgRole::Replica),
+                timeline: Some(1),
+                wal_position: Some(1000),
+                following: Some("n1".into()),
+                replication_state: Some("streaming".into()),
+            },
+            memory: HaMemory::default(),
+            peers: Vec::new(),
+            now: Duration::from_secs(100),
+            renew_failed: None,
+        };
+        w.set("initialize", SYSID);
+        w.set("config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#);
+        w.set("leader", "n1");
+        for n in ["n1", "n2", "n3"] {
+            let role = if n == "n1" { "primary" } else { "replica" };
+            w.set(&format!("members/{n}"), &member_json(role, "running", 1000));
+        }
+        w
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> &mut Self {
+        self.entries.retain(|(k, _)| k != key);
+        self.entries.push((key.into(), value.into()));
+        self
+    }
+
+    fn unset(&mut self, key: &str) -> &mut Self {
+        self.entries.retain(|(k, _)| k != key);
+        self
+    }
+
+    fn leader(&mut self, name: &str) -> &mut Self {
+        self.set("leader", name)
+    }
+
+    fn no_leader(&mut self) -> &mut Self {
+        self.unset("leader")
+    }
+
+    fn primary(&mut self) -> &mut Self {
+        self.local.role = Some(PgRole::Primary);
+        self.local.following = None;
+        self.local.replication_state = None;
+        self
+    }
+
+    fn stopped(&mut self) -> &mut Self {
+        self.local.running = false;
+        self.local.role = None;
+        self.local.wal_position = None;
+        self
+    }
+
+    fn was_primary(&mut self) -> &mut Self {
+        if let DataDir::Initialized { was_primary, .. } = &mut self.local.data_dir {
+            *was_primary = true;
+        }
+        self
+    }
+
+    fn peer(&mut self, name: &str, wal: u64, priority: i64) -> &mut Self {
+        self.peers.push(PeerStatus {
+            name: name.into(),
+            source: PeerSource::Rest,
+            is_primary: false,
+            running: true,
+            wal_position: Some(wal),
+            nofailover: priority <= 0,
+            failover_priority: priority,
+        });
+        self
+    }
+
+    fn tags(&mut self, v: serde_json::Value) -> &mut Self {
+        self.settings.tags = Tags(v.as_object().unwrap().clone());
+        self
+    }
+
+    fn cluster(&self) -> Cluster {
+        Cluster::from_entries(
+            self.entries.iter().enumerate().map(|(i, (k, v))| RawEntry {
+                key: ClusterKey::parse(k).unwrap(),
+                value: v.as_bytes().to_vec(),
+                version: Version::number(i as i64 + 1),
+                owner: None,
+            }),
+            Version::number(100),
+        )
+    }
+
+    fn decide(&self) -> Decision {
+        let cluster = self.cluster();
+        let o = Observation {
+            now: self.now,
+            settings: &self.settings,
+            cluster: (!self.dcs_down).then_some(&cluster),
+            local: &self.local,
+            memory: &self.memory,
+            peers: &self.peers,
+            renew_failed: self.renew_failed.clone(),
+        };
+        let d = decide(&o);
+        assert!(!d.reason.is_empty(), "every decision says why");
+        d
+    }
+}
+
+fn actions(d: &Decision) -> &[Action] {
+    &d.actions
+}
+
+#[track_caller]
+fn assert_idle(d: &Decision, reason_part: &str) {
+    assert!(d.actions.is_empty(), "expected no action, got {d:?}");
+    assert!(
+        d.reason.contains(reason_part),
+        "reason {:?} should mention {reason_part:?}",
+        d.reason
+    );
+}
+
+// ---- 1. the lock deadline
+
+#[test]
+fn primary_past_its_lock_deadline_stops_immediately_even_if_it_still_looks_like_the_leader() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.memory.lock_deadline = Some(w.now + FENCE_MARGIN / 2);
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [Action::Demote {
+            mode: StopMode::Immediate
+        }]
+    );
+    assert!(d.reason.contains("expire"), "{}", d.reason);
+}
+
+#[test]
+fn primary_well_inside_its_lock_deadline_renews() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.memory.lock_deadline = Some(w.now + Duration::from_secs(20));
+    assert_eq!(actions(&w.decide()), [Action::RenewLock]);
+}
+
+// ---- 2. no DCS
+
+#[test]
+fn without_the_dcs_a_primary_demotes_and_a_replica_waits() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.dcs_down = true;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Demote {
+            mode: StopMode::Fast
+        }]
+    );
+
+    let mut w = World::new("n2");
+    w.dcs_down = true;
+    assert_idle(&w.decide(), "DCS is not accessible");
+}
+
+// ---- 3. background jobs
+
+#[test]
+fn a_leader_keeps_renewing_during_a_job_and_others_wait() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.memory.job = Some(Job::Start { as_primary: true });
+    assert_eq!(actions(&w.decide()), [Action::RenewLock]);
+
+    w.renew_failed = Some("unreachable".into());
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Demote {
+            mode: StopMode::Fast
+        }]
+    );
+
+    let mut w = World::new("n2");
+    w.memory.job = Some(Job::Clone {
+        source: "n1".into(),
+    });
+    assert_idle(&w.decide(), "clone from n1 in progress");
+}
+
+// ---- 4. the data directory
+
+#[test]
+fn empty_data_dir_in_an_uninitialized_cluster_races_to_bootstrap() {
+    let mut w = World::new("n1");
+    w.entries.clear();
+    w.stopped();
+    w.local.data_dir = DataDir::Empty;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RaceInitialize, Action::Bootstrap]
+    );
+
+    w.tags(json!({"nofailover": true}));
+    assert_idle(&w.decide(), "nofailover");
+
+    w.tags(json!({}));
+    w.settings.can_bootstrap = false;
+    assert_idle(&w.decide(), "no bootstrap section");
+}
+
+#[test]
+fn empty_data_dir_waits_while_someone_bootstraps() {
+    let mut w = World::new("n2");
+    w.entries.clear();
+    w.set("initialize", "");
+    w.stopped();
+    w.local.data_dir = DataDir::Empty;
+    assert_idle(&w.decide(), "finish bootstrapping");
+}
+
+#[test]
+fn empty_data_dir_clones_from_the_running_leader_or_a_clonefrom_member() {
+    let mut w = World::new("n3");
+    w.stopped();
+    w.local.data_dir = DataDir::Empty;
+    w.unset("members/n3");
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Clone {
+            source: "n1".into()
+        }]
+    );
+
+    let mut n2 =
+        serde_json::from_str::<serde_json::Value>(&member_json("replica", "running", 1000))
+            .unwrap();
+    n2["tags"] = json!({"clonefrom": true});
+    w.set("members/n2", &n2.to_string());
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Clone {
+            source: "n2".into()
+        }]
+    );
+
+    // A leader that is not running is no source.
+    w.set("members/n2", &member_json("replica", "running", 1000));
+    w.set("members/n1", &member_json("primary", "stopped", 1000));
+    assert_idle(&w.decide(), "waiting for leader n1");
+}
+
+#[test]
+fn empty_data_dir_on_the_leader_gives_the_lock_up() {
+    let mut w = World::new("n1");
+    w.stopped();
+    w.local.data_dir = DataDir::Empty;
+    assert_eq!(actions(&w.decide()), [Action::ReleaseLock]);
+}
+
+#[test]
+fn an_unreadable_initialize_key_blocks_bootstrap_and_clone() {
+    let mut w = World::new("n3");
+    w.stopped();
+    w.local.data_dir = DataDir::Empty;
+    w.entries.retain(|(k, _)| k != "initialize");
+    w.entries.push(("initialize".into(), String::new()));
+    // Make it unreadable: not UTF-8 is the only way for this key.
+    let mut c = w.cluster();
+    c.initialize = None;
+    c.problems.push(crate::model::KeyProblem {
+        key: "initialize".into(),
+        version: None,
+        reason: "value is not UTF-8".into(),
+    });
+    let o = Observation {
+        now: w.now,
+        settings: &w.settings,
+        cluster: Some(&c),
+        local: &w.local,
+        memory: &w.memory,
+        peers: &w.peers,
+        renew_failed: None,
+    };
+    assert_idle(&decide(&o), "initialize key is unreadable");
+}
+
+#[test]
+fn an_unusable_data_dir_refuses_and_a_leader_releases() {
+    let mut w = World::new("n2");
+    w.stopped();
+    w.local.data_dir = DataDir::Unusable("PG_VERSION missing".into());
+    assert_idle(&w.decide(), "PG_VERSION missing");
+    let mut w = World::new("n1");
+    w.stopped();
+    w.local.data_dir = DataDir::Unusable("x".into());
+    assert_eq!(actions(&w.decide()), [Action::ReleaseLock]);
+}
+
+#[test]
+fn a_system_id_mismatch_refuses_to_start_and_says_why() {
+    let mut w = World::new("n2");
+    w.set("initialize", "6999999999999999999");
+    let d = w.decide();
+    assert!(matches!(actions(&d), [Action::Exit { .. }]), "{d:?}");
+    assert!(
+        d.reason.contains("6999999999999999999") && d.reason.contains(SYSID),
+        "{}",
+        d.reason
+    );
+
+    // Paused: never exit; a leader gives the lock up.
+    w.settings.paused = true;
+    w.leader("n2");
+    assert_eq!(actions(&w.decide()), [Action::ReleaseLock]);
+}
+
+#[test]
+fn existing_data_without_an_initialize_key_records_its_system_id() {
+    let mut w = World::new("n1");
+    w.unset("initialize").no_leader().stopped().was_primary();
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RecordSystemId {
+            system_id: SYSID.into()
+        }]
+    );
+
+    // ... but a running replica must not claim the cluster.
+    let mut w = World::new("n2");
+    w.unset("initialize").no_leader();
+    assert!(matches!(actions(&w.decide()), [Action::Exit { .. }]));
+}
+
+// ---- 5. stopped
+
+#[test]
+fn a_stopped_leader_that_ran_as_primary_restarts_as_primary() {
+    let mut w = World::new("n1");
+    w.stopped().was_primary();
+    w.local.crashed = true;
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::RenewLock, Action::StartPrimary]);
+    assert!(d.reason.contains("crashed"));
+}
+
+#[test]
+fn a_stopped_leader_that_ran_as_replica_starts_read_only_first() {
+    let mut w = World::new("n1");
+    w.stopped();
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RenewLock, Action::StartReplica { leader: None }]
+    );
+}
+
+#[test]
+fn a_leader_whose_postgres_will_not_start_gives_the_lock_up_after_primary_start_timeout() {
+    let mut w = World::new("n1");
+    w.stopped().was_primary();
+    w.now = Duration::from_secs(1000);
+    w.memory.primary_start_since = Some(w.now - Duration::from_secs(301));
+    assert_eq!(actions(&w.decide()), [Action::ReleaseLock]);
+    w.memory.primary_start_since = Some(w.now - Duration::from_secs(299));
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RenewLock, Action::StartPrimary]
+    );
+}
+
+#[test]
+fn a_stopped_leader_whose_renewal_failed_does_not_start_as_primary() {
+    let mut w = World::new("n1");
+    w.stopped().was_primary();
+    w.renew_failed = Some("timed out".into());
+    assert_idle(&w.decide(), "renewing the leader lock failed");
+}
+
+#[test]
+fn a_stopped_replica_starts_following_the_leader() {
+    let mut w = World::new("n2");
+    w.stopped();
+    w.local.crashed = true;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::StartReplica {
+            leader: Some("n1".into())
+        }]
+    );
+    w.no_leader();
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::StartReplica { leader: None }]
+    );
+}
+
+#[test]
+fn a_former_primary_rewinds_before_following_the_new_leader() {
+    let mut w = World::new("n2");
+    w.stopped().was_primary();
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Rewind {
+            source: "n1".into()
+        }]
+    );
+
+    // not before the new leader's checkpoint after promotion
+    let mut n1: serde_json::Value =
+        serde_json::from_str(&member_json("primary", "running", 1000)).unwrap();
+    n1["checkpoint_after_promote"] = json!(false);
+    w.set("members/n1", &n1.to_string());
+    assert_idle(&w.decide(), "checkpoint");
+
+    // not from a leader that is not running
+    w.set("members/n1", &member_json("primary", "starting", 1000));
+    assert_idle(&w.decide(), "waiting for leader n1");
+
+    // once rewound, it starts as a replica
+    w.set("members/n1", &member_json("primary", "running", 1000));
+    w.memory.rewound_against = Some("n1".into());
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::StartReplica {
+            leader: Some("n1".into())
+        }]
+    );
+}
+
+#[test]
+fn a_failed_rewind_reinitializes_only_when_allowed() {
+    let mut w = World::new("n2");
+    w.stopped().was_primary();
+    w.memory.rewind_failed_against = Some("n1".into());
+    assert_idle(
+        &w.decide(),
+        "remove_data_directory_on_rewind_failure is off",
+    );
+    w.settings.remove_data_directory_on_rewind_failure = true;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Reinitialize {
+            source: "n1".into()
+        }]
+    );
+    // A rewind failure against an older leader does not block rewinding from a new one.
+    w.memory.rewind_failed_against = Some("n3".into());
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Rewind {
+            source: "n1".into()
+        }]
+    );
+}
+
+#[test]
+fn without_pg_rewind_a_former_primary_starts_as_replica_or_reinitializes() {
+    let mut w = World::new("n2");
+    w.stopped().was_primary();
+    w.settings.use_pg_rewind = false;
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [Action::StartReplica {
+            leader: Some("n1".into())
+        }]
+    );
+    assert!(d.reason.contains("diverged"));
+    w.settings.remove_data_directory_on_rewind_failure = true;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Reinitialize {
+            source: "n1".into()
+        }]
+    );
+}
+
+#[test]
+fn paused_stopped_nodes_are_not_started() {
+    let mut w = World::new("n2");
+    w.stopped();
+    w.settings.paused = true;
+    assert_idle(&w.decide(), "paused");
+    let mut w = World::new("n1");
+    w.stopped().was_primary();
+    w.settings.paused = true;
+    assert_eq!(actions(&w.decide()), [Action::ReleaseLock]);
+}
+
+// ---- 6. running, with a leader
+
+#[test]
+fn the_leader_renews_and_stays_primary() {
+    let mut w = World::new("n1");
+    w.primary();
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::RenewLock]);
+    assert!(d.reason.contains("the leader with the lock"));
+}
+
+#[test]
+fn a_leader_running_as_replica_promotes() {
+    let w = World::new("n1");
+    assert_eq!(actions(&w.decide()), [Action::RenewLock, Action::Promote]);
+}
+
+#[test]
+fn a_leader_whose_renewal_failed_demotes_or_does_not_promote() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.renew_failed = Some("DCS unreachable".into());
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [Action::Demote {
+            mode: StopMode::Fast
+        }]
+    );
+    assert!(d.reason.contains("DCS unreachable"));
+
+    let mut w = World::new("n1");
+    w.renew_failed = Some("x".into());
+    assert_idle(&w.decide(), "not promoting");
+}
+
+#[test]
+fn the_leader_fills_in_initialize_and_config_after_bootstrap() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.set("initialize", "").unset("config");
+    assert_eq!(
+        actions(&w.decide()),
+        [
+            Action::RenewLock,
+            Action::RecordSystemId {
+                system_id: SYSID.into()
+            },
+            Action::WriteBootstrapConfig
+        ]
+    );
+}
+
+#[test]
+fn a_primary_without_the_lock_demotes_at_once() {
+    let mut w = World::new("n2");
+    w.primary();
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [Action::Demote {
+            mode: StopMode::Immediate
+        }]
+    );
+    assert!(d.reason.contains("n1 holds the leader lock"));
+}
+
+#[test]
+fn a_replica_follows_the_leader() {
+    let mut w = World::new("n2");
+    assert_idle(&w.decide(), "following n1");
+    w.local.following = Some("n3".into());
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Follow {
+            leader: Some("n1".into())
+        }]
+    );
+    w.local.following = None;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Follow {
+            leader: Some("n1".into())
+        }]
+    );
+}
+
+// ---- 6. running, no leader: the race
+
+#[test]
+fn the_healthiest_replica_takes_the_lock_and_promotes() {
+    let mut w = World::new("n2");
+    w.no_leader().peer("n3", 900, 1);
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::AcquireLock, Action::Promote]);
+    assert!(d.reason.contains("healthiest"));
+}
+
+#[test]
+fn a_running_primary_without_leader_takes_the_lock_without_promoting() {
+    let mut w = World::new("n1");
+    w.no_leader().primary();
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock]);
+}
+
+#[test]
+fn nofailover_or_nonpositive_priority_never_races() {
+    let mut w = World::new("n2");
+    w.no_leader().tags(json!({"nofailover": true}));
+    assert_idle(&w.decide(), "nofailover");
+    w.tags(json!({"failover_priority": 0}));
+    assert_idle(&w.decide(), "failover_priority <= 0");
+    w.tags(json!({"failover_priority": -3}));
+    assert_idle(&w.decide(), "failover_priority <= 0");
+    // nofailover: false beats failover_priority: 0, as in Patroni
+    w.tags(json!({"nofailover": false, "failover_priority": 0}));
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_node_lagging_more_than_maximum_lag_on_failover_never_races() {
+    let mut w = World::new("n2");
+    w.no_leader().set("status", r#"{"optime": 3000000}"#);
+    let d = w.decide();
+    assert_idle(&d, "maximum_lag_on_failover");
+    w.settings.maximum_lag_on_failover = 5_000_000;
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_peer_ahead_wins_and_equal_wal_goes_to_higher_priority() {
+    let mut w = World::new("n2");
+    w.no_leader().peer("n3", 1001, 1);
+    assert_idle(&w.decide(), "n3 is ahead");
+
+    let mut w = World::new("n2");
+    w.no_leader().peer("n3", 1000, 2);
+    assert_idle(&w.decide(), "higher failover_priority");
+
+    let mut w = World::new("n2");
+    w.no_leader()
+        .tags(json!({"failover_priority": 3}))
+        .peer("n3", 1000, 2);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+
+    // a peer that may not fail over does not count, however far ahead
+    let mut w = World::new("n2");
+    w.no_leader().peer("n3", 5000, 0);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_live_old_primary_stops_the_race_but_only_if_it_answered_itself() {
+    let mut w = World::new("n2");
+    w.no_leader().peer("n1", 900, 1);
+    w.peers[0].is_primary = true;
+    assert_idle(&w.decide(), "n1 still runs as a primary");
+    w.peers[0].source = PeerSource::MemberKey;
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn unknown_wal_position_or_stopped_postgres_never_races() {
+    let mut w = World::new("n2");
+    w.no_leader();
+    w.local.wal_position = None;
+    assert_idle(&w.decide(), "WAL position is unknown");
+}
+
+#[test]
+fn a_primary_that_may_not_race_demotes() {
+    let mut w = World::new("n1");
+    w.no_leader().primary().tags(json!({"nofailover": true}));
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Demote {
+            mode: StopMode::Fast
+        }]
+    );
+}
+
+// ---- paused
+
+#[test]
+fn paused_leader_keeps_the_lock_and_nobody_acts() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.settings.paused = true;
+    assert_eq!(actions(&w.decide()), [Action::RenewLock]);
+
+    let mut w = World::new("n2");
+    w.settings.paused = true;
+    w.local.following = Some("n3".into());
+    assert_idle(&w.decide(), "paused");
+
+    let mut w = World::new("n2");
+    w.settings.paused = true;
+    w.no_leader().peer("n3", 1, 1);
+    assert_idle(&w.decide(), "paused");
+
+    let mut w = World::new("n1");
+    w.settings.paused = true;
+    assert_eq!(actions(&w.decide()), [Action::ReleaseLock]);
+}

@@ -1,0 +1,19 @@
+//! The HA state machine, sans I/O.
+//!
+//! [`decide`] takes an [`Observation`] (the cluster snapshot, the local
+//! PostgreSQL, the peers, the node's settings, what the agent remembers,
+//! the monotonic time) and returns a [`Decision`]: the [`Action`]s to carry
+//! out and one line saying why. The agent (crate `pgha-agent`) does the
+//! observing and the doing; this module only decides, so every branch is
+//! unit-tested without a database or a DCS.
+
+pub mod action;
+pub mod decide;
+pub mod observation;
+
+pub use action::{Action, Decision, StopMode};
+pub use decide::{FENCE_MARGIN, decide, healthiest};
+pub use observation::{
+    DataDir, HaMemory, Job, LocalPostgres, NodeSettings, Observation, PeerSource, PeerStatus,
+    PgRole,
+};

@@ -1,0 +1,170 @@
+//! What the HA decision is given: everything the loop observed this cycle.
+
+use std::time::Duration;
+
+use crate::model::{Cluster, Tags};
+
+/// The node's own settings that shape decisions (from its YAML file and
+/// the cluster's dynamic configuration).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSettings {
+    pub name: String,
+    pub tags: Tags,
+    /// The YAML has a `bootstrap` section: this node may create the cluster.
+    pub can_bootstrap: bool,
+    /// `postgresql.use_pg_rewind`.
+    pub use_pg_rewind: bool,
+    /// `postgresql.remove_data_directory_on_rewind_failure`.
+    pub remove_data_directory_on_rewind_failure: bool,
+    /// `maximum_lag_on_failover`, bytes.
+    pub maximum_lag_on_failover: u64,
+    /// `primary_start_timeout`: how long a leader whose PostgreSQL will not
+    /// start keeps the lock before giving it up.
+    pub primary_start_timeout: Duration,
+    /// Maintenance mode (`pause` in the dynamic configuration).
+    pub paused: bool,
+}
+
+/// What is in the data directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataDir {
+    /// Missing or empty: this node must bootstrap or clone.
+    Empty,
+    /// A PostgreSQL cluster with this system identifier.
+    Initialized {
+        system_id: String,
+        /// pg_controldata says it last ran as a primary (`in production`,
+        /// `shut down`, ...), not as a standby (`... in recovery`).
+        was_primary: bool,
+        /// Its timeline per pg_controldata.
+        timeline: u64,
+    },
+    /// Not empty, but not a usable PostgreSQL data directory.
+    Unusable(String),
+}
+
+/// The PostgreSQL role, as PostgreSQL itself reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgRole {
+    Primary,
+    Replica,
+}
+
+/// The local PostgreSQL, as observed this cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalPostgres {
+    pub data_dir: DataDir,
+    /// The postmaster runs and answers queries.
+    pub running: bool,
+    /// Was running at the previous cycle (or was started by us) and is now
+    /// gone without us stopping it.
+    pub crashed: bool,
+    /// Set when `running`.
+    pub role: Option<PgRole>,
+    pub timeline: Option<u64>,
+    /// Primary: current write position; replica: the furthest of received
+    /// and replayed.
+    pub wal_position: Option<u64>,
+    /// The member our `primary_conninfo` points at, as the agent wrote it.
+    pub following: Option<String>,
+    /// From `pg_stat_wal_receiver`: `streaming` when connected.
+    pub replication_state: Option<String>,
+}
+
+impl LocalPostgres {
+    pub fn is_primary(&self) -> bool {
+        self.running && self.role == Some(PgRole::Primary)
+    }
+
+    pub fn is_replica(&self) -> bool {
+        self.running && self.role == Some(PgRole::Replica)
+    }
+
+    pub fn system_id(&self) -> Option<&str> {
+        match &self.data_dir {
+            DataDir::Initialized { system_id, .. } => Some(system_id),
+            _ => None,
+        }
+    }
+}
+
+/// Where a peer's WAL position came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerSource {
+    /// Its REST API answered `GET /patroni` this cycle.
+    Rest,
+    /// No answer; taken from its member key (possibly a loop old).
+    MemberKey,
+}
+
+/// Another member, as seen for the leader race.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    pub name: String,
+    pub source: PeerSource,
+    /// It runs PostgreSQL as a primary (still alive, not in recovery).
+    pub is_primary: bool,
+    pub running: bool,
+    pub wal_position: Option<u64>,
+    pub nofailover: bool,
+    pub failover_priority: i64,
+}
+
+/// A long operation the agent is carrying out in the background.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Job {
+    Bootstrap,
+    Clone {
+        source: String,
+    },
+    Rewind {
+        source: String,
+    },
+    /// Starting PostgreSQL (waiting for it to accept connections).
+    Start {
+        as_primary: bool,
+    },
+    Stop,
+    Promote,
+}
+
+/// What the agent remembers between cycles.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HaMemory {
+    /// Until when (monotonic) no other node can hold the lock we renewed
+    /// last: the send time of our last successful lock call plus the
+    /// lifetime it promised. `None` when we hold nothing.
+    pub lock_deadline: Option<Duration>,
+    /// A background job in progress.
+    pub job: Option<Job>,
+    /// Since when (monotonic) the leader's PostgreSQL has been trying to
+    /// start; for `primary_start_timeout`.
+    pub primary_start_since: Option<Duration>,
+    /// This node bootstrapped the cluster (won `initialize`, ran initdb) and
+    /// has not yet taken the lock for it.
+    pub bootstrapped_here: bool,
+    /// A rewind against this leader succeeded (or found nothing to do): the
+    /// data directory may still say "ran as primary" until it starts as a
+    /// replica, and must not be rewound again.
+    pub rewound_against: Option<String>,
+    /// A rewind against this leader failed; do not try it again.
+    pub rewind_failed_against: Option<String>,
+}
+
+/// Everything `decide` looks at.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// Monotonic time.
+    pub now: Duration,
+    pub settings: &'a NodeSettings,
+    /// `None`: the DCS could not be read this cycle.
+    pub cluster: Option<&'a Cluster>,
+    pub local: &'a LocalPostgres,
+    pub memory: &'a HaMemory,
+    /// The other members' status, gathered only when the cluster has no
+    /// leader (empty otherwise).
+    pub peers: &'a [PeerStatus],
+    /// The lock renewal the loop just tried failed (reason), so this
+    /// decision is about what to do without it.
+    pub renew_failed: Option<String>,
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs everything pgha's tests and demo need on a fresh Debian 12 machine:
+# Debian packages (PostgreSQL 15, etcd, ZooKeeper, protoc for etcd-client's
+# build) and a Python venv with the real Patroni/patronictl for the
+# compatibility tests. Safe to run again: it only installs what is missing.
+#
+#   PGHA_VENV   where the venv goes (default /opt/pgha-venv). It is built
+#               from Debian's /usr/bin/python3 so the unprivileged postgres
+#               user can run it as well.
+set -euo pipefail
+
+packages=(
+  postgresql-15 postgresql-client-15   # the database pgha manages
+  etcd-server etcd-client              # etcd 3.4 (DCS) and etcdctl
+  zookeeper                            # ZooKeeper 3.8 (DCS), runs on Java
+  default-jre-headless                 # Java for ZooKeeper
+  protobuf-compiler                    # protoc: etcd-client's build needs it
+  python3-venv                         # for the patronictl venv
+  openssl                              # test certificates
+  procps iproute2 curl ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # Debian's packages start their services where an init system runs them;
+  # tests and the demo start their own servers on free ports instead.
+  for svc in etcd zookeeper postgresql; do
+    $sudo service "$svc" stop >/dev/null 2>&1 || true
+  done
+else
+  echo "install-deps: Debian packages already installed"
+fi
+
+venv="${PGHA_VENV:-/opt/pgha-venv}"
+if ! "$venv/bin/patronictl" version >/dev/null 2>&1; then
+  echo "install-deps: creating $venv with patroni[etcd3,zookeeper] 4.x"
+  sudo=""
+  if [ ! -w "$(dirname "$venv")" ] && [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo /usr/bin/python3 -m venv "$venv"
+  $sudo "$venv/bin/pip" install -q --disable-pip-version-check \
+    'patroni[etcd3,zookeeper]>=4.1,<5' 'psycopg[binary]>=3.1,<4'
+  $sudo chmod -R a+rX "$venv"
+fi
+"$venv/bin/patronictl" version
