@@ -58,15 +58,17 @@ impl ZooKeeperServer {
         let process =
             ServerProcess::spawn("zookeeper", cmd, &self.dir.path().join("zookeeper.log"))?;
         self.process = Some(process);
+        // `ruok` answers before the server serves sessions; `srvr` reports
+        // a `Mode:` only once it does.
         let ready = crate::wait::until(
-            "zookeeper ruok",
+            "zookeeper serving sessions (srvr)",
             Duration::from_secs(60),
             Duration::from_millis(100),
             || {
                 let addr = self.addr();
                 async move {
-                    let reply = crate::proxy::ask(addr, b"ruok").await.ok()?;
-                    (reply == "imok").then_some(())
+                    let reply = crate::proxy::ask(addr, b"srvr").await.ok()?;
+                    reply.contains("Mode:").then_some(())
                 }
             },
         )
