@@ -415,6 +415,21 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         }
     }
 
+    // Right after bootstrapping: the cluster is ours, take its lock (no
+    // one else can legitimately hold it: we won the initialize race).
+    if o.memory.bootstrapped_here && primary && !cluster.is_leader(me) {
+        let mut actions = vec![Action::TakeLock];
+        if let Some(sysid) = o.local.system_id() {
+            actions.push(Action::RecordSystemId {
+                system_id: sysid.to_string(),
+            });
+        }
+        if cluster.config.is_none() && cluster.problem(&ClusterKey::Config).is_none() {
+            actions.push(Action::WriteBootstrapConfig);
+        }
+        return Decision::new(actions, "initialized a new cluster: taking the leader lock");
+    }
+
     if o.settings.paused {
         if cluster.is_leader(me) {
             if !primary {
@@ -548,12 +563,34 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
         if peer.source == PeerSource::Rest && peer.is_primary {
             return Err(format!("{} still runs as a primary", peer.name));
         }
-        if peer.nofailover || !peer.running {
+        if peer.nofailover {
             continue;
         }
         let Some(theirs) = peer.wal_position else {
             continue;
         };
+        if !peer.running {
+            // A node that is not running but whose last WAL position is
+            // ahead of ours: promoting now would throw its transactions
+            // away. Wait for it while it may come back soon: its PostgreSQL
+            // is starting, or its agent is gone (no REST answer) and its
+            // member key expires with its lease, within ttl. A node whose
+            // agent answers that its PostgreSQL is stopped or failed to
+            // start does not hold the race up: it might never return.
+            if (peer.starting || peer.source == PeerSource::MemberKey) && theirs > mine {
+                return Err(format!(
+                    "{} is not running but its last WAL position is ahead of mine ({theirs} > {mine}); \
+                     waiting for it to {}",
+                    peer.name,
+                    if peer.starting {
+                        "finish starting"
+                    } else {
+                        "come back or for its member key to expire"
+                    }
+                ));
+            }
+            continue;
+        }
         if theirs > mine {
             return Err(format!(
                 "{} is ahead of me (WAL {theirs} > {mine})",

@@ -105,6 +105,8 @@ pub struct PeerStatus {
     /// It runs PostgreSQL as a primary (still alive, not in recovery).
     pub is_primary: bool,
     pub running: bool,
+    /// Its PostgreSQL is starting up: it will report its WAL position soon.
+    pub starting: bool,
     pub wal_position: Option<u64>,
     pub nofailover: bool,
     pub failover_priority: i64,

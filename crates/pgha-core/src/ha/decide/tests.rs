@@ -119,6 +119,7 @@ impl World {
             source: PeerSource::Rest,
             is_primary: false,
             running: true,
+            starting: false,
             wal_position: Some(wal),
             nofailover: priority <= 0,
             failover_priority: priority,
@@ -384,6 +385,28 @@ fn existing_data_without_an_initialize_key_records_its_system_id() {
     let mut w = World::new("n2");
     w.unset("initialize").no_leader();
     assert!(matches!(actions(&w.decide()), [Action::Exit { .. }]));
+}
+
+#[test]
+fn right_after_bootstrap_the_node_takes_the_lock_and_records_the_cluster() {
+    let mut w = World::new("n1");
+    w.entries.clear();
+    w.set("initialize", "");
+    w.primary();
+    w.memory.bootstrapped_here = true;
+    assert_eq!(
+        actions(&w.decide()),
+        [
+            Action::TakeLock,
+            Action::RecordSystemId {
+                system_id: SYSID.into()
+            },
+            Action::WriteBootstrapConfig
+        ]
+    );
+    // Without having bootstrapped, the same situation races normally.
+    w.memory.bootstrapped_here = false;
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock]);
 }
 
 // ---- 5. stopped
@@ -699,6 +722,30 @@ fn a_live_old_primary_stops_the_race_but_only_if_it_answered_itself() {
     w.peers[0].is_primary = true;
     assert_idle(&w.decide(), "n1 still runs as a primary");
     w.peers[0].source = PeerSource::MemberKey;
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_stopped_peer_ahead_of_me_holds_the_race_only_while_its_agent_is_gone() {
+    // Its agent does not answer and its member key shows more WAL: wait.
+    let mut w = World::new("n2");
+    w.no_leader().peer("n3", 2000, 1);
+    w.peers[0].running = false;
+    w.peers[0].source = PeerSource::MemberKey;
+    assert_idle(
+        &w.decide(),
+        "n3 is not running but its last WAL position is ahead of mine",
+    );
+    // Behind me: no reason to wait.
+    w.peers[0].wal_position = Some(500);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+    // Its agent answers that its PostgreSQL is starting: wait for it.
+    w.peers[0].wal_position = Some(2000);
+    w.peers[0].source = PeerSource::Rest;
+    w.peers[0].starting = true;
+    assert_idle(&w.decide(), "waiting for it to finish starting");
+    // Its agent answers that its PostgreSQL is down (it may never start): race.
+    w.peers[0].starting = false;
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
 }
 
