@@ -1,1 +1,14 @@
-//! placeholder
+//! The pgha agent and CLI.
+//!
+//! The agent (`pgha CONFIG.yml`) runs beside one PostgreSQL: every cycle it
+//! observes the DCS and PostgreSQL, asks `pgha_core::ha::decide` what to do,
+//! does it, and publishes the node's status in the DCS and over REST.
+//! `pghactl` reads the cluster from the DCS for people.
+
+pub mod agent;
+pub mod config;
+pub mod ctl;
+pub mod dcs;
+pub mod postgres;
+pub mod rest;
+pub mod run;

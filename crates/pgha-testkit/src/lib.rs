@@ -10,6 +10,7 @@
 //! Every wait here is bounded in time; a server that does not come up fails
 //! the test with its log's tail, never hangs it.
 
+pub mod cluster;
 pub mod conformance;
 pub mod etcd;
 pub mod memory;

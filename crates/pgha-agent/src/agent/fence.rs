@@ -1,0 +1,97 @@
+//! The in-process fence: stops PostgreSQL when the leader lock's lifetime
+//! runs out without a renewal, whatever the HA loop is doing.
+//!
+//! The loop already demotes when renewing fails; the fence is the second
+//! line for a loop that is stuck (a hung syscall, a slow job, a bug): it is
+//! its own task, armed with the deadline of the last successful lock call
+//! (send time + promised lifetime, on the monotonic clock), and at
+//! `deadline - FENCE_MARGIN` it stops a primary immediately (then kills
+//! the postmaster if that does not work). A renewal re-arms it; releasing
+//! the lock disarms it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgha_core::clock::Clock;
+use pgha_core::ha::FENCE_MARGIN;
+use tokio::sync::watch;
+
+use crate::postgres::{PgCtl, ShutdownMode};
+
+/// The fence's handle: where the loop reports each new lock deadline.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    deadline: Arc<watch::Sender<Option<Duration>>>,
+}
+
+impl Fence {
+    /// Starts the fence task for the PostgreSQL in `ctl.data_dir`.
+    pub fn start(ctl: PgCtl, clock: Arc<dyn Clock>) -> Self {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(run(rx, ctl, clock));
+        Fence {
+            deadline: Arc::new(tx),
+        }
+    }
+
+    /// The lock is ours until `deadline` (monotonic).
+    pub fn arm(&self, deadline: Duration) {
+        self.deadline.send_replace(Some(deadline));
+    }
+
+    /// We no longer hold the lock (released, or PostgreSQL is not primary).
+    pub fn disarm(&self) {
+        self.deadline.send_replace(None);
+    }
+}
+
+async fn run(mut rx: watch::Receiver<Option<Duration>>, ctl: PgCtl, clock: Arc<dyn Clock>) {
+    loop {
+        let deadline = *rx.borrow_and_update();
+        let Some(deadline) = deadline else {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let fire_at = deadline.saturating_sub(FENCE_MARGIN);
+        let wait = fire_at.saturating_sub(clock.now());
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if *rx.borrow() != Some(deadline) {
+            continue;
+        }
+        if runs_as_primary(&ctl.data_dir) {
+            tracing::error!(
+                "FENCE: the leader lock may expire in {:?} and was not renewed; stopping PostgreSQL immediately",
+                deadline.saturating_sub(clock.now())
+            );
+            if let Err(e) = ctl
+                .stop(ShutdownMode::Immediate, Duration::from_millis(700))
+                .await
+            {
+                tracing::error!("FENCE: stop failed ({e}); killing the postmaster");
+                let _ = ctl.kill_postmaster();
+            }
+        }
+        // Fired for this deadline; wait for the next one.
+        rx.mark_unchanged();
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A live postmaster without `standby.signal`: it accepts (or will accept) writes.
+fn runs_as_primary(data_dir: &Path) -> bool {
+    crate::postgres::ctl::postmaster_pid(data_dir).is_some()
+        && !data_dir.join("standby.signal").exists()
+}

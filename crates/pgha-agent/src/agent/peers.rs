@@ -1,0 +1,168 @@
+//! Asking the other members how far their WAL is, for the leader race.
+//!
+//! Each member's REST API answers `GET /patroni`; a member that does not
+//! answer in time is judged by its member key instead (a loop old, at most).
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use pgha_core::ha::{PeerSource, PeerStatus};
+use pgha_core::model::{Cluster, Member, Tags, lenient};
+use serde_json::Value;
+
+/// A small HTTP/1 client for the members' REST APIs.
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for PeerClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_nodelay(true);
+        PeerClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+impl PeerClient {
+    /// `GET url` and parse the JSON body, within `timeout`. Any status is
+    /// accepted (health endpoints answer 503 with a body).
+    pub async fn get_json(&self, url: &str, timeout: Duration) -> Result<(u16, Value), String> {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("{url}: only http:// is supported yet"));
+        }
+        let fut = async {
+            let resp = self.client.get(uri).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            let json = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
+            Ok::<_, String>((status, json))
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| format!("no answer from {url} within {timeout:?}"))?
+    }
+
+    /// The status of every member but `me`: from its REST API when it
+    /// answers within `timeout`, else from its member key.
+    pub async fn statuses(
+        &self,
+        cluster: &Cluster,
+        me: &str,
+        timeout: Duration,
+    ) -> Vec<PeerStatus> {
+        let others: Vec<&Member> = cluster.members.iter().filter(|m| m.name != me).collect();
+        join_all(others.into_iter().map(|m| async move {
+            if let Some(url) = m.data.api_url.as_deref() {
+                match self.get_json(url, timeout).await {
+                    Ok((_, json)) => return from_rest(m, &json),
+                    Err(e) => tracing::debug!("peer {}: {e}; using its member key", m.name),
+                }
+            }
+            from_member_key(m)
+        }))
+        .await
+    }
+}
+
+fn from_member_key(m: &Member) -> PeerStatus {
+    PeerStatus {
+        name: m.name.clone(),
+        source: PeerSource::MemberKey,
+        is_primary: m.data.role.as_ref().is_some_and(|r| r.is_primary()),
+        running: m.data.is_running(),
+        starting: m.data.state == Some(pgha_core::model::PgState::Starting),
+        wal_position: m.data.xlog_location,
+        nofailover: m.data.tags.nofailover(),
+        failover_priority: m.data.tags.failover_priority(),
+    }
+}
+
+/// Reads `GET /patroni`: `xlog.location` on a primary, the furthest of
+/// `xlog.received_location` / `replayed_location` on a replica.
+fn from_rest(m: &Member, json: &Value) -> PeerStatus {
+    let xlog = json.get("xlog");
+    let field = |k: &str| {
+        xlog.and_then(|x| x.get(k))
+            .and_then(lenient::int)
+            .and_then(|v| u64::try_from(v).ok())
+    };
+    let role = json.get("role").and_then(Value::as_str).unwrap_or_default();
+    let running = json.get("state").and_then(Value::as_str) == Some("running");
+    // Only a running PostgreSQL that says it is a primary is one: a stopped
+    // or starting node reports the role it last had.
+    let is_primary = running && (role == "primary" || role == "master");
+    let wal = if is_primary {
+        field("location")
+    } else {
+        match (field("received_location"), field("replayed_location")) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    .or(m.data.xlog_location);
+    let tags = json
+        .get("tags")
+        .and_then(Value::as_object)
+        .map(|t| Tags(t.clone()))
+        .unwrap_or_else(|| m.data.tags.clone());
+    PeerStatus {
+        name: m.name.clone(),
+        source: PeerSource::Rest,
+        is_primary,
+        running,
+        starting: json.get("state").and_then(Value::as_str) == Some("starting"),
+        wal_position: wal,
+        nofailover: tags.nofailover(),
+        failover_priority: tags.failover_priority(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgha_core::model::{MemberData, Version};
+    use serde_json::json;
+
+    fn member() -> Member {
+        Member {
+            name: "n2".into(),
+            version: Version::number(1),
+            owner: None,
+            data: MemberData::default(),
+        }
+    }
+
+    #[test]
+    fn rest_answers_are_read_like_patroni_writes_them() {
+        let p = from_rest(
+            &member(),
+            &json!({"state": "running", "role": "replica", "xlog": {"received_location": 100, "replayed_location": 90}, "tags": {"failover_priority": 3}}),
+        );
+        assert_eq!(
+            (p.wal_position, p.is_primary, p.failover_priority, p.running),
+            (Some(100), false, 3, true)
+        );
+        let p = from_rest(
+            &member(),
+            &json!({"state": "running", "role": "primary", "xlog": {"location": 500}}),
+        );
+        assert_eq!((p.wal_position, p.is_primary), (Some(500), true));
+        let p = from_rest(&member(), &json!({"state": "starting", "role": "primary"}));
+        assert!(!p.is_primary, "a starting node is not a live primary");
+    }
+}

@@ -1,0 +1,73 @@
+//! The node's status as the loop last saw it: what the REST API serves.
+//!
+//! The loop publishes a fresh [`NodeStatus`] after every cycle; requests
+//! read the latest one and never query PostgreSQL or the DCS themselves,
+//! so a health check costs nothing and cannot stall the loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgha_core::model::{Cluster, DynamicConfig, MemberData, Timing};
+
+use crate::postgres::Observed;
+
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub name: String,
+    pub scope: String,
+    /// The last cluster snapshot read from the DCS.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Unix time of the last successful DCS read.
+    pub dcs_last_seen: Option<i64>,
+    pub observed: Option<Observed>,
+    /// What this node published as its member key.
+    pub member: MemberData,
+    /// This node holds the leader lock (per the last snapshot) and its
+    /// lifetime has not run out.
+    pub holds_lock: bool,
+    pub paused: bool,
+    pub dynamic: DynamicConfig,
+    pub timing: Timing,
+    /// Monotonic time the last cycle ended.
+    pub last_cycle: Option<Duration>,
+    /// The last decision's reason.
+    pub last_reason: String,
+}
+
+impl NodeStatus {
+    pub fn initial(name: &str, scope: &str) -> Self {
+        NodeStatus {
+            name: name.into(),
+            scope: scope.into(),
+            cluster: None,
+            dcs_last_seen: None,
+            observed: None,
+            member: MemberData::default(),
+            holds_lock: false,
+            paused: false,
+            dynamic: DynamicConfig::new(),
+            timing: Timing::default(),
+            last_cycle: None,
+            last_reason: "starting".into(),
+        }
+    }
+
+    /// PostgreSQL answers queries.
+    pub fn pg_running(&self) -> bool {
+        self.observed.as_ref().is_some_and(|o| o.db.is_some())
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.observed
+            .as_ref()
+            .and_then(|o| o.db.as_ref())
+            .is_some_and(|d| !d.in_recovery)
+    }
+
+    pub fn is_replica(&self) -> bool {
+        self.observed
+            .as_ref()
+            .and_then(|o| o.db.as_ref())
+            .is_some_and(|d| d.in_recovery)
+    }
+}

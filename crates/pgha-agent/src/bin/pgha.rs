@@ -1,0 +1,105 @@
+//! `pgha`: the agent. Runs beside one PostgreSQL and keeps exactly one
+//! primary in the cluster, with Patroni's configuration file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgha_agent::config::{Config, ConfigError, log_filter};
+
+/// pgha: PostgreSQL high availability, Patroni-compatible.
+#[derive(Parser, Debug)]
+#[command(name = "pgha", version, about)]
+struct Args {
+    /// The node's configuration file (Patroni's YAML). Without it, the
+    /// configuration is read from PATRONI_CONFIGURATION.
+    config: Option<PathBuf>,
+    /// Check the configuration, list every problem with its path, and exit.
+    #[arg(long)]
+    validate_config: bool,
+}
+
+fn load(args: &Args) -> Result<Config, ConfigError> {
+    match &args.config {
+        Some(path) => Config::load(path),
+        None => match std::env::var("PATRONI_CONFIGURATION") {
+            Ok(text) => Config::from_yaml(&text, std::env::vars(), Some("PATRONI_CONFIGURATION")),
+            Err(_) => Err(ConfigError {
+                source_name: None,
+                errors: vec!["no configuration: give a file, or set PATRONI_CONFIGURATION".into()],
+                warnings: Vec::new(),
+            }),
+        },
+    }
+}
+
+fn print_findings(errors: &[String], warnings: &[String]) {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let source = e
+                .source_name
+                .clone()
+                .unwrap_or_else(|| "configuration".into());
+            eprintln!(
+                "{source}: {} problem(s); nothing was started",
+                e.errors.len()
+            );
+            print_findings(&e.errors, &e.warnings);
+            return ExitCode::from(1);
+        }
+    };
+    let problems = pgha_agent::run::check_environment(&config);
+    if args.validate_config {
+        print_findings(&problems, &config.warnings);
+        if problems.is_empty() {
+            println!("configuration is valid");
+            return ExitCode::SUCCESS;
+        }
+        return ExitCode::from(1);
+    }
+    if !problems.is_empty() {
+        eprintln!("{} problem(s); nothing was started", problems.len());
+        print_findings(&problems, &config.warnings);
+        return ExitCode::from(1);
+    }
+
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGHA_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(log_filter(&config.log_level).unwrap_or("info"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(pgha_agent::run::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

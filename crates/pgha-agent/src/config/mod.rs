@@ -1,0 +1,598 @@
+//! The node configuration: Patroni's YAML, read as Patroni reads it.
+//!
+//! Loading goes: YAML text → document → `PATRONI_*` environment applied →
+//! checked against the schema (every problem with its path, unsupported
+//! keys warned about by name) → semantic checks (addresses, DCS section,
+//! the timing rule) → the typed [`Config`]. Nothing is started and nothing
+//! is touched until a file passes.
+
+pub mod address;
+pub mod env;
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgha_core::model::{DynamicConfig, KeyLayout, Tags};
+use serde_json::{Map, Value};
+
+pub use address::{HostPort, PgListen};
+use schema::{Findings, scalar_text, text_list};
+
+/// Why a configuration cannot be used: every problem, with its path.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid configuration{}:\n  {}", source_name.as_deref().map(|s| format!(" in {s}")).unwrap_or_default(), errors.join("\n  "))]
+pub struct ConfigError {
+    pub source_name: Option<String>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// PostgreSQL login settings for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Option<String>,
+    /// libpq settings besides user and password (`sslmode`, `sslcert`, ...).
+    pub ssl: BTreeMap<String, String>,
+}
+
+/// The `bootstrap` section: how the first node creates the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bootstrap {
+    /// Written to the DCS as `config` once, by the node that bootstraps.
+    pub dcs: DynamicConfig,
+    /// initdb options, as command-line flags (`--encoding=UTF8`, `--data-checksums`).
+    pub initdb: Vec<String>,
+    /// pg_hba lines for the new cluster (Patroni 3's `bootstrap.pg_hba`).
+    pub pg_hba: Option<Vec<String>>,
+    /// Roles to create (Patroni 3's `bootstrap.users`).
+    pub users: Vec<BootstrapUser>,
+    /// A script run once after bootstrap, with a connection URL argument.
+    pub post_bootstrap: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapUser {
+    pub name: String,
+    pub password: Option<String>,
+    pub options: Vec<String>,
+}
+
+/// One way of creating a replica, tried in the order configured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicaMethod {
+    /// pg_basebackup with these extra flags.
+    Basebackup { options: Vec<String> },
+    /// A user command, called like Patroni calls it.
+    Custom {
+        name: String,
+        command: String,
+        keep_data: bool,
+        no_params: bool,
+        params: Map<String, Value>,
+    },
+}
+
+/// The `postgresql` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Postgresql {
+    pub listen: PgListen,
+    pub connect_address: HostPort,
+    pub data_dir: PathBuf,
+    pub bin_dir: Option<PathBuf>,
+    /// Per-binary overrides (`bin_name.pg_ctl`).
+    pub bin_name: BTreeMap<String, String>,
+    pub pgpass: PathBuf,
+    pub superuser: Credentials,
+    pub replication: Credentials,
+    pub rewind: Option<Credentials>,
+    pub parameters: Map<String, Value>,
+    pub pg_hba: Option<Vec<String>>,
+    pub pg_ident: Option<Vec<String>>,
+    pub pg_ctl_timeout: Duration,
+    /// Local override of the dynamic configuration's `postgresql.use_pg_rewind`.
+    pub use_pg_rewind: Option<bool>,
+    pub use_slots: Option<bool>,
+    pub remove_data_directory_on_rewind_failure: bool,
+    pub create_replica_methods: Vec<ReplicaMethod>,
+    pub use_unix_socket: bool,
+}
+
+/// Which DCS the node uses, with its section as written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DcsSection {
+    Etcd3(Value),
+    ZooKeeper(Value),
+}
+
+/// A node's whole configuration, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub name: String,
+    pub scope: String,
+    pub namespace: String,
+    pub log_level: String,
+    pub restapi_listen: HostPort,
+    pub restapi_connect_address: HostPort,
+    pub dcs: DcsSection,
+    pub bootstrap: Option<Bootstrap>,
+    pub postgresql: Postgresql,
+    pub tags: Tags,
+    /// What pgha will not act on, by path.
+    pub warnings: Vec<String>,
+    /// The document after the environment was applied.
+    pub document: Value,
+}
+
+impl Config {
+    /// Reads and checks a configuration file, applying the process's `PATRONI_*` variables.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: Some(path.display().to_string()),
+            errors: vec![format!("cannot read the file: {e}")],
+            warnings: Vec::new(),
+        })?;
+        Config::from_yaml(&text, std::env::vars(), Some(&path.display().to_string()))
+    }
+
+    /// Checks a configuration from YAML text and environment variables.
+    pub fn from_yaml(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+        source_name: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let fail = |errors: Vec<String>, warnings: Vec<String>| ConfigError {
+            source_name: source_name.map(String::from),
+            errors,
+            warnings,
+        };
+        let mut doc: Value = match serde_saphyr::from_str::<Value>(text) {
+            Ok(Value::Null) => Value::Object(Map::new()),
+            Ok(v) => v,
+            Err(e) => return Err(fail(vec![format!("not valid YAML: {e}")], Vec::new())),
+        };
+        env::apply(&mut doc, vars);
+        let mut findings = Findings::default();
+        schema::check(&doc, schema::ROOT, "", &mut findings);
+        let built = build(&doc, &mut findings);
+        match built {
+            Some(mut config) if findings.errors.is_empty() => {
+                config.warnings = findings.warnings;
+                Ok(config)
+            }
+            _ => Err(fail(findings.errors, findings.warnings)),
+        }
+    }
+
+    /// Where the cluster's keys live.
+    pub fn layout(&self) -> KeyLayout {
+        KeyLayout::new(&self.namespace, &self.scope)
+    }
+
+    /// `postgres://host:port/postgres`, as published in the member key.
+    pub fn conn_url(&self) -> String {
+        format!("postgres://{}/postgres", self.postgresql.connect_address)
+    }
+
+    /// `http://host:port/patroni`, as published in the member key.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/patroni", self.restapi_connect_address)
+    }
+
+    /// The full path of a PostgreSQL binary (`pg_ctl`, `initdb`, ...).
+    pub fn binary(&self, name: &str) -> PathBuf {
+        let file = self
+            .postgresql
+            .bin_name
+            .get(name)
+            .map_or(name, String::as_str);
+        match &self.postgresql.bin_dir {
+            Some(dir) if !file.contains('/') => dir.join(file),
+            _ => PathBuf::from(file),
+        }
+    }
+}
+
+fn get<'a>(doc: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    let mut here = doc;
+    for key in path {
+        here = here.get(key)?;
+    }
+    (!here.is_null()).then_some(here)
+}
+
+fn text(doc: &Value, path: &[&str]) -> Option<String> {
+    get(doc, path).and_then(scalar_text)
+}
+
+fn flag(doc: &Value, path: &[&str]) -> Option<bool> {
+    get(doc, path).and_then(pgha_core::model::lenient::bool)
+}
+
+/// Builds the typed config, adding semantic problems to `findings`.
+/// Returns `None` when the document is too broken to build from.
+fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
+    let errors = &mut findings.errors;
+    let warnings = &mut findings.warnings;
+
+    let name = text(doc, &["name"]).unwrap_or_default();
+    let scope = text(doc, &["scope"]).unwrap_or_default();
+    if name.contains('/') {
+        errors.push(format!("name: {name:?} may not contain '/'"));
+    }
+    let namespace = text(doc, &["namespace"]).unwrap_or_else(|| "/service/".to_string());
+
+    let mut address =
+        |path: &[&str], parse: fn(&str) -> Result<HostPort, String>| -> Option<HostPort> {
+            let raw = text(doc, path)?;
+            parse(&raw)
+                .map_err(|e| errors.push(format!("{}: {e}", path.join("."))))
+                .ok()
+        };
+    let restapi_listen = address(&["restapi", "listen"], HostPort::parse_listen);
+    let restapi_connect_address = address(&["restapi", "connect_address"], HostPort::parse_connect);
+    let pg_connect = address(&["postgresql", "connect_address"], HostPort::parse_connect);
+    let pg_listen = text(doc, &["postgresql", "listen"]).and_then(|raw| {
+        PgListen::parse(&raw)
+            .map_err(|e| errors.push(format!("postgresql.listen: {e}")))
+            .ok()
+    });
+
+    // Exactly one DCS pgha can talk to.
+    let etcd3 = get(doc, &["etcd3"]).cloned();
+    let zookeeper = get(doc, &["zookeeper"]).cloned();
+    let unsupported: Vec<&str> = ["consul", "kubernetes", "etcd", "raft", "exhibitor"]
+        .into_iter()
+        .filter(|k| get(doc, &[k]).is_some())
+        .collect();
+    let dcs = match (etcd3, zookeeper) {
+        (Some(e), None) => Some(DcsSection::Etcd3(e)),
+        (None, Some(z)) => Some(DcsSection::ZooKeeper(z)),
+        (Some(_), Some(_)) => {
+            errors.push("etcd3, zookeeper: configure one DCS, not both".into());
+            None
+        }
+        (None, None) => {
+            errors.push(if unsupported.is_empty() {
+                "etcd3: missing (a DCS section is required: etcd3 or zookeeper)".into()
+            } else {
+                format!(
+                    "{}: this DCS is not supported by pgha yet; use etcd3 or zookeeper",
+                    unsupported.join(", ")
+                )
+            });
+            None
+        }
+    };
+
+    let bootstrap = get(doc, &["bootstrap"]).map(|b| build_bootstrap(b, errors, warnings));
+    let postgresql = build_postgresql(doc, pg_listen, pg_connect, errors, warnings);
+
+    let tags = match get(doc, &["tags"]) {
+        Some(Value::Object(map)) => Tags(map.clone()),
+        _ => Tags::default(),
+    };
+    let log_level = text(doc, &["log", "level"]).unwrap_or_else(|| "INFO".into());
+    if log_filter(&log_level).is_none() {
+        errors.push(format!(
+            "log.level: {log_level:?} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        ));
+    }
+
+    Some(Config {
+        name,
+        scope,
+        namespace,
+        log_level,
+        restapi_listen: restapi_listen?,
+        restapi_connect_address: restapi_connect_address?,
+        dcs: dcs?,
+        bootstrap,
+        postgresql: postgresql?,
+        tags,
+        warnings: Vec::new(),
+        document: doc.clone(),
+    })
+}
+
+/// The `tracing` filter for a Patroni log level.
+pub fn log_filter(level: &str) -> Option<&'static str> {
+    Some(match level.to_ascii_uppercase().as_str() {
+        "DEBUG" => "debug",
+        "INFO" => "info",
+        "WARNING" | "WARN" => "warn",
+        "ERROR" | "CRITICAL" | "FATAL" => "error",
+        _ => return None,
+    })
+}
+
+fn build_bootstrap(b: &Value, errors: &mut Vec<String>, warnings: &mut Vec<String>) -> Bootstrap {
+    let dcs = match b.get("dcs") {
+        Some(Value::Object(map)) => DynamicConfig::from_map(map.clone()),
+        _ => DynamicConfig::new(),
+    };
+    for p in dcs.problems() {
+        errors.push(format!("bootstrap.dcs.{p}"));
+    }
+    let (_, notes) = dcs.timing();
+    for n in notes {
+        warnings.push(format!("bootstrap.dcs: {n}"));
+    }
+    let mut initdb = Vec::new();
+    if let Some(Value::Array(items)) = b.get("initdb") {
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Value::String(flag) => initdb.push(format!("--{flag}")),
+                Value::Object(map) if map.len() == 1 => {
+                    for (k, v) in map {
+                        match scalar_text(v) {
+                            Some(v) => initdb.push(format!("--{k}={v}")),
+                            None => errors.push(format!(
+                                "bootstrap.initdb[{i}].{k}: expected a single value"
+                            )),
+                        }
+                    }
+                }
+                _ => errors.push(format!(
+                    "bootstrap.initdb[{i}]: expected an option name or a one-key mapping, found {}",
+                    schema::kind_name(item)
+                )),
+            }
+        }
+    }
+    let pg_hba = b
+        .get("pg_hba")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().filter_map(scalar_text).collect());
+    if pg_hba.is_some() {
+        warnings.push("bootstrap.pg_hba: deprecated in Patroni; prefer postgresql.pg_hba".into());
+    }
+    let mut users = Vec::new();
+    if let Some(Value::Object(map)) = b.get("users") {
+        warnings.push("bootstrap.users: deprecated in Patroni; prefer post_bootstrap".into());
+        for (name, spec) in map {
+            users.push(BootstrapUser {
+                name: name.clone(),
+                password: spec.get("password").and_then(scalar_text),
+                options: spec.get("options").map(text_list).unwrap_or_default(),
+            });
+        }
+    }
+    let post_bootstrap = b
+        .get("post_bootstrap")
+        .or_else(|| b.get("post_init"))
+        .and_then(scalar_text);
+    Bootstrap {
+        dcs,
+        initdb,
+        pg_hba,
+        users,
+        post_bootstrap,
+    }
+}
+
+fn credentials(
+    doc: &Value,
+    role: &str,
+    default_user: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Option<Credentials> {
+    let section = get(doc, &["postgresql", "authentication", role]);
+    let username = section
+        .and_then(|s| s.get("username"))
+        .and_then(scalar_text);
+    let username = match (username, default_user) {
+        (Some(u), _) => u,
+        (None, Some(d)) => {
+            warnings.push(format!(
+                "postgresql.authentication.{role}.username: missing; using {d:?}"
+            ));
+            d.to_string()
+        }
+        (None, None) => return None,
+    };
+    let mut ssl = BTreeMap::new();
+    if let Some(Value::Object(map)) = section {
+        for (k, v) in map {
+            if k != "username" && k != "password" {
+                if let Some(v) = scalar_text(v) {
+                    ssl.insert(k.clone(), v);
+                }
+            }
+        }
+    }
+    Some(Credentials {
+        username,
+        password: section
+            .and_then(|s| s.get("password"))
+            .and_then(scalar_text),
+        ssl,
+    })
+}
+
+fn build_postgresql(
+    doc: &Value,
+    listen: Option<PgListen>,
+    connect_address: Option<HostPort>,
+    errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<Postgresql> {
+    let data_dir = text(doc, &["postgresql", "data_dir"]).map(PathBuf::from);
+    if let Some(d) = &data_dir {
+        if d.is_relative() {
+            errors.push(format!(
+                "postgresql.data_dir: {} must be an absolute path",
+                d.display()
+            ));
+        }
+    }
+    let superuser = credentials(doc, "superuser", Some("postgres"), warnings)?;
+    let replication = credentials(doc, "replication", Some("replicator"), warnings)?;
+    let rewind = credentials(doc, "rewind", None, warnings);
+
+    let pgpass = text(doc, &["postgresql", "pgpass"])
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home =
+                std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+            home.join(".pgpass_pgha")
+        });
+
+    let parameters = match get(doc, &["postgresql", "parameters"]) {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    for managed in [
+        "listen_addresses",
+        "port",
+        "hot_standby",
+        "primary_conninfo",
+        "primary_slot_name",
+    ] {
+        if parameters.contains_key(managed) {
+            warnings.push(format!(
+                "postgresql.parameters.{managed}: set by pgha from the rest of the configuration; this value is ignored"
+            ));
+        }
+    }
+
+    let lines = |key: &str| {
+        get(doc, &["postgresql", key])
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(scalar_text).collect())
+    };
+
+    let mut methods = Vec::new();
+    let names = get(doc, &["postgresql", "create_replica_methods"])
+        .map(text_list)
+        .unwrap_or_else(|| vec!["basebackup".into()]);
+    for name in names {
+        if name == "basebackup" {
+            match basebackup_options(get(doc, &["postgresql", "basebackup"])) {
+                Ok(options) => methods.push(ReplicaMethod::Basebackup { options }),
+                Err(e) => errors.push(format!("postgresql.basebackup: {e}")),
+            }
+            continue;
+        }
+        let section = get(doc, &["postgresql", &name]);
+        let command = section.and_then(|s| s.get("command")).and_then(scalar_text);
+        match command {
+            Some(command) => {
+                let mut params = section
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                let keep_data = params
+                    .remove("keep_data")
+                    .and_then(|v| pgha_core::model::lenient::bool(&v))
+                    .unwrap_or(false);
+                let no_params = params
+                    .remove("no_params")
+                    .and_then(|v| pgha_core::model::lenient::bool(&v))
+                    .unwrap_or(false);
+                params.remove("command");
+                methods.push(ReplicaMethod::Custom {
+                    name,
+                    command,
+                    keep_data,
+                    no_params,
+                    params,
+                });
+            }
+            None => errors.push(format!(
+                "postgresql.{name}.command: missing (create_replica_methods names {name:?})"
+            )),
+        }
+    }
+
+    let bin_name = match get(doc, &["postgresql", "bin_name"]) {
+        Some(Value::Object(m)) => m
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), scalar_text(v)?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let pg_ctl_timeout = get(doc, &["postgresql", "pg_ctl_timeout"])
+        .and_then(pgha_core::model::lenient::int)
+        .and_then(|s| u64::try_from(s).ok())
+        .unwrap_or(60);
+
+    Some(Postgresql {
+        listen: listen?,
+        connect_address: connect_address?,
+        data_dir: data_dir?,
+        bin_dir: text(doc, &["postgresql", "bin_dir"]).map(PathBuf::from),
+        bin_name,
+        pgpass,
+        superuser,
+        replication,
+        rewind,
+        parameters,
+        pg_hba: lines("pg_hba"),
+        pg_ident: lines("pg_ident"),
+        pg_ctl_timeout: Duration::from_secs(pg_ctl_timeout),
+        use_pg_rewind: flag(doc, &["postgresql", "use_pg_rewind"]),
+        use_slots: flag(doc, &["postgresql", "use_slots"]),
+        remove_data_directory_on_rewind_failure: flag(
+            doc,
+            &["postgresql", "remove_data_directory_on_rewind_failure"],
+        )
+        .unwrap_or(false),
+        create_replica_methods: methods,
+        use_unix_socket: flag(doc, &["postgresql", "use_unix_socket"]).unwrap_or(false),
+    })
+}
+
+/// pg_basebackup flags from Patroni's `basebackup` setting: a list of
+/// option names and one-key mappings, or a mapping.
+fn basebackup_options(v: Option<&Value>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut push = |k: &str, v: Option<&Value>| -> Result<(), String> {
+        match v {
+            None => out.push(format!("--{k}")),
+            Some(v) => out.push(format!(
+                "--{k}={}",
+                scalar_text(v).ok_or_else(|| format!("{k}: expected a single value"))?
+            )),
+        }
+        Ok(())
+    };
+    match v {
+        None => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                match item {
+                    Value::String(s) => push(s, None)?,
+                    Value::Object(m) => {
+                        for (k, v) in m {
+                            push(k, Some(v))?;
+                        }
+                    }
+                    other => {
+                        return Err(format!(
+                            "expected option names or mappings, found {}",
+                            schema::kind_name(other)
+                        ));
+                    }
+                }
+            }
+        }
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                push(k, Some(v))?;
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "expected a list or a mapping, found {}",
+                schema::kind_name(other)
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+use super::*;
+
+/// The Patroni 4 example configuration, as users keep it in git.
+const PATRONI_EXAMPLE: &str = include_str!("../../../../docs/examples/patroni-node1.yml");
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[test]
+fn a_patroni_example_config_is_accepted() {
+    let c = Config::from_yaml(PATRONI_EXAMPLE, no_env(), None).unwrap();
+    assert_eq!(c.name, "node1");
+    assert_eq!(c.layout().base(), "/service/demo");
+    assert_eq!(
+        c.postgresql.listen,
+        PgListen {
+            addresses: "127.0.0.1".into(),
+            port: 5432
+        }
+    );
+    assert_eq!(c.conn_url(), "postgres://127.0.0.1:5432/postgres");
+    assert_eq!(c.api_url(), "http://127.0.0.1:8008/patroni");
+    assert!(matches!(c.dcs, DcsSection::Etcd3(_)));
+    let b = c.bootstrap.as_ref().unwrap();
+    assert_eq!(b.initdb, vec!["--encoding=UTF8", "--data-checksums"]);
+    assert_eq!(b.dcs.timing().0.ttl.as_secs(), 30);
+    assert!(b.dcs.use_pg_rewind());
+    assert_eq!(c.postgresql.superuser.username, "postgres");
+    assert_eq!(
+        c.postgresql.rewind.as_ref().unwrap().username,
+        "rewind_user"
+    );
+    assert_eq!(
+        c.postgresql.create_replica_methods,
+        vec![ReplicaMethod::Basebackup { options: vec![] }]
+    );
+    assert_eq!(
+        c.binary("pg_ctl"),
+        PathBuf::from("/usr/lib/postgresql/15/bin/pg_ctl")
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn every_problem_is_listed_with_its_path() {
+    let yaml = "name: n1\nrestapi:\n  listen: nowhere\npostgresql:\n  listen: 127.0.0.1:5432\n  use_slots: sometimes\nbootstrap:\n  dcs:\n    ttl: soon\n";
+    let e = Config::from_yaml(yaml, no_env(), Some("bad.yml")).unwrap_err();
+    for expected in [
+        "scope: missing",
+        "restapi.connect_address: missing",
+        "postgresql.connect_address: missing",
+        "postgresql.data_dir: missing",
+        "postgresql.use_slots: expected true or false, found a string",
+        "bootstrap.dcs.ttl: expected a non-negative integer, found \"soon\"",
+        "etcd3: missing (a DCS section is required: etcd3 or zookeeper)",
+    ] {
+        assert!(
+            e.errors.iter().any(|x| x == expected),
+            "{expected:?} not in {:#?}",
+            e.errors
+        );
+    }
+    assert!(
+        e.errors.iter().any(|x| x.starts_with("restapi.listen: ")),
+        "{:#?}",
+        e.errors
+    );
+    assert!(e.to_string().contains("bad.yml"));
+}
+
+#[test]
+fn broken_yaml_says_where() {
+    let e = Config::from_yaml("name: [n1\n", no_env(), None).unwrap_err();
+    assert!(e.errors[0].contains("line 1"), "{:?}", e.errors);
+}
+
+#[test]
+fn unsupported_dcs_and_keys_are_named() {
+    let base = PATRONI_EXAMPLE.replace(
+        "etcd3:\n  hosts: 127.0.0.1:2379\n",
+        "consul:\n  host: 127.0.0.1:8500\n",
+    );
+    let e = Config::from_yaml(&base, no_env(), None).unwrap_err();
+    assert!(
+        e.errors
+            .iter()
+            .any(|x| x.starts_with("consul: this DCS is not supported")),
+        "{:?}",
+        e.errors
+    );
+
+    let yaml = format!("{PATRONI_EXAMPLE}\nwatchdog:\n  mode: automatic\nfrobnicate: 1\n");
+    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    assert!(
+        c.warnings
+            .contains(&"watchdog.mode: not supported by pgha yet; ignored".to_string()),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.warnings
+            .contains(&"frobnicate: unknown key; ignored".to_string()),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn the_timing_rule_is_adjusted_with_a_warning() {
+    let yaml = PATRONI_EXAMPLE.replace("loop_wait: 10", "loop_wait: 15");
+    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.contains("loop_wait 15 -> 10")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn environment_overrides_apply_before_checking() {
+    let yaml = PATRONI_EXAMPLE.replace("  data_dir: /var/lib/pgha/node1\n", "");
+    assert!(Config::from_yaml(&yaml, no_env(), None).is_err());
+    let env = vec![(
+        "PATRONI_POSTGRESQL_DATA_DIR".to_string(),
+        "/srv/pg".to_string(),
+    )];
+    let c = Config::from_yaml(&yaml, env, None).unwrap();
+    assert_eq!(c.postgresql.data_dir, PathBuf::from("/srv/pg"));
+}
+
+#[test]
+fn replica_methods_and_basebackup_options() {
+    let yaml = PATRONI_EXAMPLE.replace(
+        "  authentication:",
+        "  create_replica_methods: [wal_g, basebackup]\n  wal_g:\n    command: /usr/bin/wal-g-restore\n    no_params: true\n    envdir: /etc/wal-g\n  basebackup:\n    - verbose\n    - max-rate: 100M\n  authentication:",
+    );
+    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    assert_eq!(
+        c.postgresql.create_replica_methods[1],
+        ReplicaMethod::Basebackup {
+            options: vec!["--verbose".into(), "--max-rate=100M".into()]
+        }
+    );
+    match &c.postgresql.create_replica_methods[0] {
+        ReplicaMethod::Custom {
+            name,
+            command,
+            no_params,
+            params,
+            ..
+        } => {
+            assert_eq!(
+                (name.as_str(), command.as_str(), *no_params),
+                ("wal_g", "/usr/bin/wal-g-restore", true)
+            );
+            assert_eq!(
+                params.get("envdir").and_then(Value::as_str),
+                Some("/etc/wal-g")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let broken = PATRONI_EXAMPLE.replace(
+        "  authentication:",
+        "  create_replica_methods: [wal_g]\n  authentication:",
+    );
+    let e = Config::from_yaml(&broken, no_env(), None).unwrap_err();
+    assert!(
+        e.errors
+            .iter()
+            .any(|x| x.starts_with("postgresql.wal_g.command: missing")),
+        "{:?}",
+        e.errors
+    );
+}

@@ -1,0 +1,159 @@
+//! `pg_ctl` and the postmaster's pid file: starting, stopping, promoting.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::PgError;
+use super::command::run;
+
+/// How to stop PostgreSQL (`pg_ctl stop -m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Disconnect clients, checkpoint, stop.
+    Fast,
+    /// Stop at once, without a checkpoint (crash recovery at next start).
+    Immediate,
+}
+
+impl ShutdownMode {
+    fn arg(self) -> &'static str {
+        match self {
+            ShutdownMode::Fast => "fast",
+            ShutdownMode::Immediate => "immediate",
+        }
+    }
+}
+
+/// `pg_ctl` for one data directory.
+#[derive(Debug, Clone)]
+pub struct PgCtl {
+    pub pg_ctl: PathBuf,
+    pub data_dir: PathBuf,
+    /// Where the postmaster's own output goes.
+    pub log_file: PathBuf,
+}
+
+impl PgCtl {
+    /// Starts the postmaster and waits (up to `timeout`) until it accepts
+    /// connections. pg_ctl detaches it into its own session, so it outlives
+    /// the agent.
+    pub async fn start(&self, timeout: Duration) -> Result<(), PgError> {
+        if let Some(dir) = self.log_file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| PgError::Io {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let secs = timeout.as_secs().max(1).to_string();
+        run(
+            tokio::process::Command::new(&self.pg_ctl)
+                .arg("start")
+                .arg("-D")
+                .arg(&self.data_dir)
+                .args(["-w", "-t", &secs, "-l"])
+                .arg(&self.log_file),
+            timeout + Duration::from_secs(5),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Stops the postmaster, waiting up to `timeout`. If it is still up
+    /// after that (a fast stop stuck in its checkpoint), it is stopped
+    /// immediately, and as a last resort killed.
+    pub async fn stop(&self, mode: ShutdownMode, timeout: Duration) -> Result<(), PgError> {
+        let attempt = |mode: ShutdownMode, t: Duration| {
+            let secs = t.as_secs().max(1).to_string();
+            let mut cmd = tokio::process::Command::new(&self.pg_ctl);
+            cmd.arg("stop").arg("-D").arg(&self.data_dir).args([
+                "-m",
+                mode.arg(),
+                "-w",
+                "-t",
+                &secs,
+            ]);
+            async move { run(&mut cmd, t + Duration::from_secs(2)).await }
+        };
+        if self.postmaster_pid().is_none() {
+            return Ok(());
+        }
+        match attempt(mode, timeout).await {
+            Ok(_) => return Ok(()),
+            Err(e) if self.postmaster_pid().is_none() => {
+                tracing::debug!("pg_ctl stop reported {e}, but PostgreSQL is down");
+                return Ok(());
+            }
+            Err(e) => tracing::warn!(
+                "pg_ctl stop -m {} failed ({e}); stopping immediately",
+                mode.arg()
+            ),
+        }
+        if mode != ShutdownMode::Immediate
+            && attempt(ShutdownMode::Immediate, Duration::from_secs(5))
+                .await
+                .is_ok()
+        {
+            return Ok(());
+        }
+        self.kill_postmaster()
+    }
+
+    /// SIGKILL to the postmaster: the last resort when it will not stop.
+    pub fn kill_postmaster(&self) -> Result<(), PgError> {
+        if let Some(pid) = self.postmaster_pid() {
+            tracing::warn!("killing postmaster {pid} with SIGKILL");
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        Ok(())
+    }
+
+    /// Promotes a standby and waits for the promotion to finish.
+    pub async fn promote(&self, timeout: Duration) -> Result<(), PgError> {
+        let secs = timeout.as_secs().max(1).to_string();
+        run(
+            tokio::process::Command::new(&self.pg_ctl)
+                .arg("promote")
+                .arg("-D")
+                .arg(&self.data_dir)
+                .args(["-w", "-t", &secs]),
+            timeout + Duration::from_secs(5),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The postmaster's pid, when `postmaster.pid` names a live process.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        postmaster_pid(&self.data_dir)
+    }
+}
+
+/// The pid in `postmaster.pid`, if that process is alive and is a
+/// PostgreSQL server: not a zombie waiting to be reaped, and not an
+/// unrelated process that reused the pid after a reboot.
+pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
+        return None;
+    }
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    if let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) {
+        // "pid (comm) S ...": the state letter follows the closing parenthesis.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if state == Some('Z') || state == Some('X') {
+            return None;
+        }
+    }
+    if let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) {
+        if !cmdline.is_empty() && !String::from_utf8_lossy(&cmdline).contains("postgres") {
+            return None;
+        }
+    }
+    Some(pid)
+}

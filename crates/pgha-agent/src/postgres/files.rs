@@ -1,0 +1,425 @@
+//! The files in the data directory that pgha owns.
+//!
+//! pgha writes `postgresql.conf` itself, every time before PostgreSQL
+//! starts or changes whom it follows, like Patroni does: the settings the
+//! agent must control (listen address, port, whom to replicate from) can
+//! then never be lost to a hand edit, and the file is whole again after
+//! pg_basebackup or pg_rewind copied the source's. The configuration initdb
+//! wrote is kept as `postgresql.base.conf` and included first; people set
+//! parameters in the YAML file or the dynamic configuration.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::PgError;
+use crate::config::{Config, Credentials};
+
+/// The file initdb's configuration is kept in.
+pub const BASE_CONF: &str = "postgresql.base.conf";
+const MARKER: &str = "# pgha: following ";
+
+/// Parameters that must be equal on every member (a replica cannot run with
+/// fewer than the primary): taken from the dynamic configuration, never
+/// from one node's file. With Patroni's defaults.
+const CLUSTER_WIDE: &[(&str, &str)] = &[
+    ("max_connections", "100"),
+    ("max_locks_per_transaction", "64"),
+    ("max_worker_processes", "8"),
+    ("max_prepared_transactions", "0"),
+    ("wal_level", "replica"),
+    ("wal_log_hints", "on"),
+    ("track_commit_timestamp", "off"),
+    ("max_wal_senders", "10"),
+    ("max_replication_slots", "10"),
+    ("wal_keep_size", "128MB"),
+];
+
+/// Parameters pgha sets from the rest of the configuration.
+const MANAGED: &[&str] = &[
+    "listen_addresses",
+    "port",
+    "cluster_name",
+    "hot_standby",
+    "primary_conninfo",
+    "primary_slot_name",
+    "recovery_target_timeline",
+];
+
+/// Whom a replica streams from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The member name.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// The slot to use on it, when `use_slots`.
+    pub slot: Option<String>,
+}
+
+/// The role PostgreSQL is configured for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfRole {
+    Primary,
+    /// A replica; `None` while there is no leader to follow.
+    Replica(Option<Upstream>),
+}
+
+/// The parameters PostgreSQL runs with: pgha's defaults, then the dynamic
+/// configuration, then the node's own file (which cannot change the
+/// cluster-wide ones, nor the ones pgha manages).
+pub fn effective_parameters(
+    config: &Config,
+    dynamic: &pgha_core::model::DynamicConfig,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = CLUSTER_WIDE
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let empty = Map::new();
+    let dynamic_params = dynamic.parameters().unwrap_or(&empty);
+    for (k, v) in dynamic_params {
+        if let Some(v) = param_text(v) {
+            out.insert(k.clone(), v);
+        }
+    }
+    for (k, v) in &config.postgresql.parameters {
+        if CLUSTER_WIDE.iter().any(|(c, _)| c == k) && dynamic_params.contains_key(k) {
+            continue;
+        }
+        if let Some(v) = param_text(v) {
+            out.insert(k.clone(), v);
+        }
+    }
+    for m in MANAGED {
+        out.remove(*m);
+    }
+    out
+}
+
+fn param_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Bool(true) => Some("on".into()),
+        Value::Bool(false) => Some("off".into()),
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A value quoted for postgresql.conf.
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A value quoted for a libpq connection string.
+fn conninfo_value(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A libpq connection string to `host:port` as `credentials`.
+pub fn conninfo(
+    host: &str,
+    port: u16,
+    credentials: &Credentials,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut parts = vec![
+        format!("host={}", conninfo_value(host)),
+        format!("port={port}"),
+        format!("user={}", conninfo_value(&credentials.username)),
+    ];
+    if let Some(p) = &credentials.password {
+        parts.push(format!("password={}", conninfo_value(p)));
+    }
+    for (k, v) in &credentials.ssl {
+        parts.push(format!("{k}={}", conninfo_value(v)));
+    }
+    for (k, v) in extra {
+        parts.push(format!("{k}={}", conninfo_value(v)));
+    }
+    parts.join(" ")
+}
+
+/// Writes `postgresql.conf` for `role`, and `standby.signal` for a replica
+/// (removing it for a primary). Moves initdb's own `postgresql.conf` aside
+/// to `postgresql.base.conf` the first time.
+pub fn write_config(
+    config: &Config,
+    dynamic: &pgha_core::model::DynamicConfig,
+    role: &ConfRole,
+) -> Result<(), PgError> {
+    let dir = &config.postgresql.data_dir;
+    let conf = dir.join("postgresql.conf");
+    let base = dir.join(BASE_CONF);
+    if !base.exists() {
+        let current = std::fs::read_to_string(&conf).unwrap_or_default();
+        if current.starts_with("# Managed by pgha") {
+            // Cloned from a member whose base file was lost: start empty.
+            write_file(
+                &base,
+                "# PostgreSQL base configuration (recreated by pgha)\n",
+            )?;
+        } else {
+            std::fs::rename(&conf, &base).or_else(|_| write_file(&base, &current))?;
+        }
+    }
+    write_file(&conf, &render(config, dynamic, role))?;
+    let signal = dir.join("standby.signal");
+    match role {
+        ConfRole::Primary => {
+            if signal.exists() {
+                std::fs::remove_file(&signal).map_err(|e| io(&signal, e))?;
+            }
+        }
+        ConfRole::Replica(_) => write_file(&signal, "")?,
+    }
+    write_hba(config, dynamic)?;
+    Ok(())
+}
+
+/// The text of pgha's `postgresql.conf`.
+pub fn render(
+    config: &Config,
+    dynamic: &pgha_core::model::DynamicConfig,
+    role: &ConfRole,
+) -> String {
+    let pg = &config.postgresql;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Managed by pgha for member {:?} of cluster {:?}. Do not edit:",
+        config.name, config.scope
+    );
+    let _ = writeln!(
+        s,
+        "# pgha rewrites this file. Set parameters in the YAML file"
+    );
+    let _ = writeln!(
+        s,
+        "# (postgresql.parameters) or with `pghactl edit-config`."
+    );
+    let _ = writeln!(s, "include_if_exists '{BASE_CONF}'");
+    let _ = writeln!(s);
+    let _ = writeln!(s, "listen_addresses = {}", quote(&pg.listen.addresses));
+    let _ = writeln!(s, "port = {}", pg.listen.port);
+    let _ = writeln!(s, "cluster_name = {}", quote(&config.scope));
+    let _ = writeln!(s, "hot_standby = 'on'");
+    for (k, v) in effective_parameters(config, dynamic) {
+        let _ = writeln!(s, "{k} = {}", quote(&v));
+    }
+    if let ConfRole::Replica(upstream) = role {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "recovery_target_timeline = 'latest'");
+        match upstream {
+            Some(u) => {
+                let info = conninfo(
+                    &u.host,
+                    u.port,
+                    &pg.replication,
+                    &[("application_name", &config.name)],
+                );
+                let _ = writeln!(s, "primary_conninfo = {}", quote(&info));
+                if let Some(slot) = &u.slot {
+                    let _ = writeln!(s, "primary_slot_name = {}", quote(slot));
+                }
+                let _ = writeln!(s, "{MARKER}{}", u.name);
+            }
+            None => {
+                let _ = writeln!(s, "primary_conninfo = ''");
+            }
+        }
+    }
+    s
+}
+
+/// The member the written `postgresql.conf` streams from, if any.
+pub fn following(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join("postgresql.conf")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(MARKER))
+        .map(|s| s.trim().to_string())
+}
+
+/// Writes `pg_hba.conf` (and `pg_ident.conf`) when the configuration gives
+/// lines: the node's own, else the dynamic configuration's, else bootstrap's.
+pub fn write_hba(
+    config: &Config,
+    dynamic: &pgha_core::model::DynamicConfig,
+) -> Result<(), PgError> {
+    let from_dynamic = |key: &str| -> Option<Vec<String>> {
+        dynamic
+            .postgresql()
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+    };
+    let dir = &config.postgresql.data_dir;
+    let hba = config
+        .postgresql
+        .pg_hba
+        .clone()
+        .or_else(|| from_dynamic("pg_hba"))
+        .or_else(|| config.bootstrap.as_ref().and_then(|b| b.pg_hba.clone()));
+    if let Some(lines) = hba {
+        write_file(
+            &dir.join("pg_hba.conf"),
+            &format!("# Managed by pgha.\n{}\n", lines.join("\n")),
+        )?;
+    }
+    if let Some(lines) = config
+        .postgresql
+        .pg_ident
+        .clone()
+        .or_else(|| from_dynamic("pg_ident"))
+    {
+        write_file(
+            &dir.join("pg_ident.conf"),
+            &format!("# Managed by pgha.\n{}\n", lines.join("\n")),
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes a file whole (via a temporary file and a rename), mode 0600.
+pub fn write_file(path: &Path, text: &str) -> Result<(), PgError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp: PathBuf = path.with_extension("pgha-tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io(&tmp, e))?;
+    f.write_all(text.as_bytes()).map_err(|e| io(&tmp, e))?;
+    f.sync_all().map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+fn io(path: &Path, e: std::io::Error) -> PgError {
+    PgError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The replication slot name for a member: PostgreSQL allows lower-case
+/// letters, digits and `_`, as Patroni derives it.
+pub fn slot_name(member: &str) -> String {
+    member
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgha_core::model::DynamicConfig;
+
+    fn config() -> Config {
+        let yaml = include_str!("../../../../docs/examples/patroni-node1.yml");
+        Config::from_yaml(yaml, Vec::<(String, String)>::new(), None).unwrap()
+    }
+
+    #[test]
+    fn parameters_merge_with_cluster_wide_ones_from_the_dcs() {
+        let mut c = config();
+        c.postgresql
+            .parameters
+            .insert("max_connections".into(), Value::from(500));
+        c.postgresql
+            .parameters
+            .insert("work_mem".into(), Value::from("8MB"));
+        c.postgresql
+            .parameters
+            .insert("port".into(), Value::from(1));
+        let dynamic = DynamicConfig::parse(r#"{"postgresql":{"parameters":{"max_connections":200,"work_mem":"4MB","hot_standby":true}}}"#).unwrap();
+        let p = effective_parameters(&c, &dynamic);
+        assert_eq!(
+            p["max_connections"], "200",
+            "cluster-wide values come from the DCS"
+        );
+        assert_eq!(p["work_mem"], "8MB", "the node's own file wins otherwise");
+        assert_eq!(p["wal_level"], "replica");
+        assert!(!p.contains_key("port") && !p.contains_key("hot_standby"));
+        // without a DCS value, the node's own cluster-wide value applies
+        let p = effective_parameters(&c, &DynamicConfig::new());
+        assert_eq!(p["max_connections"], "500");
+    }
+
+    #[test]
+    fn replica_config_names_its_upstream() {
+        let c = config();
+        let up = Upstream {
+            name: "node2".into(),
+            host: "127.0.0.1".into(),
+            port: 5433,
+            slot: Some("node1".into()),
+        };
+        let text = render(&c, &DynamicConfig::new(), &ConfRole::Replica(Some(up)));
+        assert!(text.contains("primary_conninfo = 'host=''127.0.0.1'' port=5433 user=''replicator'' password=''rep-pass'' application_name=''node1'''"), "{text}");
+        assert!(text.contains("primary_slot_name = 'node1'"));
+        assert!(text.contains("port = 5432"));
+        assert!(text.contains("# pgha: following node2"));
+        assert!(
+            !render(&c, &DynamicConfig::new(), &ConfRole::Primary).contains("primary_conninfo")
+        );
+    }
+
+    #[test]
+    fn writes_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config();
+        c.postgresql.data_dir = dir.path().to_path_buf();
+        std::fs::write(
+            dir.path().join("postgresql.conf"),
+            "shared_buffers = 128MB\n",
+        )
+        .unwrap();
+        let up = Upstream {
+            name: "node2".into(),
+            host: "h".into(),
+            port: 1,
+            slot: None,
+        };
+        write_config(&c, &DynamicConfig::new(), &ConfRole::Replica(Some(up))).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(BASE_CONF)).unwrap(),
+            "shared_buffers = 128MB\n"
+        );
+        assert!(dir.path().join("standby.signal").exists());
+        assert_eq!(following(dir.path()).as_deref(), Some("node2"));
+        assert!(
+            std::fs::read_to_string(dir.path().join("pg_hba.conf"))
+                .unwrap()
+                .contains("host replication replicator 127.0.0.1/32 md5")
+        );
+        write_config(&c, &DynamicConfig::new(), &ConfRole::Primary).unwrap();
+        assert!(!dir.path().join("standby.signal").exists());
+        assert_eq!(following(dir.path()), None);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(BASE_CONF)).unwrap(),
+            "shared_buffers = 128MB\n"
+        );
+    }
+
+    #[test]
+    fn slot_names_are_sanitised() {
+        assert_eq!(slot_name("Node-1.eu"), "node_1_eu");
+    }
+}

@@ -1,0 +1,609 @@
+//! The local PostgreSQL: observing it and acting on it.
+//!
+//! Everything here runs as the agent's OS user (never root: PostgreSQL
+//! refuses to run as root) and calls PostgreSQL's own programs (initdb,
+//! pg_ctl, pg_basebackup, pg_rewind, pg_controldata) with bounded time.
+
+pub mod command;
+pub mod controldata;
+pub mod ctl;
+pub mod files;
+pub mod query;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgha_core::ha::DataDir;
+use pgha_core::model::DynamicConfig;
+use tokio::sync::Mutex;
+
+use crate::config::{Config, Credentials, ReplicaMethod};
+pub use controldata::ControlData;
+pub use ctl::{PgCtl, ShutdownMode};
+pub use files::{ConfRole, Upstream};
+pub use query::{DbState, LocalDb, LocalTarget};
+
+/// What went wrong with PostgreSQL or one of its programs.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PgError {
+    #[error("cannot run {program}: {reason}")]
+    Spawn { program: String, reason: String },
+    #[error("{program} failed ({status}): {output}")]
+    Failed {
+        program: String,
+        status: String,
+        output: String,
+    },
+    #[error("{what} did not finish within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("PostgreSQL: {0}")]
+    Query(String),
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+/// What was found this cycle.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub data_dir: DataDir,
+    /// The postmaster's pid, when one is alive.
+    pub postmaster: Option<i32>,
+    /// The live state, when PostgreSQL answered.
+    pub db: Option<DbState>,
+    pub controldata: Option<ControlData>,
+    /// The member the written configuration streams from.
+    pub following: Option<String>,
+}
+
+/// The local PostgreSQL of this node.
+#[derive(Debug)]
+pub struct Postgres {
+    pub config: Arc<Config>,
+    pub ctl: PgCtl,
+    db: Mutex<LocalDb>,
+}
+
+/// A bound for quick queries against the local PostgreSQL.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Postgres {
+    pub fn new(config: Arc<Config>) -> Self {
+        let pg = &config.postgresql;
+        let ctl = PgCtl {
+            pg_ctl: config.binary("pg_ctl"),
+            data_dir: pg.data_dir.clone(),
+            log_file: pg.data_dir.join("log").join("pgha-postmaster.log"),
+        };
+        let db = Mutex::new(LocalDb::new(local_target(&config)));
+        Postgres { config, ctl, db }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.postgresql.data_dir
+    }
+
+    /// Looks at the data directory and, if it runs, asks PostgreSQL.
+    pub async fn observe(&self) -> Observed {
+        let data_dir = self.data_dir().to_path_buf();
+        let postmaster = self.ctl.postmaster_pid();
+        let db = if postmaster.is_some() {
+            self.db.lock().await.state(QUERY_TIMEOUT).await.ok()
+        } else {
+            None
+        };
+        if postmaster.is_none() {
+            self.db.lock().await.reset();
+        }
+        let (data, controldata) = match classify(&data_dir) {
+            Classified::Empty => (DataDir::Empty, None),
+            Classified::Unusable(why) => (DataDir::Unusable(why), None),
+            Classified::Initialized => {
+                match ControlData::read(&self.config.binary("pg_controldata"), &data_dir).await {
+                    Ok(cd) => {
+                        let restored = data_dir.join("backup_label").exists();
+                        (
+                            DataDir::Initialized {
+                                system_id: cd.system_id.clone(),
+                                was_primary: cd.ran_as_primary() && !restored,
+                                timeline: cd.timeline,
+                            },
+                            Some(cd),
+                        )
+                    }
+                    Err(e) => (DataDir::Unusable(format!("pg_controldata: {e}")), None),
+                }
+            }
+        };
+        Observed {
+            data_dir: data,
+            postmaster,
+            db,
+            controldata,
+            following: files::following(&data_dir),
+        }
+    }
+
+    /// Writes the configuration for `role` and starts PostgreSQL. Returns
+    /// once it accepts connections, or once `pg_ctl_timeout` passed with
+    /// the postmaster still coming up (the loop keeps watching it).
+    pub async fn start(&self, role: &ConfRole, dynamic: &DynamicConfig) -> Result<(), PgError> {
+        files::write_config(&self.config, dynamic, role)?;
+        self.db.lock().await.reset();
+        match self.ctl.start(self.config.postgresql.pg_ctl_timeout).await {
+            Ok(()) => Ok(()),
+            Err(e) if self.ctl.postmaster_pid().is_some() => {
+                tracing::warn!("PostgreSQL is still starting: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops PostgreSQL (`mode`, falling back to immediate after `timeout`).
+    pub async fn stop(&self, mode: ShutdownMode, timeout: Duration) -> Result<(), PgError> {
+        self.db.lock().await.reset();
+        self.ctl.stop(mode, timeout).await
+    }
+
+    /// Points a running replica at `upstream` (PostgreSQL 13+ reloads
+    /// `primary_conninfo` without a restart).
+    pub async fn follow(
+        &self,
+        upstream: Option<&Upstream>,
+        dynamic: &DynamicConfig,
+    ) -> Result<(), PgError> {
+        files::write_config(&self.config, dynamic, &ConfRole::Replica(upstream.cloned()))?;
+        self.db
+            .lock()
+            .await
+            .execute("SELECT pg_reload_conf()", QUERY_TIMEOUT)
+            .await
+    }
+
+    /// Promotes the running replica, then checkpoints so a former primary
+    /// can rewind from us (pg_rewind reads the new timeline from the control
+    /// file, which only a checkpoint updates).
+    pub async fn promote(&self, dynamic: &DynamicConfig) -> Result<(), PgError> {
+        // PostgreSQL removes standby.signal itself while promoting (and
+        // fails the promotion if it is already gone), so the configuration
+        // is rewritten for the primary role only afterwards.
+        self.ctl
+            .promote(self.config.postgresql.pg_ctl_timeout)
+            .await?;
+        files::write_config(&self.config, dynamic, &ConfRole::Primary)?;
+        self.db.lock().await.reset();
+        Ok(())
+    }
+
+    /// `CHECKPOINT` (after a promotion).
+    pub async fn checkpoint(&self) -> Result<(), PgError> {
+        self.db
+            .lock()
+            .await
+            .execute("CHECKPOINT", Duration::from_secs(600))
+            .await
+    }
+
+    /// Runs SQL on the local PostgreSQL.
+    pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
+        self.db.lock().await.execute(sql, QUERY_TIMEOUT).await
+    }
+
+    pub async fn query_texts(&self, sql: &str) -> Result<Vec<String>, PgError> {
+        self.db.lock().await.query_texts(sql, QUERY_TIMEOUT).await
+    }
+
+    /// Creates a new cluster: initdb, the agent's configuration, start as
+    /// primary, the roles from the configuration, the post-bootstrap script.
+    pub async fn bootstrap(&self, dynamic: &DynamicConfig) -> Result<(), PgError> {
+        let cfg = &self.config;
+        let pg = &cfg.postgresql;
+        let bootstrap = cfg.bootstrap.as_ref();
+        ensure_empty_dir(&pg.data_dir)?;
+        self.write_pgpass()?;
+        let pwfile = pg.data_dir.with_extension("pgha-pwfile");
+        let mut cmd = tokio::process::Command::new(cfg.binary("initdb"));
+        cmd.arg("-D")
+            .arg(&pg.data_dir)
+            .arg(format!("--username={}", pg.superuser.username));
+        if let Some(pw) = &pg.superuser.password {
+            files::write_file(&pwfile, pw)?;
+            cmd.arg(format!("--pwfile={}", pwfile.display()));
+        }
+        cmd.args(bootstrap.map(|b| b.initdb.clone()).unwrap_or_default());
+        let result = command::run(&mut cmd, Duration::from_secs(600)).await;
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
+
+        self.start(&ConfRole::Primary, dynamic).await?;
+        self.wait_ready(pg.pg_ctl_timeout).await?;
+        for sql in role_statements(cfg) {
+            self.execute(&sql)
+                .await
+                .map_err(|e| PgError::Unexpected(format!("creating roles: {e}")))?;
+        }
+        if let Some(script) = bootstrap.and_then(|b| b.post_bootstrap.as_ref()) {
+            let url = format!(
+                "postgres://{}@{}/postgres",
+                pg.superuser.username,
+                local_host_port(cfg)
+            );
+            let mut cmd = tokio::process::Command::new(script);
+            cmd.arg(url).env("PGPASSFILE", &pg.pgpass);
+            command::run(&mut cmd, Duration::from_secs(600))
+                .await
+                .map_err(|e| PgError::Unexpected(format!("post_bootstrap script: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until PostgreSQL answers a query (bounded).
+    pub async fn wait_ready(&self, within: Duration) -> Result<DbState, PgError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.db.lock().await.state(QUERY_TIMEOUT).await {
+                Ok(s) => return Ok(s),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Creates this replica from `source` with the configured methods, in
+    /// order; the first that succeeds wins. A failed attempt leaves an
+    /// empty data directory behind for the next.
+    pub async fn create_replica(&self, source: &Upstream) -> Result<String, PgError> {
+        let cfg = &self.config;
+        let pg = &cfg.postgresql;
+        self.write_pgpass()?;
+        let mut failures = Vec::new();
+        for method in &pg.create_replica_methods {
+            let (name, keep_data) = match method {
+                ReplicaMethod::Basebackup { .. } => ("basebackup".to_string(), false),
+                ReplicaMethod::Custom {
+                    name, keep_data, ..
+                } => (name.clone(), *keep_data),
+            };
+            if !keep_data {
+                ensure_empty_dir(&pg.data_dir)?;
+            }
+            let conninfo = files::conninfo(
+                &source.host,
+                source.port,
+                &pg.replication,
+                &[("dbname", "postgres")],
+            );
+            let mut cmd = match method {
+                ReplicaMethod::Basebackup { options } => {
+                    let mut cmd = tokio::process::Command::new(cfg.binary("pg_basebackup"));
+                    cmd.arg("-D")
+                        .arg(&pg.data_dir)
+                        .args(["-X", "stream", "-c", "fast", "--no-password"])
+                        .arg(format!("--dbname={conninfo}"))
+                        .args(options);
+                    cmd
+                }
+                ReplicaMethod::Custom {
+                    command,
+                    no_params,
+                    params,
+                    ..
+                } => {
+                    let mut parts = command.split_whitespace();
+                    let program = parts.next().unwrap_or_default();
+                    let mut cmd = tokio::process::Command::new(program);
+                    cmd.args(parts);
+                    if !no_params {
+                        cmd.arg(format!("--scope={}", cfg.scope))
+                            .arg("--role=replica")
+                            .arg(format!("--datadir={}", pg.data_dir.display()))
+                            .arg(format!("--connstring={conninfo}"));
+                        for (k, v) in params {
+                            if let Some(v) = crate::config::schema::scalar_text(v) {
+                                cmd.arg(format!("--{k}={v}"));
+                            }
+                        }
+                    }
+                    cmd
+                }
+            };
+            cmd.env("PGPASSFILE", &pg.pgpass);
+            match command::run(&mut cmd, Duration::from_secs(24 * 3600)).await {
+                Ok(_) if pg.data_dir.join("PG_VERSION").exists() => return Ok(name),
+                Ok(_) => failures.push(format!("{name}: finished but left no data directory")),
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+            wipe_dir(&pg.data_dir)?;
+        }
+        Err(PgError::Unexpected(format!(
+            "every replica creation method failed: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// Rewinds this (stopped) former primary to `source`'s history. The
+    /// node's own configuration files are put back afterwards, since
+    /// pg_rewind copies the source's.
+    pub async fn rewind(&self, source: &Upstream) -> Result<(), PgError> {
+        let cfg = &self.config;
+        let pg = &cfg.postgresql;
+        self.write_pgpass()?;
+        let keep = [
+            "postgresql.conf",
+            files::BASE_CONF,
+            "pg_hba.conf",
+            "pg_ident.conf",
+        ];
+        let saved: Vec<(PathBuf, Vec<u8>)> = keep
+            .iter()
+            .map(|f| pg.data_dir.join(f))
+            .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+            .collect();
+        let user = pg.rewind.as_ref().unwrap_or(&pg.superuser);
+        let conninfo = files::conninfo(&source.host, source.port, user, &[("dbname", "postgres")]);
+        let mut cmd = tokio::process::Command::new(cfg.binary("pg_rewind"));
+        cmd.arg("-D")
+            .arg(&pg.data_dir)
+            .arg(format!("--source-server={conninfo}"))
+            .env("PGPASSFILE", &pg.pgpass)
+            .env("LC_ALL", "C");
+        let result = command::run(&mut cmd, Duration::from_secs(24 * 3600)).await;
+        for (path, bytes) in saved {
+            if let Err(e) = std::fs::write(&path, bytes) {
+                tracing::warn!("could not restore {} after pg_rewind: {e}", path.display());
+            }
+        }
+        result.map(drop)
+    }
+
+    /// Empties the data directory (reinitialize).
+    pub fn wipe(&self) -> Result<(), PgError> {
+        wipe_dir(self.data_dir())
+    }
+
+    /// Writes the pgpass file pgha's child programs use: wildcard entries
+    /// for the configured roles, mode 0600.
+    pub fn write_pgpass(&self) -> Result<(), PgError> {
+        let pg = &self.config.postgresql;
+        let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+        let mut text = String::new();
+        for c in [
+            Some(&pg.replication),
+            Some(&pg.superuser),
+            pg.rewind.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(pw) = &c.password {
+                text.push_str(&format!("*:*:*:{}:{}\n", esc(&c.username), esc(pw)));
+            }
+        }
+        files::write_file(&pg.pgpass, &text)
+    }
+}
+
+enum Classified {
+    Empty,
+    Initialized,
+    Unusable(String),
+}
+
+fn classify(dir: &Path) -> Classified {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Classified::Empty,
+        Err(e) => Classified::Unusable(format!("cannot read {}: {e}", dir.display())),
+        Ok(mut entries) => {
+            if entries.next().is_none() {
+                Classified::Empty
+            } else if dir.join("PG_VERSION").exists() && dir.join("global/pg_control").exists() {
+                Classified::Initialized
+            } else {
+                Classified::Unusable(format!(
+                    "{} is not empty but holds no PostgreSQL cluster (no PG_VERSION or global/pg_control)",
+                    dir.display()
+                ))
+            }
+        }
+    }
+}
+
+/// Creates `dir` (mode 0700) if missing; fails if it holds anything.
+fn ensure_empty_dir(dir: &Path) -> Result<(), PgError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let io = |e: std::io::Error| PgError::Io {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+    }
+    if std::fs::read_dir(dir).map_err(io)?.next().is_some() {
+        return Err(PgError::Io {
+            path: dir.display().to_string(),
+            reason: "not empty".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Removes everything inside `dir`, keeping `dir` itself.
+fn wipe_dir(dir: &Path) -> Result<(), PgError> {
+    let io = |p: &Path, e: std::io::Error| PgError::Io {
+        path: p.display().to_string(),
+        reason: e.to_string(),
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(dir, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        let r = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        r.map_err(|e| io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// How the agent connects to its own PostgreSQL: the Unix socket when
+/// `use_unix_socket` and `unix_socket_directories` say so, else TCP to the
+/// listen address.
+fn local_target(config: &Config) -> LocalTarget {
+    let pg = &config.postgresql;
+    let mut c = tokio_postgres::Config::new();
+    c.user(&pg.superuser.username)
+        .dbname("postgres")
+        .application_name("pgha")
+        .port(pg.listen.port);
+    if let Some(pw) = &pg.superuser.password {
+        c.password(pw);
+    }
+    let socket_dir = pg
+        .parameters
+        .get("unix_socket_directories")
+        .and_then(crate::config::schema::scalar_text)
+        .and_then(|s| {
+            s.split(',')
+                .map(str::trim)
+                .find(|d| !d.is_empty())
+                .map(String::from)
+        });
+    match socket_dir {
+        Some(dir) if pg.use_unix_socket => {
+            c.host_path(dir);
+        }
+        _ => {
+            c.host(local_host(config));
+        }
+    }
+    LocalTarget { config: c }
+}
+
+/// A host to reach the local PostgreSQL by TCP: the first listen address
+/// (loopback when it listens everywhere).
+fn local_host(config: &Config) -> String {
+    let first = config
+        .postgresql
+        .listen
+        .addresses
+        .split(',')
+        .next()
+        .unwrap_or("*")
+        .trim()
+        .to_string();
+    match first.as_str() {
+        "*" | "0.0.0.0" | "" => "127.0.0.1".into(),
+        "::" => "::1".into(),
+        _ => first,
+    }
+}
+
+fn local_host_port(config: &Config) -> String {
+    format!("{}:{}", local_host(config), config.postgresql.listen.port)
+}
+
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The SQL that creates the configured roles after initdb.
+fn role_statements(config: &Config) -> Vec<String> {
+    let pg = &config.postgresql;
+    let mut out = Vec::new();
+    let create = |c: &Credentials, options: &str| {
+        let password = c
+            .password
+            .as_deref()
+            .map(|p| format!(" PASSWORD {}", literal(p)))
+            .unwrap_or_default();
+        format!(
+            "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name_lit}) THEN CREATE ROLE {name} WITH {options}{password}; ELSE ALTER ROLE {name} WITH {options}{password}; END IF; END$$",
+            name_lit = literal(&c.username),
+            name = ident(&c.username),
+        )
+    };
+    if pg.replication.username != pg.superuser.username {
+        out.push(create(&pg.replication, "LOGIN REPLICATION"));
+    }
+    if let Some(rewind) = pg
+        .rewind
+        .as_ref()
+        .filter(|r| r.username != pg.superuser.username)
+    {
+        out.push(create(rewind, "LOGIN"));
+        for f in [
+            "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+            "pg_catalog.pg_stat_file(text, boolean)",
+            "pg_catalog.pg_read_binary_file(text)",
+            "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+        ] {
+            out.push(format!(
+                "GRANT EXECUTE ON FUNCTION {f} TO {}",
+                ident(&rewind.username)
+            ));
+        }
+    }
+    for user in config.bootstrap.iter().flat_map(|b| &b.users) {
+        let mut options = vec!["LOGIN".to_string()];
+        options.extend(user.options.iter().map(|o| {
+            o.to_ascii_uppercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "")
+        }));
+        let c = Credentials {
+            username: user.name.clone(),
+            password: user.password.clone(),
+            ssl: Default::default(),
+        };
+        out.push(create(&c, &options.join(" ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_sql_quotes_names_and_passwords() {
+        let yaml =
+            include_str!("../../../../docs/examples/patroni-node1.yml").replace("rep-pass", "it's");
+        let c = Config::from_yaml(&yaml, Vec::<(String, String)>::new(), None).unwrap();
+        let sql = role_statements(&c);
+        assert!(
+            sql[0].contains("CREATE ROLE \"replicator\" WITH LOGIN REPLICATION PASSWORD 'it''s'"),
+            "{}",
+            sql[0]
+        );
+        assert!(sql.iter().any(|s| s.contains("GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO \"rewind_user\"")));
+    }
+
+    #[test]
+    fn data_directories_are_classified() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            classify(&d.path().join("missing")),
+            Classified::Empty
+        ));
+        assert!(matches!(classify(d.path()), Classified::Empty));
+        std::fs::write(d.path().join("stray"), "x").unwrap();
+        assert!(matches!(classify(d.path()), Classified::Unusable(_)));
+        wipe_dir(d.path()).unwrap();
+        assert!(matches!(classify(d.path()), Classified::Empty));
+    }
+}

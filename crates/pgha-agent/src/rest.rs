@@ -1,0 +1,586 @@
+//! The REST API, read side: Patroni's paths, status codes and JSON.
+//!
+//! Every answer is computed from the [`NodeStatus`] the HA loop published
+//! after its last cycle; no request queries PostgreSQL or the DCS, so
+//! health checks are cheap and can never stall or slow the loop.
+//!
+//! `GET` returns the node's status JSON with the code; `HEAD` and
+//! `OPTIONS` return the code alone (HAProxy's `option httpchk OPTIONS /primary`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use pgha_core::model::{Cluster, PATRONI_COMPAT_VERSION, PGHA_VERSION};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::agent::{NodeStatus, format_lsn};
+
+/// What the handlers read.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub status: watch::Receiver<Arc<NodeStatus>>,
+    /// Monotonic "now", from the loop's clock.
+    pub clock: Arc<dyn pgha_core::clock::Clock>,
+}
+
+/// The router for the whole API.
+pub fn router(state: ApiState) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+const HEALTH_PATHS: &[&str] = &[
+    "/",
+    "/primary",
+    "/master",
+    "/read-write",
+    "/leader",
+    "/standby-leader",
+    "/standby_leader",
+    "/replica",
+    "/read-only",
+    "/health",
+    "/sync",
+    "/synchronous",
+    "/async",
+    "/asynchronous",
+    "/quorum",
+    "/read-only-sync",
+    "/read-only-synchronous",
+    "/read-only-quorum",
+];
+
+async fn handle(
+    State(state): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let status = state.status.borrow().clone();
+    let now = state.clock.now();
+    let path = uri.path();
+    let code_only = method == Method::HEAD || method == Method::OPTIONS;
+    if method != Method::GET && !code_only {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{method} {path} is not supported yet"),
+        );
+    }
+    let (code, body) = match path {
+        p if HEALTH_PATHS.contains(&p) => {
+            (health_code(p, &query, &status), Some(status_json(&status)))
+        }
+        "/liveness" => (liveness_code(&status, now), None),
+        "/readiness" => (readiness_code(&query, &status), None),
+        "/patroni" => (200, Some(status_json(&status))),
+        "/cluster" => match &status.cluster {
+            Some(c) => (200, Some(cluster_json(c, &status))),
+            None => (
+                503,
+                Some(json!({"error": "the cluster has not been read from the DCS yet"})),
+            ),
+        },
+        "/history" => (
+            200,
+            Some(
+                status
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.history.as_ref())
+                    .map_or_else(|| json!([]), |h| json!(h.value)),
+            ),
+        ),
+        "/config" => match status.cluster.as_ref().and_then(|c| c.config.as_ref()) {
+            Some(c) => (200, Some(json!(c.value))),
+            None => (
+                502,
+                Some(json!({"error": "no dynamic configuration in the DCS"})),
+            ),
+        },
+        "/metrics" => {
+            return if code_only {
+                StatusCode::OK.into_response()
+            } else {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics(&status),
+                )
+                    .into_response()
+            };
+        }
+        _ => return error(StatusCode::NOT_FOUND, &format!("unknown path {path}")),
+    };
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    match body {
+        Some(body) if !code_only => (code, axum::Json(body)).into_response(),
+        _ => code.into_response(),
+    }
+}
+
+fn error(code: StatusCode, message: &str) -> Response {
+    (code, axum::Json(json!({"error": message}))).into_response()
+}
+
+/// Patroni's `state` for the status JSON.
+fn state_text(s: &NodeStatus) -> String {
+    s.member
+        .state
+        .as_ref()
+        .map_or_else(|| "unknown".into(), |st| st.to_string())
+}
+
+/// The node status JSON of `GET /patroni` (and every health check's body).
+pub fn status_json(s: &NodeStatus) -> Value {
+    let mut out = Map::new();
+    out.insert("state".into(), json!(state_text(s)));
+    let db = s.observed.as_ref().and_then(|o| o.db.as_ref());
+    if let Some(db) = db {
+        if let Some(t) = &db.postmaster_start_time {
+            out.insert("postmaster_start_time".into(), json!(t));
+        }
+        out.insert(
+            "role".into(),
+            json!(if db.in_recovery { "replica" } else { "primary" }),
+        );
+        out.insert("server_version".into(), json!(db.server_version));
+        let xlog = if db.in_recovery {
+            json!({
+                "received_location": db.receive_lsn.or(db.replay_lsn),
+                "replayed_location": db.replay_lsn,
+                "replayed_timestamp": db.replayed_timestamp,
+                "paused": db.replay_paused,
+            })
+        } else {
+            json!({"location": db.write_lsn})
+        };
+        out.insert("xlog".into(), xlog);
+        if let Some(tl) = db.timeline {
+            out.insert("timeline".into(), json!(tl));
+        }
+        if let Some(rs) = &s.member.replication_state {
+            out.insert("replication_state".into(), json!(rs));
+        }
+        if !db.replication.is_empty() {
+            out.insert("replication".into(), json!(db.replication));
+        }
+    } else if let Some(role) = &s.member.role {
+        out.insert("role".into(), json!(role.as_str()));
+    }
+    if s.paused {
+        out.insert("pause".into(), json!(true));
+    }
+    if s.cluster.as_ref().is_none_or(|c| c.leader.is_none()) {
+        out.insert("cluster_unlocked".into(), json!(true));
+    }
+    if let Some(t) = s.dcs_last_seen {
+        out.insert("dcs_last_seen".into(), json!(t));
+    }
+    if !s.member.tags.is_empty() {
+        out.insert("tags".into(), json!(s.member.tags));
+    }
+    if let Some(sysid) = db.and_then(|d| d.system_id.clone()).or_else(|| {
+        s.observed
+            .as_ref()
+            .and_then(|o| o.controldata.as_ref())
+            .map(|c| c.system_id.clone())
+    }) {
+        out.insert("database_system_identifier".into(), json!(sysid));
+    }
+    out.insert(
+        "patroni".into(),
+        json!({"version": PATRONI_COMPAT_VERSION, "scope": s.scope, "name": s.name}),
+    );
+    out.insert("pgha_version".into(), json!(PGHA_VERSION));
+    Value::Object(out)
+}
+
+/// The leader's last known position: `status.optime`.
+fn leader_optime(s: &NodeStatus) -> u64 {
+    s.cluster
+        .as_ref()
+        .and_then(|c| c.last_leader_lsn())
+        .unwrap_or(0)
+}
+
+/// A lag limit as Patroni takes it: bytes, or a size with a unit (`16kB`, `10MB`).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" | "k" => 1 << 10,
+        "MB" | "M" => 1 << 20,
+        "GB" | "G" => 1 << 30,
+        "TB" | "T" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// The code of a health-check path, by Patroni's rules.
+pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) -> u16 {
+    let running = s.pg_running()
+        && s.member
+            .state
+            .as_ref()
+            .is_some_and(|st| st.as_str() == "running");
+    let primary = s.holds_lock && s.is_primary();
+    let leader = s.holds_lock;
+    let max_lag = query
+        .get("lag")
+        .and_then(|l| parse_size(l))
+        .unwrap_or(u64::MAX);
+    let replayed = s
+        .observed
+        .as_ref()
+        .and_then(|o| o.db.as_ref())
+        .and_then(|d| d.replay_lsn)
+        .unwrap_or(0);
+    let optime = leader_optime(s);
+    let lagging = optime > 0 && optime > replayed.saturating_add(max_lag);
+    let state_ok = query
+        .get("replication_state")
+        .is_none_or(|wanted| s.member.replication_state.as_deref() == Some(wanted.as_str()));
+    let replica =
+        running && s.is_replica() && !s.member.tags.noloadbalance() && !lagging && state_ok;
+    let (code_ok, ignore_tags) = match path {
+        "/standby-leader" | "/standby_leader" => (false, true),
+        "/leader" => (leader, true),
+        "/" | "/primary" | "/master" | "/read-write" => (primary, true),
+        "/replica" => (replica, false),
+        "/read-only" => (primary || replica, false),
+        "/health" => (running, false),
+        "/async" | "/asynchronous" => (s.cluster.is_some() && replica, false),
+        "/read-only-sync" | "/read-only-synchronous" | "/read-only-quorum" => {
+            (s.cluster.is_some() && primary, false)
+        }
+        _ => (false, false),
+    };
+    if !code_ok {
+        return 503;
+    }
+    if !ignore_tags {
+        for (k, wanted) in query {
+            let Some(tag) = k.strip_prefix("tag_") else {
+                continue;
+            };
+            let have = match s.member.tags.0.get(tag) {
+                None | Some(Value::Null) => return 503,
+                Some(Value::String(v)) => v.clone(),
+                Some(other) => other.to_string().to_lowercase(),
+            };
+            if &have != wanted {
+                return 503;
+            }
+        }
+    }
+    200
+}
+
+/// 200 while the HA loop keeps running: its last cycle ended less than
+/// `loop_wait + ttl` ago (`2 × ttl` on a replica); always 200 when paused.
+pub fn liveness_code(s: &NodeStatus, now: std::time::Duration) -> u16 {
+    if s.paused {
+        return 200;
+    }
+    let threshold = if s.is_primary() {
+        s.timing.ttl
+    } else {
+        s.timing.ttl * 2
+    };
+    match s.last_cycle {
+        Some(last) if now.saturating_sub(last) < s.timing.loop_wait + threshold => 200,
+        _ => 503,
+    }
+}
+
+/// 200 on the leader, or on a streaming replica within the lag limit.
+pub fn readiness_code(query: &HashMap<String, String>, s: &NodeStatus) -> u16 {
+    if s.holds_lock {
+        return 200;
+    }
+    let Some(db) = s.observed.as_ref().and_then(|o| o.db.as_ref()) else {
+        return 503;
+    };
+    if s.member.replication_state.as_deref() != Some("streaming") || s.cluster.is_none() {
+        return 503;
+    }
+    let write_mode = query.get("mode").is_some_and(|m| m == "write");
+    let position = if write_mode {
+        db.receive_lsn
+    } else {
+        db.replay_lsn
+    }
+    .unwrap_or(0);
+    let lag = leader_optime(s).saturating_sub(position);
+    let max = query
+        .get("lag")
+        .and_then(|l| parse_size(l))
+        .unwrap_or_else(|| s.dynamic.maximum_lag_on_failover());
+    if lag > max { 503 } else { 200 }
+}
+
+/// `GET /cluster`, as Patroni's `cluster_as_json`.
+pub fn cluster_json(c: &Cluster, s: &NodeStatus) -> Value {
+    let leader = c.leader_name();
+    let cluster_lsn = c.last_leader_lsn().unwrap_or(0);
+    let members: Vec<Value> = c
+        .members
+        .iter()
+        .map(|m| {
+            let is_leader = Some(m.name.as_str()) == leader;
+            let role = if is_leader { "leader" } else { "replica" };
+            let state = if is_leader {
+                None
+            } else {
+                m.data.replication_state.clone()
+            }
+            .filter(|r| !r.is_empty())
+            .or_else(|| m.data.state.as_ref().map(|s| s.to_string()))
+            .unwrap_or_default();
+            let mut out = Map::new();
+            out.insert("name".into(), json!(m.name));
+            out.insert("role".into(), json!(role));
+            out.insert("state".into(), json!(state));
+            out.insert("api_url".into(), json!(m.data.api_url));
+            if let Some((host, port)) = m.data.conn_host_port() {
+                out.insert("host".into(), json!(host));
+                out.insert("port".into(), json!(port));
+            }
+            if let Some(t) = m.data.timeline {
+                out.insert("timeline".into(), json!(t));
+            }
+            if let Some(p) = m.data.pending_restart {
+                out.insert("pending_restart".into(), json!(p));
+            }
+            if !m.data.tags.is_empty() {
+                out.insert("tags".into(), json!(m.data.tags));
+            }
+            if !is_leader {
+                for (prefix, lsn) in [
+                    ("receive_", m.data.receive_lsn),
+                    ("replay_", m.data.replay_lsn),
+                    ("", m.data.xlog_location),
+                ] {
+                    match lsn {
+                        None | Some(0) => {
+                            out.insert(format!("{prefix}lsn"), json!("unknown"));
+                            out.insert(format!("{prefix}lag"), json!("unknown"));
+                        }
+                        Some(l) => {
+                            out.insert(format!("{prefix}lsn"), json!(format_lsn(l)));
+                            out.insert(
+                                format!("{prefix}lag"),
+                                json!(cluster_lsn.saturating_sub(l)),
+                            );
+                        }
+                    }
+                }
+            }
+            Value::Object(out)
+        })
+        .collect();
+    let mut out = Map::new();
+    out.insert("members".into(), Value::Array(members));
+    out.insert("scope".into(), json!(s.scope));
+    if c.dynamic_config().pause() {
+        out.insert("pause".into(), json!(true));
+    }
+    if let Some(f) = &c.failover {
+        if let Some(at) = &f.value.scheduled_at_text {
+            let mut sw = Map::new();
+            sw.insert("at".into(), json!(at));
+            if let Some(l) = &f.value.leader {
+                sw.insert("from".into(), json!(l));
+            }
+            if let Some(m) = &f.value.member {
+                sw.insert("to".into(), json!(m));
+            }
+            out.insert("scheduled_switchover".into(), Value::Object(sw));
+        }
+    }
+    Value::Object(out)
+}
+
+/// `GET /metrics`: Prometheus text with Patroni's metric names.
+pub fn metrics(s: &NodeStatus) -> String {
+    let labels = format!("{{scope=\"{}\",name=\"{}\"}}", s.scope, s.name);
+    let db = s.observed.as_ref().and_then(|o| o.db.as_ref());
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}\n"
+        ));
+    };
+    let flag = |b: bool| u8::from(b).to_string();
+    let semver: String = PATRONI_COMPAT_VERSION
+        .split('.')
+        .map(|p| format!("{:0>2}", p))
+        .collect();
+    metric(
+        "patroni_version",
+        "gauge",
+        "Patroni semver without periods.",
+        semver,
+    );
+    metric(
+        "patroni_postgres_running",
+        "gauge",
+        "Value is 1 if Postgres is running, 0 otherwise.",
+        flag(db.is_some()),
+    );
+    let start = db
+        .and_then(|d| d.postmaster_start_time.as_deref())
+        .and_then(|t| t.replace(' ', "T").parse::<jiff::Timestamp>().ok())
+        .map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
+    metric(
+        "patroni_postmaster_start_time",
+        "gauge",
+        "Epoch seconds since Postgres started.",
+        start.to_string(),
+    );
+    metric(
+        "patroni_primary",
+        "gauge",
+        "Value is 1 if this node is the leader, 0 otherwise.",
+        flag(s.is_primary()),
+    );
+    metric(
+        "patroni_xlog_location",
+        "counter",
+        "Current location of the Postgres transaction log, 0 if this node is not the leader.",
+        db.filter(|d| !d.in_recovery)
+            .and_then(|d| d.write_lsn)
+            .unwrap_or(0)
+            .to_string(),
+    );
+    metric(
+        "patroni_standby_leader",
+        "gauge",
+        "Value is 1 if this node is the standby_leader, 0 otherwise.",
+        "0".into(),
+    );
+    metric(
+        "patroni_replica",
+        "gauge",
+        "Value is 1 if this node is a replica, 0 otherwise.",
+        flag(s.is_replica()),
+    );
+    metric(
+        "patroni_sync_standby",
+        "gauge",
+        "Value is 1 if this node is a sync standby, 0 otherwise.",
+        "0".into(),
+    );
+    metric(
+        "patroni_quorum_standby",
+        "gauge",
+        "Value is 1 if this node is a quorum standby, 0 otherwise.",
+        "0".into(),
+    );
+    let replica = db.filter(|d| d.in_recovery);
+    metric(
+        "patroni_xlog_received_location",
+        "counter",
+        "Current location of the received Postgres transaction log, 0 if this node is not a replica.",
+        replica.and_then(|d| d.receive_lsn).unwrap_or(0).to_string(),
+    );
+    metric(
+        "patroni_xlog_replayed_location",
+        "counter",
+        "Current location of the replayed Postgres transaction log, 0 if this node is not a replica.",
+        replica.and_then(|d| d.replay_lsn).unwrap_or(0).to_string(),
+    );
+    let replayed_ts = replica
+        .and_then(|d| d.replayed_timestamp.as_deref())
+        .and_then(|t| t.replace(' ', "T").parse::<jiff::Timestamp>().ok())
+        .map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
+    metric(
+        "patroni_xlog_replayed_timestamp",
+        "gauge",
+        "Current timestamp of the replayed Postgres transaction log, 0 if null.",
+        replayed_ts.to_string(),
+    );
+    metric(
+        "patroni_xlog_paused",
+        "gauge",
+        "Value is 1 if the Postgres xlog is paused, 0 otherwise.",
+        flag(replica.is_some_and(|d| d.replay_paused)),
+    );
+    let rs = s.member.replication_state.as_deref();
+    metric(
+        "patroni_postgres_streaming",
+        "gauge",
+        "Value is 1 if Postgres is streaming, 0 otherwise.",
+        flag(rs == Some("streaming")),
+    );
+    metric(
+        "patroni_postgres_in_archive_recovery",
+        "gauge",
+        "Value is 1 if Postgres is replicating from archive, 0 otherwise.",
+        flag(rs == Some("in archive recovery")),
+    );
+    metric(
+        "patroni_postgres_server_version",
+        "gauge",
+        "Version of Postgres (if running), 0 otherwise.",
+        db.map_or(0, |d| d.server_version).to_string(),
+    );
+    metric(
+        "patroni_cluster_unlocked",
+        "gauge",
+        "Value is 1 if the cluster is unlocked, 0 if locked.",
+        flag(s.cluster.as_ref().is_none_or(|c| c.leader.is_none())),
+    );
+    metric(
+        "patroni_failsafe_mode_is_active",
+        "gauge",
+        "Value is 1 if failsafe mode is active, 0 if inactive.",
+        "0".into(),
+    );
+    metric(
+        "patroni_postgres_timeline",
+        "counter",
+        "Postgres timeline of this node (if running), 0 otherwise.",
+        db.and_then(|d| d.timeline).unwrap_or(0).to_string(),
+    );
+    metric(
+        "patroni_dcs_last_seen",
+        "gauge",
+        "Epoch timestamp when DCS was last contacted successfully by Patroni.",
+        s.dcs_last_seen.unwrap_or(0).to_string(),
+    );
+    metric(
+        "patroni_pending_restart",
+        "gauge",
+        "Value is 1 if the node needs a restart, 0 otherwise.",
+        flag(s.member.pending_restart == Some(true)),
+    );
+    metric(
+        "patroni_is_paused",
+        "gauge",
+        "Value is 1 if auto failover is disabled, 0 otherwise.",
+        flag(s.paused),
+    );
+    metric(
+        "patroni_failover_priority",
+        "gauge",
+        "Node failover priority.",
+        s.member.tags.failover_priority().to_string(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! Running the agent: the `pgha` binary's whole life.
+
+use std::sync::Arc;
+
+use pgha_core::clock::{Clock, MonotonicClock};
+use tokio::sync::watch;
+
+use crate::agent::{Agent, NodeStatus};
+use crate::config::Config;
+use crate::rest;
+
+/// Why the agent could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Startup(String),
+    #[error(transparent)]
+    Refused(#[from] crate::agent::AgentExit),
+}
+
+/// Starts the REST API and the HA loop and runs until SIGTERM or SIGINT
+/// (then stops PostgreSQL and releases the lock) or until the loop
+/// refuses to go on.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    if nix::unistd::geteuid().is_root() {
+        return Err(RunError::Startup(
+            "pgha must not run as root: PostgreSQL refuses to run as root. Run it as the postgres user.".into(),
+        ));
+    }
+    for w in &config.warnings {
+        tracing::warn!("configuration: {w}");
+    }
+    let config = Arc::new(config);
+    let timing = config
+        .bootstrap
+        .as_ref()
+        .map(|b| b.dcs.timing().0)
+        .unwrap_or_default();
+    let dcs = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing)
+        .map_err(RunError::Startup)?;
+
+    let listen = config.restapi_listen.socket_string();
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+        RunError::Startup(format!("restapi.listen: cannot listen on {listen}: {e}"))
+    })?;
+    let (status_tx, status_rx) =
+        watch::channel(Arc::new(NodeStatus::initial(&config.name, &config.scope)));
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
+    let api = rest::ApiState {
+        status: status_rx,
+        clock,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = rest::serve(listener, api).await {
+            tracing::error!("REST API stopped: {e}");
+        }
+    });
+    tracing::info!("REST API listening on {listen}");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("received a stop signal");
+        let _ = stop_tx.send(true);
+    });
+    Agent::new(config, dcs, status_tx).run(stop_rx).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Checks what `--validate-config` checks beyond the file itself: the
+/// PostgreSQL programs exist, and the data directory's parent is usable.
+pub fn check_environment(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut programs = vec![
+        "postgres",
+        "pg_ctl",
+        "initdb",
+        "pg_controldata",
+        "pg_basebackup",
+    ];
+    if config.postgresql.use_pg_rewind.unwrap_or_else(|| {
+        config
+            .bootstrap
+            .as_ref()
+            .is_some_and(|b| b.dcs.use_pg_rewind())
+    }) {
+        programs.push("pg_rewind");
+    }
+    for p in programs {
+        let path = config.binary(p);
+        let found = if path.components().count() > 1 {
+            path.is_file()
+        } else {
+            which(&path)
+        };
+        if !found {
+            let where_ = match &config.postgresql.bin_dir {
+                Some(d) => format!("postgresql.bin_dir ({})", d.display()),
+                None => "PATH (postgresql.bin_dir is not set)".into(),
+            };
+            problems.push(format!("postgresql.bin_dir: {p} not found in {where_}"));
+        }
+    }
+    let timing = config
+        .bootstrap
+        .as_ref()
+        .map(|b| b.dcs.timing().0)
+        .unwrap_or_default();
+    if let Err(e) = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing) {
+        problems.push(e);
+    }
+    let data_dir = &config.postgresql.data_dir;
+    if let Some(parent) = data_dir.parent() {
+        if !data_dir.exists() && !parent.is_dir() {
+            problems.push(format!(
+                "postgresql.data_dir: parent directory {} does not exist",
+                parent.display()
+            ));
+        }
+    }
+    problems
+}
+
+fn which(program: &std::path::Path) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}

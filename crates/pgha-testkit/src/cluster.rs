@@ -1,0 +1,475 @@
+//! A whole pgha cluster on loopback, for integration tests: a real DCS
+//! (etcd or ZooKeeper) and N agents, each with its own PostgreSQL 15.
+//!
+//! Agents run as the `postgres` OS user when the tests run as root
+//! (PostgreSQL refuses to run as root), as the current user otherwise.
+//! Dropping the cluster kills every agent and postmaster it started.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Gid, Pid, Uid, User};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::etcd::EtcdServer;
+use crate::ports::free_port;
+use crate::process::ServerProcess;
+use crate::workdir::WorkDir;
+use crate::zookeeper::ZooKeeperServer;
+
+/// Which DCS the cluster uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DcsKind {
+    Etcd,
+    ZooKeeper,
+}
+
+#[derive(Debug)]
+enum DcsServer {
+    Etcd(EtcdServer),
+    ZooKeeper(ZooKeeperServer),
+}
+
+/// Timings and sizes of a test cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub nodes: usize,
+    pub ttl: u64,
+    pub loop_wait: u64,
+    pub retry_timeout: u64,
+    pub bin_dir: PathBuf,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            ttl: 5,
+            loop_wait: 1,
+            retry_timeout: 2,
+            bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
+        }
+    }
+}
+
+/// One node: its ports, files and agent process.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub pg_port: u16,
+    pub api_port: u16,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    agent: Option<ServerProcess>,
+}
+
+impl Node {
+    pub fn api(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
+    }
+}
+
+/// A running test cluster.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub dir: WorkDir,
+    pub scope: String,
+    pub nodes: Vec<Node>,
+    pub options: ClusterOptions,
+    binary: PathBuf,
+    dcs: DcsServer,
+    user: Option<(Uid, Gid)>,
+    http: reqwest_lite::Client,
+}
+
+/// The superuser password every test node uses.
+pub const SUPERUSER_PASSWORD: &str = "su-pass";
+
+impl TestCluster {
+    /// Starts the DCS and writes each node's configuration; agents are not
+    /// started yet (see [`TestCluster::start_all`]).
+    pub async fn new(
+        agent_binary: &Path,
+        kind: DcsKind,
+        options: ClusterOptions,
+    ) -> anyhow::Result<Self> {
+        let dir = WorkDir::new("cluster")?;
+        let user = run_as_user()?;
+        if let Some((uid, gid)) = user {
+            nix::unistd::chown(dir.path(), Some(uid), Some(gid))
+                .context("chown the cluster directory to postgres")?;
+        }
+        let dcs = match kind {
+            DcsKind::Etcd => DcsServer::Etcd(EtcdServer::start().await?),
+            DcsKind::ZooKeeper => DcsServer::ZooKeeper(ZooKeeperServer::start().await?),
+        };
+        let scope = format!("test-{}", std::process::id());
+        let mut cluster = TestCluster {
+            dir,
+            scope,
+            nodes: Vec::new(),
+            options: options.clone(),
+            binary: agent_binary.to_path_buf(),
+            dcs,
+            user,
+            http: reqwest_lite::Client,
+        };
+        for i in 1..=options.nodes {
+            cluster.add_node(&format!("node{i}"))?;
+        }
+        Ok(cluster)
+    }
+
+    fn dcs_section(&self) -> String {
+        match &self.dcs {
+            DcsServer::Etcd(e) => format!("etcd3:\n  hosts: {}\n", e.addr()),
+            DcsServer::ZooKeeper(z) => format!("zookeeper:\n  hosts: ['{}']\n", z.connect_string()),
+        }
+    }
+
+    /// A `pghactl`/`patronictl` configuration for this cluster.
+    pub fn ctl_config(&self) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join("ctl.yml");
+        std::fs::write(
+            &path,
+            format!(
+                "scope: {}\nnamespace: /service/\n{}",
+                self.scope,
+                self.dcs_section()
+            ),
+        )?;
+        Ok(path)
+    }
+
+    fn add_node(&mut self, name: &str) -> anyhow::Result<()> {
+        let pg_port = free_port()?;
+        let api_port = free_port()?;
+        let data_dir = self.dir.path().join(format!("{name}-data"));
+        let config = self.dir.path().join(format!("{name}.yml"));
+        let o = &self.options;
+        let yaml = format!(
+            "scope: {scope}\nnamespace: /service/\nname: {name}\n\
+             restapi:\n  listen: 127.0.0.1:{api_port}\n  connect_address: 127.0.0.1:{api_port}\n\
+             {dcs}\
+             bootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {loop_wait}\n    retry_timeout: {retry}\n    maximum_lag_on_failover: 1048576\n    \
+             postgresql:\n      use_pg_rewind: true\n      use_slots: true\n      parameters:\n        wal_keep_size: 64MB\n        max_connections: 50\n        shared_buffers: 16MB\n  \
+             initdb:\n  - encoding: UTF8\n  - data-checksums\n\
+             postgresql:\n  listen: 127.0.0.1:{pg_port}\n  connect_address: 127.0.0.1:{pg_port}\n  data_dir: {data}\n  bin_dir: {bin}\n  pgpass: {pgpass}\n  \
+             authentication:\n    replication: {{username: replicator, password: rep-pass}}\n    superuser: {{username: postgres, password: {SUPERUSER_PASSWORD}}}\n    rewind: {{username: rewind_user, password: rewind-pass}}\n  \
+             parameters:\n    unix_socket_directories: {sock}\n  \
+             pg_hba:\n  - local all all trust\n  - host all all 127.0.0.1/32 md5\n  - host replication replicator 127.0.0.1/32 md5\n",
+            scope = self.scope,
+            dcs = self.dcs_section(),
+            ttl = o.ttl,
+            loop_wait = o.loop_wait,
+            retry = o.retry_timeout,
+            data = data_dir.display(),
+            bin = o.bin_dir.display(),
+            pgpass = self.dir.path().join(format!("{name}.pgpass")).display(),
+            sock = self.dir.path().display(),
+        );
+        std::fs::write(&config, yaml)?;
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.nodes.push(Node {
+            name: name.to_string(),
+            pg_port,
+            api_port,
+            data_dir,
+            config,
+            log,
+            agent: None,
+        });
+        Ok(())
+    }
+
+    /// Starts node `i`'s agent (as a service manager would).
+    pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg(&node.config).env("PGHA_LOG", "info");
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid.as_raw())
+                .gid(gid.as_raw())
+                .env("HOME", self.dir.path());
+        }
+        node.agent = Some(ServerProcess::spawn(&node.name, cmd, &node.log)?);
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.start_agent(i)?;
+        }
+        Ok(())
+    }
+
+    /// kill -9 of node `i`'s agent: PostgreSQL keeps running.
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut a) = self.nodes[i].agent.take() {
+            a.kill();
+        }
+    }
+
+    /// SIGTERM to node `i`'s agent, then wait for it to exit (bounded).
+    pub async fn stop_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        let Some(mut agent) = self.nodes[i].agent.take() else {
+            return Ok(());
+        };
+        agent.signal(Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while agent.is_running() {
+            if Instant::now() > deadline {
+                agent.kill();
+                bail!(
+                    "{}'s agent did not stop within 60 s after SIGTERM",
+                    self.nodes[i].name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// The pid of node `i`'s postmaster, if running.
+    pub fn postmaster_pid(&self, i: usize) -> Option<i32> {
+        let text = std::fs::read_to_string(self.nodes[i].data_dir.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        kill(Pid::from_raw(pid), None).is_ok().then_some(pid)
+    }
+
+    /// kill -9 of node `i`'s postmaster.
+    pub fn kill_postmaster(&self, i: usize) -> anyhow::Result<()> {
+        let pid = self
+            .postmaster_pid(i)
+            .ok_or_else(|| anyhow!("{}: no postmaster running", self.nodes[i].name))?;
+        kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+        Ok(())
+    }
+
+    /// `GET` a node's REST path: (status code, JSON body or Null).
+    pub async fn api(&self, i: usize, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.http.get(&self.nodes[i].api(path)).await
+    }
+
+    /// The index of the node answering 200 on `/primary`, if exactly one does.
+    pub async fn primary(&self) -> Option<usize> {
+        let mut found = Vec::new();
+        for i in 0..self.nodes.len() {
+            if matches!(self.api(i, "/primary").await, Ok((200, _))) {
+                found.push(i);
+            }
+        }
+        (found.len() == 1).then(|| found[0])
+    }
+
+    /// Waits until exactly one node is primary.
+    pub async fn wait_for_primary(&self, within: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(p) = self.primary().await {
+                return Ok(p);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no single primary within {within:?}\n{}",
+                    self.logs_tail(25)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the cluster has converged: one primary holding the lock,
+    /// and every node in `members` streaming from it.
+    pub async fn wait_converged(
+        &self,
+        members: &[usize],
+        within: Duration,
+    ) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(p) = self.primary().await {
+                let mut ok = true;
+                for &i in members.iter().filter(|&&i| i != p) {
+                    let streaming = matches!(
+                        self.api(i, "/replica?replication_state=streaming").await,
+                        Ok((200, _))
+                    );
+                    let upstream = self.sql(i, "SELECT sender_port::text FROM pg_stat_wal_receiver WHERE status = 'streaming'").await;
+                    let from_leader = matches!(&upstream, Ok(rows) if rows.first().map(String::as_str) == Some(&*self.nodes[p].pg_port.to_string()));
+                    ok &= streaming && from_leader;
+                }
+                if ok {
+                    return Ok(p);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "cluster did not converge within {within:?}\n{}",
+                    self.logs_tail(25)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs SQL on node `i` as the superuser; returns the first column of each row as text.
+    pub async fn sql(&self, i: usize, query: &str) -> anyhow::Result<Vec<String>> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(self.nodes[i].pg_port)
+            .user("postgres")
+            .password(SUPERUSER_PASSWORD)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(3));
+        let (client, conn) =
+            tokio::time::timeout(Duration::from_secs(5), cfg.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| anyhow!("{}: connect timed out", self.nodes[i].name))??;
+        tokio::spawn(conn);
+        let rows = tokio::time::timeout(Duration::from_secs(30), client.simple_query(query))
+            .await
+            .map_err(|_| anyhow!("{}: query timed out", self.nodes[i].name))??;
+        Ok(rows
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some(r.get(0).unwrap_or_default().to_string())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Polls SQL on node `i` until `check` accepts the rows (bounded).
+    pub async fn wait_sql(
+        &self,
+        i: usize,
+        query: &str,
+        within: Duration,
+        check: impl Fn(&[String]) -> bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.sql(i, query).await;
+            if let Ok(rows) = &r {
+                if check(rows) {
+                    return Ok(rows.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: {query:?} gave {r:?} after {within:?}",
+                    self.nodes[i].name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Node `i`'s agent log.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// The last lines of every agent log, for failure messages.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let text = self.log(i);
+                let all: Vec<&str> = text.lines().collect();
+                format!(
+                    "--- {} ---\n{}",
+                    n.name,
+                    all[all.len().saturating_sub(lines)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops the DCS server (kill) and starts it again with its data.
+    pub async fn restart_dcs(&mut self) -> anyhow::Result<()> {
+        match &mut self.dcs {
+            DcsServer::Etcd(e) => e.restart().await,
+            DcsServer::ZooKeeper(z) => z.restart().await,
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill_agent(i);
+        }
+        for i in 0..self.nodes.len() {
+            if let Some(pid) = self.postmaster_pid(i) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The OS user agents run as: `postgres` when the tests run as root.
+fn run_as_user() -> anyhow::Result<Option<(Uid, Gid)>> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let user = User::from_name("postgres")?.ok_or_else(|| {
+        anyhow!("tests run as root but there is no postgres user (install postgresql-15)")
+    })?;
+    Ok(Some((user.uid, user.gid)))
+}
+
+/// A minimal HTTP GET client for the REST API (hyper is not a dependency
+/// of the test kit; the requests are tiny).
+mod reqwest_lite {
+    use std::time::Duration;
+
+    use anyhow::anyhow;
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Debug, Default, Clone)]
+    pub struct Client;
+
+    impl Client {
+        pub async fn get(&self, url: &str) -> anyhow::Result<(u16, Value)> {
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
+            let (host, path) = rest
+                .split_once('/')
+                .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+            let fut = async {
+                let mut s = tokio::net::TcpStream::connect(host).await?;
+                s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+                    .await?;
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await?;
+                let text = String::from_utf8_lossy(&out).into_owned();
+                let code: u16 = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| anyhow!("bad HTTP answer"))?;
+                let body = text
+                    .split_once("\r\n\r\n")
+                    .map(|(_, b)| b)
+                    .unwrap_or_default();
+                Ok::<_, anyhow::Error>((code, serde_json::from_str(body).unwrap_or(Value::Null)))
+            };
+            tokio::time::timeout(Duration::from_secs(3), fut)
+                .await
+                .map_err(|_| anyhow!("GET {url}: timed out"))?
+        }
+    }
+}
