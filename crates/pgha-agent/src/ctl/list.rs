@@ -37,7 +37,7 @@ pub fn rows(c: &Cluster) -> Vec<Row> {
                 host: m
                     .data
                     .conn_host_port()
-                    .map(|(h, p)| if p == 5432 { h } else { format!("{h}:{p}") })
+                    .map(|(h, p)| format!("{h}:{p}"))
                     .unwrap_or_default(),
                 role: if is_leader {
                     "Leader".into()
@@ -278,7 +278,7 @@ mod tests {
         );
         assert!(lines[1].contains("| Member | Host "), "{text}");
         assert!(
-            text.contains("| node1  | 127.0.0.1      | Leader  | running   |  2 |           |"),
+            text.contains("| node1  | 127.0.0.1:5432 | Leader  | running   |  2 |           |"),
             "{text}"
         );
         assert!(
