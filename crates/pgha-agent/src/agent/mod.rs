@@ -160,7 +160,7 @@ impl Agent {
                     return Err(AgentExit::Refused(reason));
                 }
             };
-            let wake_at = started + self.timing.loop_wait;
+            let wake_at = self.next_cycle_at(started);
             let job_done = self.job_done.clone();
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => {
@@ -188,6 +188,22 @@ impl Agent {
                 }
             }
             _ => tokio::time::sleep(remaining).await,
+        }
+    }
+
+    /// When the next cycle starts: `loop_wait` after this one started, or
+    /// earlier if the lock we hold would otherwise run out before a renewal
+    /// that takes up to `retry_timeout` could land. (A lease shorter than
+    /// `loop_wait + retry_timeout` happens with Consul, whose sessions are
+    /// only guaranteed for ttl/2.)
+    fn next_cycle_at(&self, started: Duration) -> Duration {
+        let regular = started + self.timing.loop_wait;
+        match self.memory.lock_deadline.filter(|_| self.holds_lock()) {
+            Some(deadline) => {
+                let renew_by = deadline.saturating_sub(self.timing.retry_timeout + ha::FENCE_MARGIN);
+                regular.min(renew_by.max(self.clock.now() + Duration::from_millis(100)))
+            }
+            None => regular,
         }
     }
 
