@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use pgha_core::ha::{DataDir, HaMemory, LocalPostgres, NodeSettings, Observation, PeerSource, PeerStatus, PgRole, decide};
+use pgha_core::ha::{
+    DataDir, HaMemory, LocalPostgres, NodeSettings, Observation, PeerSource, PeerStatus, PgRole,
+    decide,
+};
 use pgha_core::model::{Cluster, ClusterKey, RawEntry, Tags, Version};
 
 fn cluster(entries: &[(&str, &str)]) -> Cluster {
@@ -33,7 +36,11 @@ fn main() {
         paused: false,
     };
     let local = LocalPostgres {
-        data_dir: DataDir::Initialized { system_id: "7312345678901234567".into(), was_primary: false, timeline: 1 },
+        data_dir: DataDir::Initialized {
+            system_id: "7312345678901234567".into(),
+            was_primary: false,
+            timeline: 1,
+        },
         running: true,
         crashed: false,
         role: Some(PgRole::Replica),
@@ -46,10 +53,30 @@ fn main() {
     let memory = HaMemory::default();
 
     let scenarios: Vec<(&str, Cluster, Vec<PeerStatus>)> = vec![
-        ("a healthy cluster led by node1", cluster(&[("initialize", "7312345678901234567"), ("leader", "node1"), ("members/node1", member)]), vec![]),
-        ("node1's lock expired; node3 is further ahead", cluster(&[("initialize", "7312345678901234567")]), vec![peer("node3", 6000)]),
-        ("node1's lock expired; node2 is the furthest ahead", cluster(&[("initialize", "7312345678901234567")]), vec![peer("node3", 4000)]),
-        ("someone else's cluster", cluster(&[("initialize", "6000000000000000000"), ("leader", "node1")]), vec![]),
+        (
+            "a healthy cluster led by node1",
+            cluster(&[
+                ("initialize", "7312345678901234567"),
+                ("leader", "node1"),
+                ("members/node1", member),
+            ]),
+            vec![],
+        ),
+        (
+            "node1's lock expired; node3 is further ahead",
+            cluster(&[("initialize", "7312345678901234567")]),
+            vec![peer("node3", 6000)],
+        ),
+        (
+            "node1's lock expired; node2 is the furthest ahead",
+            cluster(&[("initialize", "7312345678901234567")]),
+            vec![peer("node3", 4000)],
+        ),
+        (
+            "someone else's cluster",
+            cluster(&[("initialize", "6000000000000000000"), ("leader", "node1")]),
+            vec![],
+        ),
     ];
     for (what, c, peers) in scenarios {
         let d = decide(&Observation {
@@ -60,9 +87,14 @@ fn main() {
             memory: &memory,
             peers: &peers,
             renew_failed: None,
+            wall_now: jiff::Timestamp::now(),
         });
         let actions: Vec<String> = d.actions.iter().map(ToString::to_string).collect();
-        println!("{what}:\n  -> {}\n     [{}]\n", d.reason, actions.join(", "));
+        println!(
+            "{what}:\n  -> {}\n     [{}]\n",
+            d.reason,
+            actions.join(", ")
+        );
     }
 }
 

@@ -11,21 +11,54 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use pgha_core::dcs::Dcs;
 use pgha_core::model::{Cluster, PATRONI_COMPAT_VERSION, PGHA_VERSION};
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::agent::{NodeStatus, format_lsn};
+use crate::agent::{Command, NodeStatus, PeerClient, format_lsn};
+use crate::config::Config;
 
-/// What the handlers read.
+mod write;
+
+/// The largest request body accepted (Patroni's bodies are a few hundred bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the handlers read and whom they ask.
 #[derive(Clone, Debug)]
 pub struct ApiState {
     pub status: watch::Receiver<Arc<NodeStatus>>,
     /// Monotonic "now", from the loop's clock.
     pub clock: Arc<dyn pgha_core::clock::Clock>,
+    /// For switchover, failover and configuration requests.
+    pub dcs: Arc<dyn Dcs>,
+    /// Requests for the HA loop (restart, reload, reinitialize, wake up).
+    pub commands: mpsc::Sender<Command>,
+    pub peers: PeerClient,
+    /// `restapi.authentication`: required on unsafe methods when set.
+    pub auth: Option<(String, String)>,
+}
+
+impl ApiState {
+    pub fn new(
+        status: watch::Receiver<Arc<NodeStatus>>,
+        clock: Arc<dyn pgha_core::clock::Clock>,
+        dcs: Arc<dyn Dcs>,
+        commands: mpsc::Sender<Command>,
+        config: Arc<Config>,
+    ) -> Self {
+        ApiState {
+            status,
+            clock,
+            dcs,
+            commands,
+            peers: PeerClient::default(),
+            auth: config.restapi_auth.clone(),
+        }
+    }
 }
 
 /// The router for the whole API.
@@ -59,28 +92,204 @@ const HEALTH_PATHS: &[&str] = &[
     "/read-only-quorum",
 ];
 
-async fn handle(
-    State(state): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    Query(query): Query<HashMap<String, String>>,
+async fn handle(State(state): State<ApiState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    if method == Method::GET && matches!(path.as_str(), "/cluster" | "/history" | "/config") {
+        return read_fresh(&state, &path).await;
+    }
+    if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+        let query: HashMap<String, String> = parts
+            .uri
+            .query()
+            .map(|q| {
+                q.split('&')
+                    .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+                    .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return read(&state, &method, &path, &query);
+    }
+    if !authorized(&state, &parts.headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"pgha\"")],
+            axum::Json(json!({"error": "authentication required (restapi.authentication)"})),
+        )
+            .into_response();
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return write::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            );
+        }
+    };
+    match (method.as_str(), path.as_str()) {
+        ("POST", "/switchover") => write::switchover(&state, &body, "switchover").await,
+        ("POST", "/failover") => write::switchover(&state, &body, "failover").await,
+        ("DELETE", "/switchover") => write::delete_switchover(&state).await,
+        ("POST", "/restart") => write::restart(&state, &body).await,
+        ("DELETE", "/restart") => write::delete_restart(&state).await,
+        ("POST", "/reload") => write::reload(&state).await,
+        ("POST", "/reinitialize") => write::reinitialize(&state, &body).await,
+        ("PATCH", "/config") => write::patch_config(&state, &body).await,
+        ("PUT", "/config") => write::put_config(&state, &body).await,
+        (m, p) if is_known(p) => write::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{m} {p} is not supported"),
+        ),
+        (_, p) => write::error(StatusCode::NOT_FOUND, format!("unknown path {p}")),
+    }
+}
+
+fn is_known(path: &str) -> bool {
+    HEALTH_PATHS.contains(&path)
+        || [
+            "/liveness",
+            "/readiness",
+            "/patroni",
+            "/cluster",
+            "/history",
+            "/config",
+            "/metrics",
+            "/switchover",
+            "/failover",
+            "/restart",
+            "/reload",
+            "/reinitialize",
+        ]
+        .contains(&path)
+}
+
+/// Basic auth on unsafe methods, when `restapi.authentication` is set.
+fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
+    let Some((user, password)) = &state.auth else {
+        return true;
+    };
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(base64_decode)
+    else {
+        return false;
+    };
+    let expected = format!("{user}:{password}");
+    // Compare every byte so the time taken does not reveal the prefix that matched.
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Standard base64 (RFC 4648), as HTTP basic auth uses.
+fn base64_decode(text: &str) -> Option<String> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text.trim().bytes().filter(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Decodes `%XX` escapes and `+` in a query string component.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (hex, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `/cluster`, `/history`, `/config` read the DCS afresh, as Patroni does
+/// (an operator checking a switchover wants what is stored now, not a loop
+/// old); without an answer within 2 s they fall back to the last snapshot.
+async fn read_fresh(state: &ApiState, path: &str) -> Response {
+    let fresh = tokio::time::timeout(std::time::Duration::from_secs(2), state.dcs.load()).await;
+    let status = state.status.borrow().clone();
+    let cluster = match fresh {
+        Ok(Ok(c)) => Some(Arc::new(c)),
+        _ => status.cluster.clone(),
+    };
+    let Some(c) = cluster else {
+        return write::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster cannot be read from the DCS",
+        );
+    };
+    match path {
+        "/cluster" => (StatusCode::OK, axum::Json(cluster_json(&c, &status))).into_response(),
+        "/history" => (
+            StatusCode::OK,
+            axum::Json(
+                c.history
+                    .as_ref()
+                    .map_or_else(|| json!([]), |h| json!(h.value)),
+            ),
+        )
+            .into_response(),
+        _ => match c.config.as_ref() {
+            Some(cfg) => (StatusCode::OK, axum::Json(json!(cfg.value))).into_response(),
+            None => write::error(
+                StatusCode::BAD_GATEWAY,
+                "no dynamic configuration in the DCS",
+            ),
+        },
+    }
+}
+
+/// The read side: health checks, status, cluster, history, config, metrics.
+fn read(
+    state: &ApiState,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
 ) -> Response {
     let status = state.status.borrow().clone();
     let now = state.clock.now();
-    let path = uri.path();
     let code_only = method == Method::HEAD || method == Method::OPTIONS;
-    if method != Method::GET && !code_only {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{method} {path} is not supported yet"),
-        );
-    }
     let (code, body) = match path {
         p if HEALTH_PATHS.contains(&p) => {
-            (health_code(p, &query, &status), Some(status_json(&status)))
+            (health_code(p, query, &status), Some(status_json(&status)))
         }
         "/liveness" => (liveness_code(&status, now), None),
-        "/readiness" => (readiness_code(&query, &status), None),
+        "/readiness" => (readiness_code(query, &status), None),
         "/patroni" => (200, Some(status_json(&status))),
         "/cluster" => match &status.cluster {
             Some(c) => (200, Some(cluster_json(c, &status))),
@@ -117,17 +326,19 @@ async fn handle(
                     .into_response()
             };
         }
-        _ => return error(StatusCode::NOT_FOUND, &format!("unknown path {path}")),
+        p if is_known(p) => {
+            return write::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} {p} is not supported"),
+            );
+        }
+        p => return write::error(StatusCode::NOT_FOUND, format!("unknown path {p}")),
     };
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     match body {
         Some(body) if !code_only => (code, axum::Json(body)).into_response(),
         _ => code.into_response(),
     }
-}
-
-fn error(code: StatusCode, message: &str) -> Response {
-    (code, axum::Json(json!({"error": message}))).into_response()
 }
 
 /// Patroni's `state` for the status JSON.
@@ -183,6 +394,15 @@ pub fn status_json(s: &NodeStatus) -> Value {
     }
     if let Some(t) = s.dcs_last_seen {
         out.insert("dcs_last_seen".into(), json!(t));
+    }
+    if s.member.pending_restart == Some(true) {
+        out.insert("pending_restart".into(), json!(true));
+        if let Some(reason) = &s.member.pending_restart_reason {
+            out.insert("pending_restart_reason".into(), reason.clone());
+        }
+    }
+    if let Some(r) = &s.member.scheduled_restart {
+        out.insert("scheduled_restart".into(), json!(r));
     }
     if !s.member.tags.is_empty() {
         out.insert("tags".into(), json!(s.member.tags));

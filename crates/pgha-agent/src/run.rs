@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use pgha_core::clock::{Clock, MonotonicClock};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::agent::{Agent, NodeStatus};
+use crate::agent::{Agent, Command, NodeStatus};
 use crate::config::Config;
 use crate::rest;
 
@@ -21,7 +21,7 @@ pub enum RunError {
 /// Starts the REST API and the HA loop and runs until SIGTERM or SIGINT
 /// (then stops PostgreSQL and releases the lock) or until the loop
 /// refuses to go on.
-pub async fn run(config: Config) -> Result<(), RunError> {
+pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), RunError> {
     if nix::unistd::geteuid().is_root() {
         return Err(RunError::Startup(
             "pgha must not run as root: PostgreSQL refuses to run as root. Run it as the postgres user.".into(),
@@ -45,11 +45,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     })?;
     let (status_tx, status_rx) =
         watch::channel(Arc::new(NodeStatus::initial(&config.name, &config.scope)));
+    let (commands_tx, commands_rx) = mpsc::channel(16);
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
-    let api = rest::ApiState {
-        status: status_rx,
+    let api = rest::ApiState::new(
+        status_rx,
         clock,
-    };
+        dcs.clone(),
+        commands_tx.clone(),
+        config.clone(),
+    );
     tokio::spawn(async move {
         if let Err(e) = rest::serve(listener, api).await {
             tracing::error!("REST API stopped: {e}");
@@ -63,7 +67,23 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tracing::info!("received a stop signal");
         let _ = stop_tx.send(true);
     });
-    Agent::new(config, dcs, status_tx).run(stop_rx).await?;
+    let hup = commands_tx.clone();
+    tokio::spawn(async move {
+        let Ok(mut sighup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("cannot install the SIGHUP handler; use POST /reload");
+            return;
+        };
+        while sighup.recv().await.is_some() {
+            tracing::info!("received SIGHUP: reloading the configuration");
+            if hup.send(Command::Reload).await.is_err() {
+                return;
+            }
+        }
+    });
+    Agent::new(config, config_path, dcs, status_tx)
+        .run(stop_rx, commands_rx)
+        .await?;
     Ok(())
 }
 

@@ -257,6 +257,37 @@ impl TestCluster {
         self.http.get(&self.nodes[i].api(path)).await
     }
 
+    /// Any method on a node's REST path, with an optional body: (status
+    /// code, body text). Bounded by `within`.
+    pub async fn api_call(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        within: Duration,
+    ) -> anyhow::Result<(u16, String)> {
+        self.http
+            .call(method, &self.nodes[i].api(path), body, within)
+            .await
+    }
+
+    /// Rewrites node `i`'s YAML file (before starting it, or before a reload).
+    pub fn edit_config(&self, i: usize, edit: impl FnOnce(String) -> String) -> anyhow::Result<()> {
+        let path = &self.nodes[i].config;
+        let text = std::fs::read_to_string(path)?;
+        std::fs::write(path, edit(text))?;
+        Ok(())
+    }
+
+    /// Sends `signal` to node `i`'s agent.
+    pub fn signal_agent(&self, i: usize, signal: Signal) -> anyhow::Result<()> {
+        match &self.nodes[i].agent {
+            Some(a) => a.signal(signal),
+            None => bail!("{}'s agent is not running", self.nodes[i].name),
+        }
+    }
+
     /// The index of the node answering 200 on `/primary`, if exactly one does.
     pub async fn primary(&self) -> Option<usize> {
         let mut found = Vec::new();
@@ -442,6 +473,48 @@ mod reqwest_lite {
     pub struct Client;
 
     impl Client {
+        pub async fn call(
+            &self,
+            method: &str,
+            url: &str,
+            body: Option<&str>,
+            within: Duration,
+        ) -> anyhow::Result<(u16, String)> {
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
+            let (host, path) = rest
+                .split_once('/')
+                .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+            let body = body.unwrap_or("");
+            let fut = async {
+                let mut s = tokio::net::TcpStream::connect(host).await?;
+                let head = format!(
+                    "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                s.write_all(head.as_bytes()).await?;
+                s.write_all(body.as_bytes()).await?;
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await?;
+                let text = String::from_utf8_lossy(&out).into_owned();
+                let code: u16 = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| anyhow!("bad HTTP answer"))?;
+                let body = text
+                    .split_once("\r\n\r\n")
+                    .map(|(_, b)| b)
+                    .unwrap_or_default()
+                    .to_string();
+                Ok::<_, anyhow::Error>((code, body))
+            };
+            tokio::time::timeout(within, fut)
+                .await
+                .map_err(|_| anyhow!("{method} {url}: no answer within {within:?}"))?
+        }
+
         pub async fn get(&self, url: &str) -> anyhow::Result<(u16, Value)> {
             let rest = url
                 .strip_prefix("http://")

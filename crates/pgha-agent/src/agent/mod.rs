@@ -1,36 +1,51 @@
 //! The HA loop: observe, decide, act, publish; every `loop_wait`, or at
-//! once when the leader key changes or a background job ends.
+//! once when the leader key changes, a background job ends, or the REST
+//! API asks.
 //!
-//! Long operations (bootstrap, clone, rewind, start, promote) run as
-//! background jobs so the loop keeps renewing the lock and publishing the
-//! member key meanwhile. The leader lock's lifetime is tracked on the
-//! monotonic clock from the moment each lock call was *sent*; the
-//! [`fence`] enforces it even if this loop stalls.
+//! Long operations (bootstrap, clone, rewind, start, restart, promote) run
+//! as background jobs ([`jobs`]) so the loop keeps renewing the lock and
+//! publishing the member key meanwhile. The leader lock's lifetime is
+//! tracked on the monotonic clock from the moment each lock call was
+//! *sent*; the [`fence`] enforces it even if this loop stalls.
+//!
+//! - [`execute`]: carrying out a decision's actions;
+//! - [`jobs`]: background jobs, requests from the REST API, restarts;
+//! - [`member`]: what this node publishes as its member key;
+//! - [`leader`]: what the leader keeps up to date (status, history, slots);
+//! - [`apply`]: applying configuration changes (dynamic config, SIGHUP);
+//! - [`callbacks`]: user scripts on events.
 
+pub mod apply;
+pub mod callbacks;
+pub mod command;
+pub mod execute;
 pub mod fence;
+pub mod jobs;
+pub mod leader;
+pub mod member;
 pub mod peers;
 pub mod status;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pgha_core::clock::{Clock, MonotonicClock};
-use pgha_core::dcs::{Dcs, DcsError, DcsExt};
+use pgha_core::dcs::{Dcs, DcsError};
 use pgha_core::ha::{
-    self, Action, DataDir, Decision, HaMemory, Job, LocalPostgres, NodeSettings, Observation,
-    PgRole, StopMode,
+    self, Decision, HaMemory, Job, LocalPostgres, NodeSettings, Observation, PgRole,
 };
-use pgha_core::model::{
-    Cluster, DynamicConfig, Expect, History, HistoryEntry, MemberData, PATRONI_COMPAT_VERSION,
-    PGHA_VERSION, PgState, Role, Status, Timing, Version,
-};
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use pgha_core::model::{Cluster, DynamicConfig, MemberData, PGHA_VERSION, Status, Timing, Version};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::Config;
-use crate::postgres::{ConfRole, Observed, PgError, Postgres, ShutdownMode, Upstream, files};
+use crate::postgres::{Observed, Postgres, ShutdownMode, Upstream, files};
+pub use callbacks::Callbacks;
+pub use command::{Command, Reply, RestartRequest};
+use execute::Failure;
 pub use fence::Fence;
+use jobs::RunningJob;
 pub use peers::PeerClient;
 pub use status::NodeStatus;
 
@@ -42,35 +57,18 @@ pub enum AgentExit {
     Refused(String),
 }
 
-/// A background job and what it was for.
-#[derive(Debug)]
-struct RunningJob {
-    kind: Job,
-    handle: JoinHandle<Result<(), PgError>>,
-}
-
-/// Why an action failed, as far as the next decision cares.
-enum Failure {
-    /// Renewing (or taking) the lock failed: decide again without it.
-    Lock(String),
-    /// The agent must stop.
-    Exit(String),
-    /// Someone else got there first (the lock, `initialize`): the next
-    /// cycle follows them.
-    LostRace(String),
-    /// Anything else: logged; the next cycle observes again.
-    Other(String),
-}
-
 /// One node's agent.
 #[derive(Debug)]
 pub struct Agent {
     config: Arc<Config>,
+    /// The file the configuration came from, re-read on reload.
+    config_path: Option<PathBuf>,
     dcs: Arc<dyn Dcs>,
     pg: Arc<Postgres>,
     clock: Arc<MonotonicClock>,
     fence: Fence,
     peers: PeerClient,
+    callbacks: Callbacks,
     status: watch::Sender<Arc<NodeStatus>>,
     memory: HaMemory,
     job: Option<RunningJob>,
@@ -87,21 +85,25 @@ pub struct Agent {
     demoted: bool,
     /// A post-promotion checkpoint is still due.
     checkpoint_pending: bool,
+    /// The role last reported to `on_role_change`.
+    last_role: Option<String>,
     last_status: Option<Status>,
     /// Slots of members gone from the cluster, since when (monotonic).
     slot_orphaned_since: HashMap<String, Duration>,
+    /// A restart requested for later (`POST /restart` with `schedule`).
+    scheduled_restart: Option<RestartRequest>,
+    /// A restart requested now, waiting for the next cycle to start it.
+    pending_restart_request: Option<(RestartRequest, tokio::sync::oneshot::Sender<Reply>)>,
+    /// A configuration reload was asked for (SIGHUP, `POST /reload`).
+    reload_requested: bool,
     last_reason: String,
     dcs_last_seen: Option<i64>,
-}
-
-/// The monotonic time a cycle's lock calls are measured on.
-fn elapsed(clock: &MonotonicClock) -> Duration {
-    clock.now()
 }
 
 impl Agent {
     pub fn new(
         config: Arc<Config>,
+        config_path: Option<PathBuf>,
         dcs: Arc<dyn Dcs>,
         status: watch::Sender<Arc<NodeStatus>>,
     ) -> Self {
@@ -115,13 +117,19 @@ impl Agent {
             .unwrap_or_default();
         let (timing, _) = dynamic.timing();
         dcs.set_timing(timing);
+        let callbacks = Callbacks {
+            scripts: config.postgresql.callbacks.clone(),
+            scope: config.scope.clone(),
+        };
         Agent {
             config,
+            config_path,
             dcs,
             pg,
             clock,
             fence,
             peers: PeerClient::default(),
+            callbacks,
             status,
             memory: HaMemory::default(),
             job: None,
@@ -132,16 +140,25 @@ impl Agent {
             start_failed: false,
             demoted: false,
             checkpoint_pending: false,
+            last_role: None,
             last_status: None,
             slot_orphaned_since: HashMap::new(),
+            scheduled_restart: None,
+            pending_restart_request: None,
+            reload_requested: false,
             last_reason: String::new(),
             dcs_last_seen: None,
         }
     }
 
     /// Runs until `shutdown` turns true (then stops PostgreSQL and gives the
-    /// lock up) or until the agent must refuse to go on.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentExit> {
+    /// lock up) or until the agent must refuse to go on. `commands` carries
+    /// the REST API's requests.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut commands: mpsc::Receiver<Command>,
+    ) -> Result<(), AgentExit> {
         tracing::info!(
             "pgha {PGHA_VERSION} starting: member {} of cluster {} ({}), ttl {:?}, loop_wait {:?}, retry_timeout {:?}",
             self.config.name,
@@ -168,6 +185,7 @@ impl Agent {
                     return Ok(());
                 }
                 _ = job_done.notified() => {}
+                Some(command) = commands.recv() => self.accept(command).await,
                 _ = self.wait(cursor, wake_at) => {}
             }
         }
@@ -179,12 +197,9 @@ impl Agent {
         let remaining = wake_at.saturating_sub(self.clock.now());
         match cursor {
             Some(cursor) if !self.holds_lock() && !remaining.is_zero() => {
-                match self.dcs.watch_leader(&cursor, remaining).await {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!("watch failed: {e}");
-                        tokio::time::sleep(wake_at.saturating_sub(self.clock.now())).await;
-                    }
+                if let Err(e) = self.dcs.watch_leader(&cursor, remaining).await {
+                    tracing::debug!("watch failed: {e}");
+                    tokio::time::sleep(wake_at.saturating_sub(self.clock.now())).await;
                 }
             }
             _ => tokio::time::sleep(remaining).await,
@@ -200,7 +215,8 @@ impl Agent {
         let regular = started + self.timing.loop_wait;
         match self.memory.lock_deadline.filter(|_| self.holds_lock()) {
             Some(deadline) => {
-                let renew_by = deadline.saturating_sub(self.timing.retry_timeout + ha::FENCE_MARGIN);
+                let renew_by =
+                    deadline.saturating_sub(self.timing.retry_timeout + ha::FENCE_MARGIN);
                 regular.min(renew_by.max(self.clock.now() + Duration::from_millis(100)))
             }
             None => regular,
@@ -216,6 +232,10 @@ impl Agent {
     /// One cycle. Returns the watch cursor of the snapshot it read.
     async fn cycle(&mut self) -> Result<Option<Version>, String> {
         self.reap_job().await;
+        if self.reload_requested {
+            self.reload_requested = false;
+            self.reload_config().await;
+        }
         let cluster = match self.dcs.load().await {
             Ok(c) => {
                 self.dcs_last_seen = Some(jiff::Timestamp::now().as_second());
@@ -238,7 +258,11 @@ impl Agent {
         for _ in 0..3 {
             let local = self.local_view(&observed);
             let peers = match &cluster {
-                Some(c) if c.leader.is_none() && local.running && self.memory.job.is_none() => {
+                Some(c)
+                    if (c.leader.is_none() || c.failover.is_some())
+                        && local.running
+                        && self.memory.job.is_none() =>
+                {
                     self.peers
                         .statuses(c, &self.config.name, peer_timeout(self.timing))
                         .await
@@ -278,8 +302,21 @@ impl Agent {
             }
         }
         if acted {
+            // What the actions changed (whom we follow, the role) must be
+            // what the next steps and the member key see.
             observed = self.pg.observe().await;
         }
+        if self.job.is_none() && renew_failed.is_none() {
+            let restarted = self
+                .start_requested_restart(cluster.as_ref(), &observed)
+                .await;
+            let reloaded =
+                !restarted && self.apply_configuration(cluster.as_ref(), &observed).await;
+            if restarted || reloaded {
+                observed = self.pg.observe().await;
+            }
+        }
+        self.notice_role_change(&observed);
         let member = self.member_data(&observed);
         if let Some(c) = &cluster {
             if let Err(e) = self.dcs.touch_member(&member).await {
@@ -318,6 +355,7 @@ impl Agent {
             memory: &memory,
             peers,
             renew_failed,
+            wall_now: jiff::Timestamp::now(),
         })
     }
 
@@ -431,527 +469,14 @@ impl Agent {
         })
     }
 
-    /// Carries out `actions` in order, stopping at the first failure.
-    async fn execute(
-        &mut self,
-        actions: &[Action],
-        cluster: Option<&Cluster>,
-    ) -> Result<(), Failure> {
-        for action in actions {
-            self.execute_one(action, cluster).await?;
+    /// Calls `on_role_change` when PostgreSQL's role changed since the last cycle.
+    fn notice_role_change(&mut self, o: &Observed) {
+        let Some(db) = &o.db else { return };
+        let role = if db.in_recovery { "replica" } else { "primary" };
+        if self.last_role.as_deref().is_some_and(|r| r != role) {
+            self.callbacks.fire("on_role_change", role);
         }
-        Ok(())
-    }
-
-    async fn execute_one(
-        &mut self,
-        action: &Action,
-        cluster: Option<&Cluster>,
-    ) -> Result<(), Failure> {
-        let dcs = self.dcs.clone();
-        match action {
-            Action::AcquireLock | Action::RenewLock | Action::TakeLock => {
-                let sent = elapsed(&self.clock);
-                let r = match action {
-                    Action::AcquireLock => dcs.acquire_leader().await,
-                    Action::RenewLock => dcs.renew_leader().await,
-                    _ => dcs.take_leader().await,
-                };
-                match r {
-                    Ok(lease) => {
-                        let deadline = sent + lease.valid_for;
-                        self.memory.lock_deadline = Some(deadline);
-                        self.fence.arm(deadline);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        if e.is_lost_race() && !matches!(action, Action::RenewLock) {
-                            return Err(Failure::LostRace(format!("lost the race: {action}: {e}")));
-                        }
-                        if !e.is_unreachable() {
-                            // The lock is not ours: no lifetime left to rely on.
-                            self.memory.lock_deadline = None;
-                        }
-                        Err(Failure::Lock(format!("{action}: {e}")))
-                    }
-                }
-            }
-            Action::ReleaseLock => {
-                match dcs.release_leader().await {
-                    Ok(()) | Err(DcsError::NotOwner { .. }) => {}
-                    Err(e) => return Err(Failure::Other(format!("release lock: {e}"))),
-                }
-                self.memory.lock_deadline = None;
-                self.fence.disarm();
-                Ok(())
-            }
-            Action::RaceInitialize => dcs.race_initialize().await.map(drop).map_err(|e| {
-                if e.is_lost_race() {
-                    Failure::LostRace(format!("another node is bootstrapping the cluster ({e})"))
-                } else {
-                    Failure::Other(format!("initialize race: {e}"))
-                }
-            }),
-            Action::RecordSystemId { system_id } => {
-                let expect = Expect::from_read(
-                    cluster
-                        .and_then(|c| c.initialize.as_ref())
-                        .map(|v| &v.version),
-                );
-                dcs.set_initialize(system_id, expect)
-                    .await
-                    .map(drop)
-                    .map_err(|e| Failure::Other(format!("recording the system ID: {e}")))
-            }
-            Action::WriteBootstrapConfig => {
-                let config = self
-                    .config
-                    .bootstrap
-                    .as_ref()
-                    .map(|b| b.dcs.clone())
-                    .unwrap_or_else(|| self.dynamic.clone());
-                match dcs.write_config(&config, Expect::Absent).await {
-                    Ok(_) | Err(DcsError::Conflict { .. }) => Ok(()),
-                    Err(e) => Err(Failure::Other(format!(
-                        "writing the bootstrap configuration: {e}"
-                    ))),
-                }
-            }
-            Action::Bootstrap => {
-                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
-                self.spawn_job(Job::Bootstrap, async move { pg.bootstrap(&dynamic).await });
-                Ok(())
-            }
-            Action::Clone { source } => {
-                let upstream = self.upstream(cluster, source)?;
-                let pg = self.pg.clone();
-                self.spawn_job(
-                    Job::Clone {
-                        source: source.clone(),
-                    },
-                    async move { pg.create_replica(&upstream).await.map(drop) },
-                );
-                Ok(())
-            }
-            Action::Reinitialize { source } => {
-                let upstream = self.upstream(cluster, source)?;
-                let pg = self.pg.clone();
-                let timeout = self.config.postgresql.pg_ctl_timeout;
-                self.spawn_job(
-                    Job::Clone {
-                        source: source.clone(),
-                    },
-                    async move {
-                        pg.stop(ShutdownMode::Immediate, timeout).await?;
-                        pg.wipe()?;
-                        pg.create_replica(&upstream).await.map(drop)
-                    },
-                );
-                Ok(())
-            }
-            Action::Rewind { source } => {
-                let upstream = self.upstream(cluster, source)?;
-                let pg = self.pg.clone();
-                self.spawn_job(
-                    Job::Rewind {
-                        source: source.clone(),
-                    },
-                    async move { pg.rewind(&upstream).await },
-                );
-                Ok(())
-            }
-            Action::StartPrimary => {
-                if self.memory.primary_start_since.is_none() {
-                    self.memory.primary_start_since = Some(self.clock.now());
-                }
-                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
-                self.demoted = false;
-                self.spawn_job(Job::Start { as_primary: true }, async move {
-                    pg.start(&ConfRole::Primary, &dynamic).await
-                });
-                Ok(())
-            }
-            Action::StartReplica { leader } => {
-                let upstream = match leader {
-                    Some(l) => Some(self.upstream(cluster, l)?),
-                    None => None,
-                };
-                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
-                self.spawn_job(Job::Start { as_primary: false }, async move {
-                    pg.start(&ConfRole::Replica(upstream), &dynamic).await
-                });
-                Ok(())
-            }
-            Action::Follow { leader } => {
-                let upstream = match leader {
-                    Some(l) => Some(self.upstream(cluster, l)?),
-                    None => None,
-                };
-                self.pg
-                    .follow(upstream.as_ref(), &self.dynamic)
-                    .await
-                    .map_err(|e| Failure::Other(format!("follow: {e}")))
-            }
-            Action::Promote => {
-                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
-                self.checkpoint_pending = true;
-                self.spawn_job(Job::Promote, async move {
-                    pg.promote(&dynamic).await?;
-                    pg.checkpoint().await
-                });
-                Ok(())
-            }
-            Action::Demote { mode } => {
-                let (mode, timeout) = match mode {
-                    StopMode::Immediate => (ShutdownMode::Immediate, Duration::from_secs(5)),
-                    StopMode::Fast => {
-                        // Never past the lock's lifetime: a fast stop that
-                        // hangs in its checkpoint becomes immediate.
-                        let left = self
-                            .memory
-                            .lock_deadline
-                            .map(|d| {
-                                d.saturating_sub(self.clock.now())
-                                    .saturating_sub(ha::FENCE_MARGIN)
-                            })
-                            .unwrap_or(self.config.postgresql.pg_ctl_timeout);
-                        (
-                            ShutdownMode::Fast,
-                            left.clamp(
-                                Duration::from_secs(1),
-                                self.config.postgresql.pg_ctl_timeout,
-                            ),
-                        )
-                    }
-                };
-                self.expect_running = false;
-                self.demoted = true;
-                let r = self.pg.stop(mode, timeout).await;
-                self.fence.disarm();
-                r.map_err(|e| Failure::Other(format!("demote: {e}")))
-            }
-            Action::Exit { reason } => Err(Failure::Exit(reason.clone())),
-        }
-    }
-
-    fn spawn_job<F>(&mut self, kind: Job, fut: F)
-    where
-        F: std::future::Future<Output = Result<(), PgError>> + Send + 'static,
-    {
-        let done = self.job_done.clone();
-        let handle = tokio::spawn(async move {
-            let r = fut.await;
-            done.notify_one();
-            r
-        });
-        self.memory.job = Some(kind.clone());
-        self.job = Some(RunningJob { kind, handle });
-    }
-
-    /// Collects a finished job and records what it means.
-    async fn reap_job(&mut self) {
-        let Some(job) = self.job.take_if(|j| j.handle.is_finished()) else {
-            return;
-        };
-        self.memory.job = None;
-        let result = match job.handle.await {
-            Ok(r) => r,
-            Err(e) => Err(PgError::Unexpected(format!("job panicked: {e}"))),
-        };
-        match (&job.kind, result) {
-            (Job::Bootstrap, Ok(())) => {
-                tracing::info!("bootstrapped a new cluster");
-                self.memory.bootstrapped_here = true;
-                self.expect_running = true;
-            }
-            (Job::Bootstrap, Err(e)) => {
-                tracing::error!(
-                    "bootstrap failed: {e}; giving the initialize key up and removing the data directory"
-                );
-                let _ = self
-                    .pg
-                    .stop(ShutdownMode::Immediate, Duration::from_secs(10))
-                    .await;
-                if let Err(e) = self.pg.wipe() {
-                    tracing::error!("cannot empty the data directory: {e}");
-                }
-                if let Err(e) = self.dcs.cancel_initialize().await {
-                    tracing::error!("cannot remove the initialize key: {e}");
-                }
-            }
-            (Job::Clone { source }, Ok(())) => tracing::info!("replica created from {source}"),
-            (Job::Clone { source }, Err(e)) => {
-                tracing::error!("creating a replica from {source} failed: {e}")
-            }
-            (Job::Rewind { source }, Ok(())) => {
-                tracing::info!("rewound from {source}");
-                self.memory.rewound_against = Some(source.clone());
-            }
-            (Job::Rewind { source }, Err(e)) => {
-                tracing::error!("pg_rewind from {source} failed: {e}");
-                self.memory.rewind_failed_against = Some(source.clone());
-            }
-            (Job::Start { .. }, Ok(())) => {
-                self.expect_running = true;
-                self.start_failed = false;
-            }
-            (Job::Start { .. }, Err(e)) => {
-                tracing::error!("starting PostgreSQL failed: {e}");
-                self.start_failed = true;
-            }
-            (Job::Promote, Ok(())) => {
-                tracing::info!("promoted; checkpoint after promotion done");
-                self.checkpoint_pending = false;
-                self.demoted = false;
-            }
-            (Job::Promote, Err(e)) => {
-                tracing::error!("promotion failed: {e}");
-                self.checkpoint_pending = false;
-            }
-            (Job::Stop, r) => {
-                if let Err(e) = r {
-                    tracing::error!("stopping PostgreSQL failed: {e}");
-                }
-            }
-        }
-        if self.memory.bootstrapped_here && self.holds_lock() {
-            self.memory.bootstrapped_here = false;
-        }
-    }
-
-    /// The member key this node publishes, field for field as Patroni does.
-    fn member_data(&self, o: &Observed) -> MemberData {
-        let db = o.db.as_ref();
-        let mut data = MemberData {
-            conn_url: Some(self.config.conn_url()),
-            api_url: Some(self.config.api_url()),
-            state: Some(self.pg_state(o)),
-            role: Some(self.role(o)),
-            version: Some(PATRONI_COMPAT_VERSION.to_string()),
-            tags: self.config.tags.published(),
-            ..Default::default()
-        };
-        if db.is_none() {
-            // Stopped: where its WAL ends, so that a node with less WAL does
-            // not win the leader race while this one is away.
-            if let Some(cd) = &o.controldata {
-                data.xlog_location = cd.checkpoint_lsn;
-                data.timeline = Some(cd.timeline);
-            }
-        }
-        if let Some(d) = db {
-            data.xlog_location = d.wal_position();
-            data.timeline = d.timeline;
-            if d.in_recovery {
-                data.replay_lsn = d.replay_lsn;
-                data.receive_lsn = d.receive_lsn;
-                data.replication_state = replication_state(d);
-            }
-        }
-        if self.checkpoint_pending && self.holds_lock() {
-            data.checkpoint_after_promote = Some(false);
-        }
-        if self.dynamic.pause() {
-            data.pause = Some(true);
-        }
-        data.extra
-            .insert("pgha_version".into(), PGHA_VERSION.into());
-        data
-    }
-
-    fn pg_state(&self, o: &Observed) -> PgState {
-        match &self.memory.job {
-            Some(Job::Bootstrap) => return PgState::InitializingNewCluster,
-            Some(Job::Clone { .. }) => return PgState::CreatingReplica,
-            Some(Job::Start { .. }) if o.db.is_none() => return PgState::Starting,
-            Some(Job::Stop) => return PgState::Stopping,
-            _ => {}
-        }
-        if o.db.is_some() {
-            PgState::Running
-        } else if o.postmaster.is_some() {
-            PgState::Starting
-        } else if self.start_failed {
-            PgState::StartFailed
-        } else if self.expect_running {
-            PgState::Crashed
-        } else {
-            PgState::Stopped
-        }
-    }
-
-    fn role(&self, o: &Observed) -> Role {
-        match (&o.db, &o.data_dir) {
-            (Some(d), _) => {
-                if d.in_recovery {
-                    Role::Replica
-                } else {
-                    Role::Primary
-                }
-            }
-            (None, DataDir::Empty) => Role::Uninitialized,
-            (None, _) if self.demoted => Role::Demoted,
-            (
-                None,
-                DataDir::Initialized {
-                    was_primary: true, ..
-                },
-            ) => Role::Primary,
-            (None, _) => Role::Replica,
-        }
-    }
-
-    /// What the leader keeps up to date: `status` (its WAL position and
-    /// slots), `history` after a promotion, and the members' slots.
-    async fn leader_duties(&mut self, cluster: &Cluster, o: &Observed) {
-        let Some(db) = o.db.as_ref().filter(|d| !d.in_recovery) else {
-            return;
-        };
-        let slots = if self.use_slots() {
-            self.ensure_slots(cluster).await
-        } else {
-            None
-        };
-        let status = Status {
-            optime: db.write_lsn,
-            retain_slots: slots,
-            ..Default::default()
-        };
-        if self.last_status.as_ref() != Some(&status) {
-            match self.dcs.write_status(&status).await {
-                Ok(_) => self.last_status = Some(status),
-                Err(e) => tracing::warn!("cannot write the status key: {e}"),
-            }
-        }
-        if let Some(timeline) = db.timeline {
-            self.sync_history(cluster, timeline).await;
-        }
-    }
-
-    /// Creates a physical slot for every other member; drops slots of
-    /// members gone for longer than `member_slots_ttl` (inactive ones only).
-    /// Returns the member slots kept.
-    async fn ensure_slots(&mut self, cluster: &Cluster) -> Option<Vec<String>> {
-        let me = &self.config.name;
-        let wanted: Vec<String> = cluster
-            .members
-            .iter()
-            .filter(|m| &m.name != me)
-            .map(|m| files::slot_name(&m.name))
-            .collect();
-        let existing = match self
-            .pg
-            .query_texts("SELECT slot_name::text || ':' || active::text FROM pg_replication_slots WHERE slot_type = 'physical'")
-            .await
-        {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!("cannot list replication slots: {e}");
-                return None;
-            }
-        };
-        let existing: Vec<(String, bool)> = existing
-            .iter()
-            .filter_map(|r| {
-                r.rsplit_once(':')
-                    .map(|(n, a)| (n.to_string(), a == "true"))
-            })
-            .collect();
-        for slot in &wanted {
-            if !existing.iter().any(|(n, _)| n == slot) {
-                let sql = format!(
-                    "SELECT pg_catalog.pg_create_physical_replication_slot('{}', true)",
-                    slot.replace('\'', "''")
-                );
-                match self.pg.execute(&sql).await {
-                    Ok(()) => tracing::info!("created replication slot {slot}"),
-                    Err(e) => tracing::warn!("cannot create replication slot {slot}: {e}"),
-                }
-            }
-        }
-        let now = self.clock.now();
-        let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
-        let mut kept = wanted.clone();
-        for (slot, active) in &existing {
-            if wanted.contains(slot) {
-                self.slot_orphaned_since.remove(slot);
-                continue;
-            }
-            let since = *self.slot_orphaned_since.entry(slot.clone()).or_insert(now);
-            if !active && now.saturating_sub(since) >= ttl {
-                let sql = format!(
-                    "SELECT pg_catalog.pg_drop_replication_slot('{}')",
-                    slot.replace('\'', "''")
-                );
-                match self.pg.execute(&sql).await {
-                    Ok(()) => {
-                        tracing::info!(
-                            "dropped replication slot {slot}: its member has been gone for {ttl:?}"
-                        );
-                        self.slot_orphaned_since.remove(slot);
-                    }
-                    Err(e) => tracing::warn!("cannot drop replication slot {slot}: {e}"),
-                }
-            } else {
-                kept.push(slot.clone());
-            }
-        }
-        kept.sort();
-        kept.dedup();
-        Some(kept)
-    }
-
-    /// After a promotion, appends the new timeline switch to `history`
-    /// from PostgreSQL's timeline history file.
-    async fn sync_history(&mut self, cluster: &Cluster, timeline: u64) {
-        if timeline <= 1 {
-            return;
-        }
-        let known = cluster
-            .history
-            .as_ref()
-            .map(|h| h.value.0.clone())
-            .unwrap_or_default();
-        if known.iter().any(|e| e.timeline + 1 >= timeline) {
-            return;
-        }
-        let path = self
-            .pg
-            .data_dir()
-            .join("pg_wal")
-            .join(format!("{timeline:08X}.history"));
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return;
-        };
-        let mut entries = known;
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            let mut parts = line.splitn(3, '\t');
-            let (Some(tl), Some(lsn)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let (Ok(tl), Some(lsn)) = (tl.trim().parse::<u64>(), parse_lsn(lsn.trim())) else {
-                continue;
-            };
-            if entries.iter().any(|e| e.timeline == tl) {
-                continue;
-            }
-            let newest = tl + 1 == timeline;
-            entries.push(HistoryEntry {
-                timeline: tl,
-                lsn,
-                reason: parts.next().unwrap_or_default().trim().to_string(),
-                timestamp: newest.then(|| jiff::Timestamp::now().to_string()),
-                new_leader: newest.then(|| self.config.name.clone()),
-            });
-        }
-        entries.sort_by_key(|e| e.timeline);
-        if let Err(e) = self.dcs.write_history(&History(entries)).await {
-            tracing::warn!("cannot write the history key: {e}");
-        }
+        self.last_role = Some(role.to_string());
     }
 
     fn publish(&self, cluster: Option<&Cluster>, observed: Observed, member: MemberData) {
@@ -979,16 +504,27 @@ impl Agent {
     /// A clean stop: PostgreSQL stops (a checkpoint first), then the lock is
     /// given up so a replica takes over at once instead of after `ttl`.
     async fn shut_down(&mut self) {
-        tracing::info!("shutting down: stopping PostgreSQL");
         if let Some(job) = self.job.take() {
             job.handle.abort();
         }
+        if self.dynamic.pause() {
+            // Maintenance mode: people are working on the database; leave it
+            // running, and leave the lock to expire, as Patroni does.
+            tracing::info!(
+                "paused: PostgreSQL is left running and the leader lock is not released"
+            );
+            self.fence.disarm();
+            return;
+        }
+        tracing::info!("shutting down: stopping PostgreSQL");
         let timeout = self.config.postgresql.pg_ctl_timeout;
         if let Err(e) = self.pg.stop(ShutdownMode::Fast, timeout).await {
             tracing::error!("stopping PostgreSQL failed: {e}");
         }
         self.fence.disarm();
         self.expect_running = false;
+        self.callbacks
+            .fire("on_stop", self.last_role.as_deref().unwrap_or("replica"));
         let stopped = self.pg.observe().await;
         let member = self.member_data(&stopped);
         if let Err(e) = self.dcs.touch_member(&member).await {
@@ -996,8 +532,7 @@ impl Agent {
         }
         if self.memory.lock_deadline.is_some() {
             match self.dcs.release_leader().await {
-                Ok(()) => {}
-                Err(DcsError::NotOwner { .. }) => {}
+                Ok(()) | Err(DcsError::NotOwner { .. }) => {}
                 Err(e) => tracing::warn!("could not release the leader lock: {e}"),
             }
         }

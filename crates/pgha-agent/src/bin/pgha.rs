@@ -95,7 +95,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(pgha_agent::run::run(config)) {
+    match runtime.block_on(pgha_agent::run::run(config, args.config.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -98,6 +98,10 @@ pub struct Postgresql {
     pub remove_data_directory_on_rewind_failure: bool,
     pub create_replica_methods: Vec<ReplicaMethod>,
     pub use_unix_socket: bool,
+    /// `callbacks`: event name (`on_start`, ...) to script.
+    pub callbacks: BTreeMap<String, String>,
+    /// Run before a promotion; a non-zero exit vetoes it.
+    pub pre_promote: Option<String>,
 }
 
 /// Which DCS the node uses, with its section as written.
@@ -116,6 +120,9 @@ pub struct Config {
     pub log_level: String,
     pub restapi_listen: HostPort,
     pub restapi_connect_address: HostPort,
+    /// `restapi.authentication`: basic-auth credentials for the REST API's
+    /// unsafe methods (POST, PUT, PATCH, DELETE).
+    pub restapi_auth: Option<(String, String)>,
     pub dcs: DcsSection,
     pub bootstrap: Option<Bootstrap>,
     pub postgresql: Postgresql,
@@ -288,6 +295,8 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         log_level,
         restapi_listen: restapi_listen?,
         restapi_connect_address: restapi_connect_address?,
+        restapi_auth: text(doc, &["restapi", "authentication", "username"])
+            .zip(text(doc, &["restapi", "authentication", "password"])),
         dcs: dcs?,
         bootstrap,
         postgresql: postgresql?,
@@ -542,6 +551,14 @@ fn build_postgresql(
         .unwrap_or(false),
         create_replica_methods: methods,
         use_unix_socket: flag(doc, &["postgresql", "use_unix_socket"]).unwrap_or(false),
+        callbacks: match get(doc, &["postgresql", "callbacks"]) {
+            Some(Value::Object(m)) => m
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), scalar_text(v)?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        },
+        pre_promote: text(doc, &["postgresql", "pre_promote"]),
     })
 }
 

@@ -80,11 +80,11 @@ const AUTHENTICATION: &[Field] = &[
 ];
 
 const CALLBACKS: &[Field] = &[
-    f("on_start", Text, NotYet),
-    f("on_stop", Text, NotYet),
-    f("on_restart", Text, NotYet),
-    f("on_reload", Text, NotYet),
-    f("on_role_change", Text, NotYet),
+    f("on_start", Text, Yes),
+    f("on_stop", Text, Yes),
+    f("on_restart", Text, Yes),
+    f("on_reload", Text, Yes),
+    f("on_role_change", Text, Yes),
 ];
 
 const POSTGRESQL: &[Field] = &[
@@ -108,7 +108,7 @@ const POSTGRESQL: &[Field] = &[
     f("create_replica_methods", TextList, Yes),
     f("basebackup", Any, Yes),
     f("callbacks", Section(CALLBACKS), Yes),
-    f("pre_promote", Text, NotYet),
+    f("pre_promote", Text, Yes),
     f("before_stop", Text, NotYet),
     f("custom_conf", Text, NotYet),
     f("use_unix_socket", Bool, Yes),

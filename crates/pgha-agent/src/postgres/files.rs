@@ -261,17 +261,8 @@ pub fn write_hba(
             })
     };
     let dir = &config.postgresql.data_dir;
-    let hba = config
-        .postgresql
-        .pg_hba
-        .clone()
-        .or_else(|| from_dynamic("pg_hba"))
-        .or_else(|| config.bootstrap.as_ref().and_then(|b| b.pg_hba.clone()));
-    if let Some(lines) = hba {
-        write_file(
-            &dir.join("pg_hba.conf"),
-            &format!("# Managed by pgha.\n{}\n", lines.join("\n")),
-        )?;
+    if let Some(text) = render_hba(config, dynamic) {
+        write_file(&dir.join("pg_hba.conf"), &text)?;
     }
     if let Some(lines) = config
         .postgresql
@@ -285,6 +276,24 @@ pub fn write_hba(
         )?;
     }
     Ok(())
+}
+
+/// The text of `pg_hba.conf` when the configuration gives its lines: the
+/// node's own, else the dynamic configuration's, else bootstrap's.
+pub fn render_hba(config: &Config, dynamic: &pgha_core::model::DynamicConfig) -> Option<String> {
+    let lines = config.postgresql.pg_hba.clone().or_else(|| {
+        dynamic
+            .postgresql()
+            .and_then(|p| p.get("pg_hba"))
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+    });
+    let lines = lines.or_else(|| config.bootstrap.as_ref().and_then(|b| b.pg_hba.clone()))?;
+    Some(format!("# Managed by pgha.\n{}\n", lines.join("\n")))
 }
 
 /// Writes a file whole (via a temporary file and a rename), mode 0600.

@@ -37,6 +37,9 @@ pub struct DbState {
     pub server_version: i32,
     pub replication: Vec<ReplicationConnection>,
     pub system_id: Option<String>,
+    /// Parameters changed in the configuration that only a restart applies
+    /// (`pg_settings.pending_restart`), with their running values.
+    pub pending_restart: Vec<(String, String)>,
 }
 
 impl DbState {
@@ -81,7 +84,8 @@ SELECT pg_is_in_recovery(),
        (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
        to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US\"+00:00\"'),
        current_setting('server_version_num')::int,
-       (SELECT system_identifier::text FROM pg_control_system())";
+       (SELECT system_identifier::text FROM pg_control_system()),
+       (SELECT string_agg(name || '=' || setting, E'\\n') FROM pg_settings WHERE pending_restart)";
 
 const REPLICATION_SQL: &str = "
 SELECT usename::text, application_name, host(client_addr), state, sync_state, sync_priority
@@ -156,6 +160,15 @@ impl LocalDb {
                 postmaster_start_time: row.get(9),
                 server_version: row.get(10),
                 system_id: row.get(11),
+                pending_restart: row
+                    .get::<_, Option<String>>(12)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| {
+                        l.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                    })
+                    .collect(),
                 replication: rows
                     .iter()
                     .map(|r| ReplicationConnection {

@@ -22,6 +22,7 @@ fn db(in_recovery: bool) -> DbState {
         server_version: 150018,
         replication: Vec::new(),
         system_id: Some("7312345678901234567".into()),
+        pending_restart: Vec::new(),
     }
 }
 
@@ -262,4 +263,491 @@ fn sizes_parse_with_units() {
     assert_eq!(parse_size("16kB"), Some(16384));
     assert_eq!(parse_size("10MB"), Some(10 << 20));
     assert_eq!(parse_size("ten"), None);
+}
+
+#[test]
+fn query_components_and_basic_auth_decode() {
+    assert_eq!(percent_decode("10%20MB"), "10 MB");
+    assert_eq!(percent_decode("a+b%2Fc%"), "a b/c%");
+    assert_eq!(
+        base64_decode("YWRtaW46YWRtaW4tcGFzcw=="),
+        Some("admin:admin-pass".into())
+    );
+    assert_eq!(base64_decode("bad!"), None);
+}
+
+// ---- the write side, against the in-memory DCS and a stand-in HA loop
+
+mod write_side {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use pgha_core::dcs::memory::MemoryStore;
+    use pgha_core::dcs::{Dcs, DcsExt};
+    use pgha_core::model::{DynamicConfig, Expect, KeyLayout, Timing};
+    use serde_json::{Value, json};
+    use tokio::sync::{mpsc, watch};
+
+    use super::super::{ApiState, handle};
+    use crate::agent::{Command, NodeStatus, PeerClient};
+
+    struct Api {
+        state: ApiState,
+        store: MemoryStore,
+        dcs: Arc<dyn Dcs>,
+    }
+
+    /// A cluster led by n1 with members n1 and n2 (whose REST APIs do not
+    /// answer: nothing listens on their ports) and a stand-in loop that
+    /// answers restart and reinitialize requests.
+    async fn api(auth: Option<(&str, &str)>) -> Api {
+        let store = MemoryStore::new();
+        let layout = KeyLayout::new("/service", "demo");
+        let timing = Timing::default();
+        let n1: Arc<dyn Dcs> = Arc::new(store.client(layout.clone(), "n1", timing));
+        let n2: Arc<dyn Dcs> = Arc::new(store.client(layout, "n2", timing));
+        let member = |port: u16| {
+            serde_json::from_value(json!({"conn_url": format!("postgres://127.0.0.1:{port}/postgres"),
+                "api_url": format!("http://127.0.0.1:{}/patroni", port + 1), "state": "running", "role": "replica"}))
+            .unwrap()
+        };
+        n1.touch_member(&member(1)).await.unwrap();
+        n2.touch_member(&member(3)).await.unwrap();
+        n1.acquire_leader().await.unwrap();
+        n1.write_config(
+            &DynamicConfig::parse(r#"{"ttl":30,"postgresql":{"parameters":{"work_mem":"4MB"}}}"#)
+                .unwrap(),
+            Expect::Absent,
+        )
+        .await
+        .unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                match c {
+                    Command::Restart { reply, .. } => {
+                        let _ = reply.send((200, "restarted successfully".into()));
+                    }
+                    Command::Reinitialize { reply, .. } => {
+                        let _ = reply.send((503, "I am the leader, can not reinitialize".into()));
+                    }
+                    Command::CancelRestart { reply } => {
+                        let _ = reply.send(false);
+                    }
+                    Command::Reload | Command::Wakeup => {}
+                }
+            }
+        });
+        let (_status_tx, status_rx) = watch::channel(Arc::new(NodeStatus::initial("n1", "demo")));
+        std::mem::forget(_status_tx);
+        let state = ApiState {
+            status: status_rx,
+            clock: Arc::new(pgha_core::clock::MonotonicClock::new()),
+            dcs: n1.clone(),
+            commands: tx,
+            peers: PeerClient::default(),
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+        };
+        Api {
+            state,
+            store,
+            dcs: n1,
+        }
+    }
+
+    async fn call(
+        api: &Api,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = handle(
+            State(api.state.clone()),
+            req.body(Body::from(body.to_string())).unwrap(),
+        )
+        .await;
+        let code = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (code, value)
+    }
+
+    #[track_caller]
+    fn assert_error(r: &(u16, Value), code: u16, part: &str) {
+        assert_eq!(r.0, code, "{r:?}");
+        let msg = r.1["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a JSON error body, got {:?}", r.1));
+        assert!(msg.contains(part), "{msg:?} should mention {part:?}");
+    }
+
+    #[tokio::test]
+    async fn malformed_and_mistyped_bodies_get_400_with_the_reason() {
+        let a = api(None).await;
+        assert_error(
+            &call(&a, "POST", "/switchover", "{not json", &[]).await,
+            400,
+            "not valid JSON",
+        );
+        assert_error(
+            &call(&a, "POST", "/switchover", "[1]", &[]).await,
+            400,
+            "must be a JSON object, not a list",
+        );
+        assert_error(
+            &call(&a, "POST", "/switchover", "", &[]).await,
+            400,
+            "needs a JSON object",
+        );
+        assert_error(
+            &call(&a, "POST", "/switchover", r#"{"leader": 5}"#, &[]).await,
+            400,
+            "leader must be a string",
+        );
+        assert_error(
+            &call(
+                &a,
+                "POST",
+                "/switchover",
+                r#"{"leader": "n1", "candiate": "n2"}"#,
+                &[],
+            )
+            .await,
+            400,
+            "unknown field(s) for switchover: candiate",
+        );
+        assert_error(
+            &call(&a, "POST", "/switchover", r#"{"candidate": "n2"}"#, &[]).await,
+            400,
+            "only from a specific leader",
+        );
+        assert_error(
+            &call(&a, "POST", "/failover", r#"{}"#, &[]).await,
+            400,
+            "only to a specific candidate",
+        );
+        assert_error(
+            &call(
+                &a,
+                "POST",
+                "/switchover",
+                r#"{"leader": "n1", "candidate": "n1"}"#,
+                &[],
+            )
+            .await,
+            400,
+            "target and source are the same",
+        );
+        assert_error(
+            &call(&a, "POST", "/reinitialize", r#"{"force": "perhaps"}"#, &[]).await,
+            400,
+            "force must be true or false",
+        );
+        assert_error(
+            &call(&a, "PATCH", "/config", "7", &[]).await,
+            400,
+            "JSON object",
+        );
+    }
+
+    #[tokio::test]
+    async fn schedules_must_be_future_times_with_a_zone() {
+        let a = api(None).await;
+        let body =
+            |t: &str| format!(r#"{{"leader": "n1", "candidate": "n2", "scheduled_at": "{t}"}}"#);
+        assert_error(
+            &call(&a, "POST", "/switchover", &body("2030-01-01T10:00:00"), &[]).await,
+            400,
+            "Timezone information is mandatory",
+        );
+        assert_error(
+            &call(
+                &a,
+                "POST",
+                "/switchover",
+                &body("2001-01-01T10:00:00+00:00"),
+                &[],
+            )
+            .await,
+            422,
+            "in the past",
+        );
+        assert_error(
+            &call(&a, "POST", "/switchover", &body("soon+01:00"), &[]).await,
+            422,
+            "Unable to parse",
+        );
+        assert_error(
+            &call(
+                &a,
+                "POST",
+                "/failover",
+                &body("2030-01-01T10:00:00Z").replace(r#""leader": "n1", "#, ""),
+                &[],
+            )
+            .await,
+            400,
+            "can't be scheduled",
+        );
+        let r = call(
+            &a,
+            "POST",
+            "/switchover",
+            &body("2030-01-01T10:00:00+00:00"),
+            &[],
+        )
+        .await;
+        assert_eq!(r, (202, Value::String("Switchover scheduled".into())));
+        let f = a.dcs.load().await.unwrap().failover.unwrap().value;
+        assert_eq!(
+            (f.leader.as_deref(), f.member.as_deref()),
+            (Some("n1"), Some("n2"))
+        );
+        assert_eq!(
+            f.scheduled_at().unwrap().unwrap().to_string(),
+            "2030-01-01T10:00:00Z"
+        );
+        assert_eq!(
+            call(&a, "DELETE", "/switchover", "", &[]).await,
+            (200, Value::String("scheduled switchover deleted".into()))
+        );
+        assert_error(
+            &call(&a, "DELETE", "/switchover", "", &[]).await,
+            404,
+            "no switchover is scheduled",
+        );
+    }
+
+    #[tokio::test]
+    async fn impossible_switchovers_get_412_naming_each_reason() {
+        let a = api(None).await;
+        assert_error(
+            &call(&a, "POST", "/switchover", r#"{"leader": "n2"}"#, &[]).await,
+            412,
+            "n2 is not the leader, n1 is",
+        );
+        assert_error(
+            &call(
+                &a,
+                "POST",
+                "/switchover",
+                r#"{"leader": "n1", "candidate": "n9"}"#,
+                &[],
+            )
+            .await,
+            412,
+            "n9 is not a member (members: n1, n2)",
+        );
+        // n2's REST API does not answer: it is not a good candidate, and the reason says so.
+        assert_error(
+            &call(&a, "POST", "/switchover", r#"{"leader": "n1"}"#, &[]).await,
+            412,
+            "n2 does not answer on its REST API",
+        );
+        assert!(
+            a.dcs.load().await.unwrap().failover.is_none(),
+            "nothing was written"
+        );
+    }
+
+    #[tokio::test]
+    async fn restart_filters_are_checked_and_requests_reach_the_loop() {
+        let a = api(None).await;
+        assert_error(
+            &call(&a, "POST", "/restart", r#"{"role": "boss"}"#, &[]).await,
+            400,
+            "role should be either",
+        );
+        assert_error(
+            &call(
+                &a,
+                "POST",
+                "/restart",
+                r#"{"postgres_version": "nine"}"#,
+                &[],
+            )
+            .await,
+            400,
+            "not a PostgreSQL version",
+        );
+        assert_error(
+            &call(&a, "POST", "/restart", r#"{"timeout": -3}"#, &[]).await,
+            400,
+            "positive number of seconds",
+        );
+        assert_error(
+            &call(&a, "POST", "/restart", r#"{"when": "now"}"#, &[]).await,
+            400,
+            "Unknown filter for the scheduled restart: when",
+        );
+        assert_error(
+            &call(
+                &a,
+                "POST",
+                "/restart",
+                r#"{"schedule": "2001-01-01T00:00:00Z"}"#,
+                &[],
+            )
+            .await,
+            422,
+            "in the past",
+        );
+        assert_eq!(
+            call(&a, "POST", "/restart", "", &[]).await,
+            (200, Value::String("restarted successfully".into()))
+        );
+        assert_eq!(
+            call(
+                &a,
+                "POST",
+                "/restart",
+                r#"{"role": "primary", "timeout": "30s", "restart_pending": true}"#,
+                &[]
+            )
+            .await
+            .0,
+            200
+        );
+        assert_error(
+            &call(&a, "DELETE", "/restart", "", &[]).await,
+            404,
+            "no restarts are scheduled",
+        );
+        assert_error(
+            &call(&a, "POST", "/reinitialize", "", &[]).await,
+            503,
+            "I am the leader",
+        );
+        assert_eq!(
+            call(&a, "POST", "/reload", "", &[]).await,
+            (202, Value::String("reload scheduled".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn config_patch_merges_refuses_bad_types_and_reports_races() {
+        let a = api(None).await;
+        let r = call(&a, "PATCH", "/config", r#"{"ttl": 20, "loop_wait": 5, "postgresql": {"parameters": {"work_mem": null, "max_connections": 200}}}"#, &[]).await;
+        assert_eq!(r.0, 200, "{r:?}");
+        assert_eq!(
+            r.1,
+            json!({"ttl": 20, "postgresql": {"parameters": {"max_connections": 200}}, "loop_wait": 5})
+        );
+        let stored = a.dcs.load().await.unwrap().config.unwrap().value;
+        assert_eq!(serde_json::to_value(&stored).unwrap(), r.1);
+
+        assert_error(
+            &call(&a, "PATCH", "/config", r#"{"ttl": "soon"}"#, &[]).await,
+            400,
+            "ttl: expected a non-negative integer",
+        );
+
+        // Someone else writes between our read and our write: 409.
+        let layout = KeyLayout::new("/service", "demo");
+        let other = a.store.client(layout, "n1", Timing::default());
+        other.faults().fail_next_writes_with_conflict(0);
+        let faulty = api_with_dcs(&a, Arc::new(other));
+        if let Some(memory) = faulty.1 {
+            memory.fail_next_writes_with_conflict(1);
+        }
+        assert_error(
+            &call(&faulty.0, "PATCH", "/config", r#"{"ttl": 25}"#, &[]).await,
+            409,
+            "changed by someone else",
+        );
+
+        let r = call(&a, "PUT", "/config", r#"{"ttl": 40, "loop_wait": 10}"#, &[]).await;
+        assert_eq!(r, (200, json!({"ttl": 40, "loop_wait": 10})));
+    }
+
+    /// The same API over another client (to inject faults into its link).
+    fn api_with_dcs(
+        a: &Api,
+        dcs: Arc<pgha_core::dcs::memory::MemoryDcs>,
+    ) -> (Api, Option<Arc<pgha_core::dcs::memory::Faults>>) {
+        let faults = dcs.faults();
+        let mut state = a.state.clone();
+        state.dcs = dcs.clone();
+        (
+            Api {
+                state,
+                store: a.store.clone(),
+                dcs,
+            },
+            Some(faults),
+        )
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_unknown_paths_and_methods() {
+        let a = api(None).await;
+        let big = format!(
+            r#"{{"ttl": 20, "pad": "{}"}}"#,
+            "x".repeat(super::super::MAX_BODY)
+        );
+        assert_error(
+            &call(&a, "PATCH", "/config", &big, &[]).await,
+            413,
+            "larger than",
+        );
+        assert_error(
+            &call(&a, "GET", "/nowhere", "", &[]).await,
+            404,
+            "unknown path /nowhere",
+        );
+        assert_error(
+            &call(&a, "POST", "/patroni", "{}", &[]).await,
+            405,
+            "POST /patroni is not supported",
+        );
+        assert_error(
+            &call(&a, "DELETE", "/config", "", &[]).await,
+            405,
+            "not supported",
+        );
+    }
+
+    #[tokio::test]
+    async fn unsafe_methods_need_basic_auth_when_configured() {
+        let a = api(Some(("admin", "admin-pass"))).await;
+        assert_error(
+            &call(&a, "POST", "/reload", "", &[]).await,
+            401,
+            "authentication required",
+        );
+        assert_error(
+            &call(
+                &a,
+                "POST",
+                "/reload",
+                "",
+                &[("authorization", "Basic YWRtaW46d3Jvbmc=")],
+            )
+            .await,
+            401,
+            "authentication required",
+        );
+        let ok = call(
+            &a,
+            "POST",
+            "/reload",
+            "",
+            &[("authorization", "Basic YWRtaW46YWRtaW4tcGFzcw==")],
+        )
+        .await;
+        assert_eq!(ok.0, 202);
+        // Reading needs no credentials.
+        assert_eq!(call(&a, "GET", "/patroni", "", &[]).await.0, 200);
+        let _ = Duration::ZERO;
+    }
 }

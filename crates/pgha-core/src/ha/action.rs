@@ -11,6 +11,10 @@ pub enum StopMode {
     /// `pg_ctl stop -m immediate`: another node holds the lock, or the
     /// lock's lifetime is (nearly) over. Every moment counts.
     Immediate,
+    /// A planned switchover: `CHECKPOINT` first (so the shutdown checkpoint
+    /// is short), then a fast stop, which sends every WAL record to the
+    /// connected replicas before it ends; bounded by the lock's lifetime.
+    Graceful,
 }
 
 /// One step. The agent runs a decision's actions in order and stops at the
@@ -32,6 +36,9 @@ pub enum Action {
     RecordSystemId { system_id: String },
     /// Write `bootstrap.dcs` as the cluster's `config` (it is absent).
     WriteBootstrapConfig,
+    /// Remove the `failover` key (the switchover is done, impossible, or
+    /// stale), if it is still the version that was read.
+    ClearFailover,
 
     // --- PostgreSQL
     /// initdb, configure, start as primary, create the roles.
@@ -66,6 +73,7 @@ impl fmt::Display for Action {
             Action::RaceInitialize => f.write_str("race for initialize"),
             Action::RecordSystemId { system_id } => write!(f, "record system id {system_id}"),
             Action::WriteBootstrapConfig => f.write_str("write bootstrap config"),
+            Action::ClearFailover => f.write_str("clear failover key"),
             Action::Bootstrap => f.write_str("bootstrap"),
             Action::Clone { source } => write!(f, "clone from {source}"),
             Action::Reinitialize { source } => write!(f, "reinitialize from {source}"),

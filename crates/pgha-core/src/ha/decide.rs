@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use super::action::{Action, Decision, StopMode};
 use super::observation::{DataDir, Job, Observation, PeerSource};
+use super::switchover::{self, LeaderStep, RaceGate};
 use crate::model::{Cluster, ClusterKey};
 
 /// How long before the lock's lifetime ends a primary must already have
@@ -33,7 +34,10 @@ pub fn decide(o: &Observation<'_>) -> Decision {
 
     // 1. The lock's lifetime is over (or about to be): nothing may keep a
     //    primary writing past it.
-    if o.local.is_primary() {
+    // (Not in maintenance mode: every node is paused and none races for
+    // the lock, so an expiring lock cannot give the cluster a second
+    // primary; Patroni keeps such a primary running too.)
+    if o.local.is_primary() && !o.settings.paused {
         if let Some(deadline) = o.memory.lock_deadline {
             if o.now + FENCE_MARGIN >= deadline {
                 return Decision::new(
@@ -51,6 +55,9 @@ pub fn decide(o: &Observation<'_>) -> Decision {
 
     // 2. No DCS this cycle.
     let Some(cluster) = o.cluster else {
+        if o.settings.paused {
+            return Decision::idle("DCS is not accessible; paused: no automatic action");
+        }
         if o.local.is_primary() {
             return Decision::new(
                 vec![Action::Demote {
@@ -132,6 +139,8 @@ fn job_name(job: &Job) -> String {
         Job::Start { as_primary: false } => "start as replica".into(),
         Job::Stop => "stop".into(),
         Job::Promote => "promote".into(),
+        Job::Restart => "restart".into(),
+        Job::Reinitialize { source } => format!("reinitialize from {source}"),
     }
 }
 
@@ -440,9 +449,38 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             }
             let mut actions = vec![Action::RenewLock];
             actions.extend(repair);
+            // A manual switchover to a named candidate still works in maintenance mode.
+            return match switchover::for_leader(o, cluster) {
+                LeaderStep::HandOver(reason) if o.renew_failed.is_none() => {
+                    actions.extend([
+                        Action::Demote {
+                            mode: StopMode::Graceful,
+                        },
+                        Action::ReleaseLock,
+                    ]);
+                    Decision::new(actions, format!("paused, but {reason}"))
+                }
+                LeaderStep::Clear(reason) => {
+                    actions.push(Action::ClearFailover);
+                    Decision::new(
+                        actions,
+                        format!("paused: keeping the leader lock; {reason}"),
+                    )
+                }
+                _ => Decision::new(
+                    actions,
+                    "paused: keeping the leader lock; no automatic action",
+                ),
+            };
+        }
+        if cluster.leader.is_none() && switchover::race_gate(o, cluster) == RaceGate::Candidate {
+            let mut actions = vec![Action::AcquireLock];
+            if !primary {
+                actions.push(Action::Promote);
+            }
             return Decision::new(
                 actions,
-                "paused: keeping the leader lock; no automatic action",
+                "paused, but I am the requested switchover candidate: taking the lock",
             );
         }
         return Decision::idle("paused: no automatic action");
@@ -466,10 +504,32 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         let mut actions = vec![Action::RenewLock];
         actions.extend(repair);
         if primary {
-            return Decision::new(
-                actions,
-                format!("no action: I am {me}, the leader with the lock"),
-            );
+            return match switchover::for_leader(o, cluster) {
+                LeaderStep::HandOver(reason) => {
+                    actions.extend([
+                        Action::Demote {
+                            mode: StopMode::Graceful,
+                        },
+                        Action::ReleaseLock,
+                    ]);
+                    Decision::new(actions, reason)
+                }
+                LeaderStep::Clear(reason) => {
+                    actions.push(Action::ClearFailover);
+                    Decision::new(
+                        actions,
+                        format!("I am {me}, the leader with the lock; {reason}"),
+                    )
+                }
+                LeaderStep::Wait(reason) => Decision::new(
+                    actions,
+                    format!("I am {me}, the leader with the lock; {reason}"),
+                ),
+                LeaderStep::Nothing => Decision::new(
+                    actions,
+                    format!("no action: I am {me}, the leader with the lock"),
+                ),
+            };
         }
         actions.push(Action::Promote);
         return Decision::new(
@@ -534,6 +594,27 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
 pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, String> {
     let me = o.settings.name.as_str();
     let tags = &o.settings.tags;
+    if let Some(until) = o.memory.no_race_until.filter(|u| *u > o.now) {
+        return Err(format!(
+            "my promotion was vetoed by pre_promote; staying out of the race for {:?}",
+            until - o.now
+        ));
+    }
+    match switchover::race_gate(o, cluster) {
+        RaceGate::Closed(why) => return Err(why),
+        RaceGate::Candidate => {
+            // The operator chose this node: its peers' positions do not
+            // matter, but it must be able to serve.
+            if tags.nofailover() {
+                return Err("I am the requested candidate, but tagged nofailover".into());
+            }
+            if !o.local.running {
+                return Err("I am the requested candidate, but PostgreSQL is not running".into());
+            }
+            return Ok("the requested switchover candidate".into());
+        }
+        RaceGate::Open => {}
+    }
     if tags.nofailover() {
         return Err(
             if tags.failover_priority() <= 0 && !tags.0.contains_key("nofailover") {

@@ -10,6 +10,7 @@
 pub mod action;
 pub mod decide;
 pub mod observation;
+pub mod switchover;
 
 pub use action::{Action, Decision, StopMode};
 pub use decide::{FENCE_MARGIN, decide, healthiest};

@@ -128,6 +128,12 @@ pub enum Job {
     },
     Stop,
     Promote,
+    /// Stopping and starting PostgreSQL in its current role.
+    Restart,
+    /// Wiping the data directory and cloning again.
+    Reinitialize {
+        source: String,
+    },
 }
 
 /// What the agent remembers between cycles.
@@ -151,6 +157,9 @@ pub struct HaMemory {
     pub rewound_against: Option<String>,
     /// A rewind against this leader failed; do not try it again.
     pub rewind_failed_against: Option<String>,
+    /// Until when (monotonic) this node stays out of the leader race (a
+    /// `pre_promote` script vetoed its promotion).
+    pub no_race_until: Option<Duration>,
 }
 
 /// Everything `decide` looks at.
@@ -163,10 +172,13 @@ pub struct Observation<'a> {
     pub cluster: Option<&'a Cluster>,
     pub local: &'a LocalPostgres,
     pub memory: &'a HaMemory,
-    /// The other members' status, gathered only when the cluster has no
-    /// leader (empty otherwise).
+    /// The other members' status, gathered when the cluster has no leader
+    /// or a switchover/failover is requested (empty otherwise).
     pub peers: &'a [PeerStatus],
     /// The lock renewal the loop just tried failed (reason), so this
     /// decision is about what to do without it.
     pub renew_failed: Option<String>,
+    /// Wall-clock time, only for comparing with a scheduled switchover's
+    /// `scheduled_at` (every deadline uses `now`, the monotonic clock).
+    pub wall_now: jiff::Timestamp,
 }

@@ -21,6 +21,7 @@ struct World {
     peers: Vec<PeerStatus>,
     now: Duration,
     renew_failed: Option<String>,
+    wall_now: jiff::Timestamp,
 }
 
 fn member_json(role: &str, state: &str, wal: u64) -> String {
@@ -62,6 +63,7 @@ impl World {
             peers: Vec::new(),
             now: Duration::from_secs(100),
             renew_failed: None,
+            wall_now: "2026-11-21T12:00:00Z".parse().unwrap(),
         };
         w.set("initialize", SYSID);
         w.set("config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#);
@@ -154,6 +156,7 @@ impl World {
             memory: &self.memory,
             peers: &self.peers,
             renew_failed: self.renew_failed.clone(),
+            wall_now: self.wall_now,
         };
         let d = decide(&o);
         assert!(!d.reason.is_empty(), "every decision says why");
@@ -336,6 +339,7 @@ fn an_unreadable_initialize_key_blocks_bootstrap_and_clone() {
         memory: &w.memory,
         peers: &w.peers,
         renew_failed: None,
+        wall_now: w.wall_now,
     };
     assert_idle(&decide(&o), "initialize key is unreadable");
 }
@@ -791,4 +795,192 @@ fn paused_leader_keeps_the_lock_and_nobody_acts() {
     let mut w = World::new("n1");
     w.settings.paused = true;
     assert_eq!(actions(&w.decide()), [Action::ReleaseLock]);
+}
+
+// ---- requested switchovers and failovers
+
+#[test]
+fn the_leader_hands_over_to_a_good_candidate() {
+    let mut w = World::new("n1");
+    w.primary().peer("n2", 1000, 1).peer("n3", 1000, 1);
+    w.set("failover", r#"{"leader":"n1","member":"n2"}"#);
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [
+            Action::RenewLock,
+            Action::Demote {
+                mode: StopMode::Graceful
+            },
+            Action::ReleaseLock
+        ]
+    );
+    assert!(d.reason.contains("switching over to n2"), "{}", d.reason);
+    // Without a candidate, any good member will do.
+    w.set("failover", r#"{"leader":"n1"}"#);
+    assert_eq!(
+        actions(&w.decide())[1],
+        Action::Demote {
+            mode: StopMode::Graceful
+        }
+    );
+    // A failover request (no leader named) to n3 also makes the leader hand over.
+    w.set("failover", r#"{"member":"n3"}"#);
+    assert_eq!(
+        actions(&w.decide())[1],
+        Action::Demote {
+            mode: StopMode::Graceful
+        }
+    );
+}
+
+#[test]
+fn an_impossible_switchover_is_removed_with_every_reason() {
+    let mut w = World::new("n1");
+    w.primary().peer("n2", 1000, 0).peer("n3", 1000, 1);
+    w.peers[1].running = false;
+    w.set("failover", r#"{"leader":"n1"}"#);
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::RenewLock, Action::ClearFailover]);
+    assert!(
+        d.reason.contains("n2 may not become primary")
+            && d.reason.contains("n3 does not run PostgreSQL"),
+        "{}",
+        d.reason
+    );
+
+    w.set("failover", r#"{"leader":"n1","member":"n9"}"#);
+    assert!(w.decide().reason.contains("n9 is not a member"));
+    w.peers.clear();
+    w.peer("n2", 1000, 1);
+    w.peers[0].source = PeerSource::MemberKey;
+    w.set("failover", r#"{"leader":"n1","member":"n2"}"#);
+    assert!(
+        w.decide()
+            .reason
+            .contains("n2 does not answer on its REST API")
+    );
+}
+
+#[test]
+fn a_scheduled_switchover_waits_for_its_time() {
+    let mut w = World::new("n1");
+    w.primary().peer("n2", 1000, 1);
+    w.set(
+        "failover",
+        r#"{"leader":"n1","member":"n2","scheduled_at":"2026-11-21T12:30:00+00:00"}"#,
+    );
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::RenewLock]);
+    assert!(
+        d.reason.contains("scheduled at 2026-11-21T12:30:00Z"),
+        "{}",
+        d.reason
+    );
+    w.wall_now = "2026-11-21T12:30:01Z".parse().unwrap();
+    assert_eq!(
+        actions(&w.decide())[1],
+        Action::Demote {
+            mode: StopMode::Graceful
+        }
+    );
+}
+
+#[test]
+fn the_new_leader_removes_a_finished_request_and_stale_ones_go_too() {
+    let mut w = World::new("n2");
+    w.leader("n2").primary();
+    w.set("failover", r#"{"leader":"n1","member":"n2"}"#);
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RenewLock, Action::ClearFailover]
+    );
+    w.set("failover", r#"{"member":"n2"}"#);
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RenewLock, Action::ClearFailover]
+    );
+    w.set("failover", "{}");
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RenewLock, Action::ClearFailover]
+    );
+}
+
+#[test]
+fn while_a_request_is_pending_only_the_candidate_races_and_the_old_leader_never() {
+    // The candidate races even when a peer is ahead.
+    let mut w = World::new("n2");
+    w.no_leader()
+        .set("failover", r#"{"leader":"n1","member":"n2"}"#)
+        .peer("n3", 5000, 1);
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::AcquireLock, Action::Promote]);
+    assert!(
+        d.reason.contains("requested switchover candidate"),
+        "{}",
+        d.reason
+    );
+
+    // Another node waits for the candidate...
+    let mut w = World::new("n3");
+    w.no_leader()
+        .set("failover", r#"{"leader":"n1","member":"n2"}"#)
+        .peer("n2", 900, 1);
+    assert_idle(&w.decide(), "a switchover to n2 is in progress");
+    // ...unless the candidate is not there to take over.
+    w.peers[0].running = false;
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+
+    // The old leader stays out even with the most WAL.
+    let mut w = World::new("n1");
+    w.no_leader().set("failover", r#"{"leader":"n1"}"#);
+    w.local.wal_position = Some(9999);
+    assert_idle(&w.decide(), "a switchover away from me is in progress");
+}
+
+#[test]
+fn paused_switchover_needs_a_named_candidate() {
+    let mut w = World::new("n1");
+    w.primary().peer("n2", 1000, 1);
+    w.settings.paused = true;
+    w.set("failover", r#"{"leader":"n1"}"#);
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::RenewLock, Action::ClearFailover]);
+    assert!(d.reason.contains("must name a candidate"));
+    w.set("failover", r#"{"leader":"n1","member":"n2"}"#);
+    assert_eq!(
+        actions(&w.decide())[1],
+        Action::Demote {
+            mode: StopMode::Graceful
+        }
+    );
+
+    let mut w = World::new("n2");
+    w.settings.paused = true;
+    w.no_leader()
+        .set("failover", r#"{"leader":"n1","member":"n2"}"#);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_vetoed_promotion_keeps_the_node_out_of_the_race_for_a_while() {
+    let mut w = World::new("n2");
+    w.no_leader();
+    w.memory.no_race_until = Some(w.now + Duration::from_secs(10));
+    assert_idle(&w.decide(), "vetoed by pre_promote");
+    w.memory.no_race_until = Some(w.now - Duration::from_secs(1));
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn paused_primaries_are_not_demoted_for_dcs_trouble() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.settings.paused = true;
+    w.dcs_down = true;
+    assert_idle(&w.decide(), "paused");
+    w.dcs_down = false;
+    w.memory.lock_deadline = Some(w.now);
+    assert_eq!(actions(&w.decide()), [Action::RenewLock]);
 }

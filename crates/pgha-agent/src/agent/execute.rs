@@ -1,0 +1,276 @@
+//! Carrying out a decision: each [`Action`] against the DCS or PostgreSQL.
+
+use std::time::Duration;
+
+use pgha_core::clock::Clock;
+use pgha_core::dcs::{DcsError, DcsExt, SharedKey};
+use pgha_core::ha::{self, Action, Job, StopMode};
+use pgha_core::model::{Cluster, Expect};
+
+use super::Agent;
+use crate::postgres::{ConfRole, PgError, ShutdownMode};
+
+/// Why an action failed, as far as the next decision cares.
+pub(super) enum Failure {
+    /// Renewing (or taking) the lock failed: decide again without it.
+    Lock(String),
+    /// The agent must stop.
+    Exit(String),
+    /// Someone else got there first (the lock, `initialize`): the next
+    /// cycle follows them.
+    LostRace(String),
+    /// Anything else: logged; the next cycle observes again.
+    Other(String),
+}
+
+/// How long a `pre_promote` script may take before it counts as a veto.
+const PRE_PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Agent {
+    /// Carries out `actions` in order, stopping at the first failure.
+    pub(super) async fn execute(
+        &mut self,
+        actions: &[Action],
+        cluster: Option<&Cluster>,
+    ) -> Result<(), Failure> {
+        for action in actions {
+            self.execute_one(action, cluster).await?;
+        }
+        Ok(())
+    }
+
+    async fn execute_one(
+        &mut self,
+        action: &Action,
+        cluster: Option<&Cluster>,
+    ) -> Result<(), Failure> {
+        let dcs = self.dcs.clone();
+        match action {
+            Action::AcquireLock | Action::RenewLock | Action::TakeLock => {
+                let sent = self.clock.now();
+                let r = match action {
+                    Action::AcquireLock => dcs.acquire_leader().await,
+                    Action::RenewLock => dcs.renew_leader().await,
+                    _ => dcs.take_leader().await,
+                };
+                match r {
+                    Ok(lease) => {
+                        let deadline = sent + lease.valid_for;
+                        self.memory.lock_deadline = Some(deadline);
+                        if self.dynamic.pause() {
+                            // Maintenance mode: no automatic action, the fence's included.
+                            self.fence.disarm();
+                        } else {
+                            self.fence.arm(deadline);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        if e.is_lost_race() && !matches!(action, Action::RenewLock) {
+                            return Err(Failure::LostRace(format!("lost the race: {action}: {e}")));
+                        }
+                        if !e.is_unreachable() {
+                            // The lock is not ours: no lifetime left to rely on.
+                            self.memory.lock_deadline = None;
+                        }
+                        Err(Failure::Lock(format!("{action}: {e}")))
+                    }
+                }
+            }
+            Action::ReleaseLock => {
+                match dcs.release_leader().await {
+                    Ok(()) | Err(DcsError::NotOwner { .. }) => {}
+                    Err(e) => return Err(Failure::Other(format!("release lock: {e}"))),
+                }
+                self.memory.lock_deadline = None;
+                self.fence.disarm();
+                Ok(())
+            }
+            Action::RaceInitialize => dcs.race_initialize().await.map(drop).map_err(|e| {
+                if e.is_lost_race() {
+                    Failure::LostRace(format!("another node is bootstrapping the cluster ({e})"))
+                } else {
+                    Failure::Other(format!("initialize race: {e}"))
+                }
+            }),
+            Action::RecordSystemId { system_id } => {
+                let expect = Expect::from_read(
+                    cluster
+                        .and_then(|c| c.initialize.as_ref())
+                        .map(|v| &v.version),
+                );
+                dcs.set_initialize(system_id, expect)
+                    .await
+                    .map(drop)
+                    .map_err(|e| Failure::Other(format!("recording the system ID: {e}")))
+            }
+            Action::WriteBootstrapConfig => {
+                let config = self
+                    .config
+                    .bootstrap
+                    .as_ref()
+                    .map(|b| b.dcs.clone())
+                    .unwrap_or_else(|| self.dynamic.clone());
+                match dcs.write_config(&config, Expect::Absent).await {
+                    Ok(_) | Err(DcsError::Conflict { .. }) => Ok(()),
+                    Err(e) => Err(Failure::Other(format!(
+                        "writing the bootstrap configuration: {e}"
+                    ))),
+                }
+            }
+            Action::ClearFailover => {
+                let Some(version) = cluster
+                    .and_then(|c| c.failover.as_ref())
+                    .map(|f| f.version.clone())
+                else {
+                    return Ok(());
+                };
+                match dcs
+                    .delete(SharedKey::Failover, Expect::Version(version))
+                    .await
+                {
+                    // Changed meanwhile: a new request; the next cycle reads it.
+                    Ok(()) | Err(DcsError::Conflict { .. }) => Ok(()),
+                    Err(e) => Err(Failure::Other(format!("removing the failover key: {e}"))),
+                }
+            }
+            Action::Bootstrap => {
+                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
+                self.spawn_job(Job::Bootstrap, async move { pg.bootstrap(&dynamic).await });
+                Ok(())
+            }
+            Action::Clone { source } => {
+                let upstream = self.upstream(cluster, source)?;
+                let pg = self.pg.clone();
+                self.spawn_job(
+                    Job::Clone {
+                        source: source.clone(),
+                    },
+                    async move { pg.create_replica(&upstream).await.map(drop) },
+                );
+                Ok(())
+            }
+            Action::Reinitialize { source } => {
+                let upstream = self.upstream(cluster, source)?;
+                self.spawn_reinitialize(upstream);
+                Ok(())
+            }
+            Action::Rewind { source } => {
+                let upstream = self.upstream(cluster, source)?;
+                let pg = self.pg.clone();
+                self.spawn_job(
+                    Job::Rewind {
+                        source: source.clone(),
+                    },
+                    async move { pg.rewind(&upstream).await },
+                );
+                Ok(())
+            }
+            Action::StartPrimary => {
+                if self.memory.primary_start_since.is_none() {
+                    self.memory.primary_start_since = Some(self.clock.now());
+                }
+                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
+                self.demoted = false;
+                self.spawn_job(Job::Start { as_primary: true }, async move {
+                    pg.start(&ConfRole::Primary, &dynamic).await
+                });
+                Ok(())
+            }
+            Action::StartReplica { leader } => {
+                let upstream = match leader {
+                    Some(l) => Some(self.upstream(cluster, l)?),
+                    None => None,
+                };
+                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
+                self.spawn_job(Job::Start { as_primary: false }, async move {
+                    pg.start(&ConfRole::Replica(upstream), &dynamic).await
+                });
+                Ok(())
+            }
+            Action::Follow { leader } => {
+                let upstream = match leader {
+                    Some(l) => Some(self.upstream(cluster, l)?),
+                    None => None,
+                };
+                self.pg
+                    .follow(upstream.as_ref(), &self.dynamic)
+                    .await
+                    .map_err(|e| Failure::Other(format!("follow: {e}")))
+            }
+            Action::Promote => {
+                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
+                let pre_promote = self.config.postgresql.pre_promote.clone();
+                let scope = self.config.scope.clone();
+                self.checkpoint_pending = true;
+                self.spawn_job(Job::Promote, async move {
+                    if let Some(script) = pre_promote {
+                        super::callbacks::run(
+                            &script,
+                            &["pre_promote", "replica", &scope],
+                            PRE_PROMOTE_TIMEOUT,
+                        )
+                        .await
+                        .map_err(|e| PgError::Unexpected(format!("{VETO}: {e}")))?;
+                    }
+                    pg.promote(&dynamic).await?;
+                    pg.checkpoint().await
+                });
+                Ok(())
+            }
+            Action::Demote { mode } => self.demote(*mode).await,
+            Action::Exit { reason } => Err(Failure::Exit(reason.clone())),
+        }
+    }
+
+    /// Stops PostgreSQL so it accepts no more writes, never past the lock's
+    /// lifetime: a fast stop that hangs in its checkpoint becomes immediate.
+    async fn demote(&mut self, mode: StopMode) -> Result<(), Failure> {
+        let left = self
+            .memory
+            .lock_deadline
+            .map(|d| {
+                d.saturating_sub(self.clock.now())
+                    .saturating_sub(ha::FENCE_MARGIN)
+            })
+            .unwrap_or(self.config.postgresql.pg_ctl_timeout)
+            .clamp(
+                Duration::from_secs(1),
+                self.config.postgresql.pg_ctl_timeout,
+            );
+        let (shutdown, timeout) = match mode {
+            StopMode::Immediate => (ShutdownMode::Immediate, Duration::from_secs(5)),
+            StopMode::Fast => (ShutdownMode::Fast, left),
+            StopMode::Graceful => {
+                // A checkpoint now makes the shutdown checkpoint, and so the
+                // time without a writable primary, short.
+                let started = self.clock.now();
+                if let Err(e) = tokio::time::timeout(left / 2, self.pg.checkpoint())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(PgError::Timeout {
+                            what: "CHECKPOINT before switchover".into(),
+                            after: left / 2,
+                        })
+                    })
+                {
+                    tracing::warn!("checkpoint before the switchover: {e}");
+                }
+                (
+                    ShutdownMode::Fast,
+                    left.saturating_sub(self.clock.now() - started)
+                        .max(Duration::from_secs(1)),
+                )
+            }
+        };
+        self.expect_running = false;
+        self.demoted = true;
+        let r = self.pg.stop(shutdown, timeout).await;
+        self.fence.disarm();
+        self.callbacks.fire("on_stop", "primary");
+        r.map_err(|e| Failure::Other(format!("demote: {e}")))
+    }
+}
+
+/// The start of a failed promotion's error when `pre_promote` vetoed it.
+pub(super) const VETO: &str = "pre_promote vetoed the promotion";

@@ -1,0 +1,393 @@
+//! Background jobs, and the REST API's requests that start them.
+//!
+//! One job at a time: bootstrap, clone, rewind, start, restart, promote or
+//! reinitialize. While it runs, `decide` sees it in `HaMemory::job` and
+//! only keeps the lock renewed; when it ends, [`Agent::reap_job`] records
+//! what it means and answers the REST request that asked for it, if any.
+
+use std::future::Future;
+use std::time::Duration;
+
+use pgha_core::clock::Clock;
+use pgha_core::ha::Job;
+use pgha_core::model::Cluster;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::command::{Command, Reply, RestartRequest, version_number};
+use super::{Agent, execute::VETO};
+use crate::postgres::{ConfRole, Observed, PgError, ShutdownMode, Upstream};
+
+/// A background job and what it was for.
+#[derive(Debug)]
+pub(super) struct RunningJob {
+    pub(super) kind: Job,
+    pub(super) handle: JoinHandle<Result<(), PgError>>,
+    /// The REST request waiting for this job's outcome.
+    reply: Option<oneshot::Sender<Reply>>,
+}
+
+impl Agent {
+    pub(super) fn spawn_job<F>(&mut self, kind: Job, fut: F)
+    where
+        F: Future<Output = Result<(), PgError>> + Send + 'static,
+    {
+        self.spawn_job_replying(kind, fut, None);
+    }
+
+    fn spawn_job_replying<F>(&mut self, kind: Job, fut: F, reply: Option<oneshot::Sender<Reply>>)
+    where
+        F: Future<Output = Result<(), PgError>> + Send + 'static,
+    {
+        let done = self.job_done.clone();
+        let handle = tokio::spawn(async move {
+            let r = fut.await;
+            done.notify_one();
+            r
+        });
+        self.memory.job = Some(kind.clone());
+        self.job = Some(RunningJob {
+            kind,
+            handle,
+            reply,
+        });
+    }
+
+    /// Wipes the data directory and clones from `upstream`.
+    pub(super) fn spawn_reinitialize(&mut self, upstream: Upstream) {
+        let pg = self.pg.clone();
+        let timeout = self.config.postgresql.pg_ctl_timeout;
+        let source = upstream.name.clone();
+        self.expect_running = false;
+        self.spawn_job(Job::Reinitialize { source }, async move {
+            pg.stop(ShutdownMode::Immediate, timeout).await?;
+            pg.wipe()?;
+            pg.create_replica(&upstream).await.map(drop)
+        });
+    }
+
+    /// Collects a finished job and records what it means.
+    pub(super) async fn reap_job(&mut self) {
+        let Some(job) = self.job.take_if(|j| j.handle.is_finished()) else {
+            return;
+        };
+        self.memory.job = None;
+        let result = match job.handle.await {
+            Ok(r) => r,
+            Err(e) => Err(PgError::Unexpected(format!("job failed: {e}"))),
+        };
+        let role = self.last_role.clone().unwrap_or_else(|| "replica".into());
+        let reply: Reply = match (&job.kind, result) {
+            (Job::Bootstrap, Ok(())) => {
+                tracing::info!("bootstrapped a new cluster");
+                self.memory.bootstrapped_here = true;
+                self.expect_running = true;
+                self.callbacks.fire("on_start", "primary");
+                (200, "bootstrapped".into())
+            }
+            (Job::Bootstrap, Err(e)) => {
+                tracing::error!(
+                    "bootstrap failed: {e}; giving the initialize key up and removing the data directory"
+                );
+                let _ = self
+                    .pg
+                    .stop(ShutdownMode::Immediate, Duration::from_secs(10))
+                    .await;
+                if let Err(e) = self.pg.wipe() {
+                    tracing::error!("cannot empty the data directory: {e}");
+                }
+                if let Err(e) = pgha_core::dcs::DcsExt::cancel_initialize(&*self.dcs).await {
+                    tracing::error!("cannot remove the initialize key: {e}");
+                }
+                (503, format!("bootstrap failed: {e}"))
+            }
+            (Job::Clone { source } | Job::Reinitialize { source }, Ok(())) => {
+                tracing::info!("replica created from {source}");
+                (200, "replica created".into())
+            }
+            (Job::Clone { source } | Job::Reinitialize { source }, Err(e)) => {
+                tracing::error!("creating a replica from {source} failed: {e}");
+                (503, format!("creating a replica from {source} failed: {e}"))
+            }
+            (Job::Rewind { source }, Ok(())) => {
+                tracing::info!("rewound from {source}");
+                self.memory.rewound_against = Some(source.clone());
+                (200, "rewound".into())
+            }
+            (Job::Rewind { source }, Err(e)) => {
+                tracing::error!("pg_rewind from {source} failed: {e}");
+                self.memory.rewind_failed_against = Some(source.clone());
+                (503, format!("pg_rewind failed: {e}"))
+            }
+            (Job::Start { as_primary }, Ok(())) => {
+                self.expect_running = true;
+                self.start_failed = false;
+                self.callbacks
+                    .fire("on_start", if *as_primary { "primary" } else { "replica" });
+                (200, "started".into())
+            }
+            (Job::Start { .. }, Err(e)) => {
+                tracing::error!("starting PostgreSQL failed: {e}");
+                self.start_failed = true;
+                (503, format!("start failed: {e}"))
+            }
+            (Job::Restart, Ok(())) => {
+                tracing::info!("PostgreSQL restarted");
+                self.expect_running = true;
+                self.start_failed = false;
+                self.callbacks.fire("on_restart", &role);
+                (200, "restarted successfully".into())
+            }
+            (Job::Restart, Err(e)) => {
+                tracing::error!("restarting PostgreSQL failed: {e}");
+                self.start_failed = true;
+                (503, format!("restart failed: {e}"))
+            }
+            (Job::Promote, Ok(())) => {
+                tracing::info!("promoted; checkpoint after promotion done");
+                self.checkpoint_pending = false;
+                self.demoted = false;
+                (200, "promoted".into())
+            }
+            (Job::Promote, Err(e)) => {
+                self.checkpoint_pending = false;
+                if e.to_string().contains(VETO) {
+                    tracing::error!("{e}; giving the leader lock up");
+                    self.memory.no_race_until = Some(self.clock.now() + self.timing.ttl);
+                    if let Err(e) = self.dcs.release_leader().await {
+                        tracing::warn!("could not release the leader lock: {e}");
+                    }
+                    self.memory.lock_deadline = None;
+                    self.fence.disarm();
+                    self.withdraw_as_candidate().await;
+                } else {
+                    tracing::error!("promotion failed: {e}");
+                }
+                (503, format!("promotion failed: {e}"))
+            }
+            (Job::Stop, r) => match r {
+                Ok(()) => (200, "stopped".into()),
+                Err(e) => {
+                    tracing::error!("stopping PostgreSQL failed: {e}");
+                    (503, format!("stop failed: {e}"))
+                }
+            },
+        };
+        if let Some(tx) = job.reply {
+            let _ = tx.send(reply);
+        }
+        if self.memory.bootstrapped_here && self.holds_lock() {
+            self.memory.bootstrapped_here = false;
+        }
+    }
+
+    /// A requested switchover that names this node cannot happen (its
+    /// `pre_promote` refused): remove the request, so the other members'
+    /// normal election resumes instead of waiting for this candidate.
+    async fn withdraw_as_candidate(&self) {
+        let status = self.status.borrow().clone();
+        let Some(f) = status.cluster.as_ref().and_then(|c| c.failover.as_ref()) else {
+            return;
+        };
+        if f.value.member.as_deref() == Some(self.config.name.as_str()) {
+            let expect = pgha_core::model::Expect::Version(f.version.clone());
+            if let Err(e) = self
+                .dcs
+                .delete(pgha_core::dcs::SharedKey::Failover, expect)
+                .await
+            {
+                tracing::warn!("could not withdraw the switchover request naming me: {e}");
+            }
+        }
+    }
+
+    /// Takes a request from the REST API. Requests that need the current
+    /// cluster or PostgreSQL state are carried out by the next cycle, which
+    /// starts as soon as this returns.
+    pub(super) async fn accept(&mut self, command: Command) {
+        // A job that ended since the last cycle must not look in progress.
+        self.reap_job().await;
+        match command {
+            Command::Wakeup => {}
+            Command::Reload => self.reload_requested = true,
+            Command::CancelRestart { reply } => {
+                let _ = reply.send(self.scheduled_restart.take().is_some());
+            }
+            Command::Restart { request, reply } => {
+                if request.schedule.is_some() {
+                    if self.scheduled_restart.is_some() {
+                        let _ = reply.send((409, "Another restart is already scheduled".into()));
+                    } else {
+                        tracing::info!("restart scheduled at {:?}", request.schedule);
+                        self.scheduled_restart = Some(request);
+                        let _ = reply.send((202, "Restart scheduled".into()));
+                    }
+                } else if let Some((_, old)) =
+                    self.pending_restart_request.replace((request, reply))
+                {
+                    let _ = old.send((503, "superseded by another restart request".into()));
+                }
+            }
+            Command::Reinitialize {
+                force,
+                from_leader,
+                reply,
+            } => {
+                let _ = reply.send(self.reinitialize(force, from_leader));
+            }
+        }
+    }
+
+    /// `POST /reinitialize`: wipe and reclone this replica.
+    fn reinitialize(&mut self, force: bool, from_leader: bool) -> Reply {
+        let status = self.status.borrow().clone();
+        let Some(cluster) = status.cluster.as_deref() else {
+            return (503, "the cluster has not been read from the DCS yet".into());
+        };
+        let Some(leader) = cluster.leader_name() else {
+            return (503, "Cluster has no leader, can not reinitialize".into());
+        };
+        if leader == self.config.name {
+            return (503, "I am the leader, can not reinitialize".into());
+        }
+        if let Some(job) = &self.job {
+            if !force {
+                return (503, format!("{} already in progress", job_name(&job.kind)));
+            }
+            tracing::warn!("reinitialize (force): cancelling {}", job_name(&job.kind));
+            if let Some(job) = self.job.take() {
+                job.handle.abort();
+            }
+            self.memory.job = None;
+        }
+        let source = if from_leader {
+            leader.to_string()
+        } else {
+            cluster
+                .members
+                .iter()
+                .find(|m| {
+                    m.name != self.config.name && m.data.tags.clonefrom() && m.data.is_running()
+                })
+                .map_or_else(|| leader.to_string(), |m| m.name.clone())
+        };
+        match self.upstream(Some(cluster), &source) {
+            Ok(upstream) => {
+                tracing::info!("reinitializing from {source} as requested");
+                self.spawn_reinitialize(upstream);
+                (200, "reinitialize started".into())
+            }
+            Err(super::execute::Failure::Other(why)) => (503, why),
+            Err(_) => (503, "cannot reinitialize now".into()),
+        }
+    }
+
+    /// Starts a requested restart (now, or a scheduled one that is due) if
+    /// its conditions hold. Returns whether it started one.
+    pub(super) async fn start_requested_restart(
+        &mut self,
+        cluster: Option<&Cluster>,
+        observed: &Observed,
+    ) -> bool {
+        let due = self
+            .scheduled_restart
+            .as_ref()
+            .and_then(|r| r.schedule)
+            .is_some_and(|at| at <= jiff::Timestamp::now());
+        let (request, reply) = if let Some((request, reply)) = self.pending_restart_request.take() {
+            (request, Some(reply))
+        } else if due {
+            match self.scheduled_restart.take() {
+                Some(request) => (request, None),
+                None => return false,
+            }
+        } else {
+            return false;
+        };
+        let answer = |reply: Option<oneshot::Sender<Reply>>, r: Reply| {
+            if let Some(tx) = reply {
+                let _ = tx.send(r);
+            }
+        };
+        let Some(db) = observed.db.as_ref() else {
+            answer(reply, (503, "postgres is not running".into()));
+            return false;
+        };
+        if let Err(why) = restart_matches(&request, db) {
+            tracing::info!("restart not done: {why}");
+            answer(
+                reply,
+                (503, format!("restart conditions are not satisfied: {why}")),
+            );
+            return false;
+        }
+        let role = if db.in_recovery {
+            match observed.following.as_deref() {
+                Some(l) => match self.upstream(cluster, l) {
+                    Ok(u) => ConfRole::Replica(Some(u)),
+                    Err(_) => ConfRole::Replica(None),
+                },
+                None => ConfRole::Replica(None),
+            }
+        } else {
+            ConfRole::Primary
+        };
+        tracing::info!("restarting PostgreSQL as requested");
+        let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
+        let timeout = request
+            .timeout
+            .unwrap_or(self.config.postgresql.pg_ctl_timeout);
+        self.spawn_job_replying(
+            Job::Restart,
+            async move {
+                pg.stop(ShutdownMode::Fast, timeout).await?;
+                pg.start(&role, &dynamic).await
+            },
+            reply,
+        );
+        true
+    }
+}
+
+/// Whether a restart's conditions (role, version, pending restart) hold.
+fn restart_matches(r: &RestartRequest, db: &crate::postgres::DbState) -> Result<(), String> {
+    let role = if db.in_recovery { "replica" } else { "primary" };
+    if let Some(wanted) = r.role.as_deref() {
+        let wanted = if wanted == "master" {
+            "primary"
+        } else {
+            wanted
+        };
+        if wanted != role {
+            return Err(format!(
+                "this node is a {role}, the restart is for {wanted}"
+            ));
+        }
+    }
+    if let Some(v) = r.postgres_version.as_deref() {
+        let wanted = version_number(v)?;
+        if db.server_version >= wanted {
+            return Err(format!(
+                "PostgreSQL {} is not older than {v}",
+                db.server_version
+            ));
+        }
+    }
+    if r.restart_pending && db.pending_restart.is_empty() {
+        return Err("no restart is pending".into());
+    }
+    Ok(())
+}
+
+fn job_name(job: &Job) -> &'static str {
+    match job {
+        Job::Bootstrap => "bootstrap",
+        Job::Clone { .. } => "replica creation",
+        Job::Rewind { .. } => "rewind",
+        Job::Start { .. } => "start",
+        Job::Stop => "stop",
+        Job::Promote => "promote",
+        Job::Restart => "restart",
+        Job::Reinitialize { .. } => "reinitialize",
+    }
+}

@@ -1,0 +1,167 @@
+//! What the leader keeps up to date besides its lock: `status` (its WAL
+//! position and slots), `history` after a promotion, and the replication
+//! slots of the other members.
+
+use std::time::Duration;
+
+use pgha_core::clock::Clock;
+use pgha_core::dcs::DcsExt;
+use pgha_core::model::{Cluster, History, HistoryEntry, Status};
+
+use super::{Agent, parse_lsn};
+use crate::postgres::{Observed, files};
+
+impl Agent {
+    /// What the leader keeps up to date: `status` (its WAL position and
+    /// slots), `history` after a promotion, and the members' slots.
+    pub(super) async fn leader_duties(&mut self, cluster: &Cluster, o: &Observed) {
+        let Some(db) = o.db.as_ref().filter(|d| !d.in_recovery) else {
+            return;
+        };
+        let slots = if self.use_slots() {
+            self.ensure_slots(cluster).await
+        } else {
+            None
+        };
+        let status = Status {
+            optime: db.write_lsn,
+            retain_slots: slots,
+            ..Default::default()
+        };
+        if self.last_status.as_ref() != Some(&status) {
+            match self.dcs.write_status(&status).await {
+                Ok(_) => self.last_status = Some(status),
+                Err(e) => tracing::warn!("cannot write the status key: {e}"),
+            }
+        }
+        if let Some(timeline) = db.timeline {
+            self.sync_history(cluster, timeline).await;
+        }
+    }
+
+    /// Creates a physical slot for every other member; drops slots of
+    /// members gone for longer than `member_slots_ttl` (inactive ones only).
+    /// Returns the member slots kept.
+    async fn ensure_slots(&mut self, cluster: &Cluster) -> Option<Vec<String>> {
+        let me = &self.config.name;
+        let wanted: Vec<String> = cluster
+            .members
+            .iter()
+            .filter(|m| &m.name != me)
+            .map(|m| files::slot_name(&m.name))
+            .collect();
+        let existing = match self
+            .pg
+            .query_texts("SELECT slot_name::text || ':' || active::text FROM pg_replication_slots WHERE slot_type = 'physical'")
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("cannot list replication slots: {e}");
+                return None;
+            }
+        };
+        let existing: Vec<(String, bool)> = existing
+            .iter()
+            .filter_map(|r| {
+                r.rsplit_once(':')
+                    .map(|(n, a)| (n.to_string(), a == "true"))
+            })
+            .collect();
+        for slot in &wanted {
+            if !existing.iter().any(|(n, _)| n == slot) {
+                let sql = format!(
+                    "SELECT pg_catalog.pg_create_physical_replication_slot('{}', true)",
+                    slot.replace('\'', "''")
+                );
+                match self.pg.execute(&sql).await {
+                    Ok(()) => tracing::info!("created replication slot {slot}"),
+                    Err(e) => tracing::warn!("cannot create replication slot {slot}: {e}"),
+                }
+            }
+        }
+        let now = self.clock.now();
+        let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
+        let mut kept = wanted.clone();
+        for (slot, active) in &existing {
+            if wanted.contains(slot) {
+                self.slot_orphaned_since.remove(slot);
+                continue;
+            }
+            let since = *self.slot_orphaned_since.entry(slot.clone()).or_insert(now);
+            if !active && now.saturating_sub(since) >= ttl {
+                let sql = format!(
+                    "SELECT pg_catalog.pg_drop_replication_slot('{}')",
+                    slot.replace('\'', "''")
+                );
+                match self.pg.execute(&sql).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            "dropped replication slot {slot}: its member has been gone for {ttl:?}"
+                        );
+                        self.slot_orphaned_since.remove(slot);
+                    }
+                    Err(e) => tracing::warn!("cannot drop replication slot {slot}: {e}"),
+                }
+            } else {
+                kept.push(slot.clone());
+            }
+        }
+        kept.sort();
+        kept.dedup();
+        Some(kept)
+    }
+
+    /// After a promotion, appends the new timeline switch to `history`
+    /// from PostgreSQL's timeline history file.
+    async fn sync_history(&mut self, cluster: &Cluster, timeline: u64) {
+        if timeline <= 1 {
+            return;
+        }
+        let known = cluster
+            .history
+            .as_ref()
+            .map(|h| h.value.0.clone())
+            .unwrap_or_default();
+        if known.iter().any(|e| e.timeline + 1 >= timeline) {
+            return;
+        }
+        let path = self
+            .pg
+            .data_dir()
+            .join("pg_wal")
+            .join(format!("{timeline:08X}.history"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let mut entries = known;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let mut parts = line.splitn(3, '\t');
+            let (Some(tl), Some(lsn)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let (Ok(tl), Some(lsn)) = (tl.trim().parse::<u64>(), parse_lsn(lsn.trim())) else {
+                continue;
+            };
+            if entries.iter().any(|e| e.timeline == tl) {
+                continue;
+            }
+            let newest = tl + 1 == timeline;
+            entries.push(HistoryEntry {
+                timeline: tl,
+                lsn,
+                reason: parts.next().unwrap_or_default().trim().to_string(),
+                timestamp: newest.then(|| jiff::Timestamp::now().to_string()),
+                new_leader: newest.then(|| self.config.name.clone()),
+            });
+        }
+        entries.sort_by_key(|e| e.timeline);
+        if let Err(e) = self.dcs.write_history(&History(entries)).await {
+            tracing::warn!("cannot write the history key: {e}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! What this node publishes as its member key, field for field as Patroni 4.
+
+use pgha_core::ha::{DataDir, Job};
+use pgha_core::model::member::ScheduledRestart;
+use pgha_core::model::{MemberData, PATRONI_COMPAT_VERSION, PGHA_VERSION, PgState, Role};
+use serde_json::{Map, Value, json};
+
+use super::{Agent, replication_state};
+use crate::postgres::{Observed, files};
+
+impl Agent {
+    /// The member key for what was observed.
+    pub(super) fn member_data(&self, o: &Observed) -> MemberData {
+        let db = o.db.as_ref();
+        let mut data = MemberData {
+            conn_url: Some(self.config.conn_url()),
+            api_url: Some(self.config.api_url()),
+            state: Some(self.pg_state(o)),
+            role: Some(self.role(o)),
+            version: Some(PATRONI_COMPAT_VERSION.to_string()),
+            tags: self.config.tags.published(),
+            ..Default::default()
+        };
+        if db.is_none() {
+            // Stopped: where its WAL ends, so that a node with less WAL does
+            // not win the leader race while this one is away.
+            if let Some(cd) = &o.controldata {
+                data.xlog_location = cd.checkpoint_lsn;
+                data.timeline = Some(cd.timeline);
+            }
+        }
+        if let Some(d) = db {
+            data.xlog_location = d.wal_position();
+            data.timeline = d.timeline;
+            if d.in_recovery {
+                data.replay_lsn = d.replay_lsn;
+                data.receive_lsn = d.receive_lsn;
+                data.replication_state = replication_state(d);
+            }
+            if !d.pending_restart.is_empty() {
+                data.pending_restart = Some(true);
+                data.pending_restart_reason = Some(self.pending_restart_reason(&d.pending_restart));
+            }
+        }
+        if self.checkpoint_pending && self.holds_lock() {
+            data.checkpoint_after_promote = Some(false);
+        }
+        if self.dynamic.pause() {
+            data.pause = Some(true);
+        }
+        if let Some(r) = &self.scheduled_restart {
+            data.scheduled_restart = Some(ScheduledRestart {
+                schedule: r.schedule.map(|t| t.to_string()),
+                postgres_version: r.postgres_version.clone(),
+                extra: Map::new(),
+            });
+        }
+        data.extra
+            .insert("pgha_version".into(), PGHA_VERSION.into());
+        data
+    }
+
+    /// `{"max_connections": {"old_value": "100", "new_value": "200"}}`, as Patroni reports it.
+    fn pending_restart_reason(&self, pending: &[(String, String)]) -> Value {
+        let wanted = files::effective_parameters(&self.config, &self.dynamic);
+        let mut out = Map::new();
+        for (name, running) in pending {
+            out.insert(
+                name.clone(),
+                json!({"old_value": running, "new_value": wanted.get(name).cloned().unwrap_or_default()}),
+            );
+        }
+        Value::Object(out)
+    }
+
+    pub(super) fn pg_state(&self, o: &Observed) -> PgState {
+        match &self.memory.job {
+            Some(Job::Bootstrap) => return PgState::InitializingNewCluster,
+            Some(Job::Clone { .. } | Job::Reinitialize { .. }) => return PgState::CreatingReplica,
+            Some(Job::Start { .. }) if o.db.is_none() => return PgState::Starting,
+            Some(Job::Restart) if o.db.is_none() => return PgState::Restarting,
+            Some(Job::Stop) => return PgState::Stopping,
+            _ => {}
+        }
+        if o.db.is_some() {
+            PgState::Running
+        } else if o.postmaster.is_some() {
+            PgState::Starting
+        } else if self.start_failed {
+            PgState::StartFailed
+        } else if self.expect_running {
+            PgState::Crashed
+        } else {
+            PgState::Stopped
+        }
+    }
+
+    pub(super) fn role(&self, o: &Observed) -> Role {
+        match (&o.db, &o.data_dir) {
+            (Some(d), _) => {
+                if d.in_recovery {
+                    Role::Replica
+                } else {
+                    Role::Primary
+                }
+            }
+            (None, DataDir::Empty) => Role::Uninitialized,
+            (None, _) if self.demoted => Role::Demoted,
+            (
+                None,
+                DataDir::Initialized {
+                    was_primary: true, ..
+                },
+            ) => Role::Primary,
+            (None, _) => Role::Replica,
+        }
+    }
+}

@@ -1,0 +1,678 @@
+//! The REST API's write side: Patroni's paths, bodies and status codes.
+//!
+//! Switchover, failover and configuration changes go straight to the DCS
+//! (with compare-and-set where Patroni uses it); restart, reload and
+//! reinitialize are handed to the HA loop, which does all changes to
+//! PostgreSQL. Bad requests get a 4xx whose JSON body says what is wrong;
+//! successful ones answer with Patroni's words, which patronictl prints.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pgha_core::dcs::{DcsError, DcsExt, SharedKey};
+use pgha_core::ha::switchover::candidate_problem;
+use pgha_core::model::failover::parse_iso8601;
+use pgha_core::model::{Cluster, DynamicConfig, Expect, Failover, lenient};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use super::ApiState;
+use crate::agent::command::version_number;
+use crate::agent::{Command, Reply, RestartRequest};
+
+/// A JSON error response: `{"error": "..."}`.
+pub fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (
+        code,
+        axum::Json(serde_json::json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+/// A plain-text answer, as Patroni gives for its write endpoints.
+fn text(code: StatusCode, message: impl Into<String>) -> Response {
+    (
+        code,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        message.into(),
+    )
+        .into_response()
+}
+
+fn reply(r: Reply) -> Response {
+    let code = StatusCode::from_u16(r.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if code.is_success() {
+        text(code, r.1)
+    } else {
+        error(code, r.1)
+    }
+}
+
+/// Parses a request body that must be a JSON object (or may be empty).
+pub fn object(body: &[u8], optional: bool) -> Result<Map<String, Value>, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return if optional {
+            Ok(Map::new())
+        } else {
+            Err(error(
+                StatusCode::BAD_REQUEST,
+                "the request needs a JSON object as its body",
+            ))
+        };
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body must be a JSON object, not {}",
+                crate::config::schema::kind_name(&other)
+            ),
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// Rejects keys outside `allowed`, naming them (a typo should not pass silently).
+fn only(body: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), Response> {
+    let unknown: Vec<&str> = body
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !allowed.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown field(s) for {what}: {} (expected: {})",
+                unknown.join(", "),
+                allowed.join(", ")
+            ),
+        ))
+    }
+}
+
+/// An optional string field; any other type is a 400 naming the field.
+fn string_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Response> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{key} must be a string, not {}",
+                crate::config::schema::kind_name(other)
+            ),
+        )),
+    }
+}
+
+/// A boolean field as Patroni reads it (`true`, `"yes"`, `1`, ...).
+fn bool_field(body: &Map<String, Value>, key: &str) -> Result<bool, Response> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(v) => lenient::bool(v).ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{key} must be true or false, not {v}"),
+            )
+        }),
+    }
+}
+
+/// A future time with a timezone, as Patroni requires for schedules.
+fn schedule(text: &str, action: &str) -> Result<jiff::Timestamp, Response> {
+    let t = text.trim();
+    let at = parse_iso8601(t).map_err(|_| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601",
+        )
+    })?;
+    // Readable, but without an offset it would mean a different instant on each node.
+    let has_zone = t.ends_with(['Z', 'z']) || t.rfind(['+', '-']).is_some_and(|i| i > 10);
+    if !has_zone {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("Timezone information is mandatory for the scheduled {action}"),
+        ));
+    }
+    if at < jiff::Timestamp::now() {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Cannot schedule {action} in the past"),
+        ));
+    }
+    Ok(at)
+}
+
+async fn load(state: &ApiState) -> Result<Cluster, Response> {
+    state.dcs.load().await.map_err(|e| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the cluster from the DCS: {e}"),
+        )
+    })
+}
+
+/// `POST /switchover` and `POST /failover`.
+pub async fn switchover(state: &ApiState, body: &[u8], mut action: &'static str) -> Response {
+    let body = match object(body, false) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = only(
+        &body,
+        &["leader", "candidate", "member", "scheduled_at"],
+        action,
+    ) {
+        return r;
+    }
+    let (leader, candidate, scheduled) = match (
+        string_field(&body, "leader"),
+        string_field(&body, "candidate"),
+        string_field(&body, "member"),
+        string_field(&body, "scheduled_at"),
+    ) {
+        (Ok(l), Ok(c), Ok(m), Ok(s)) => (l, c.or(m), s),
+        (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return r,
+    };
+    let cluster = match load(state).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let paused = cluster.dynamic_config().pause();
+    if action == "failover" && candidate.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Failover could be performed only to a specific candidate",
+        );
+    }
+    if action == "switchover" && leader.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Switchover could be performed only from a specific leader",
+        );
+    }
+    let scheduled_at = match scheduled.as_deref() {
+        None => None,
+        Some(_) if action == "failover" => {
+            return error(StatusCode::BAD_REQUEST, "Failover can't be scheduled");
+        }
+        Some(_) if paused => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Can't schedule switchover in the paused state",
+            );
+        }
+        Some(t) => match schedule(t, action) {
+            Ok(at) => Some(at),
+            Err(r) => return r,
+        },
+    };
+    if paused && candidate.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Switchover is possible only to a specific candidate in a paused state",
+        );
+    }
+    if action == "failover" && leader.is_some() {
+        action = "switchover";
+    }
+    if leader.is_some() && leader == candidate {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Switchover target and source are the same",
+        );
+    }
+    if scheduled_at.is_none() {
+        if let Err(why) = failover_possible(
+            state,
+            &cluster,
+            leader.as_deref(),
+            candidate.as_deref(),
+            action,
+        )
+        .await
+        {
+            return error(StatusCode::PRECONDITION_FAILED, why);
+        }
+    }
+    let request = Failover {
+        leader: leader.clone(),
+        member: candidate.clone(),
+        scheduled_at_text: scheduled_at.map(|t| t.to_string()),
+        extra: Map::new(),
+    };
+    if let Err(e) = state.dcs.write_failover(&request, Expect::Any).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failed to write failover key into DCS: {e}"),
+        );
+    }
+    let _ = state.commands.try_send(Command::Wakeup);
+    if scheduled_at.is_some() {
+        let title = if action == "failover" {
+            "Failover"
+        } else {
+            "Switchover"
+        };
+        return text(StatusCode::ACCEPTED, format!("{title} scheduled"));
+    }
+    poll_result(
+        state,
+        cluster.leader_name().map(String::from),
+        candidate,
+        action,
+    )
+    .await
+}
+
+/// Why a switchover or failover cannot happen now, naming each member and
+/// its problem; `Ok` when some candidate can take over.
+async fn failover_possible(
+    state: &ApiState,
+    cluster: &Cluster,
+    leader: Option<&str>,
+    candidate: Option<&str>,
+    action: &str,
+) -> Result<(), String> {
+    if let Some(l) = leader {
+        if cluster.leader_name() != Some(l) {
+            return Err(match cluster.leader_name() {
+                Some(actual) => {
+                    format!("leader name does not match: {l} is not the leader, {actual} is")
+                }
+                None => format!("leader name does not match: the cluster has no leader, not {l}"),
+            });
+        }
+    }
+    if let Some(c) = candidate {
+        if cluster.member(c).is_none() {
+            let known: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
+            return Err(format!(
+                "candidate does not exist: {c} is not a member (members: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    let statuses = state
+        .peers
+        .statuses(
+            cluster,
+            cluster.leader_name().unwrap_or(""),
+            Duration::from_secs(2),
+        )
+        .await;
+    let candidates: Vec<_> = statuses
+        .iter()
+        .filter(|p| candidate.is_none_or(|c| p.name == c))
+        .collect();
+    if candidates.is_empty() {
+        return Err(format!(
+            "{action} is not possible: cluster does not have members except leader"
+        ));
+    }
+    let mut problems = Vec::new();
+    for p in candidates {
+        match candidate_problem(p) {
+            None => return Ok(()),
+            Some(why) => problems.push(format!("{} {why}", p.name)),
+        }
+    }
+    Err(format!(
+        "{action} is not possible: no good candidates have been found: {}",
+        problems.join("; ")
+    ))
+}
+
+/// Waits (bounded) for the lock to change hands after a request, as
+/// Patroni's API does, and says how it went.
+async fn poll_result(
+    state: &ApiState,
+    old: Option<String>,
+    candidate: Option<String>,
+    action: &str,
+) -> Response {
+    let rounds = state.status.borrow().timing.loop_wait.as_secs().max(10) * 2;
+    let (verb, title) = if action == "failover" {
+        ("failed", "Failed")
+    } else {
+        ("switched", "Switched")
+    };
+    for _ in 0..rounds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(c) = state.dcs.load().await else {
+            continue;
+        };
+        if let Some(new) = c.leader_name() {
+            if Some(new) != old.as_deref() {
+                return match candidate.as_deref() {
+                    Some(want) if want != new => text(
+                        StatusCode::OK,
+                        format!("{title} over to \"{new}\" instead of \"{want}\""),
+                    ),
+                    _ => text(
+                        StatusCode::OK,
+                        format!("Successfully {verb} over to \"{new}\""),
+                    ),
+                };
+            }
+        }
+        if c.failover.is_none() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{} failed", capitalise(action)),
+            );
+        }
+    }
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "{} status unknown after {rounds} seconds; operation may still be in progress",
+            capitalise(action)
+        ),
+    )
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// `DELETE /switchover`: cancel a scheduled switchover.
+pub async fn delete_switchover(state: &ApiState) -> Response {
+    let cluster = match load(state).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match cluster
+        .failover
+        .as_ref()
+        .filter(|f| f.value.scheduled_at_text.is_some())
+    {
+        None => error(StatusCode::NOT_FOUND, "no switchover is scheduled"),
+        Some(f) => match state
+            .dcs
+            .delete(SharedKey::Failover, Expect::Version(f.version.clone()))
+            .await
+        {
+            Ok(()) => text(StatusCode::OK, "scheduled switchover deleted"),
+            Err(DcsError::Conflict { .. }) => error(
+                StatusCode::CONFLICT,
+                "the switchover request changed meanwhile; read it again",
+            ),
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot delete the switchover: {e}"),
+            ),
+        },
+    }
+}
+
+/// `POST /restart`: now (answered when done) or at `schedule`.
+pub async fn restart(state: &ApiState, body: &[u8]) -> Response {
+    let body = match object(body, true) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut request = RestartRequest::default();
+    for (k, v) in &body {
+        match k.as_str() {
+            "schedule" => {
+                let Some(t) = v.as_str() else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("schedule must be a string, not {v}"),
+                    );
+                };
+                match schedule(t, "restart") {
+                    Ok(at) => request.schedule = Some(at),
+                    Err(r) => return r,
+                }
+            }
+            "role" => match v.as_str() {
+                Some(r @ ("primary" | "master" | "replica" | "standby_leader")) => {
+                    request.role = Some(r.to_string())
+                }
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "PostgreSQL role should be either primary, standby_leader, or replica",
+                    );
+                }
+            },
+            "postgres_version" => match v.as_str().map(version_number) {
+                Some(Ok(_)) => request.postgres_version = v.as_str().map(String::from),
+                Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("postgres_version must be a string, not {v}"),
+                    );
+                }
+            },
+            "timeout" => {
+                let secs = lenient::int(v).or_else(|| {
+                    v.as_str()
+                        .and_then(|s| s.trim().trim_end_matches('s').parse().ok())
+                });
+                match secs {
+                    Some(s) if s > 0 => {
+                        request.timeout = Some(Duration::from_secs(s.unsigned_abs()))
+                    }
+                    _ => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "Timeout should be a positive number of seconds",
+                        );
+                    }
+                }
+            }
+            "restart_pending" => match bool_field(&body, k) {
+                Ok(b) => request.restart_pending = b,
+                Err(r) => return r,
+            },
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("Unknown filter for the scheduled restart: {other}"),
+                );
+            }
+        }
+    }
+    if request.schedule.is_some() && state.status.borrow().paused {
+        return error(
+            StatusCode::CONFLICT,
+            "Can't schedule restart in the paused state",
+        );
+    }
+    let wait = request.timeout.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(60);
+    let (tx, rx) = oneshot::channel();
+    ask(state, Command::Restart { request, reply: tx }, rx, wait).await
+}
+
+/// Sends a command to the HA loop and waits (bounded) for its answer.
+async fn ask(
+    state: &ApiState,
+    command: Command,
+    rx: oneshot::Receiver<Reply>,
+    wait: Duration,
+) -> Response {
+    if state.commands.send(command).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the HA loop is not running",
+        );
+    }
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(r)) => reply(r),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the HA loop dropped the request",
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no result within {wait:?}; the operation may still be in progress"),
+        ),
+    }
+}
+
+/// `DELETE /restart`: cancel a scheduled restart.
+pub async fn delete_restart(state: &ApiState) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if state
+        .commands
+        .send(Command::CancelRestart { reply: tx })
+        .await
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the HA loop is not running",
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(30), rx).await {
+        Ok(Ok(true)) => text(StatusCode::OK, "scheduled restart deleted"),
+        Ok(Ok(false)) => error(StatusCode::NOT_FOUND, "no restarts are scheduled"),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the HA loop did not answer",
+        ),
+    }
+}
+
+/// `POST /reload`: re-read the configuration and apply it.
+pub async fn reload(state: &ApiState) -> Response {
+    match state.commands.send(Command::Reload).await {
+        Ok(()) => text(StatusCode::ACCEPTED, "reload scheduled"),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the HA loop is not running",
+        ),
+    }
+}
+
+/// `POST /reinitialize`: wipe and reclone this replica.
+pub async fn reinitialize(state: &ApiState, body: &[u8]) -> Response {
+    let body = match object(body, true) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = only(&body, &["force", "from_leader"], "reinitialize") {
+        return r;
+    }
+    let (force, from_leader) = match (bool_field(&body, "force"), bool_field(&body, "from_leader"))
+    {
+        (Ok(f), Ok(l)) => (f, l),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let (tx, rx) = oneshot::channel();
+    ask(
+        state,
+        Command::Reinitialize {
+            force,
+            from_leader,
+            reply: tx,
+        },
+        rx,
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// `PATCH /config`: merge into the dynamic configuration (`null` deletes
+/// a key), written with compare-and-set on the version read.
+pub async fn patch_config(state: &ApiState, body: &[u8]) -> Response {
+    let patch = match object(body, false) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let cluster = match load(state).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(current) = cluster.config.as_ref() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster has no dynamic configuration to patch",
+        );
+    };
+    let mut config = current.value.clone();
+    config.merge_patch(&patch);
+    if let Some(r) = refuse_invalid(&config) {
+        return r;
+    }
+    if config != current.value {
+        match state
+            .dcs
+            .write_config(&config, Expect::Version(current.version.clone()))
+            .await
+        {
+            Ok(_) => {}
+            Err(DcsError::Conflict { .. }) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "the configuration was changed by someone else meanwhile; read it and patch again",
+                );
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot write the configuration: {e}"),
+                );
+            }
+        }
+    }
+    let _ = state.commands.try_send(Command::Wakeup);
+    (StatusCode::OK, axum::Json(config)).into_response()
+}
+
+/// `PUT /config`: replace the dynamic configuration.
+pub async fn put_config(state: &ApiState, body: &[u8]) -> Response {
+    let new = match object(body, false) {
+        Ok(b) => DynamicConfig::from_map(b),
+        Err(r) => return r,
+    };
+    if let Some(r) = refuse_invalid(&new) {
+        return r;
+    }
+    let cluster = match load(state).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if cluster.config.as_ref().is_none_or(|c| c.value != new) {
+        if let Err(e) = state.dcs.write_config(&new, Expect::Any).await {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot write the configuration: {e}"),
+            );
+        }
+    }
+    let _ = state.commands.try_send(Command::Wakeup);
+    (StatusCode::OK, axum::Json(new)).into_response()
+}
+
+/// A configuration whose known keys have the wrong types is refused (Patroni
+/// would store it and misread it later).
+fn refuse_invalid(config: &DynamicConfig) -> Option<Response> {
+    let problems = config.problems();
+    (!problems.is_empty()).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid configuration: {}", problems.join("; ")),
+        )
+    })
+}

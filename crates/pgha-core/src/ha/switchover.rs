@@ -1,0 +1,163 @@
+//! Requested switchovers and failovers: what the `failover` key asks, and
+//! how each node acts on it.
+//!
+//! The key (`{"leader": L, "member": C, "scheduled_at": T}`, written by
+//! `POST /switchover`, `POST /failover` or patronictl) means:
+//! - on the leader: at `T` (or now), if a good candidate exists, stop
+//!   gracefully and release the lock;
+//! - on the other nodes: while it is pending, only the candidate `C` races
+//!   for the lock, and `L` never does;
+//! - on the new leader: the request is done; remove the key.
+
+use super::observation::{Observation, PeerSource, PeerStatus};
+use crate::model::{Cluster, Failover};
+
+/// What the leader does about the `failover` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaderStep {
+    /// No request.
+    Nothing,
+    /// A request for later (or for a candidate not ready): say so, keep leading.
+    Wait(String),
+    /// The request is done, stale or impossible: remove the key.
+    Clear(String),
+    /// Hand over now: graceful stop, then release the lock.
+    HandOver(String),
+}
+
+/// The non-empty value of a text field.
+fn text(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+fn request(cluster: &Cluster) -> Option<&Failover> {
+    cluster.failover.as_ref().map(|v| &v.value)
+}
+
+/// The leader's step for the current `failover` key.
+pub fn for_leader(o: &Observation<'_>, cluster: &Cluster) -> LeaderStep {
+    let me = o.settings.name.as_str();
+    let Some(f) = request(cluster) else {
+        return LeaderStep::Nothing;
+    };
+    if f.is_empty() {
+        return LeaderStep::Clear("the failover key names neither a leader nor a candidate".into());
+    }
+    if let Some(from) = text(&f.leader) {
+        if from != me {
+            return LeaderStep::Clear(format!(
+                "a switchover away from {from} is recorded, but I lead: it is over"
+            ));
+        }
+    }
+    let candidate = text(&f.member);
+    if candidate == Some(me) {
+        return LeaderStep::Clear("the switchover to me is done".into());
+    }
+    match f.scheduled_at() {
+        Err(e) => {
+            return LeaderStep::Clear(format!("the requested switchover cannot be read: {e}"));
+        }
+        Ok(Some(at)) if at > o.wall_now => {
+            return LeaderStep::Wait(format!("switchover scheduled at {at}"));
+        }
+        Ok(_) => {}
+    }
+    if o.settings.paused && candidate.is_none() {
+        return LeaderStep::Clear(
+            "paused: a switchover must name a candidate; removing the request".into(),
+        );
+    }
+    let me_name = me.to_string();
+    let others: Vec<&PeerStatus> = o.peers.iter().filter(|p| p.name != me_name).collect();
+    let judged: Vec<(String, Option<String>)> = match candidate {
+        Some(c) => vec![(
+            c.to_string(),
+            match others.iter().find(|p| p.name == c) {
+                Some(p) => candidate_problem(p),
+                None => Some("is not a member of the cluster".into()),
+            },
+        )],
+        None => others
+            .iter()
+            .map(|p| (p.name.clone(), candidate_problem(p)))
+            .collect(),
+    };
+    if let Some((name, _)) = judged.iter().find(|(_, problem)| problem.is_none()) {
+        let to = candidate.map_or_else(
+            || format!("the healthiest member (e.g. {name})"),
+            String::from,
+        );
+        return LeaderStep::HandOver(format!(
+            "switching over to {to} as requested: stopping cleanly and releasing the leader lock"
+        ));
+    }
+    let why = if judged.is_empty() {
+        "there is no other member".to_string()
+    } else {
+        judged
+            .iter()
+            .map(|(n, p)| format!("{n} {}", p.as_deref().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    LeaderStep::Clear(format!("the requested switchover is not possible: {why}"))
+}
+
+/// Why `peer` cannot take over now, or `None` if it can.
+pub fn candidate_problem(peer: &PeerStatus) -> Option<String> {
+    if peer.source != PeerSource::Rest {
+        return Some("does not answer on its REST API".into());
+    }
+    if peer.nofailover {
+        return Some("may not become primary (nofailover or failover_priority <= 0)".into());
+    }
+    if peer.is_primary {
+        return Some("runs as a primary".into());
+    }
+    if !peer.running {
+        return Some("does not run PostgreSQL".into());
+    }
+    if peer.wal_position.is_none() {
+        return Some("reports no WAL position".into());
+    }
+    None
+}
+
+/// How a pending request changes who may race for a free lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RaceGate {
+    /// No request affecting the race.
+    Open,
+    /// I am the requested candidate: race without comparing with peers.
+    Candidate,
+    /// Not me: stay out (and why).
+    Closed(String),
+}
+
+/// The race gate for this node while the lock is free.
+pub fn race_gate(o: &Observation<'_>, cluster: &Cluster) -> RaceGate {
+    let me = o.settings.name.as_str();
+    let Some(f) = request(cluster).filter(|f| !f.is_empty()) else {
+        return RaceGate::Open;
+    };
+    if text(&f.leader) == Some(me) {
+        return RaceGate::Closed("a switchover away from me is in progress".into());
+    }
+    match text(&f.member) {
+        Some(c) if c == me => RaceGate::Candidate,
+        Some(c) => {
+            // The candidate decides, unless it is clearly not there to do it.
+            let available = o
+                .peers
+                .iter()
+                .any(|p| p.name == c && p.source == PeerSource::Rest && p.running);
+            if available {
+                RaceGate::Closed(format!("a switchover to {c} is in progress"))
+            } else {
+                RaceGate::Open
+            }
+        }
+        None => RaceGate::Open,
+    }
+}
