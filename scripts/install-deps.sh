@@ -19,6 +19,7 @@ packages=(
   protobuf-compiler                    # protoc: etcd-client's build needs it
   python3-venv                         # for the patronictl venv
   openssl                              # test certificates
+  haproxy                              # the load-balancer tests (Patroni's documented setup)
   procps iproute2 curl ca-certificates
 )
 
