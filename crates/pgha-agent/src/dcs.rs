@@ -35,12 +35,24 @@ pub fn connect(
                 .map_err(|e| format!("zookeeper: {e}"))?;
             Ok(Arc::new(dcs))
         }
+        #[cfg(feature = "consul")]
+        DcsSection::Consul(value) => {
+            let config = pgha_dcs_consul::ConsulConfig::from_patroni(value)
+                .map_err(|e| format!("consul: {e}"))?;
+            for w in &config.warnings {
+                tracing::warn!("consul: {w}");
+            }
+            let dcs = pgha_dcs_consul::ConsulDcs::new(config, layout, name, timing)
+                .map_err(|e| format!("consul: {e}"))?;
+            Ok(Arc::new(dcs))
+        }
         #[allow(unreachable_patterns)]
         other => Err(format!(
             "{}: this pgha binary was built without that DCS backend (cargo feature)",
             match other {
                 DcsSection::Etcd3(_) => "etcd3",
                 DcsSection::ZooKeeper(_) => "zookeeper",
+                DcsSection::Consul(_) => "consul",
             }
         )),
     }

@@ -69,6 +69,16 @@ async fn etcd_bootstrap_gives_one_primary_and_two_streaming_replicas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_emulator_bootstrap_gives_one_primary_and_two_streaming_replicas() {
+    bootstrap_and_replicate(DcsKind::ConsulEmulator).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_emulator_node_death_fails_over_and_the_old_primary_rewinds() {
+    node_death_fails_over_and_the_old_primary_rewinds(DcsKind::ConsulEmulator).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_bootstrap_gives_one_primary_and_two_streaming_replicas() {
     bootstrap_and_replicate(DcsKind::ZooKeeper).await;
 }

@@ -26,12 +26,15 @@ use crate::zookeeper::ZooKeeperServer;
 pub enum DcsKind {
     Etcd,
     ZooKeeper,
+    /// The in-repo Consul emulator (no Consul agent can be installed here).
+    ConsulEmulator,
 }
 
 #[derive(Debug)]
 enum DcsServer {
     Etcd(EtcdServer),
     ZooKeeper(ZooKeeperServer),
+    ConsulEmulator(pgha_consul_emulator::ConsulEmulator),
 }
 
 /// Timings and sizes of a test cluster.
@@ -107,6 +110,12 @@ impl TestCluster {
         let dcs = match kind {
             DcsKind::Etcd => DcsServer::Etcd(EtcdServer::start().await?),
             DcsKind::ZooKeeper => DcsServer::ZooKeeper(ZooKeeperServer::start().await?),
+            DcsKind::ConsulEmulator => DcsServer::ConsulEmulator(
+                pgha_consul_emulator::ConsulEmulator::start(
+                    pgha_consul_emulator::EmulatorConfig::for_tests(),
+                )
+                .await?,
+            ),
         };
         let scope = format!("test-{}", std::process::id());
         let mut cluster = TestCluster {
@@ -129,6 +138,7 @@ impl TestCluster {
         match &self.dcs {
             DcsServer::Etcd(e) => format!("etcd3:\n  hosts: {}\n", e.addr()),
             DcsServer::ZooKeeper(z) => format!("zookeeper:\n  hosts: ['{}']\n", z.connect_string()),
+            DcsServer::ConsulEmulator(c) => format!("consul:\n  host: {}\n", c.addr()),
         }
     }
 
@@ -432,6 +442,7 @@ impl TestCluster {
         match &mut self.dcs {
             DcsServer::Etcd(e) => e.restart().await,
             DcsServer::ZooKeeper(z) => z.restart().await,
+            DcsServer::ConsulEmulator(c) => Ok(c.restart().await?),
         }
     }
 }

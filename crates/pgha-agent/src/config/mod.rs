@@ -109,6 +109,7 @@ pub struct Postgresql {
 pub enum DcsSection {
     Etcd3(Value),
     ZooKeeper(Value),
+    Consul(Value),
 }
 
 /// A node's whole configuration, checked.
@@ -248,31 +249,7 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
     });
 
     // Exactly one DCS pgha can talk to.
-    let etcd3 = get(doc, &["etcd3"]).cloned();
-    let zookeeper = get(doc, &["zookeeper"]).cloned();
-    let unsupported: Vec<&str> = ["consul", "kubernetes", "etcd", "raft", "exhibitor"]
-        .into_iter()
-        .filter(|k| get(doc, &[k]).is_some())
-        .collect();
-    let dcs = match (etcd3, zookeeper) {
-        (Some(e), None) => Some(DcsSection::Etcd3(e)),
-        (None, Some(z)) => Some(DcsSection::ZooKeeper(z)),
-        (Some(_), Some(_)) => {
-            errors.push("etcd3, zookeeper: configure one DCS, not both".into());
-            None
-        }
-        (None, None) => {
-            errors.push(if unsupported.is_empty() {
-                "etcd3: missing (a DCS section is required: etcd3 or zookeeper)".into()
-            } else {
-                format!(
-                    "{}: this DCS is not supported by pgha yet; use etcd3 or zookeeper",
-                    unsupported.join(", ")
-                )
-            });
-            None
-        }
-    };
+    let dcs = dcs_section(doc, errors);
 
     let bootstrap = get(doc, &["bootstrap"]).map(|b| build_bootstrap(b, errors, warnings));
     let postgresql = build_postgresql(doc, pg_listen, pg_connect, errors, warnings);
@@ -304,6 +281,45 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         warnings: Vec::new(),
         document: doc.clone(),
     })
+}
+
+/// The one DCS section of the document.
+fn dcs_section(doc: &Value, errors: &mut Vec<String>) -> Option<DcsSection> {
+    let supported: Vec<(&str, fn(Value) -> DcsSection)> = vec![
+        ("etcd3", DcsSection::Etcd3),
+        ("zookeeper", DcsSection::ZooKeeper),
+        ("consul", DcsSection::Consul),
+    ];
+    let present: Vec<(&str, fn(Value) -> DcsSection)> = supported
+        .into_iter()
+        .filter(|(k, _)| get(doc, &[k]).is_some())
+        .collect();
+    let unsupported: Vec<&str> = ["kubernetes", "etcd", "raft", "exhibitor"]
+        .into_iter()
+        .filter(|k| get(doc, &[k]).is_some())
+        .collect();
+    match present.as_slice() {
+        [(key, make)] => get(doc, &[key]).cloned().map(make),
+        [] => {
+            errors.push(if unsupported.is_empty() {
+                "etcd3: missing (a DCS section is required: etcd3, zookeeper or consul)".into()
+            } else {
+                format!(
+                    "{}: this DCS is not supported by pgha yet; use etcd3, zookeeper or consul",
+                    unsupported.join(", ")
+                )
+            });
+            None
+        }
+        several => {
+            let names: Vec<&str> = several.iter().map(|(k, _)| *k).collect();
+            errors.push(format!(
+                "{}: configure one DCS, not several",
+                names.join(", ")
+            ));
+            None
+        }
+    }
 }
 
 /// The `tracing` filter for a Patroni log level.

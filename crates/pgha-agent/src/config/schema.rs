@@ -171,6 +171,28 @@ const ZOOKEEPER: &[Field] = &[
     f("auth_data", Map, Yes),
 ];
 
+/// Patroni's `consul:` section; pgha-dcs-consul reads it and names what it
+/// refuses or ignores.
+const CONSUL: &[Field] = &[
+    f("host", Text, Yes),
+    f("hosts", TextList, Yes),
+    f("url", Text, Yes),
+    f("port", Int, Yes),
+    f("scheme", Text, Yes),
+    f("token", Text, Yes),
+    f("verify", Bool, Yes),
+    f("cacert", Text, Yes),
+    f("cert", Text, Yes),
+    f("key", Text, Yes),
+    f("dc", Text, Yes),
+    f("consistency", Text, Yes),
+    f("checks", Any, Yes),
+    f("register_service", Bool, Yes),
+    f("service_tags", Any, Ignored),
+    f("service_check_interval", Text, Ignored),
+    f("service_check_tls_server_name", Text, Ignored),
+];
+
 const BOOTSTRAP: &[Field] = &[
     f("dcs", Map, Yes),
     f("initdb", List, Yes),
@@ -228,7 +250,7 @@ pub const ROOT: &[Field] = &[
     f("tags", Map, Yes),
     f("citus", Map, NotYet),
     f("standby_cluster", Map, NotYet),
-    f("consul", Map, NotYet),
+    f("consul", Section(CONSUL), Yes),
     f("kubernetes", Map, NotYet),
     f("etcd", Map, NotYet),
     f("raft", Map, NotYet),

@@ -53,7 +53,7 @@ fn every_problem_is_listed_with_its_path() {
         "postgresql.data_dir: missing",
         "postgresql.use_slots: expected true or false, found a string",
         "bootstrap.dcs.ttl: expected a non-negative integer, found \"soon\"",
-        "etcd3: missing (a DCS section is required: etcd3 or zookeeper)",
+        "etcd3: missing (a DCS section is required: etcd3, zookeeper or consul)",
     ] {
         assert!(
             e.errors.iter().any(|x| x == expected),
@@ -79,16 +79,33 @@ fn broken_yaml_says_where() {
 fn unsupported_dcs_and_keys_are_named() {
     let base = PATRONI_EXAMPLE.replace(
         "etcd3:\n  hosts: 127.0.0.1:2379\n",
-        "consul:\n  host: 127.0.0.1:8500\n",
+        "kubernetes:\n  namespace: default\n",
     );
     let e = Config::from_yaml(&base, no_env(), None).unwrap_err();
     assert!(
         e.errors
             .iter()
-            .any(|x| x.starts_with("consul: this DCS is not supported")),
+            .any(|x| x.starts_with("kubernetes: this DCS is not supported")),
         "{:?}",
         e.errors
     );
+    let both = PATRONI_EXAMPLE.replace("etcd3:\n", "consul:\n  host: 127.0.0.1:8500\netcd3:\n");
+    let e = Config::from_yaml(&both, no_env(), None).unwrap_err();
+    assert!(
+        e.errors
+            .iter()
+            .any(|x| x == "etcd3, consul: configure one DCS, not several"),
+        "{:?}",
+        e.errors
+    );
+    let consul = PATRONI_EXAMPLE.replace(
+        "etcd3:\n  hosts: 127.0.0.1:2379\n",
+        "consul:\n  host: 127.0.0.1:8500\n  token: secret\n",
+    );
+    assert!(matches!(
+        Config::from_yaml(&consul, no_env(), None).unwrap().dcs,
+        DcsSection::Consul(_)
+    ));
 
     let yaml = format!("{PATRONI_EXAMPLE}\nwatchdog:\n  mode: automatic\nfrobnicate: 1\n");
     let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
