@@ -22,6 +22,8 @@ use tokio::sync::{mpsc, watch};
 use crate::agent::{Command, NodeStatus, PeerClient, format_lsn};
 use crate::config::Config;
 
+#[cfg(feature = "restapi-tls")]
+pub mod tls;
 mod write;
 
 /// The largest request body accepted (Patroni's bodies are a few hundred bytes).
@@ -55,7 +57,7 @@ impl ApiState {
             clock,
             dcs,
             commands,
-            peers: PeerClient::default(),
+            peers: PeerClient::new(&config.client_tls).unwrap_or_default(),
             auth: config.restapi_auth.clone(),
         }
     }
@@ -66,10 +68,30 @@ pub fn router(state: ApiState) -> Router {
     Router::new().fallback(handle).with_state(state)
 }
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+/// Serves the API on `listener` until the process ends: HTTPS when
+/// `tls` is given, plain HTTP otherwise.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<TlsServerConfig>>,
+    state: ApiState,
+) -> std::io::Result<()> {
+    match tls {
+        #[cfg(feature = "restapi-tls")]
+        Some(config) => axum::serve(tls::TlsListener::new(listener, config)?, router(state)).await,
+        #[cfg(not(feature = "restapi-tls"))]
+        Some(_) => Err(std::io::Error::other(
+            "built without the restapi-tls feature",
+        )),
+        None => axum::serve(listener, router(state)).await,
+    }
 }
+
+/// The TLS server configuration type (a placeholder without `restapi-tls`).
+#[cfg(feature = "restapi-tls")]
+pub type TlsServerConfig = rustls::ServerConfig;
+#[cfg(not(feature = "restapi-tls"))]
+#[derive(Debug)]
+pub enum TlsServerConfig {}
 
 const HEALTH_PATHS: &[&str] = &[
     "/",

@@ -39,6 +39,20 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
     let dcs = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing)
         .map_err(RunError::Startup)?;
 
+    // TLS files and peers' CA are checked now, so a bad file stops the
+    // agent with its name before anything runs.
+    let tls = match &config.restapi_tls {
+        #[cfg(feature = "restapi-tls")]
+        Some(t) => Some(rest::tls::server_config(t).map_err(RunError::Startup)?),
+        #[cfg(not(feature = "restapi-tls"))]
+        Some(_) => {
+            return Err(RunError::Startup(
+                "restapi.certfile: this pgha was built without the restapi-tls feature".into(),
+            ));
+        }
+        None => None,
+    };
+    crate::agent::PeerClient::new(&config.client_tls).map_err(RunError::Startup)?;
     let listen = config.restapi_listen.socket_string();
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         RunError::Startup(format!("restapi.listen: cannot listen on {listen}: {e}"))
@@ -55,7 +69,7 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
         config.clone(),
     );
     tokio::spawn(async move {
-        if let Err(e) = rest::serve(listener, api).await {
+        if let Err(e) = rest::serve(listener, tls, api).await {
             tracing::error!("REST API stopped: {e}");
         }
     });

@@ -117,6 +117,7 @@ impl Agent {
             .unwrap_or_default();
         let (timing, _) = dynamic.timing();
         dcs.set_timing(timing);
+        let peer_client = PeerClient::new(&config.client_tls).unwrap_or_default();
         let callbacks = Callbacks {
             scripts: config.postgresql.callbacks.clone(),
             scope: config.scope.clone(),
@@ -128,7 +129,7 @@ impl Agent {
             pg,
             clock,
             fence,
-            peers: PeerClient::default(),
+            peers: peer_client,
             callbacks,
             status,
             memory: HaMemory::default(),

@@ -15,19 +15,155 @@ use pgha_core::ha::{PeerSource, PeerStatus};
 use pgha_core::model::{Cluster, Member, Tags, lenient};
 use serde_json::Value;
 
-/// A small HTTP/1 client for the members' REST APIs.
+/// A small HTTP/1 client for the members' REST APIs (HTTPS too, with the
+/// `restapi-tls` feature).
 #[derive(Debug, Clone)]
 pub struct PeerClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
+    /// Why HTTPS cannot be used, when it cannot (no CA configured).
+    https_problem: Option<String>,
+}
+
+#[cfg(feature = "restapi-tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "restapi-tls"))]
+type Connector = HttpConnector;
+
+fn http_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    connector
 }
 
 impl Default for PeerClient {
+    /// Plain HTTP, and HTTPS only to members whose certificate... nobody's:
+    /// no CA is configured. Reads no file, so it cannot fail.
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        connector.set_nodelay(true);
-        PeerClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+        PeerClient::new(&crate::config::ClientTls::default())
+            .expect("a client without TLS files reads no file and cannot fail")
+    }
+}
+
+impl PeerClient {
+    /// A client for members' REST APIs with the `ctl`/`restapi` TLS files.
+    /// Files that cannot be read are an error naming them.
+    pub fn new(settings: &crate::config::ClientTls) -> Result<Self, String> {
+        #[cfg(feature = "restapi-tls")]
+        {
+            let usable = settings.cacert.is_some() || settings.insecure;
+            let config = tls::client_config(settings)?;
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http_connector());
+            Ok(PeerClient {
+                client: Client::builder(TokioExecutor::new()).build(connector),
+                https_problem: (!usable).then(|| {
+                    "https members need a CA to check them: set ctl.cacert or restapi.cafile (or ctl.insecure)".into()
+                }),
+            })
+        }
+        #[cfg(not(feature = "restapi-tls"))]
+        {
+            let _ = settings;
+            Ok(PeerClient {
+                client: Client::builder(TokioExecutor::new()).build(http_connector()),
+                https_problem: Some("this pgha was built without the restapi-tls feature".into()),
+            })
+        }
+    }
+}
+
+/// TLS for calls to members.
+#[cfg(feature = "restapi-tls")]
+pub mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    use crate::config::ClientTls;
+    use crate::rest::tls::{certificates, private_key, roots};
+
+    /// The client side: trust `cacert`, present `certfile`/`keyfile` when
+    /// given, or (`insecure`) check nothing, as `ctl.insecure` asks.
+    pub fn client_config(settings: &ClientTls) -> Result<rustls::ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = if settings.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        } else {
+            let store = match &settings.cacert {
+                Some(ca) => roots(ca, "ctl.cacert / restapi.cafile")?,
+                None => rustls::RootCertStore::empty(),
+            };
+            builder.with_root_certificates(store)
+        };
+        match (&settings.certfile, &settings.keyfile) {
+            (Some(cert), Some(key)) if settings.cacert.is_some() || settings.insecure => builder
+                .with_client_auth_cert(
+                    certificates(cert, "ctl.certfile")?,
+                    private_key(key, "ctl.keyfile")?,
+                )
+                .map_err(|e| format!("ctl.certfile/keyfile: {e}")),
+            _ => Ok(builder.with_no_client_auth()),
+        }
+    }
+
+    /// `ctl.insecure`: accepts any certificate (signatures still checked).
+    #[derive(Debug)]
+    struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for NoVerification {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
         }
     }
 }
@@ -37,8 +173,14 @@ impl PeerClient {
     /// accepted (health endpoints answer 503 with a body).
     pub async fn get_json(&self, url: &str, timeout: Duration) -> Result<(u16, Value), String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("{url}: only http:// is supported yet"));
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                if let Some(problem) = &self.https_problem {
+                    return Err(format!("{url}: {problem}"));
+                }
+            }
+            _ => return Err(format!("{url}: not an http(s) URL")),
         }
         let fut = async {
             let resp = self.client.get(uri).await.map_err(|e| e.to_string())?;

@@ -104,6 +104,41 @@ pub struct Postgresql {
     pub pre_promote: Option<String>,
 }
 
+/// Whether the REST API asks clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyClient {
+    None,
+    /// Checked when presented.
+    Optional,
+    /// Every client must present one signed by `cafile`.
+    Required,
+}
+
+/// HTTPS for the REST API (`restapi.certfile` and friends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestApiTls {
+    pub certfile: PathBuf,
+    /// The private key; `certfile` when the key is in the same file.
+    pub keyfile: PathBuf,
+    /// CA for client certificates (and, for peers' certificates, unless
+    /// `ctl.cacert` is set).
+    pub cafile: Option<PathBuf>,
+    pub verify_client: VerifyClient,
+}
+
+/// How pgha calls other members' REST APIs (and how pghactl calls them):
+/// the `ctl` section, falling back to `restapi`'s files.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientTls {
+    /// Trust anchors for members' certificates.
+    pub cacert: Option<PathBuf>,
+    /// A client certificate and key, for members that verify clients.
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    /// Do not check members' certificates (`ctl.insecure`).
+    pub insecure: bool,
+}
+
 /// Which DCS the node uses, with its section as written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DcsSection {
@@ -124,6 +159,10 @@ pub struct Config {
     /// `restapi.authentication`: basic-auth credentials for the REST API's
     /// unsafe methods (POST, PUT, PATCH, DELETE).
     pub restapi_auth: Option<(String, String)>,
+    /// HTTPS for the REST API, when `restapi.certfile` is set.
+    pub restapi_tls: Option<RestApiTls>,
+    /// How to reach other members' REST APIs.
+    pub client_tls: ClientTls,
     pub dcs: DcsSection,
     pub bootstrap: Option<Bootstrap>,
     pub postgresql: Postgresql,
@@ -184,9 +223,14 @@ impl Config {
         format!("postgres://{}/postgres", self.postgresql.connect_address)
     }
 
-    /// `http://host:port/patroni`, as published in the member key.
+    /// `http(s)://host:port/patroni`, as published in the member key.
     pub fn api_url(&self) -> String {
-        format!("http://{}/patroni", self.restapi_connect_address)
+        let scheme = if self.restapi_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/patroni", self.restapi_connect_address)
     }
 
     /// The full path of a PostgreSQL binary (`pg_ctl`, `initdb`, ...).
@@ -274,6 +318,8 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         restapi_connect_address: restapi_connect_address?,
         restapi_auth: text(doc, &["restapi", "authentication", "username"])
             .zip(text(doc, &["restapi", "authentication", "password"])),
+        restapi_tls: restapi_tls(doc, errors),
+        client_tls: client_tls(doc),
         dcs: dcs?,
         bootstrap,
         postgresql: postgresql?,
@@ -283,14 +329,67 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
     })
 }
 
+fn restapi_tls(doc: &Value, errors: &mut Vec<String>) -> Option<RestApiTls> {
+    let certfile = text(doc, &["restapi", "certfile"]).map(PathBuf::from)?;
+    if text(doc, &["restapi", "keyfile_password"]).is_some() {
+        errors.push("restapi.keyfile_password: encrypted private keys are not supported; give an unencrypted keyfile (mode 0600)".into());
+    }
+    let verify_client = match text(doc, &["restapi", "verify_client"]).as_deref() {
+        None | Some("none") => VerifyClient::None,
+        Some("optional") => VerifyClient::Optional,
+        Some("required") => VerifyClient::Required,
+        Some(other) => {
+            errors.push(format!(
+                "restapi.verify_client: {other:?} is not one of none, optional, required"
+            ));
+            VerifyClient::None
+        }
+    };
+    let cafile = text(doc, &["restapi", "cafile"]).map(PathBuf::from);
+    if verify_client != VerifyClient::None && cafile.is_none() {
+        errors.push(
+            "restapi.cafile: missing (needed to check client certificates with verify_client)"
+                .into(),
+        );
+    }
+    Some(RestApiTls {
+        keyfile: text(doc, &["restapi", "keyfile"])
+            .map(PathBuf::from)
+            .unwrap_or_else(|| certfile.clone()),
+        certfile,
+        cafile,
+        verify_client,
+    })
+}
+
+fn client_tls(doc: &Value) -> ClientTls {
+    ClientTls {
+        cacert: text(doc, &["ctl", "cacert"])
+            .or_else(|| text(doc, &["restapi", "cafile"]))
+            .map(PathBuf::from),
+        certfile: text(doc, &["ctl", "certfile"])
+            .or_else(|| text(doc, &["restapi", "certfile"]))
+            .map(PathBuf::from),
+        keyfile: text(doc, &["ctl", "keyfile"])
+            .or_else(|| text(doc, &["ctl", "certfile"]))
+            .or_else(|| text(doc, &["restapi", "keyfile"]))
+            .or_else(|| text(doc, &["restapi", "certfile"]))
+            .map(PathBuf::from),
+        insecure: flag(doc, &["ctl", "insecure"]).unwrap_or(false),
+    }
+}
+
+/// Wraps a DCS section's value in its variant.
+type SectionKind = (&'static str, fn(Value) -> DcsSection);
+
 /// The one DCS section of the document.
 fn dcs_section(doc: &Value, errors: &mut Vec<String>) -> Option<DcsSection> {
-    let supported: Vec<(&str, fn(Value) -> DcsSection)> = vec![
+    let supported: Vec<SectionKind> = vec![
         ("etcd3", DcsSection::Etcd3),
         ("zookeeper", DcsSection::ZooKeeper),
         ("consul", DcsSection::Consul),
     ];
-    let present: Vec<(&str, fn(Value) -> DcsSection)> = supported
+    let present: Vec<SectionKind> = supported
         .into_iter()
         .filter(|(k, _)| get(doc, &[k]).is_some())
         .collect();

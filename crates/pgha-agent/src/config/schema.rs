@@ -126,12 +126,12 @@ const RESTAPI: &[Field] = &[
         Section(&[f("username", Text, Yes), f("password", Text, Yes)]),
         NotYet,
     ),
-    f("certfile", Text, NotYet),
-    f("keyfile", Text, NotYet),
-    f("keyfile_password", Text, NotYet),
-    f("cafile", Text, NotYet),
-    f("ciphers", Text, NotYet),
-    f("verify_client", Text, NotYet),
+    f("certfile", Text, Yes),
+    f("keyfile", Text, Yes),
+    f("keyfile_password", Text, Yes),
+    f("cafile", Text, Yes),
+    f("ciphers", Text, Ignored),
+    f("verify_client", Text, Yes),
     f("allowlist", List, NotYet),
     f("allowlist_include_members", Bool, NotYet),
     f("http_extra_headers", Map, NotYet),
@@ -220,12 +220,16 @@ const LOG: &[Field] = &[
 ];
 
 const CTL: &[Field] = &[
-    f("insecure", Bool, NotYet),
-    f("cacert", Text, NotYet),
-    f("certfile", Text, NotYet),
-    f("keyfile", Text, NotYet),
-    f("keyfile_password", Text, NotYet),
-    f("authentication", Map, NotYet),
+    f("insecure", Bool, Yes),
+    f("cacert", Text, Yes),
+    f("certfile", Text, Yes),
+    f("keyfile", Text, Yes),
+    f("keyfile_password", Text, Yes),
+    f(
+        "authentication",
+        Section(&[f("username", Text, Required), f("password", Text, Required)]),
+        Yes,
+    ),
 ];
 
 const WATCHDOG: &[Field] = &[

@@ -30,6 +30,26 @@ pub fn error(code: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// A refused request: its status and the reason, sent as a JSON error.
+#[derive(Debug)]
+pub struct Refusal {
+    code: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.code, self.message)
+    }
+}
+
+fn refuse(code: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
 /// A plain-text answer, as Patroni gives for its write endpoints.
 fn text(code: StatusCode, message: impl Into<String>) -> Response {
     (
@@ -53,12 +73,12 @@ fn reply(r: Reply) -> Response {
 }
 
 /// Parses a request body that must be a JSON object (or may be empty).
-pub fn object(body: &[u8], optional: bool) -> Result<Map<String, Value>, Response> {
+pub fn object(body: &[u8], optional: bool) -> Result<Map<String, Value>, Refusal> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return if optional {
             Ok(Map::new())
         } else {
-            Err(error(
+            Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "the request needs a JSON object as its body",
             ))
@@ -66,14 +86,14 @@ pub fn object(body: &[u8], optional: bool) -> Result<Map<String, Value>, Respons
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(error(
+        Ok(other) => Err(refuse(
             StatusCode::BAD_REQUEST,
             format!(
                 "the body must be a JSON object, not {}",
                 crate::config::schema::kind_name(&other)
             ),
         )),
-        Err(e) => Err(error(
+        Err(e) => Err(refuse(
             StatusCode::BAD_REQUEST,
             format!("the body is not valid JSON: {e}"),
         )),
@@ -81,7 +101,7 @@ pub fn object(body: &[u8], optional: bool) -> Result<Map<String, Value>, Respons
 }
 
 /// Rejects keys outside `allowed`, naming them (a typo should not pass silently).
-fn only(body: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), Response> {
+fn only(body: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), Refusal> {
     let unknown: Vec<&str> = body
         .keys()
         .map(String::as_str)
@@ -90,7 +110,7 @@ fn only(body: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), R
     if unknown.is_empty() {
         Ok(())
     } else {
-        Err(error(
+        Err(refuse(
             StatusCode::BAD_REQUEST,
             format!(
                 "unknown field(s) for {what}: {} (expected: {})",
@@ -102,12 +122,12 @@ fn only(body: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), R
 }
 
 /// An optional string field; any other type is a 400 naming the field.
-fn string_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Response> {
+fn string_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Refusal> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(error(
+        Some(other) => Err(refuse(
             StatusCode::BAD_REQUEST,
             format!(
                 "{key} must be a string, not {}",
@@ -118,11 +138,11 @@ fn string_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, 
 }
 
 /// A boolean field as Patroni reads it (`true`, `"yes"`, `1`, ...).
-fn bool_field(body: &Map<String, Value>, key: &str) -> Result<bool, Response> {
+fn bool_field(body: &Map<String, Value>, key: &str) -> Result<bool, Refusal> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(false),
         Some(v) => lenient::bool(v).ok_or_else(|| {
-            error(
+            refuse(
                 StatusCode::BAD_REQUEST,
                 format!("{key} must be true or false, not {v}"),
             )
@@ -131,10 +151,10 @@ fn bool_field(body: &Map<String, Value>, key: &str) -> Result<bool, Response> {
 }
 
 /// A future time with a timezone, as Patroni requires for schedules.
-fn schedule(text: &str, action: &str) -> Result<jiff::Timestamp, Response> {
+fn schedule(text: &str, action: &str) -> Result<jiff::Timestamp, Refusal> {
     let t = text.trim();
     let at = parse_iso8601(t).map_err(|_| {
-        error(
+        refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601",
         )
@@ -142,13 +162,13 @@ fn schedule(text: &str, action: &str) -> Result<jiff::Timestamp, Response> {
     // Readable, but without an offset it would mean a different instant on each node.
     let has_zone = t.ends_with(['Z', 'z']) || t.rfind(['+', '-']).is_some_and(|i| i > 10);
     if !has_zone {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             format!("Timezone information is mandatory for the scheduled {action}"),
         ));
     }
     if at < jiff::Timestamp::now() {
-        return Err(error(
+        return Err(refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("Cannot schedule {action} in the past"),
         ));
@@ -156,9 +176,9 @@ fn schedule(text: &str, action: &str) -> Result<jiff::Timestamp, Response> {
     Ok(at)
 }
 
-async fn load(state: &ApiState) -> Result<Cluster, Response> {
+async fn load(state: &ApiState) -> Result<Cluster, Refusal> {
     state.dcs.load().await.map_err(|e| {
-        error(
+        refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot read the cluster from the DCS: {e}"),
         )
@@ -169,14 +189,14 @@ async fn load(state: &ApiState) -> Result<Cluster, Response> {
 pub async fn switchover(state: &ApiState, body: &[u8], mut action: &'static str) -> Response {
     let body = match object(body, false) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = only(
         &body,
         &["leader", "candidate", "member", "scheduled_at"],
         action,
     ) {
-        return r;
+        return r.into_response();
     }
     let (leader, candidate, scheduled) = match (
         string_field(&body, "leader"),
@@ -185,11 +205,13 @@ pub async fn switchover(state: &ApiState, body: &[u8], mut action: &'static str)
         string_field(&body, "scheduled_at"),
     ) {
         (Ok(l), Ok(c), Ok(m), Ok(s)) => (l, c.or(m), s),
-        (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return r,
+        (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => {
+            return r.into_response();
+        }
     };
     let cluster = match load(state).await {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let paused = cluster.dynamic_config().pause();
     if action == "failover" && candidate.is_none() {
@@ -217,7 +239,7 @@ pub async fn switchover(state: &ApiState, body: &[u8], mut action: &'static str)
         }
         Some(t) => match schedule(t, action) {
             Ok(at) => Some(at),
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         },
     };
     if paused && candidate.is_none() {
@@ -396,7 +418,7 @@ fn capitalise(s: &str) -> String {
 pub async fn delete_switchover(state: &ApiState) -> Response {
     let cluster = match load(state).await {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match cluster
         .failover
@@ -426,7 +448,7 @@ pub async fn delete_switchover(state: &ApiState) -> Response {
 pub async fn restart(state: &ApiState, body: &[u8]) -> Response {
     let body = match object(body, true) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut request = RestartRequest::default();
     for (k, v) in &body {
@@ -440,7 +462,7 @@ pub async fn restart(state: &ApiState, body: &[u8]) -> Response {
                 };
                 match schedule(t, "restart") {
                     Ok(at) => request.schedule = Some(at),
-                    Err(r) => return r,
+                    Err(r) => return r.into_response(),
                 }
             }
             "role" => match v.as_str() {
@@ -483,7 +505,7 @@ pub async fn restart(state: &ApiState, body: &[u8]) -> Response {
             }
             "restart_pending" => match bool_field(&body, k) {
                 Ok(b) => request.restart_pending = b,
-                Err(r) => return r,
+                Err(r) => return r.into_response(),
             },
             other => {
                 return error(
@@ -569,15 +591,15 @@ pub async fn reload(state: &ApiState) -> Response {
 pub async fn reinitialize(state: &ApiState, body: &[u8]) -> Response {
     let body = match object(body, true) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = only(&body, &["force", "from_leader"], "reinitialize") {
-        return r;
+        return r.into_response();
     }
     let (force, from_leader) = match (bool_field(&body, "force"), bool_field(&body, "from_leader"))
     {
         (Ok(f), Ok(l)) => (f, l),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let (tx, rx) = oneshot::channel();
     ask(
@@ -598,11 +620,11 @@ pub async fn reinitialize(state: &ApiState, body: &[u8]) -> Response {
 pub async fn patch_config(state: &ApiState, body: &[u8]) -> Response {
     let patch = match object(body, false) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let cluster = match load(state).await {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(current) = cluster.config.as_ref() else {
         return error(
@@ -613,7 +635,7 @@ pub async fn patch_config(state: &ApiState, body: &[u8]) -> Response {
     let mut config = current.value.clone();
     config.merge_patch(&patch);
     if let Some(r) = refuse_invalid(&config) {
-        return r;
+        return r.into_response();
     }
     if config != current.value {
         match state
@@ -644,14 +666,14 @@ pub async fn patch_config(state: &ApiState, body: &[u8]) -> Response {
 pub async fn put_config(state: &ApiState, body: &[u8]) -> Response {
     let new = match object(body, false) {
         Ok(b) => DynamicConfig::from_map(b),
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Some(r) = refuse_invalid(&new) {
-        return r;
+        return r.into_response();
     }
     let cluster = match load(state).await {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if cluster.config.as_ref().is_none_or(|c| c.value != new) {
         if let Err(e) = state.dcs.write_config(&new, Expect::Any).await {

@@ -1,0 +1,151 @@
+//! HTTPS for the REST API: `restapi.certfile`, `keyfile`, `cafile`,
+//! `verify_client`, with rustls (the ring provider).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::{RestApiTls, VerifyClient};
+
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// PEM certificates from `path`, with the file named in errors.
+pub fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{what} {}: no certificate in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// A PEM private key from `path`.
+pub fn private_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("{what} {}: no usable private key: {e}", path.display()))
+}
+
+/// Trust anchors from a PEM CA file.
+pub fn roots(path: &Path, what: &str) -> Result<rustls::RootCertStore, String> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in certificates(path, what)? {
+        store
+            .add(cert)
+            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    }
+    Ok(store)
+}
+
+/// The server side of the REST API's TLS, checked at startup so a bad
+/// file stops the agent with its name before anything runs.
+pub fn server_config(tls: &RestApiTls) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs = certificates(&tls.certfile, "restapi.certfile")?;
+    let key = private_key(&tls.keyfile, "restapi.keyfile")?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match (tls.verify_client, &tls.cafile) {
+        (VerifyClient::None, _) | (_, None) => builder.with_no_client_auth(),
+        (mode, Some(ca)) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca, "restapi.cafile")?),
+                provider(),
+            );
+            let verifier = if mode == VerifyClient::Optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("restapi.cafile: {e}"))?,
+            )
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("restapi.certfile/keyfile: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TCP listener whose connections speak TLS. Handshakes run
+/// concurrently (a slow client delays nobody else); a client that fails or
+/// stalls its handshake is dropped and logged, never served in clear.
+#[derive(Debug)]
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::debug!("REST API: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, ready) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = ready.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!("REST API: TLS handshake with {peer} failed: {e}")
+                        }
+                        Err(_) => tracing::debug!("REST API: TLS handshake with {peer} timed out"),
+                    }
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(TlsListener { local, ready })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The acceptor task only ends when nobody listens any more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
