@@ -20,7 +20,12 @@ use pgha_core::dcs::memory::MemoryStore;
 use pgha_core::model::{KeyLayout, Timing};
 use tokio::time::Instant;
 
-fn client(store: &Option<MemoryStore>, etcd: &Option<String>, name: &str, timing: Timing) -> anyhow::Result<Arc<dyn Dcs>> {
+fn client(
+    store: &Option<MemoryStore>,
+    etcd: &Option<String>,
+    name: &str,
+    timing: Timing,
+) -> anyhow::Result<Arc<dyn Dcs>> {
     let layout = KeyLayout::new("/examples", "leader-election");
     Ok(match (store, etcd) {
         (_, Some(addr)) => {
@@ -38,18 +43,28 @@ async fn instance(dcs: Arc<dyn Dcs>, crash_after: Option<Duration>, run_for: Dur
     let start = Instant::now();
     let mut deadline: Option<Instant> = None;
     while start.elapsed() < run_for {
-        if let Some(after) = crash_after {
-            if start.elapsed() > after {
-                println!("{:>5.1}s {name}: crashes (stops renewing)", start.elapsed().as_secs_f32());
-                return;
-            }
+        if let Some(after) = crash_after
+            && start.elapsed() > after
+        {
+            println!(
+                "{:>5.1}s {name}: crashes (stops renewing)",
+                start.elapsed().as_secs_f32()
+            );
+            return;
         }
         let sent = Instant::now();
-        let attempt = if deadline.is_some() { dcs.renew_leader().await } else { dcs.acquire_leader().await };
+        let attempt = if deadline.is_some() {
+            dcs.renew_leader().await
+        } else {
+            dcs.acquire_leader().await
+        };
         match attempt {
             Ok(lease) => {
                 if deadline.is_none() {
-                    println!("{:>5.1}s {name}: became the leader", start.elapsed().as_secs_f32());
+                    println!(
+                        "{:>5.1}s {name}: became the leader",
+                        start.elapsed().as_secs_f32()
+                    );
                 }
                 deadline = Some(sent + lease.valid_for);
             }
@@ -58,7 +73,10 @@ async fn instance(dcs: Arc<dyn Dcs>, crash_after: Option<Duration>, run_for: Dur
         }
         // The singleton work, guarded by the deadline (minus a margin for the work itself).
         if deadline.is_some_and(|d| Instant::now() + Duration::from_millis(500) < d) {
-            println!("{:>5.1}s {name}: working as leader", start.elapsed().as_secs_f32());
+            println!(
+                "{:>5.1}s {name}: working as leader",
+                start.elapsed().as_secs_f32()
+            );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -71,7 +89,11 @@ async fn instance(dcs: Arc<dyn Dcs>, crash_after: Option<Duration>, run_for: Dur
 async fn main() -> anyhow::Result<()> {
     let etcd = std::env::args().nth(1);
     let store = etcd.is_none().then(MemoryStore::new);
-    let timing = Timing { ttl: Duration::from_secs(4), loop_wait: Duration::from_secs(1), retry_timeout: Duration::from_secs(1) };
+    let timing = Timing {
+        ttl: Duration::from_secs(4),
+        loop_wait: Duration::from_secs(1),
+        retry_timeout: Duration::from_secs(1),
+    };
     let run_for = Duration::from_secs(12);
     let mut tasks = Vec::new();
     for (i, name) in ["alpha", "beta", "gamma"].into_iter().enumerate() {

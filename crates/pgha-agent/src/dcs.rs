@@ -46,6 +46,17 @@ pub fn connect(
                 .map_err(|e| format!("consul: {e}"))?;
             Ok(Arc::new(dcs))
         }
+        #[cfg(feature = "kubernetes")]
+        DcsSection::Kubernetes(value) => {
+            let config = pgha_dcs_k8s::K8sConfig::from_patroni(value.clone())
+                .map_err(|e| format!("kubernetes: {e}"))?;
+            for w in config.warnings() {
+                tracing::warn!("kubernetes: {w}");
+            }
+            let dcs = pgha_dcs_k8s::K8sDcs::new(config, layout, name, timing)
+                .map_err(|e| format!("kubernetes: {e}"))?;
+            Ok(Arc::new(dcs))
+        }
         #[allow(unreachable_patterns)]
         other => Err(format!(
             "{}: this pgha binary was built without that DCS backend (cargo feature)",
@@ -53,6 +64,7 @@ pub fn connect(
                 DcsSection::Etcd3(_) => "etcd3",
                 DcsSection::ZooKeeper(_) => "zookeeper",
                 DcsSection::Consul(_) => "consul",
+                DcsSection::Kubernetes(_) => "kubernetes",
             }
         )),
     }

@@ -639,18 +639,18 @@ pub fn cluster_json(c: &Cluster, s: &NodeStatus) -> Value {
     if c.dynamic_config().pause() {
         out.insert("pause".into(), json!(true));
     }
-    if let Some(f) = &c.failover {
-        if let Some(at) = &f.value.scheduled_at_text {
-            let mut sw = Map::new();
-            sw.insert("at".into(), json!(at));
-            if let Some(l) = &f.value.leader {
-                sw.insert("from".into(), json!(l));
-            }
-            if let Some(m) = &f.value.member {
-                sw.insert("to".into(), json!(m));
-            }
-            out.insert("scheduled_switchover".into(), Value::Object(sw));
+    if let Some(f) = &c.failover
+        && let Some(at) = &f.value.scheduled_at_text
+    {
+        let mut sw = Map::new();
+        sw.insert("at".into(), json!(at));
+        if let Some(l) = &f.value.leader {
+            sw.insert("from".into(), json!(l));
         }
+        if let Some(m) = &f.value.member {
+            sw.insert("to".into(), json!(m));
+        }
+        out.insert("scheduled_switchover".into(), Value::Object(sw));
     }
     Value::Object(out)
 }

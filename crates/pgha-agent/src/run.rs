@@ -159,13 +159,14 @@ pub fn check_environment(config: &Config) -> Vec<String> {
         problems.push(e);
     }
     let data_dir = &config.postgresql.data_dir;
-    if let Some(parent) = data_dir.parent() {
-        if !data_dir.exists() && !parent.is_dir() {
-            problems.push(format!(
-                "postgresql.data_dir: parent directory {} does not exist",
-                parent.display()
-            ));
-        }
+    if let Some(parent) = data_dir.parent()
+        && !data_dir.exists()
+        && !parent.is_dir()
+    {
+        problems.push(format!(
+            "postgresql.data_dir: parent directory {} does not exist",
+            parent.display()
+        ));
     }
     problems
 }

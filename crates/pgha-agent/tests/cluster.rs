@@ -78,6 +78,20 @@ async fn consul_emulator_node_death_fails_over_and_the_old_primary_rewinds() {
     node_death_fails_over_and_the_old_primary_rewinds(DcsKind::ConsulEmulator).await;
 }
 
+/// Needs the agent built with `--features kubernetes` (scripts/test.sh
+/// enables it). The API server is the in-repo emulator, not Kubernetes.
+#[cfg(feature = "kubernetes")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k8s_emulator_bootstrap_gives_one_primary_and_two_streaming_replicas() {
+    bootstrap_and_replicate(DcsKind::K8sEmulator).await;
+}
+
+#[cfg(feature = "kubernetes")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k8s_emulator_node_death_fails_over_and_the_old_primary_rewinds() {
+    node_death_fails_over_and_the_old_primary_rewinds(DcsKind::K8sEmulator).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_bootstrap_gives_one_primary_and_two_streaming_replicas() {
     bootstrap_and_replicate(DcsKind::ZooKeeper).await;

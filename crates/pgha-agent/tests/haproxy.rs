@@ -44,10 +44,11 @@ async fn through(port: u16) -> anyhow::Result<(u16, bool)> {
 async fn until_primary_port_reaches(c: &TestCluster, port: u16, want: usize, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        if let Ok((server, in_recovery)) = through(port).await {
-            if server == c.nodes[want].pg_port && !in_recovery {
-                return;
-            }
+        if let Ok((server, in_recovery)) = through(port).await
+            && server == c.nodes[want].pg_port
+            && !in_recovery
+        {
+            return;
         }
         assert!(
             Instant::now() < deadline,

@@ -124,15 +124,15 @@ async fn scheduled_switchover_happens_at_its_time_and_can_be_cancelled() {
     assert_eq!(c.primary().await, Some(old), "not before its time");
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        if let Some(p) = c.primary().await {
-            if p != old {
-                assert!(
-                    asked.elapsed() >= Duration::from_secs(2),
-                    "switched after {:?}",
-                    asked.elapsed()
-                );
-                break;
-            }
+        if let Some(p) = c.primary().await
+            && p != old
+        {
+            assert!(
+                asked.elapsed() >= Duration::from_secs(2),
+                "switched after {:?}",
+                asked.elapsed()
+            );
+            break;
         }
         assert!(
             Instant::now() < deadline,

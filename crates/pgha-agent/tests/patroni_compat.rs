@@ -12,7 +12,8 @@ use std::time::Duration;
 use pgha_agent::config::DcsSection;
 use pgha_core::dcs::{Dcs, DcsExt};
 use pgha_core::model::{
-    DynamicConfig, Expect, History, HistoryEntry, KeyLayout, MemberData, PgState, Role, Status, Timing,
+    DynamicConfig, Expect, History, HistoryEntry, KeyLayout, MemberData, PgState, Role, Status,
+    Timing,
 };
 use pgha_testkit::etcd::EtcdServer;
 use pgha_testkit::patronictl::{DcsSection as CtlDcs, Patronictl};
@@ -22,7 +23,11 @@ use serde_json::json;
 const SYSID: &str = "7312345678901234567";
 
 fn timing() -> Timing {
-    Timing { ttl: Duration::from_secs(30), loop_wait: Duration::from_secs(10), retry_timeout: Duration::from_secs(5) }
+    Timing {
+        ttl: Duration::from_secs(30),
+        loop_wait: Duration::from_secs(10),
+        retry_timeout: Duration::from_secs(5),
+    }
 }
 
 fn node(section: &DcsSection, scope: &str, name: &str) -> Arc<dyn Dcs> {
@@ -47,15 +52,27 @@ fn member(port: u16, role: Role, wal: u64) -> MemberData {
 
 /// Writes a three-member cluster through pgha, as the agents would.
 async fn write_cluster(section: &DcsSection, scope: &str) -> Vec<Arc<dyn Dcs>> {
-    let nodes: Vec<Arc<dyn Dcs>> = ["node1", "node2", "node3"].iter().map(|n| node(section, scope, n)).collect();
+    let nodes: Vec<Arc<dyn Dcs>> = ["node1", "node2", "node3"]
+        .iter()
+        .map(|n| node(section, scope, n))
+        .collect();
     let leader = &nodes[0];
     leader.race_initialize().await.unwrap();
     leader.set_initialize(SYSID, Expect::Any).await.unwrap();
     let config = DynamicConfig::parse(r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576,"postgresql":{"use_pg_rewind":true,"parameters":{"max_connections":100}}}"#).unwrap();
     leader.write_config(&config, Expect::Absent).await.unwrap();
-    leader.touch_member(&member(5432, Role::Primary, 50331808)).await.unwrap();
+    leader
+        .touch_member(&member(5432, Role::Primary, 50331808))
+        .await
+        .unwrap();
     leader.acquire_leader().await.unwrap();
-    leader.write_status(&Status { optime: Some(50331808), ..Default::default() }).await.unwrap();
+    leader
+        .write_status(&Status {
+            optime: Some(50331808),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     leader
         .write_history(&History(vec![HistoryEntry {
             timeline: 1,
@@ -66,8 +83,14 @@ async fn write_cluster(section: &DcsSection, scope: &str) -> Vec<Arc<dyn Dcs>> {
         }]))
         .await
         .unwrap();
-    nodes[1].touch_member(&member(5433, Role::Replica, 50331808)).await.unwrap();
-    nodes[2].touch_member(&member(5434, Role::Replica, 49283072)).await.unwrap();
+    nodes[1]
+        .touch_member(&member(5433, Role::Replica, 50331808))
+        .await
+        .unwrap();
+    nodes[2]
+        .touch_member(&member(5434, Role::Replica, 49283072))
+        .await
+        .unwrap();
     nodes
 }
 
@@ -87,13 +110,23 @@ async fn patronictl_lists_what_pgha_wrote(section: DcsSection, ctl: CtlDcs) {
     assert_eq!(row("node2")["State"], "streaming");
     assert_eq!(row("node2")["Host"], "127.0.0.1:5433");
     assert_eq!(row("node3")["Role"], "Replica");
-    assert_eq!(row("node3")["Receive Lag"], 1, "1 MB behind the leader's optime, in MB: {rows:#?}");
+    assert_eq!(
+        row("node3")["Receive Lag"],
+        1,
+        "1 MB behind the leader's optime, in MB: {rows:#?}"
+    );
 
     let table = patronictl.run(&["list"]).await.unwrap();
-    assert!(table.contains(&format!("Cluster: {scope} ({SYSID})")), "{table}");
+    assert!(
+        table.contains(&format!("Cluster: {scope} ({SYSID})")),
+        "{table}"
+    );
 
     let config = patronictl.run(&["show-config"]).await.unwrap();
-    assert!(config.contains("ttl: 30") && config.contains("use_pg_rewind: true"), "{config}");
+    assert!(
+        config.contains("ttl: 30") && config.contains("use_pg_rewind: true"),
+        "{config}"
+    );
 
     let history = patronictl.run(&["history", "-f", "json"]).await.unwrap();
     let history: serde_json::Value = serde_json::from_str(&history).unwrap();
@@ -107,8 +140,22 @@ async fn pgha_reads_what_patronictl_wrote(section: DcsSection, ctl: CtlDcs) {
     let patronictl = Patronictl::new("/service/", &scope, &ctl).unwrap();
     patronictl
         .run(&[
-            "edit-config", "--force", "-s", "ttl=20", "-s", "loop_wait=5", "-s", "retry_timeout=5", "-s", "postgresql.use_slots=false",
-            "-p", "max_connections=200", "-p", "work_mem='8MB'", "-s", "failsafe_mode=true",
+            "edit-config",
+            "--force",
+            "-s",
+            "ttl=20",
+            "-s",
+            "loop_wait=5",
+            "-s",
+            "retry_timeout=5",
+            "-s",
+            "postgresql.use_slots=false",
+            "-p",
+            "max_connections=200",
+            "-p",
+            "work_mem='8MB'",
+            "-s",
+            "failsafe_mode=true",
         ])
         .await
         .unwrap();
@@ -118,7 +165,10 @@ async fn pgha_reads_what_patronictl_wrote(section: DcsSection, ctl: CtlDcs) {
     assert_eq!(cfg.timing().0.ttl, Duration::from_secs(20));
     assert_eq!(cfg.timing().0.loop_wait, Duration::from_secs(5));
     assert!(!cfg.use_slots());
-    assert!(cfg.use_pg_rewind(), "keys patronictl did not touch are kept");
+    assert!(
+        cfg.use_pg_rewind(),
+        "keys patronictl did not touch are kept"
+    );
     assert!(cfg.failsafe_mode());
     let params = cfg.parameters().unwrap();
     assert_eq!(params.get("max_connections"), Some(&json!(200)));
@@ -129,7 +179,10 @@ async fn pgha_reads_what_patronictl_wrote(section: DcsSection, ctl: CtlDcs) {
     let version = nodes[0].load().await.unwrap().config.unwrap().version;
     let mut next = cfg.clone();
     next.set_path("ttl", Some(json!(25)));
-    nodes[0].write_config(&next, Expect::Version(version)).await.unwrap();
+    nodes[0]
+        .write_config(&next, Expect::Version(version))
+        .await
+        .unwrap();
     let shown = patronictl.run(&["show-config"]).await.unwrap();
     assert!(shown.contains("ttl: 25"), "{shown}");
 }
@@ -138,26 +191,50 @@ async fn pgha_reads_what_patronictl_wrote(section: DcsSection, ctl: CtlDcs) {
 async fn etcd_patronictl_lists_a_cluster_pgha_wrote() {
     let etcd = EtcdServer::start().await.unwrap();
     let section = DcsSection::Etcd3(json!({"hosts": etcd.addr().to_string()}));
-    patronictl_lists_what_pgha_wrote(section, CtlDcs::Etcd3 { hosts: etcd.addr().to_string() }).await;
+    patronictl_lists_what_pgha_wrote(
+        section,
+        CtlDcs::Etcd3 {
+            hosts: etcd.addr().to_string(),
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_patronictl_lists_a_cluster_pgha_wrote() {
     let zk = ZooKeeperServer::start().await.unwrap();
     let section = DcsSection::ZooKeeper(json!({"hosts": [zk.connect_string()]}));
-    patronictl_lists_what_pgha_wrote(section, CtlDcs::ZooKeeper { hosts: zk.connect_string() }).await;
+    patronictl_lists_what_pgha_wrote(
+        section,
+        CtlDcs::ZooKeeper {
+            hosts: zk.connect_string(),
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_pgha_reads_values_patronictl_edit_config_wrote() {
     let etcd = EtcdServer::start().await.unwrap();
     let section = DcsSection::Etcd3(json!({"hosts": etcd.addr().to_string()}));
-    pgha_reads_what_patronictl_wrote(section, CtlDcs::Etcd3 { hosts: etcd.addr().to_string() }).await;
+    pgha_reads_what_patronictl_wrote(
+        section,
+        CtlDcs::Etcd3 {
+            hosts: etcd.addr().to_string(),
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_pgha_reads_values_patronictl_edit_config_wrote() {
     let zk = ZooKeeperServer::start().await.unwrap();
     let section = DcsSection::ZooKeeper(json!({"hosts": [zk.connect_string()]}));
-    pgha_reads_what_patronictl_wrote(section, CtlDcs::ZooKeeper { hosts: zk.connect_string() }).await;
+    pgha_reads_what_patronictl_wrote(
+        section,
+        CtlDcs::ZooKeeper {
+            hosts: zk.connect_string(),
+        },
+    )
+    .await;
 }

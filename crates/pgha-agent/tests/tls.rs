@@ -1,116 +1,21 @@
 //! The REST API over HTTPS with client certificates (`restapi.certfile`,
 //! `keyfile`, `cafile`, `verify_client: required`; `ctl.*` for calls to
 //! peers), on real etcd and PostgreSQL. Certificates come from a throwaway
-//! CA made with Debian's `openssl` CLI.
+//! CA made with Debian's `openssl` CLI (`pgha_testkit::pki`).
 
 // A panic is how a test fails; the helpers here are part of the tests.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use pgha_testkit::cluster::{ClusterOptions, DcsKind, TestCluster};
+use pgha_testkit::pki::make_pki;
 use tokio::time::Instant;
 
 fn agent() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=pgha test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ],
-    );
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
-        ),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={name}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ],
-        );
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.crt"),
-            ],
-        );
-    }
-    for f in [
-        "ca.crt",
-        "server.crt",
-        "server.key",
-        "client.crt",
-        "client.key",
-    ] {
-        let p = dir.join(f);
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    }
-    (
-        dir.join("ca.crt"),
-        dir.join("server.crt"),
-        dir.join("server.key"),
-        dir.join("client.crt"),
-        dir.join("client.key"),
-    )
 }
 
 /// `curl` status code for `url`, with extra arguments.
@@ -138,7 +43,14 @@ async fn rest_api_over_mutual_tls() {
     let mut c = TestCluster::new(agent(), DcsKind::Etcd, ClusterOptions::default())
         .await
         .unwrap();
-    let (ca, cert, key, client_cert, client_key) = certificates(c.dir.path());
+    let pki = make_pki(c.dir.path(), "test").unwrap();
+    let (ca, cert, key, client_cert, client_key) = (
+        pki.ca,
+        pki.server_cert,
+        pki.server_key,
+        pki.client_cert,
+        pki.client_key,
+    );
     for i in 0..3 {
         c.edit_config(i, |y| {
             let section = format!(

@@ -178,10 +178,11 @@ async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respon
         }
     }
     let dc = lock(&sh.store).config().datacenter.clone();
-    if let Some(asked) = params.get("dc") {
-        if !asked.is_empty() && asked != dc {
-            return text(500, "No path to datacenter");
-        }
+    if let Some(asked) = params.get("dc")
+        && !asked.is_empty()
+        && asked != dc
+    {
+        return text(500, "No path to datacenter");
     }
     next.run(req).await
 }

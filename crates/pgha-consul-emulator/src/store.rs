@@ -326,10 +326,10 @@ impl Store {
     /// Stores `entry` unless it equals `existing` (then nothing changes,
     /// as in Consul).
     fn store_entry(&mut self, key: &str, mut entry: Entry, existing: Option<&Entry>, idx: u64) {
-        if let Some(e) = existing {
-            if e.same_content(&entry) {
-                return;
-            }
+        if let Some(e) = existing
+            && e.same_content(&entry)
+        {
+            return;
         }
         entry.modify_index = idx;
         self.kv.insert(key.to_string(), entry);

@@ -227,8 +227,8 @@ impl ConsulDcs {
         self.key(&ClusterKey::Member(self.name.clone()))
     }
 
-    /// Runs a whole trait operation under the `retry_timeout` bound, so no
-    /// path through it (locks, retries) can outlive it.
+    /// Runs a whole trait operation under the `retry_timeout` bound
+    /// ([`pgha_core::dcs::bounded`]).
     async fn bounded<T, Fut>(
         &self,
         operation: &'static str,
@@ -238,17 +238,7 @@ impl ConsulDcs {
         Fut: Future<Output = Result<T, DcsError>>,
     {
         let limit = self.timing().retry_timeout;
-        let deadline = Instant::now() + limit;
-        match tokio::time::timeout_at(deadline, body(deadline)).await {
-            Ok(r) => r,
-            Err(_) => {
-                debug!(operation, "Consul call timed out after {limit:?}");
-                Err(DcsError::unreachable(
-                    operation,
-                    format!("no answer within retry_timeout ({limit:?})"),
-                ))
-            }
-        }
+        pgha_core::dcs::bounded("Consul", operation, limit, body, || ()).await
     }
 
     async fn send(

@@ -79,7 +79,7 @@ pub(crate) fn query_value(s: &str) -> String {
 /// with a fraction (`2.5s`), millisecond precision.
 pub(crate) fn ttl_text(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         let s = format!("{}.{:03}", ms / 1000, ms % 1000);

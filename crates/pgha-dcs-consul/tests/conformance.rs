@@ -2,11 +2,9 @@
 //! agent named by `CONSUL_HTTP_ADDR`). Each node reaches the server through
 //! its own cuttable link.
 //!
-//! One case of the shared suite is replaced: `renewing_keeps_the_lock`
-//! demands `valid_for >= ttl`, which a Consul session cannot honestly
-//! promise (its TTL is `ttl/2`; see the crate docs). The local
-//! `renewing_keeps_the_lock_for_the_session_ttl` runs the same scenario and
-//! checks `ttl/2 <= valid_for <= ttl` instead.
+//! A Consul session's TTL is `ttl/2`, so the backend declares
+//! [`LockLifetime::AtLeastHalfTtl`]: `renewing_keeps_the_lock` then checks
+//! `ttl/2 <= valid_for <= ttl` instead of `valid_for >= ttl`.
 //!
 //! Against a real agent (`CONSUL_HTTP_ADDR=127.0.0.1:8500`), the agent needs
 //! `session_ttl_min = "1s"` (the suite's ttl is 4 s, so sessions of 2 s),
@@ -21,12 +19,11 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use async_trait::async_trait;
 use pgha_consul_emulator::{ConsulEmulator, EmulatorConfig};
-use pgha_core::model::{ClusterKey, MemberData, PgState, Role, Timing};
+use pgha_core::model::{ClusterKey, Timing};
 use pgha_dcs_consul::{ConsulConfig, ConsulDcs};
-use pgha_testkit::conformance::{Backend, TestNode, layout, suite_timing, unique_scope};
+use pgha_testkit::conformance::{Backend, Capabilities, LockLifetime, TestNode, layout};
 use pgha_testkit::proxy::FaultProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
 
 #[derive(Debug)]
 enum Server {
@@ -117,6 +114,13 @@ impl Backend for ConsulBackend {
         }
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            lock_lifetime: LockLifetime::AtLeastHalfTtl,
+            ..Capabilities::default()
+        }
+    }
+
     async fn restart_server(&self) -> anyhow::Result<()> {
         match &self.server {
             Server::Emulator(e) => Ok(e.restart().await?),
@@ -128,78 +132,4 @@ impl Backend for ConsulBackend {
     }
 }
 
-pgha_testkit::dcs_conformance_suite!(@cases ConsulBackend::start();
-    exactly_one_leader_among_contenders,
-    non_owner_cannot_renew_or_release,
-    abandoned_lock_and_member_expire,
-    compare_and_set_conflicts,
-    watch_wakes_on_leader_change,
-    watch_returns_at_timeout,
-    unreadable_values_are_reported_by_key,
-    unreachable_server_is_a_typed_error_within_retry_timeout,
-    server_restart_is_survived,
-    initialize_race_has_one_winner,
-    take_leader_overrides_the_holder,
-    member_status_round_trips,
-    shared_values_round_trip_and_cluster_deletes,
-);
-
-fn member() -> MemberData {
-    MemberData {
-        conn_url: Some("postgres://127.0.0.1:5432/postgres".into()),
-        api_url: Some("http://127.0.0.1:8008/patroni".into()),
-        state: Some(PgState::Running),
-        role: Some(Role::Primary),
-        version: Some(pgha_core::model::PATRONI_COMPAT_VERSION.into()),
-        ..Default::default()
-    }
-}
-
-/// The suite's `renewing_keeps_the_lock` with the lifetime check Consul can
-/// honour: a holder that keeps renewing keeps the lock well past ttl, and
-/// each renewal promises the session TTL (`ttl/2`), never more than `ttl`.
-async fn renewing_keeps_the_lock_for_the_session_ttl(b: &ConsulBackend) -> anyhow::Result<()> {
-    let scope = unique_scope("renew-keeps");
-    let timing = suite_timing();
-    let a = b.node(&scope, "a", timing).await?;
-    let bb = b.node(&scope, "b", timing).await?;
-    a.touch_member(&member()).await?;
-    a.acquire_leader().await?;
-    let until = Instant::now() + timing.ttl * 2;
-    while Instant::now() < until {
-        tokio::time::sleep(timing.loop_wait).await;
-        let lease = a.renew_leader().await.context("renew")?;
-        ensure!(
-            lease.valid_for >= timing.ttl / 2 && lease.valid_for <= timing.ttl,
-            "renew promised {:?}; the session TTL is ttl/2 = {:?}",
-            lease.valid_for,
-            timing.ttl / 2
-        );
-        a.touch_member(&member()).await?;
-        match bb.acquire_leader().await {
-            Err(pgha_core::dcs::DcsError::NotOwner { holder, .. }) => {
-                ensure!(holder.as_deref() == Some("a"), "holder {holder:?}")
-            }
-            other => anyhow::bail!("b acquired while a renews: {other:?}"),
-        }
-    }
-    let c = bb.load().await?;
-    ensure!(
-        c.leader_name() == Some("a") && c.member("a").is_some(),
-        "a lost lock or member key while renewing: {c:?}"
-    );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renewing_keeps_the_lock() {
-    let result = pgha_testkit::conformance::run_case(
-        "renewing_keeps_the_lock (Consul: valid_for = ttl/2)",
-        ConsulBackend::start(),
-        |b| async move { renewing_keeps_the_lock_for_the_session_ttl(&b).await },
-    )
-    .await;
-    if let Err(e) = result {
-        panic!("{e:?}");
-    }
-}
+pgha_testkit::dcs_conformance_suite!(ConsulBackend::start());

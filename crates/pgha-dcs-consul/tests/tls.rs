@@ -5,7 +5,6 @@
 #![cfg(feature = "tls")]
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -13,6 +12,7 @@ use pgha_consul_emulator::{ConsulEmulator, EmulatorConfig, TlsConfig};
 use pgha_core::dcs::{Dcs, DcsError};
 use pgha_core::model::{KeyLayout, Timing};
 use pgha_dcs_consul::{ConsulConfig, ConsulDcs};
+use pgha_testkit::pki::make_pki;
 use pgha_testkit::workdir::WorkDir;
 use serde_json::json;
 
@@ -22,83 +22,6 @@ fn timing() -> Timing {
         loop_wait: Duration::from_secs(1),
         retry_timeout: Duration::from_secs(2),
     }
-}
-
-/// Runs `openssl` with `args` in `dir`, bounded in time.
-async fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let mut cmd = tokio::process::Command::new("openssl");
-    cmd.current_dir(dir).args(args).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .context("openssl hung")?
-        .context("run openssl (Debian package openssl)")?;
-    ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// `<name>-ca.pem` and, signed by it, `<name>-server.pem` (for 127.0.0.1)
-/// and `<name>-client.pem`, each with its `.key`.
-async fn make_pki(dir: &Path, name: &str) -> anyhow::Result<()> {
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut args = vec!["req", "-x509"];
-    args.extend(ec);
-    let subject = format!("/CN={name} test CA");
-    args.extend([
-        "-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", &subject,
-    ]);
-    openssl(dir, &args).await?;
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-    )?;
-    std::fs::write(
-        dir.join("client.ext"),
-        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
-    )?;
-    for (who, ext) in [("server", "server.ext"), ("client", "client.ext")] {
-        let key = format!("{name}-{who}.key");
-        let csr = format!("{name}-{who}.csr");
-        let pem = format!("{name}-{who}.pem");
-        let subject = format!("/CN=pgha-{who}");
-        let mut args = vec!["req"];
-        args.extend(ec);
-        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-        openssl(dir, &args).await?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca,
-                "-CAkey",
-                &ca_key,
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-            ],
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 fn node(section: serde_json::Value, name: &str) -> anyhow::Result<ConsulDcs> {
@@ -115,8 +38,8 @@ fn node(section: serde_json::Value, name: &str) -> anyhow::Result<ConsulDcs> {
 async fn https_with_client_certificates_and_a_token() -> anyhow::Result<()> {
     pgha_testkit::init_tracing();
     let dir = WorkDir::new("consul-tls")?;
-    make_pki(dir.path(), "good").await?;
-    make_pki(dir.path(), "other").await?;
+    make_pki(dir.path(), "good")?;
+    make_pki(dir.path(), "other")?;
     let p = |f: &str| dir.path().join(f).display().to_string();
     let mut config = EmulatorConfig::for_tests();
     config.acl_token = Some("s3cret".into());

@@ -125,11 +125,11 @@ impl Connector {
     /// ran out of time): drop whatever is current and move on.
     pub(crate) fn failed(&self, conn: Option<&Conn>) {
         let mut st = self.lock();
-        if let (Some(c), Some(cur)) = (conn, &st.current) {
-            if c.generation != cur.generation {
-                // Already replaced after an earlier failure.
-                return;
-            }
+        if let (Some(c), Some(cur)) = (conn, &st.current)
+            && c.generation != cur.generation
+        {
+            // Already replaced after an earlier failure.
+            return;
         }
         if conn.is_some() && st.current.is_none() {
             return;
@@ -147,10 +147,8 @@ impl Connector {
             // Simple tokens expire (5 min by default) and die with a server
             // restart: authenticate again and repeat the request once.
             .with_auto_token_refresh(true);
-        if with_user {
-            if let Some((u, p)) = &self.user {
-                o = o.with_user(u.clone(), p.clone());
-            }
+        if with_user && let Some((u, p)) = &self.user {
+            o = o.with_user(u.clone(), p.clone());
         }
         // etcd-client refuses TLS options on an http:// endpoint.
         #[cfg(feature = "tls")]

@@ -161,10 +161,8 @@ impl EtcdDcs {
         i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
     }
 
-    /// Runs a whole trait operation under the `retry_timeout` bound, so no
-    /// path through it (locks, connects, retries) can outlive it. `body`
-    /// gets the deadline, so its requests stop at the same instant and can
-    /// report what they were doing.
+    /// Runs a whole trait operation under the `retry_timeout` bound
+    /// ([`pgha_core::dcs::bounded`]).
     async fn bounded<T, Fut>(
         &self,
         operation: &'static str,
@@ -174,19 +172,11 @@ impl EtcdDcs {
         Fut: Future<Output = Result<T, DcsError>>,
     {
         let limit = self.timing().retry_timeout;
-        let deadline = Instant::now() + limit;
-        match tokio::time::timeout_at(deadline, body(deadline)).await {
-            Ok(r) => r,
-            Err(_) => {
-                // Whatever connection was in use may be dead: start afresh.
-                self.conn.failed(None);
-                debug!(operation, "etcd call timed out after {limit:?}");
-                Err(DcsError::unreachable(
-                    operation,
-                    format!("no answer within retry_timeout ({limit:?})"),
-                ))
-            }
-        }
+        pgha_core::dcs::bounded("etcd", operation, limit, body, || {
+            // Whatever connection was in use may be dead: start afresh.
+            self.conn.failed(None)
+        })
+        .await
     }
 
     /// One etcd request, tried on the current endpoint and, while time is

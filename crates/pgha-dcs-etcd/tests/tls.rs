@@ -2,14 +2,15 @@
 //! throwaway CA made with the `openssl` CLI. Runs with `--features tls`.
 #![cfg(feature = "tls")]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use pgha_core::dcs::{Dcs, DcsError};
 use pgha_core::model::{KeyLayout, Timing};
 use pgha_dcs_etcd::{EtcdConfig, EtcdDcs, PatroniEtcd3};
+use pgha_testkit::pki::make_pki;
 use pgha_testkit::ports::free_port;
 use pgha_testkit::process::ServerProcess;
 use pgha_testkit::workdir::WorkDir;
@@ -23,103 +24,6 @@ fn timing() -> Timing {
     }
 }
 
-/// Runs `openssl` with `args` in `dir`, bounded in time.
-async fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let mut cmd = tokio::process::Command::new("openssl");
-    cmd.current_dir(dir).args(args).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .context("openssl hung")?
-        .context("run openssl (Debian package openssl)")?;
-    ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// A CA (`<name>-ca.pem`) and, signed by it, a server certificate for
-/// 127.0.0.1 and a client certificate.
-async fn make_pki(dir: &Path, name: &str) -> anyhow::Result<()> {
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name} test CA"),
-        ],
-    )
-    .await?;
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-    )?;
-    std::fs::write(
-        dir.join("client.ext"),
-        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
-    )?;
-    for (who, ext) in [("server", "server.ext"), ("client", "client.ext")] {
-        let key = format!("{name}-{who}.key");
-        let csr = format!("{name}-{who}.csr");
-        let pem = format!("{name}-{who}.pem");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN=pgha-{who}"),
-            ],
-        )
-        .await?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca,
-                "-CAkey",
-                &ca_key,
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-            ],
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 /// etcd serving clients over TLS only, requiring client certificates.
 struct TlsEtcd {
     dir: WorkDir,
@@ -130,8 +34,8 @@ struct TlsEtcd {
 impl TlsEtcd {
     async fn start() -> anyhow::Result<Self> {
         let dir = WorkDir::new("etcd-tls")?;
-        make_pki(dir.path(), "good").await?;
-        make_pki(dir.path(), "other").await?;
+        make_pki(dir.path(), "good")?;
+        make_pki(dir.path(), "other")?;
         let (port, peer) = (free_port()?, free_port()?);
         let client_url = format!("https://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer}");

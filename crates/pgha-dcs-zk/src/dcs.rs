@@ -376,16 +376,16 @@ impl ZkDcs {
         let work = async {
             for _attempt in 0..2 {
                 let client = self.client(op).await?;
-                if mode == Mode::Lock {
-                    if let Some(id) = self.take_lost() {
-                        warn!(
-                            member = %self.name,
-                            session = %id,
-                            op,
-                            "reporting the ZooKeeper session that ended as a lost lock"
-                        );
-                        return Err(DcsError::SessionExpired { what: "session" });
-                    }
+                if mode == Mode::Lock
+                    && let Some(id) = self.take_lost()
+                {
+                    warn!(
+                        member = %self.name,
+                        session = %id,
+                        op,
+                        "reporting the ZooKeeper session that ended as a lost lock"
+                    );
+                    return Err(DcsError::SessionExpired { what: "session" });
                 }
                 let result = f(client.clone()).await;
                 let refused = matches!(result, Err(DcsError::SessionExpired { .. }));
@@ -672,10 +672,10 @@ impl Dcs for ZkDcs {
                 }
             })
             .await;
-        if let Err(e) = &result {
-            if !e.is_unreachable() {
-                warn!(member = %self.name, "renew_leader: {e}");
-            }
+        if let Err(e) = &result
+            && !e.is_unreachable()
+        {
+            warn!(member = %self.name, "renew_leader: {e}");
         }
         result
     }

@@ -46,10 +46,10 @@ where
 async fn until_leader_gone(observer: &ZkDcs, within: Duration) -> anyhow::Result<Duration> {
     let start = Instant::now();
     while start.elapsed() < within {
-        if let Ok(c) = observer.load().await {
-            if c.leader.is_none() {
-                return Ok(start.elapsed());
-            }
+        if let Ok(c) = observer.load().await
+            && c.leader.is_none()
+        {
+            return Ok(start.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -1,5 +1,5 @@
 //! A whole pgha cluster on loopback, for integration tests: a real DCS
-//! (etcd or ZooKeeper) and N agents, each with its own PostgreSQL 15.
+//! (etcd, ZooKeeper, or the in-repo Consul / Kubernetes emulators) and N agents, each with its own PostgreSQL 15.
 //!
 //! Agents run as the `postgres` OS user when the tests run as root
 //! (PostgreSQL refuses to run as root), as the current user otherwise.
@@ -28,6 +28,9 @@ pub enum DcsKind {
     ZooKeeper,
     /// The in-repo Consul emulator (no Consul agent can be installed here).
     ConsulEmulator,
+    /// The in-repo kube-apiserver emulator (no Kubernetes can be run here):
+    /// one Pod per node, ConfigMaps for the cluster's objects.
+    K8sEmulator,
 }
 
 #[derive(Debug)]
@@ -35,6 +38,7 @@ enum DcsServer {
     Etcd(EtcdServer),
     ZooKeeper(ZooKeeperServer),
     ConsulEmulator(pgha_consul_emulator::ConsulEmulator),
+    K8sEmulator(pgha_k8s_emulator::Emulator),
 }
 
 /// Timings and sizes of a test cluster.
@@ -116,6 +120,9 @@ impl TestCluster {
                 )
                 .await?,
             ),
+            DcsKind::K8sEmulator => {
+                DcsServer::K8sEmulator(pgha_k8s_emulator::Emulator::start_local().await?)
+            }
         };
         let scope = format!("test-{}", std::process::id());
         let mut cluster = TestCluster {
@@ -128,8 +135,11 @@ impl TestCluster {
             user,
             http: reqwest_lite::Client,
         };
+        if let DcsServer::K8sEmulator(k) = &cluster.dcs {
+            k.write_kubeconfig(&cluster.kubeconfig(), "pgha-test", "default")?;
+        }
         for i in 1..=options.nodes {
-            cluster.add_node(&format!("node{i}"))?;
+            cluster.add_node(&format!("node{i}")).await?;
         }
         Ok(cluster)
     }
@@ -139,7 +149,42 @@ impl TestCluster {
             DcsServer::Etcd(e) => format!("etcd3:\n  hosts: {}\n", e.addr()),
             DcsServer::ZooKeeper(z) => format!("zookeeper:\n  hosts: ['{}']\n", z.connect_string()),
             DcsServer::ConsulEmulator(c) => format!("consul:\n  host: {}\n", c.addr()),
+            DcsServer::K8sEmulator(_) => "kubernetes:\n  namespace: default\n".to_string(),
         }
+    }
+
+    /// The kubeconfig pointing at the Kubernetes emulator (written only for
+    /// [`DcsKind::K8sEmulator`]); agents and `pghactl` get it as `KUBECONFIG`.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// On Kubernetes a member is its Pod: creates the Pod of member `name`,
+    /// labelled with the cluster's scope, as a StatefulSet would.
+    async fn create_pod(&self, name: &str) -> anyhow::Result<()> {
+        let DcsServer::K8sEmulator(k) = &self.dcs else {
+            return Ok(());
+        };
+        let pod = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"cluster-name": self.scope}},
+            "spec": {"containers": [{"name": "postgres", "image": "postgres:15"}]},
+            "status": {"podIP": "127.0.0.1"},
+        });
+        let (code, body) = self
+            .http
+            .call(
+                "POST",
+                &format!("{}/api/v1/namespaces/default/pods", k.url()),
+                Some(&pod.to_string()),
+                Duration::from_secs(5),
+            )
+            .await?;
+        if code != 201 {
+            bail!("creating Pod {name} in the Kubernetes emulator: HTTP {code}: {body}");
+        }
+        Ok(())
     }
 
     /// A `pghactl`/`patronictl` configuration for this cluster.
@@ -156,7 +201,8 @@ impl TestCluster {
         Ok(path)
     }
 
-    fn add_node(&mut self, name: &str) -> anyhow::Result<()> {
+    async fn add_node(&mut self, name: &str) -> anyhow::Result<()> {
+        self.create_pod(name).await?;
         let pg_port = free_port()?;
         let api_port = free_port()?;
         let data_dir = self.dir.path().join(format!("{name}-data"));
@@ -202,6 +248,9 @@ impl TestCluster {
         let node = &mut self.nodes[i];
         let mut cmd = Command::new(&self.binary);
         cmd.arg(&node.config).env("PGHA_LOG", "info");
+        if matches!(self.dcs, DcsServer::K8sEmulator(_)) {
+            cmd.env("KUBECONFIG", self.dir.path().join("kubeconfig"));
+        }
         if let Some((uid, gid)) = self.user {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid.as_raw())
@@ -399,10 +448,10 @@ impl TestCluster {
         let deadline = Instant::now() + within;
         loop {
             let r = self.sql(i, query).await;
-            if let Ok(rows) = &r {
-                if check(rows) {
-                    return Ok(rows.clone());
-                }
+            if let Ok(rows) = &r
+                && check(rows)
+            {
+                return Ok(rows.clone());
             }
             if Instant::now() > deadline {
                 bail!(
@@ -443,6 +492,7 @@ impl TestCluster {
             DcsServer::Etcd(e) => e.restart().await,
             DcsServer::ZooKeeper(z) => z.restart().await,
             DcsServer::ConsulEmulator(c) => Ok(c.restart().await?),
+            DcsServer::K8sEmulator(k) => Ok(k.restart().await?),
         }
     }
 }

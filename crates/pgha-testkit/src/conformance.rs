@@ -49,6 +49,62 @@ pub trait Backend: Send + Sync + 'static {
     /// Stops the server abruptly and starts it again at the same address
     /// with the same data, while clients stay connected.
     async fn restart_server(&self) -> anyhow::Result<()>;
+
+    /// What this backend's engine guarantees where engines legitimately
+    /// differ. The default is what etcd, ZooKeeper, Consul and the
+    /// in-memory store give, so only a backend that differs overrides it.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+}
+
+/// Guarantees that differ between engines. Each case that depends on one
+/// asserts, for a backend without it, what that backend guarantees instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Every successful compare-and-set write gives a new version, even one
+    /// that stores the value already there (Consul keeps the index of a
+    /// write that changes nothing; pgha's Consul backend makes every
+    /// compare-and-set change the entry's `Flags`, so it has this
+    /// capability). Kubernetes does not: kube-apiserver skips an
+    /// update that changes nothing and keeps `resourceVersion`, so a write
+    /// of the stored value at the current version succeeds and keeps the
+    /// version (and a racing writer at that version can succeed after it).
+    pub every_write_changes_version: bool,
+    /// Each key has a version of its own. Kubernetes with Patroni's layout
+    /// does not: keys stored as annotations of one object (`initialize`,
+    /// `config`, `history`; `status`, `failsafe` and the leader record)
+    /// share the object's `resourceVersion`, so writing one changes the
+    /// version the others read with (a compare-and-set on one then fails,
+    /// never succeeds wrongly).
+    pub per_key_versions: bool,
+    /// What a renewal's [`LockLease::valid_for`](pgha_core::dcs::LockLease)
+    /// promises.
+    pub lock_lifetime: LockLifetime,
+}
+
+/// How long a backend can promise that a lock it just renewed is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockLifetime {
+    /// The full `ttl` (etcd leases, ZooKeeper sessions, Kubernetes leader
+    /// records).
+    Ttl,
+    /// At least `ttl/2` and at most `ttl`: a Consul session's TTL is
+    /// `ttl/2` (Patroni's choice, so a lock is released within `ttl` even
+    /// though Consul may keep a session up to twice its TTL); the server
+    /// only promises that TTL, so the backend says so and the agent renews
+    /// more often.
+    AtLeastHalfTtl,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            every_write_changes_version: true,
+            per_key_versions: true,
+            lock_lifetime: LockLifetime::Ttl,
+        }
+    }
 }
 
 /// A switch on one node's link to the server.
@@ -183,10 +239,10 @@ async fn until_cluster(
 ) -> anyhow::Result<Cluster> {
     let deadline = Instant::now() + within;
     loop {
-        if let Ok(c) = observer.load().await {
-            if done(&c) {
-                return Ok(c);
-            }
+        if let Ok(c) = observer.load().await
+            && done(&c)
+        {
+            return Ok(c);
         }
         if Instant::now() >= deadline {
             bail!("timed out after {within:?} waiting until {what}");
@@ -275,6 +331,10 @@ pub async fn non_owner_cannot_renew_or_release<B: Backend>(b: &B) -> anyhow::Res
 pub async fn renewing_keeps_the_lock<B: Backend>(b: &B) -> anyhow::Result<()> {
     let scope = unique_scope("renew-keeps");
     let timing = suite_timing();
+    let least = match b.capabilities().lock_lifetime {
+        LockLifetime::Ttl => timing.ttl,
+        LockLifetime::AtLeastHalfTtl => timing.ttl / 2,
+    };
     let ns = nodes(b, &scope, &["a", "b"], timing).await?;
     let (a, bb) = (&ns[0], &ns[1]);
     a.touch_member(&member("a", Role::Primary)).await?;
@@ -284,8 +344,8 @@ pub async fn renewing_keeps_the_lock<B: Backend>(b: &B) -> anyhow::Result<()> {
         tokio::time::sleep(timing.loop_wait).await;
         let lease = a.renew_leader().await.context("renew")?;
         ensure!(
-            lease.valid_for >= timing.ttl,
-            "renew promised {:?}, less than ttl {:?}",
+            lease.valid_for >= least && lease.valid_for <= timing.ttl,
+            "renew promised {:?}; expected between {least:?} and ttl {:?}",
             lease.valid_for,
             timing.ttl
         );
@@ -467,9 +527,26 @@ pub async fn compare_and_set_conflicts<B: Backend>(b: &B) -> anyhow::Result<()> 
         );
 
         // Two writers race on the same version: exactly one wins.
+        let caps = b.capabilities();
+        let racer = if caps.every_write_changes_version {
+            second
+        } else {
+            // Where a write that changes nothing keeps the version, it
+            // succeeds at that version; for a race, both writers change
+            // the value.
+            let same = bb
+                .write(key, second, Expect::Version(v2.clone()))
+                .await
+                .with_context(|| format!("{key}: rewrite of the stored value at its version"))?;
+            ensure!(
+                same == v2,
+                "{key}: a write that changed nothing moved the version {v2} -> {same}"
+            );
+            third_value(key)
+        };
         let (r1, r2) = tokio::join!(
             a.write(key, first, Expect::Version(v2.clone())),
-            bb.write(key, second, Expect::Version(v2.clone()))
+            bb.write(key, racer, Expect::Version(v2.clone()))
         );
         ensure!(
             r1.is_ok() != r2.is_ok(),
@@ -498,6 +575,15 @@ pub async fn compare_and_set_conflicts<B: Backend>(b: &B) -> anyhow::Result<()> 
             .with_context(|| format!("{key}: delete expecting absent, when absent"))?;
     }
     Ok(())
+}
+
+/// A value for `key` that differs from both values the CAS case writes.
+fn third_value(key: SharedKey) -> &'static str {
+    match key {
+        SharedKey::Failover => r#"{"leader":"b","member":"a"}"#,
+        SharedKey::Sync => r#"{"leader":"b","quorum":0,"sync_standby":"a"}"#,
+        _ => r#"{"ttl":25,"loop_wait":5}"#,
+    }
 }
 
 fn stored_text(c: &Cluster, key: SharedKey) -> Option<(String, pgha_core::model::Version)> {
@@ -1018,11 +1104,21 @@ pub async fn shared_values_round_trip_and_cluster_deletes<B: Backend>(b: &B) -> 
 
     let c = load(a).await?;
     ensure!(c.problems.is_empty(), "problems: {:?}", c.problems);
-    ensure!(
-        c.config.as_ref().map(|v| (&v.value, &v.version)) == Some((&config, &vc)),
-        "config: {:?}",
-        c.config
-    );
+    if b.capabilities().per_key_versions {
+        ensure!(
+            c.config.as_ref().map(|v| (&v.value, &v.version)) == Some((&config, &vc)),
+            "config: {:?}",
+            c.config
+        );
+    } else {
+        // Later writes of keys sharing its object moved the version; the
+        // version read back is the one a compare-and-set succeeds at.
+        let read = c.config.as_ref().context("config missing")?;
+        ensure!(read.value == config, "config: {:?}", c.config);
+        a.write_config(&config, Expect::Version(read.version.clone()))
+            .await
+            .context("config: compare-and-set at the version read back")?;
+    }
     ensure!(
         c.history.as_ref().map(|v| &v.value) == Some(&history),
         "history: {:?}",

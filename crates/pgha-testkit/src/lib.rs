@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod etcd;
 pub mod memory;
 pub mod patronictl;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod proxy;

@@ -29,10 +29,10 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if std::env::var_os("PGHA_KEEP_TEST_DIRS").is_some() {
-            if let Some(dir) = self.dir.take() {
-                eprintln!("keeping test directory {}", dir.keep().display());
-            }
+        if std::env::var_os("PGHA_KEEP_TEST_DIRS").is_some()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("keeping test directory {}", dir.keep().display());
         }
     }
 }

@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 pub struct RestartRequest {
     /// Restart at this time instead of now.
     pub schedule: Option<jiff::Timestamp>,
+    /// `schedule` as the member key shows it: Python's isoformat in the
+    /// offset the request gave, as Patroni stores it.
+    pub schedule_text: Option<String>,
     /// Restart only if this node runs in this role (`primary`, `replica`).
     pub role: Option<String>,
     /// Restart only if the running PostgreSQL is older than this (`15.3`).

@@ -50,7 +50,10 @@ impl Agent {
         }
         if let Some(r) = &self.scheduled_restart {
             data.scheduled_restart = Some(ScheduledRestart {
-                schedule: r.schedule.map(|t| t.to_string()),
+                schedule: r
+                    .schedule_text
+                    .clone()
+                    .or_else(|| r.schedule.map(|t| t.to_string())),
                 postgres_version: r.postgres_version.clone(),
                 extra: Map::new(),
             });

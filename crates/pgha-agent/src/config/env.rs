@@ -171,17 +171,17 @@ pub fn apply(doc: &mut Value, vars: impl IntoIterator<Item = (String, String)>) 
 
 fn auth_var(name: &str) -> Option<(&'static str, String)> {
     for user in ["SUPERUSER", "REPLICATION", "REWIND"] {
-        if let Some(param) = name.strip_prefix(user).and_then(|r| r.strip_prefix('_')) {
-            if AUTH_PARAMS.contains(&param) {
-                return Some((
-                    match user {
-                        "SUPERUSER" => "superuser",
-                        "REPLICATION" => "replication",
-                        _ => "rewind",
-                    },
-                    param.to_ascii_lowercase(),
-                ));
-            }
+        if let Some(param) = name.strip_prefix(user).and_then(|r| r.strip_prefix('_'))
+            && AUTH_PARAMS.contains(&param)
+        {
+            return Some((
+                match user {
+                    "SUPERUSER" => "superuser",
+                    "REPLICATION" => "replication",
+                    _ => "rewind",
+                },
+                param.to_ascii_lowercase(),
+            ));
         }
     }
     None

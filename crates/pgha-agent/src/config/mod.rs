@@ -145,6 +145,7 @@ pub enum DcsSection {
     Etcd3(Value),
     ZooKeeper(Value),
     Consul(Value),
+    Kubernetes(Value),
 }
 
 /// A node's whole configuration, checked.
@@ -388,12 +389,13 @@ fn dcs_section(doc: &Value, errors: &mut Vec<String>) -> Option<DcsSection> {
         ("etcd3", DcsSection::Etcd3),
         ("zookeeper", DcsSection::ZooKeeper),
         ("consul", DcsSection::Consul),
+        ("kubernetes", DcsSection::Kubernetes),
     ];
     let present: Vec<SectionKind> = supported
         .into_iter()
         .filter(|(k, _)| get(doc, &[k]).is_some())
         .collect();
-    let unsupported: Vec<&str> = ["kubernetes", "etcd", "raft", "exhibitor"]
+    let unsupported: Vec<&str> = ["etcd", "raft", "exhibitor"]
         .into_iter()
         .filter(|k| get(doc, &[k]).is_some())
         .collect();
@@ -401,10 +403,10 @@ fn dcs_section(doc: &Value, errors: &mut Vec<String>) -> Option<DcsSection> {
         [(key, make)] => get(doc, &[key]).cloned().map(make),
         [] => {
             errors.push(if unsupported.is_empty() {
-                "etcd3: missing (a DCS section is required: etcd3, zookeeper or consul)".into()
+                "etcd3: missing (a DCS section is required: etcd3, zookeeper, consul or kubernetes)".into()
             } else {
                 format!(
-                    "{}: this DCS is not supported by pgha yet; use etcd3, zookeeper or consul",
+                    "{}: this DCS is not supported by pgha; use etcd3, zookeeper, consul or kubernetes",
                     unsupported.join(", ")
                 )
             });
@@ -520,10 +522,11 @@ fn credentials(
     let mut ssl = BTreeMap::new();
     if let Some(Value::Object(map)) = section {
         for (k, v) in map {
-            if k != "username" && k != "password" {
-                if let Some(v) = scalar_text(v) {
-                    ssl.insert(k.clone(), v);
-                }
+            if k != "username"
+                && k != "password"
+                && let Some(v) = scalar_text(v)
+            {
+                ssl.insert(k.clone(), v);
             }
         }
     }
@@ -544,13 +547,13 @@ fn build_postgresql(
     warnings: &mut Vec<String>,
 ) -> Option<Postgresql> {
     let data_dir = text(doc, &["postgresql", "data_dir"]).map(PathBuf::from);
-    if let Some(d) = &data_dir {
-        if d.is_relative() {
-            errors.push(format!(
-                "postgresql.data_dir: {} must be an absolute path",
-                d.display()
-            ));
-        }
+    if let Some(d) = &data_dir
+        && d.is_relative()
+    {
+        errors.push(format!(
+            "postgresql.data_dir: {} must be an absolute path",
+            d.display()
+        ));
     }
     let superuser = credentials(doc, "superuser", Some("postgres"), warnings)?;
     let replication = credentials(doc, "replication", Some("replicator"), warnings)?;

@@ -124,7 +124,7 @@ const RESTAPI: &[Field] = &[
     f(
         "authentication",
         Section(&[f("username", Text, Yes), f("password", Text, Yes)]),
-        NotYet,
+        Yes,
     ),
     f("certfile", Text, Yes),
     f("keyfile", Text, Yes),
@@ -255,8 +255,9 @@ pub const ROOT: &[Field] = &[
     f("citus", Map, NotYet),
     f("standby_cluster", Map, NotYet),
     f("consul", Section(CONSUL), Yes),
-    f("kubernetes", Map, NotYet),
-    f("etcd", Map, NotYet),
+    // Checked key by key by pgha-dcs-k8s, which names what it refuses or ignores.
+    f("kubernetes", Map, Yes),
+    f("etcd", Map, NotYet), // the etcd v2 API
     f("raft", Map, NotYet),
     f("exhibitor", Map, NotYet),
     f("synchronous_mode", Any, Ignored),
@@ -452,7 +453,7 @@ mod tests {
     fn wrong_types_are_errors_unknown_and_unsupported_keys_are_warnings() {
         let f = findings(json!({
             "name": "n1", "scope": "demo",
-            "restapi": {"listen": ":8008", "connect_address": "h:8008", "certfile": "/x"},
+            "restapi": {"listen": ":8008", "connect_address": "h:8008", "certfile": "/x", "allowlist": ["10.0.0.0/8"]},
             "postgresql": {"listen": "h:5432", "connect_address": "h:5432", "data_dir": "/d",
                            "use_pg_rewind": "maybe", "parameters": [1], "create_replica_methods": ["basebackup", "wal_g"],
                            "wal_g": {"command": "x"}, "typo_key": 1},
@@ -480,7 +481,7 @@ mod tests {
         );
         assert!(
             f.warnings
-                .contains(&"restapi.certfile: not supported by pgha yet; ignored".into()),
+                .contains(&"restapi.allowlist: not supported by pgha yet; ignored".into()),
             "{:?}",
             f.warnings
         );

@@ -53,7 +53,7 @@ fn every_problem_is_listed_with_its_path() {
         "postgresql.data_dir: missing",
         "postgresql.use_slots: expected true or false, found a string",
         "bootstrap.dcs.ttl: expected a non-negative integer, found \"soon\"",
-        "etcd3: missing (a DCS section is required: etcd3, zookeeper or consul)",
+        "etcd3: missing (a DCS section is required: etcd3, zookeeper, consul or kubernetes)",
     ] {
         assert!(
             e.errors.iter().any(|x| x == expected),
@@ -79,13 +79,13 @@ fn broken_yaml_says_where() {
 fn unsupported_dcs_and_keys_are_named() {
     let base = PATRONI_EXAMPLE.replace(
         "etcd3:\n  hosts: 127.0.0.1:2379\n",
-        "kubernetes:\n  namespace: default\n",
+        "raft:\n  data_dir: /var/lib/raft\n",
     );
     let e = Config::from_yaml(&base, no_env(), None).unwrap_err();
     assert!(
         e.errors
             .iter()
-            .any(|x| x.starts_with("kubernetes: this DCS is not supported")),
+            .any(|x| x.starts_with("raft: this DCS is not supported")),
         "{:?}",
         e.errors
     );

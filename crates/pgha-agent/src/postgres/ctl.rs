@@ -150,10 +150,11 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
             return None;
         }
     }
-    if let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) {
-        if !cmdline.is_empty() && !String::from_utf8_lossy(&cmdline).contains("postgres") {
-            return None;
-        }
+    if let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline"))
+        && !cmdline.is_empty()
+        && !String::from_utf8_lossy(&cmdline).contains("postgres")
+    {
+        return None;
     }
     Some(pid)
 }

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pgha_core::dcs::{DcsError, DcsExt, SharedKey};
 use pgha_core::ha::switchover::candidate_problem;
-use pgha_core::model::failover::parse_iso8601;
+use pgha_core::model::failover::{parse_iso8601, python_isoformat};
 use pgha_core::model::{Cluster, DynamicConfig, Expect, Failover, lenient};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
@@ -257,8 +257,8 @@ pub async fn switchover(state: &ApiState, body: &[u8], mut action: &'static str)
             "Switchover target and source are the same",
         );
     }
-    if scheduled_at.is_none() {
-        if let Err(why) = failover_possible(
+    if scheduled_at.is_none()
+        && let Err(why) = failover_possible(
             state,
             &cluster,
             leader.as_deref(),
@@ -266,14 +266,20 @@ pub async fn switchover(state: &ApiState, body: &[u8], mut action: &'static str)
             action,
         )
         .await
-        {
-            return error(StatusCode::PRECONDITION_FAILED, why);
-        }
+    {
+        return error(StatusCode::PRECONDITION_FAILED, why);
     }
     let request = Failover {
         leader: leader.clone(),
         member: candidate.clone(),
-        scheduled_at_text: scheduled_at.map(|t| t.to_string()),
+        // Stored as Patroni stores it (the given offset kept), so
+        // patronictl shows the same string for pgha and Patroni.
+        scheduled_at_text: scheduled_at.map(|t| {
+            scheduled
+                .as_deref()
+                .and_then(|text| python_isoformat(text).ok())
+                .unwrap_or_else(|| t.to_string())
+        }),
         extra: Map::new(),
     };
     if let Err(e) = state.dcs.write_failover(&request, Expect::Any).await {
@@ -309,24 +315,24 @@ async fn failover_possible(
     candidate: Option<&str>,
     action: &str,
 ) -> Result<(), String> {
-    if let Some(l) = leader {
-        if cluster.leader_name() != Some(l) {
-            return Err(match cluster.leader_name() {
-                Some(actual) => {
-                    format!("leader name does not match: {l} is not the leader, {actual} is")
-                }
-                None => format!("leader name does not match: the cluster has no leader, not {l}"),
-            });
-        }
+    if let Some(l) = leader
+        && cluster.leader_name() != Some(l)
+    {
+        return Err(match cluster.leader_name() {
+            Some(actual) => {
+                format!("leader name does not match: {l} is not the leader, {actual} is")
+            }
+            None => format!("leader name does not match: the cluster has no leader, not {l}"),
+        });
     }
-    if let Some(c) = candidate {
-        if cluster.member(c).is_none() {
-            let known: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
-            return Err(format!(
-                "candidate does not exist: {c} is not a member (members: {})",
-                known.join(", ")
-            ));
-        }
+    if let Some(c) = candidate
+        && cluster.member(c).is_none()
+    {
+        let known: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
+        return Err(format!(
+            "candidate does not exist: {c} is not a member (members: {})",
+            known.join(", ")
+        ));
     }
     let statuses = state
         .peers
@@ -377,19 +383,19 @@ async fn poll_result(
         let Ok(c) = state.dcs.load().await else {
             continue;
         };
-        if let Some(new) = c.leader_name() {
-            if Some(new) != old.as_deref() {
-                return match candidate.as_deref() {
-                    Some(want) if want != new => text(
-                        StatusCode::OK,
-                        format!("{title} over to \"{new}\" instead of \"{want}\""),
-                    ),
-                    _ => text(
-                        StatusCode::OK,
-                        format!("Successfully {verb} over to \"{new}\""),
-                    ),
-                };
-            }
+        if let Some(new) = c.leader_name()
+            && Some(new) != old.as_deref()
+        {
+            return match candidate.as_deref() {
+                Some(want) if want != new => text(
+                    StatusCode::OK,
+                    format!("{title} over to \"{new}\" instead of \"{want}\""),
+                ),
+                _ => text(
+                    StatusCode::OK,
+                    format!("Successfully {verb} over to \"{new}\""),
+                ),
+            };
         }
         if c.failover.is_none() {
             return error(
@@ -461,7 +467,10 @@ pub async fn restart(state: &ApiState, body: &[u8]) -> Response {
                     );
                 };
                 match schedule(t, "restart") {
-                    Ok(at) => request.schedule = Some(at),
+                    Ok(at) => {
+                        request.schedule = Some(at);
+                        request.schedule_text = python_isoformat(t).ok();
+                    }
                     Err(r) => return r.into_response(),
                 }
             }
@@ -675,13 +684,13 @@ pub async fn put_config(state: &ApiState, body: &[u8]) -> Response {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
-    if cluster.config.as_ref().is_none_or(|c| c.value != new) {
-        if let Err(e) = state.dcs.write_config(&new, Expect::Any).await {
-            return error(
-                StatusCode::BAD_GATEWAY,
-                format!("cannot write the configuration: {e}"),
-            );
-        }
+    if cluster.config.as_ref().is_none_or(|c| c.value != new)
+        && let Err(e) = state.dcs.write_config(&new, Expect::Any).await
+    {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot write the configuration: {e}"),
+        );
     }
     let _ = state.commands.try_send(Command::Wakeup);
     (StatusCode::OK, axum::Json(new)).into_response()

@@ -365,11 +365,11 @@ impl MemoryDcs {
     fn refresh_or_grant(&self, st: &mut State, now: Duration) -> (i64, bool) {
         let ttl = self.timing().ttl;
         let mut lease = lock(&self.lease);
-        if let Some(id) = *lease {
-            if let Some(l) = st.leases.get_mut(&id) {
-                l.expires_at = now + l.ttl;
-                return (id, false);
-            }
+        if let Some(id) = *lease
+            && let Some(l) = st.leases.get_mut(&id)
+        {
+            l.expires_at = now + l.ttl;
+            return (id, false);
         }
         let had_one = lease.is_some();
         let id = st.grant(ttl, now);

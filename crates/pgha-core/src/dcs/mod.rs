@@ -6,7 +6,7 @@
 //! "lease/session" below means: the etcd lease, the ZooKeeper session, the
 //! Consul session, or (Kubernetes) the `renewTime` annotation judged by readers.
 //!
-//! | operation | etcd v3 (`pgha-dcs-etcd`) | ZooKeeper (`pgha-dcs-zk`) | Consul (`pgha-dcs-consul`, planned) | Kubernetes (`pgha-dcs-k8s`, planned) |
+//! | operation | etcd v3 (`pgha-dcs-etcd`) | ZooKeeper (`pgha-dcs-zk`) | Consul (`pgha-dcs-consul`) | Kubernetes (`pgha-dcs-k8s`) |
 //! |---|---|---|---|---|
 //! | [`load`](Dcs::load) | one range read of the prefix; cursor = header revision | `getChildren` + `getData` of each known key; cursor = leader znode's `czxid:mzxid` | recursive `GET /v1/kv/<prefix>?recurse`; cursor = `X-Consul-Index` | list ConfigMaps (or Endpoints) by the cluster's labels and the member Pods; cursor = leader object's `resourceVersion` |
 //! | [`acquire_leader`](Dcs::acquire_leader) | txn `create_revision(leader) == 0` → put with our lease | create ephemeral `leader` znode | `PUT leader?acquire=<session>` | PATCH leader annotations with `resourceVersion`, allowed only if the holder is empty or its record has not changed for `ttl` since we first saw it; 409 = lost |
@@ -38,6 +38,7 @@
 //! - **Garbage in, problem out.** A value that cannot be read does not fail
 //!   [`load`](Dcs::load); it is reported in [`Cluster::problems`].
 
+mod bounded;
 pub mod error;
 pub mod memory;
 
@@ -46,6 +47,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use bounded::bounded;
 pub use error::DcsError;
 
 use crate::model::{

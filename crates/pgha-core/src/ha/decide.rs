@@ -37,20 +37,20 @@ pub fn decide(o: &Observation<'_>) -> Decision {
     // (Not in maintenance mode: every node is paused and none races for
     // the lock, so an expiring lock cannot give the cluster a second
     // primary; Patroni keeps such a primary running too.)
-    if o.local.is_primary() && !o.settings.paused {
-        if let Some(deadline) = o.memory.lock_deadline {
-            if o.now + FENCE_MARGIN >= deadline {
-                return Decision::new(
-                    vec![Action::Demote {
-                        mode: StopMode::Immediate,
-                    }],
-                    format!(
-                        "demoting at once: the leader lock may expire in {:?} and it was not renewed",
-                        deadline.saturating_sub(o.now)
-                    ),
-                );
-            }
-        }
+    if o.local.is_primary()
+        && !o.settings.paused
+        && let Some(deadline) = o.memory.lock_deadline
+        && o.now + FENCE_MARGIN >= deadline
+    {
+        return Decision::new(
+            vec![Action::Demote {
+                mode: StopMode::Immediate,
+            }],
+            format!(
+                "demoting at once: the leader lock may expire in {:?} and it was not renewed",
+                deadline.saturating_sub(o.now)
+            ),
+        );
     }
 
     // 2. No DCS this cycle.
@@ -291,16 +291,16 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                 format!("paused and PostgreSQL is {what}: releasing the leader lock"),
             );
         }
-        if let Some(since) = o.memory.primary_start_since {
-            if o.now.saturating_sub(since) > o.settings.primary_start_timeout {
-                return Decision::new(
-                    vec![Action::ReleaseLock],
-                    format!(
-                        "PostgreSQL did not start within primary_start_timeout ({:?}): releasing the leader lock so a replica can take over",
-                        o.settings.primary_start_timeout
-                    ),
-                );
-            }
+        if let Some(since) = o.memory.primary_start_since
+            && o.now.saturating_sub(since) > o.settings.primary_start_timeout
+        {
+            return Decision::new(
+                vec![Action::ReleaseLock],
+                format!(
+                    "PostgreSQL did not start within primary_start_timeout ({:?}): releasing the leader lock so a replica can take over",
+                    o.settings.primary_start_timeout
+                ),
+            );
         }
         if let Some(why) = &o.renew_failed {
             return Decision::idle(format!(

@@ -43,12 +43,12 @@ pub fn for_leader(o: &Observation<'_>, cluster: &Cluster) -> LeaderStep {
     if f.is_empty() {
         return LeaderStep::Clear("the failover key names neither a leader nor a candidate".into());
     }
-    if let Some(from) = text(&f.leader) {
-        if from != me {
-            return LeaderStep::Clear(format!(
-                "a switchover away from {from} is recorded, but I lead: it is over"
-            ));
-        }
+    if let Some(from) = text(&f.leader)
+        && from != me
+    {
+        return LeaderStep::Clear(format!(
+            "a switchover away from {from} is recorded, but I lead: it is over"
+        ));
     }
     let candidate = text(&f.member);
     if candidate == Some(me) {

@@ -271,10 +271,10 @@ impl DynamicConfig {
             "synchronous_node_count",
             "member_slots_ttl",
         ] {
-            if let Some(v) = self.get(key) {
-                if lenient::int(v).is_none_or(|i| i < 0) {
-                    out.push(format!("{key}: expected a non-negative integer, found {v}"));
-                }
+            if let Some(v) = self.get(key)
+                && lenient::int(v).is_none_or(|i| i < 0)
+            {
+                out.push(format!("{key}: expected a non-negative integer, found {v}"));
             }
         }
         for key in [
@@ -283,18 +283,19 @@ impl DynamicConfig {
             "failsafe_mode",
             "check_timeline",
         ] {
-            if let Some(v) = self.get(key) {
-                if lenient::bool(v).is_none() {
-                    out.push(format!("{key}: expected a boolean, found {v}"));
-                }
+            if let Some(v) = self.get(key)
+                && lenient::bool(v).is_none()
+            {
+                out.push(format!("{key}: expected a boolean, found {v}"));
             }
         }
-        if let Some(v) = self.get("synchronous_mode") {
-            if lenient::bool(v).is_none() && !self.quorum_commit_mode() {
-                out.push(format!(
-                    "synchronous_mode: expected a boolean or \"quorum\", found {v}"
-                ));
-            }
+        if let Some(v) = self.get("synchronous_mode")
+            && lenient::bool(v).is_none()
+            && !self.quorum_commit_mode()
+        {
+            out.push(format!(
+                "synchronous_mode: expected a boolean or \"quorum\", found {v}"
+            ));
         }
         match self.get("postgresql") {
             None | Some(Value::Object(_)) => {}
@@ -314,10 +315,10 @@ impl DynamicConfig {
                 ));
             }
             for key in ["use_slots", "use_pg_rewind"] {
-                if let Some(v) = pg.get(key).filter(|v| !v.is_null()) {
-                    if lenient::bool(v).is_none() {
-                        out.push(format!("postgresql.{key}: expected a boolean, found {v}"));
-                    }
+                if let Some(v) = pg.get(key).filter(|v| !v.is_null())
+                    && lenient::bool(v).is_none()
+                {
+                    out.push(format!("postgresql.{key}: expected a boolean, found {v}"));
                 }
             }
         }

@@ -97,9 +97,88 @@ pub fn parse_iso8601(text: &str) -> Result<jiff::Timestamp, String> {
         .ok_or_else(|| format!("{text:?} is not an ISO 8601 time"))
 }
 
+/// The time in `text` as Patroni stores a scheduled time: Python's
+/// `datetime.isoformat()`, in the offset `text` gives (`Z` and no offset are
+/// UTC, written `+00:00`), microseconds only when not zero. patronictl shows
+/// the stored string as it is, so pgha writes the same one Patroni would.
+pub fn python_isoformat(text: &str) -> Result<String, String> {
+    let at = parse_iso8601(text)?;
+    let offset = given_offset(text.trim()).unwrap_or(jiff::tz::Offset::UTC);
+    let dt = offset.to_datetime(at);
+    let mut out = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    );
+    let micros = dt.subsec_nanosecond() / 1000;
+    if micros != 0 {
+        out.push_str(&format!(".{micros:06}"));
+    }
+    let secs = offset.seconds();
+    let abs = secs.unsigned_abs();
+    out.push_str(&format!(
+        "{}{:02}:{:02}",
+        if secs < 0 { '-' } else { '+' },
+        abs / 3600,
+        abs % 3600 / 60
+    ));
+    Ok(out)
+}
+
+/// The offset written at the end of an ISO 8601 time (`Z`, `+01`,
+/// `+0100`, `+01:00`), if any.
+fn given_offset(t: &str) -> Option<jiff::tz::Offset> {
+    if t.ends_with(['Z', 'z']) {
+        return Some(jiff::tz::Offset::UTC);
+    }
+    // Past the date part, whose `-` are not offsets.
+    let i = t.rfind(['+', '-']).filter(|&i| i > 10)?;
+    let sign = if t[i..].starts_with('-') { -1 } else { 1 };
+    let digits: String = t[i + 1..].chars().filter(char::is_ascii_digit).collect();
+    let (h, m) = match digits.len() {
+        2 => (digits.parse::<i32>().ok()?, 0),
+        4 => (
+            digits[..2].parse::<i32>().ok()?,
+            digits[2..].parse::<i32>().ok()?,
+        ),
+        _ => return None,
+    };
+    jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60)).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scheduled_times_are_stored_as_python_writes_them() {
+        for (given, stored) in [
+            ("2026-01-14T03:00+01:00", "2026-01-14T03:00:00+01:00"),
+            ("2026-01-14T02:00:00Z", "2026-01-14T02:00:00+00:00"),
+            (
+                "2026-01-14 02:00:00.5-05:30",
+                "2026-01-14T02:00:00.500000-05:30",
+            ),
+            (
+                "2026-01-14T10:09:57.139400+00:00",
+                "2026-01-14T10:09:57.139400+00:00",
+            ),
+            ("2026-01-14T02:00:00+0200", "2026-01-14T02:00:00+02:00"),
+            ("2026-01-14T02:00:00", "2026-01-14T02:00:00+00:00"),
+        ] {
+            assert_eq!(python_isoformat(given).unwrap(), stored, "{given}");
+            assert_eq!(
+                parse_iso8601(stored).unwrap(),
+                parse_iso8601(given).unwrap(),
+                "{given}: same instant"
+            );
+        }
+        assert!(python_isoformat("tomorrow").is_err());
+    }
 
     #[test]
     fn patroni_failover_round_trips() {
