@@ -95,6 +95,18 @@ async fn rest_api_over_mutual_tls() {
         }
     };
     let p = until_one_primary(&c, Duration::from_secs(60));
+    // Both replicas stream before anything is killed: a primary killed
+    // while they still clone leaves nobody to fail over to. (Asked on the
+    // replicas: pg_basebackup's WAL stream also shows as 'streaming' in
+    // the primary's pg_stat_replication.)
+    let streaming = "SELECT status FROM pg_stat_wal_receiver";
+    for i in (0..3).filter(|&i| i != p) {
+        c.wait_sql(i, streaming, Duration::from_secs(60), |r| {
+            r == ["streaming"]
+        })
+        .await
+        .unwrap_or_else(|e| panic!("replica not streaming: {e}\n{}", c.logs_tail(15)));
+    }
     let ports: Vec<u16> = c.nodes.iter().map(|n| n.api_port).collect();
     let url = |i: usize, path: &str| format!("https://127.0.0.1:{}{path}", ports[i]);
 
@@ -124,6 +136,18 @@ async fn rest_api_over_mutual_tls() {
     c.kill_postmaster(p).unwrap();
     let new = until_one_primary(&c, Duration::from_secs(30));
     assert_ne!(new, p);
+    for i in (0..3).filter(|&i| i != p && i != new) {
+        c.wait_sql(i, streaming, Duration::from_secs(60), |r| {
+            r == ["streaming"]
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the other replica does not follow: {e}\n{}",
+                c.logs_tail(15)
+            )
+        });
+    }
     let others: Vec<usize> = (0..3).filter(|&i| i != p).collect();
 
     // An authenticated switchover over HTTPS. It also proves the agents
