@@ -88,6 +88,9 @@ fn main() {
             peers: &peers,
             renew_failed: None,
             wall_now: jiff::Timestamp::now(),
+            // An embedding service that runs its own fencing says so here;
+            // `Some(why)` keeps the node from being primary.
+            unfenced: None,
         });
         let actions: Vec<String> = d.actions.iter().map(ToString::to_string).collect();
         println!(

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod config;
 pub mod ctl;
 pub mod dcs;
+pub mod guard;
 pub mod postgres;
 pub mod rest;
 pub mod run;

@@ -117,8 +117,7 @@ async fn node_death_fails_over_and_the_old_primary_rewinds(kind: DcsKind) {
         .unwrap();
     }
 
-    c.kill_agent(old);
-    c.kill_postmaster(old).unwrap();
+    c.kill_node(old);
     let killed = Instant::now();
     let o = c.options.clone();
     let bound = Duration::from_secs(o.ttl + o.loop_wait) + Duration::from_secs(5);
@@ -274,4 +273,139 @@ async fn stopping_and_starting_everything_keeps_the_cluster() {
             i + 1
         );
     }
+}
+
+/// ttl long enough that a failover much shorter than it can only come from
+/// the dead agent's lock being released, not from its expiry.
+fn long_ttl() -> ClusterOptions {
+    ClusterOptions {
+        ttl: 20,
+        loop_wait: 2,
+        retry_timeout: 5,
+        ..ClusterOptions::default()
+    }
+}
+
+/// Which nodes run a writable postmaster (not in recovery) right now.
+async fn writable(c: &TestCluster) -> Vec<usize> {
+    let mut found = Vec::new();
+    for i in 0..c.nodes.len() {
+        if c.postmaster_pid(i).is_some()
+            && matches!(c.sql(i, "SELECT pg_is_in_recovery()::text").await, Ok(r) if r == ["false"])
+        {
+            found.push(i);
+        }
+    }
+    found
+}
+
+/// Scenario P4, agent killed: kill -9 of the primary's agent only. Its
+/// fence guard stops PostgreSQL before anyone else is primary, and releases
+/// the lock, so a replica takes over long before `ttl`; the old node, its
+/// agent started again, rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_agent_death_on_the_primary_is_fenced_and_fails_over_before_ttl() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, long_ttl())
+        .await
+        .expect("cluster");
+    c.start_all().expect("start agents");
+    let old = c.wait_converged(&[0, 1, 2], BOOT).await.expect("converged");
+    assert_eq!(c.guard_pids(old).len(), 1, "one guard per agent");
+    c.sql(old, "CREATE TABLE t(id int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+
+    c.kill_agent(old);
+    let killed = Instant::now();
+    // Never two writable servers, and the old one stops first.
+    let deadline = killed + Duration::from_secs(c.options.ttl + 10);
+    let new = loop {
+        let w = writable(&c).await;
+        assert!(w.len() <= 1, "two writable primaries: {w:?}");
+        if let [n] = w[..]
+            && n != old
+        {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover\n{}",
+            c.logs_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = killed.elapsed();
+    eprintln!(
+        "agent death: a new primary after {took:?} (ttl {}s)",
+        c.options.ttl
+    );
+    assert!(
+        took < Duration::from_secs(c.options.ttl / 2),
+        "failover took {took:?}: the dead agent's lock was not released, it expired\n{}",
+        c.log(old)
+    );
+    assert!(c.postmaster_pid(old).is_none(), "old primary still runs");
+    assert!(
+        c.log(old).contains("FENCE GUARD: released the leader lock"),
+        "{}",
+        c.log(old)
+    );
+    assert!(
+        c.guard_pids(old).is_empty(),
+        "the guard exits once it fenced"
+    );
+
+    c.start_agent(old).unwrap();
+    c.wait_converged(&[0, 1, 2], Duration::from_secs(90))
+        .await
+        .expect("the old primary rejoins");
+    assert_eq!(c.primary().await, Some(new));
+}
+
+/// Scenario P4, agent frozen (SIGSTOP): nothing in its process can act, so
+/// its guard stops PostgreSQL before the lock can expire and a replica be
+/// promoted; thawed, the agent follows the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_frozen_agent_is_fenced_by_its_guard_before_its_lock_expires() {
+    use nix::sys::signal::Signal;
+    let c = three_nodes(DcsKind::Etcd).await;
+    let old = c.wait_converged(&[0, 1, 2], BOOT).await.expect("converged");
+    c.signal_agent(old, Signal::SIGSTOP).unwrap();
+    let frozen = Instant::now();
+    let deadline = frozen + Duration::from_secs(c.options.ttl * 4 + 10);
+    let mut fenced_after = None;
+    let new = loop {
+        let w = writable(&c).await;
+        assert!(w.len() <= 1, "two writable primaries: {w:?}");
+        if fenced_after.is_none() && !w.contains(&old) {
+            fenced_after = Some(frozen.elapsed());
+        }
+        if let [n] = w[..]
+            && n != old
+        {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover\n{}",
+            c.logs_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "frozen agent: fenced after {fenced_after:?}, new primary after {:?} (ttl {}s)",
+        frozen.elapsed(),
+        c.options.ttl
+    );
+    assert!(
+        c.log(old).contains("FENCE GUARD: the agent did not renew"),
+        "{}",
+        c.log(old)
+    );
+    c.signal_agent(old, Signal::SIGCONT).unwrap();
+    c.wait_converged(&[0, 1, 2], Duration::from_secs(90))
+        .await
+        .expect("the thawed agent follows the new leader");
+    assert_eq!(c.primary().await, Some(new));
 }

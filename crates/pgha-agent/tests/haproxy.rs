@@ -138,8 +138,7 @@ async fn haproxy_follows_switchover_and_failover() {
     until_primary_port_reaches(&c, primary_port, cand, Duration::from_secs(20)).await;
 
     // Failover: kill -9 of the new primary's agent and PostgreSQL.
-    c.kill_agent(cand);
-    c.kill_postmaster(cand).unwrap();
+    c.kill_node(cand);
     let new = c
         .wait_for_primary(Duration::from_secs(
             c.options.ttl + c.options.loop_wait + 10,

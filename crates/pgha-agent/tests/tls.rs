@@ -132,8 +132,7 @@ async fn rest_api_over_mutual_tls() {
     )));
 
     // Failover: the leader race asks the peers over mutual TLS.
-    c.kill_agent(p);
-    c.kill_postmaster(p).unwrap();
+    c.kill_node(p);
     let new = until_one_primary(&c, Duration::from_secs(30));
     assert_ne!(new, p);
     for i in (0..3).filter(|&i| i != p && i != new) {

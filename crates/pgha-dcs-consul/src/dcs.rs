@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use hyper::Method;
 use pgha_core::dcs::{Dcs, DcsError, LockLease, SharedKey, WatchOutcome};
 use pgha_core::model::{
-    Cluster, ClusterKey, Expect, KeyLayout, KeyProblem, MemberData, RawEntry, Timing, Version,
+    Cluster, ClusterKey, Expect, KeyLayout, KeyProblem, LeaderLock, MemberData, RawEntry, Timing,
+    Version,
 };
 use serde_json::json;
 use tokio::time::Instant;
@@ -684,6 +685,38 @@ impl ConsulDcs {
         }
     }
 
+    /// Deletes the leader key if it is still `lock` (names us, same
+    /// `ModifyIndex`, same session), by compare-and-set on that index:
+    /// Consul lets any client delete a session-locked key. For the guard.
+    async fn do_release_at(&self, deadline: Instant, lock: &LeaderLock) -> Result<(), DcsError> {
+        if lock.name != self.name {
+            return Err(DcsError::not_owner("leader", Some(lock.name.clone())));
+        }
+        let key = self.leader_key();
+        let Some((entry, value)) = self.get(&key, deadline, "release_leader").await? else {
+            return Err(DcsError::not_owner("leader", None));
+        };
+        if value != self.name.as_bytes() {
+            return Err(DcsError::not_owner(
+                "leader",
+                Some(String::from_utf8_lossy(&value).into_owned()),
+            ));
+        }
+        if Version::number(wire::index_version(entry.modify_index)) != lock.version
+            || entry.session != lock.owner
+        {
+            return Err(DcsError::conflict("leader"));
+        }
+        let call = self.delete_call(&key).param("cas", entry.modify_index);
+        match self.put(call, deadline, "release_leader").await? {
+            Put::Done => {
+                info!("released the leader lock on behalf of this member");
+                Ok(())
+            }
+            _ => Err(DcsError::conflict("leader")),
+        }
+    }
+
     async fn do_take(&self, deadline: Instant) -> Result<LockLease, DcsError> {
         let key = self.leader_key();
         for _ in 0..ATTEMPTS {
@@ -973,6 +1006,11 @@ impl Dcs for ConsulDcs {
 
     async fn release_leader(&self) -> Result<(), DcsError> {
         self.bounded("release_leader", |d| self.do_release(d)).await
+    }
+
+    async fn release_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        self.bounded("release_leader", |d| self.do_release_at(d, lock))
+            .await
     }
 
     async fn take_leader(&self) -> Result<LockLease, DcsError> {

@@ -12,7 +12,7 @@ use etcd_client::{
 };
 use pgha_core::dcs::{Dcs, DcsError, LockLease, SharedKey, WatchOutcome};
 use pgha_core::model::{
-    Cluster, ClusterKey, Expect, KeyLayout, MemberData, RawEntry, Timing, Version,
+    Cluster, ClusterKey, Expect, KeyLayout, LeaderLock, MemberData, RawEntry, Timing, Version,
 };
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -494,6 +494,38 @@ impl EtcdDcs {
         }
     }
 
+    /// Deletes the leader key if it names us and is at the `mod_revision`
+    /// `lock` was read at (unique to that write, so a later lock of ours
+    /// never matches), on whatever lease: for the fence guard.
+    async fn do_release_at(&self, deadline: Instant, lock: &LeaderLock) -> Result<(), DcsError> {
+        if lock.name != self.name {
+            return Err(DcsError::not_owner("leader", Some(lock.name.clone())));
+        }
+        let Some(rev) = lock.version.as_number().filter(|r| *r > 0) else {
+            return Err(DcsError::conflict("leader"));
+        };
+        let path = self.leader_path();
+        let txn = Txn::new()
+            .when([
+                Compare::value(path.clone(), CompareOp::Equal, self.name.clone()),
+                Compare::mod_revision(path.clone(), CompareOp::Equal, rev),
+            ])
+            .and_then([TxnOp::delete(path.clone(), None)])
+            .or_else([TxnOp::get(path, None)]);
+        let resp = self
+            .txn(deadline, Repeat::OnlyIfNotSent, txn)
+            .await
+            .map_err(|f| to_dcs("release_leader", f))?;
+        if resp.succeeded() {
+            info!(rev, "released the leader lock on behalf of this member");
+            return Ok(());
+        }
+        match first_kv(&resp) {
+            Some(kv) if kv.value() == self.name.as_bytes() => Err(DcsError::conflict("leader")),
+            holder => Err(self.not_owner(holder.as_ref())),
+        }
+    }
+
     async fn do_take(&self, deadline: Instant) -> Result<LockLease, DcsError> {
         let lease = self.need_lease("take_leader", deadline).await?;
         let path = self.leader_path();
@@ -844,6 +876,11 @@ impl Dcs for EtcdDcs {
 
     async fn release_leader(&self) -> Result<(), DcsError> {
         self.bounded("release_leader", |d| self.do_release(d)).await
+    }
+
+    async fn release_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        self.bounded("release_leader", |d| self.do_release_at(d, lock))
+            .await
     }
 
     async fn take_leader(&self) -> Result<LockLease, DcsError> {

@@ -16,8 +16,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use pgha_core::dcs::{Dcs, DcsError, LockLease, SharedKey, WatchOutcome};
 use pgha_core::model::{
-    Cluster, ClusterKey, Expect, KeyLayout, KeyProblem, MemberData, PgState, RawEntry, Role,
-    Timing, Version,
+    Cluster, ClusterKey, Expect, KeyLayout, KeyProblem, LeaderLock, MemberData, PgState, RawEntry,
+    Role, Timing, Version,
 };
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -802,6 +802,47 @@ impl K8sDcs {
         ))
     }
 
+    /// Empties the leader record if it still names us at the
+    /// `resourceVersion` `lock` was read at (a PATCH guarded by it). For the
+    /// fence guard: the record is judged by readers, so another client of
+    /// the same member may release it like its holder would.
+    async fn do_release_at(&self, deadline: Instant, lock: &LeaderLock) -> Result<(), DcsError> {
+        let op = "release_leader";
+        if lock.name != self.name {
+            return Err(DcsError::not_owner("leader", Some(lock.name.clone())));
+        }
+        let current = self
+            .get_leader(deadline)
+            .await
+            .map_err(|f| f.into_dcs(op))?;
+        let Some(obj) = current.as_ref() else {
+            return Err(DcsError::not_owner("leader", None));
+        };
+        let rec = LeaderRecord::from_annotations(&annotations(obj));
+        if rec.holder() != Some(self.name.as_str()) {
+            return Err(self.not_owner_of(current.as_ref()));
+        }
+        if token(obj) != lock.version {
+            return Err(DcsError::conflict("leader"));
+        }
+        let mut body = self.meta_patch(&vec![(record::LEADER.to_string(), None)], Some(&rv(obj)));
+        if self.config.use_endpoints {
+            body["subsets"] = json!([]);
+        }
+        match self
+            .patch_kind(deadline, &self.object_name(Home::Leader), body, true)
+            .await
+        {
+            Ok(_) => {
+                info!("released the leader lock on behalf of this member");
+                Ok(())
+            }
+            Err(f) if f.is_status(409) => Err(DcsError::conflict("leader")),
+            Err(f) if f.is_status(404) => Err(DcsError::not_owner("leader", None)),
+            Err(f) => Err(f.into_dcs(op)),
+        }
+    }
+
     async fn do_take(&self, deadline: Instant, sent: Instant) -> Result<LockLease, DcsError> {
         let op = "take_leader";
         for _ in 0..MAX_ATTEMPTS {
@@ -1346,6 +1387,11 @@ impl Dcs for K8sDcs {
 
     async fn release_leader(&self) -> Result<(), DcsError> {
         self.bounded("release_leader", |d| self.do_release(d)).await
+    }
+
+    async fn release_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        self.bounded("release_leader", |d| self.do_release_at(d, lock))
+            .await
     }
 
     async fn take_leader(&self) -> Result<LockLease, DcsError> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::future::join_all;
 use pgha_core::dcs::{Dcs, DcsError, LockLease, SharedKey, WatchOutcome, to_json};
 use pgha_core::model::{
-    Cluster, ClusterKey, Expect, KeyLayout, MemberData, RawEntry, Timing, Version,
+    Cluster, ClusterKey, Expect, KeyLayout, LeaderLock, MemberData, RawEntry, Timing, Version,
 };
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -479,13 +479,19 @@ impl ZkDcs {
                 Err(zookeeper_client::Error::NoNode) => continue,
                 Err(e) => return Err(zk_err(OP, e)),
             };
-            if key == ClusterKey::Leader {
+            // The leader's version is its `mzxid`, unique to each write:
+            // the data version starts again at 0 with every new lock, so it
+            // could not tell one lock of ours from a later one.
+            let version = if key == ClusterKey::Leader {
                 cursor = Version::token(identity(Some(&stat)));
-            }
+                Version::number(stat.mzxid)
+            } else {
+                Version::number(stat.version.into())
+            };
             entries.push(RawEntry {
                 key,
                 value,
-                version: Version::number(stat.version.into()),
+                version,
                 owner: owner_of(&stat),
             });
         }
@@ -710,6 +716,54 @@ impl Dcs for ZkDcs {
             .await;
         if result.is_ok() {
             info!(member = %self.name, "released the leader lock");
+        }
+        result
+    }
+
+    async fn release_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        const OP: &str = "release_leader";
+        if lock.name != self.name {
+            return Err(DcsError::not_owner("leader", Some(lock.name.clone())));
+        }
+        let path = self.path(&ClusterKey::Leader);
+        let path = path.as_str();
+        let result = self
+            .run(OP, Mode::Plain, |client| async move {
+                match Self::read_leader_synced(&client, path, OP).await? {
+                    None => Err(DcsError::not_owner("leader", None)),
+                    Some((data, _)) if data != self.name.as_bytes() => {
+                        Err(DcsError::not_owner("leader", Some(holder(&data))))
+                    }
+                    // Same name, but another znode (another session, or
+                    // written since): not the lock we were asked to release.
+                    Some((_, stat))
+                        if Version::number(stat.mzxid) != lock.version
+                            || owner_of(&stat) != lock.owner =>
+                    {
+                        Err(DcsError::conflict("leader"))
+                    }
+                    // Any session may delete an ephemeral znode. The delete
+                    // can only be conditioned on the data version, which a
+                    // new znode starts again at 0: a new lock of ours would
+                    // have to be created between the read above and this
+                    // delete, after the session we just saw holding it
+                    // expired; the guard only calls this while that
+                    // session's promised lifetime is still ahead.
+                    Some((_, stat)) => match client.delete(path, Some(stat.version)).await {
+                        Ok(()) => Ok(()),
+                        Err(zookeeper_client::Error::NoNode) => {
+                            Err(DcsError::not_owner("leader", None))
+                        }
+                        Err(zookeeper_client::Error::BadVersion) => {
+                            Err(DcsError::conflict("leader"))
+                        }
+                        Err(e) => Err(zk_err(OP, e)),
+                    },
+                }
+            })
+            .await;
+        if result.is_ok() {
+            info!(member = %self.name, "released the leader lock on behalf of this member");
         }
         result
     }

@@ -275,6 +275,46 @@ impl TestCluster {
         }
     }
 
+    /// The pids of node `i`'s fence guards (`pgha --guard <its config>`,
+    /// in their own process group, so not children the test holds).
+    pub fn guard_pids(&self, i: usize) -> Vec<i32> {
+        let config = self.nodes[i].config.as_os_str().as_encoded_bytes().to_vec();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| {
+            let e = e.ok()?;
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            (args.contains(&&b"--guard"[..]) && args.contains(&config.as_slice())).then_some(pid)
+        })
+        .collect()
+    }
+
+    /// Node `i`'s host "reboots": its guard, agent and postmaster all die at
+    /// once. They are frozen first (SIGSTOP), so none of them can react to
+    /// another's death, then killed.
+    pub fn kill_node(&mut self, i: usize) {
+        let guards = self.guard_pids(i);
+        let agent = self.nodes[i].agent.as_ref().and_then(|a| a.pid());
+        let postmaster = self.postmaster_pid(i);
+        let all: Vec<Pid> = guards
+            .iter()
+            .copied()
+            .chain(agent.map(|p| p as i32))
+            .chain(postmaster)
+            .map(Pid::from_raw)
+            .collect();
+        for &p in &all {
+            let _ = kill(p, Signal::SIGSTOP);
+        }
+        for &p in &all {
+            let _ = kill(p, Signal::SIGKILL);
+        }
+        self.kill_agent(i);
+    }
+
     /// SIGTERM to node `i`'s agent, then wait for it to exit (bounded).
     pub async fn stop_agent(&mut self, i: usize) -> anyhow::Result<()> {
         let Some(mut agent) = self.nodes[i].agent.take() else {
@@ -500,6 +540,9 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
+            for g in self.guard_pids(i) {
+                let _ = kill(Pid::from_raw(g), Signal::SIGKILL);
+            }
             self.kill_agent(i);
         }
         for i in 0..self.nodes.len() {

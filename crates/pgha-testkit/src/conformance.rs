@@ -1026,6 +1026,85 @@ pub async fn take_leader_overrides_the_holder<B: Backend>(b: &B) -> anyhow::Resu
     Ok(())
 }
 
+/// The fence guard's release ([`Dcs::release_leader_at`]): a second client
+/// of the lock's member deletes exactly the lock it read, whichever lease or
+/// session holds it; never another node's lock, nor a later lock of the
+/// same member.
+pub async fn another_client_of_the_holder_releases_exactly_the_lock_it_read<B: Backend>(
+    b: &B,
+) -> anyhow::Result<()> {
+    let scope = unique_scope("release-at");
+    let ns = nodes(b, &scope, &["a", "b"], suite_timing()).await?;
+    let (a, bb) = (&ns[0], &ns[1]);
+    let guard = b
+        .node(&scope, "a", suite_timing())
+        .await
+        .context("a second client of member a")?;
+
+    a.acquire_leader().await.context("a acquires")?;
+    let first = load(&guard).await?.leader.context("leader after acquire")?;
+    ensure!(first.name == "a", "lock names {:?}", first.name);
+    expect_not_owner(
+        bb.release_leader_at(&first).await,
+        Some("a"),
+        "b releases a's lock as read",
+    )?;
+
+    // Another node's lock is never released by a's guard.
+    a.release_leader().await.context("a releases")?;
+    bb.acquire_leader().await.context("b acquires")?;
+    let theirs = load(&guard).await?.leader.context("b's lock")?;
+    expect_not_owner(
+        guard.release_leader_at(&theirs).await,
+        Some("b"),
+        "a's guard releases b's lock",
+    )?;
+    expect_not_owner(
+        guard.release_leader_at(&first).await,
+        Some("b"),
+        "a's guard releases a's old lock while b holds one",
+    )?;
+    ensure!(
+        load(a).await?.leader_name() == Some("b"),
+        "b's lock was touched"
+    );
+    bb.release_leader().await.context("b releases")?;
+
+    // A later lock of a is not the one read before.
+    a.acquire_leader().await.context("a acquires again")?;
+    expect_conflict(
+        guard.release_leader_at(&first).await,
+        "a's guard releases a's earlier lock",
+    )?;
+    let second = load(&guard).await?.leader.context("a's second lock")?;
+    ensure!(
+        second.name == "a" && second.version != first.version,
+        "a's second lock reads like its first: {first:?} / {second:?}"
+    );
+    a.renew_leader()
+        .await
+        .context("the holder still renews after the guard's refused release")?;
+
+    // The lock as read, from the other client: released.
+    let current = load(&guard).await?.leader.context("a's lock")?;
+    guard
+        .release_leader_at(&current)
+        .await
+        .context("a's guard releases a's current lock")?;
+    ensure!(
+        load(bb).await?.leader.is_none(),
+        "lock still held after the guard released it"
+    );
+    ensure!(
+        a.renew_leader().await.is_err(),
+        "the old holder renewed a lock its guard released"
+    );
+    bb.acquire_leader()
+        .await
+        .context("another node takes the released lock at once")?;
+    Ok(())
+}
+
 /// A member's status reads back exactly as written, unknown fields included.
 pub async fn member_status_round_trips<B: Backend>(b: &B) -> anyhow::Result<()> {
     let scope = unique_scope("member");
@@ -1207,6 +1286,7 @@ macro_rules! dcs_conformance_suite {
             server_restart_is_survived,
             initialize_race_has_one_winner,
             take_leader_overrides_the_holder,
+            another_client_of_the_holder_releases_exactly_the_lock_it_read,
             member_status_round_trips,
             shared_values_round_trip_and_cluster_deletes,
         );

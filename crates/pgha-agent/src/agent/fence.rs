@@ -8,6 +8,9 @@
 //! `deadline - FENCE_MARGIN` it stops a primary immediately (then kills
 //! the postmaster if that does not work). A renewal re-arms it; releasing
 //! the lock disarms it.
+//!
+//! The same deadlines go to the fence guard process ([`crate::guard`]),
+//! which covers what this task cannot: the agent's process dying or freezing.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,12 +20,15 @@ use pgha_core::clock::Clock;
 use pgha_core::ha::FENCE_MARGIN;
 use tokio::sync::watch;
 
+use crate::guard::GuardInput;
 use crate::postgres::{PgCtl, ShutdownMode};
 
 /// The fence's handle: where the loop reports each new lock deadline.
 #[derive(Debug, Clone)]
 pub struct Fence {
     deadline: Arc<watch::Sender<Option<Duration>>>,
+    /// What the fence guard process is told (deadline and maintenance mode).
+    guard: Arc<watch::Sender<GuardInput>>,
 }
 
 impl Fence {
@@ -32,17 +38,35 @@ impl Fence {
         tokio::spawn(run(rx, ctl, clock));
         Fence {
             deadline: Arc::new(tx),
+            guard: Arc::new(watch::channel(GuardInput::default()).0),
         }
     }
 
     /// The lock is ours until `deadline` (monotonic).
     pub fn arm(&self, deadline: Duration) {
         self.deadline.send_replace(Some(deadline));
+        self.guard.send_if_modified(|g| {
+            let old = *g;
+            g.deadline = Some(deadline);
+            *g != old
+        });
     }
 
     /// We no longer hold the lock (released, or PostgreSQL is not primary).
     pub fn disarm(&self) {
         self.deadline.send_replace(None);
+        self.guard.send_if_modified(|g| g.deadline.take().is_some());
+    }
+
+    /// Maintenance mode on or off: the guard touches nothing while paused.
+    pub fn set_paused(&self, paused: bool) {
+        self.guard
+            .send_if_modified(|g| std::mem::replace(&mut g.paused, paused) != paused);
+    }
+
+    /// What the fence guard process must enforce, as it changes.
+    pub fn guard_input(&self) -> watch::Receiver<GuardInput> {
+        self.guard.subscribe()
     }
 }
 

@@ -40,6 +40,7 @@ use pgha_core::model::{Cluster, DynamicConfig, MemberData, PGHA_VERSION, Status,
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::Config;
+use crate::guard::{GuardCommand, GuardLink};
 use crate::postgres::{Observed, Postgres, ShutdownMode, Upstream, files};
 pub use callbacks::Callbacks;
 pub use command::{Command, Reply, RestartRequest};
@@ -67,6 +68,8 @@ pub struct Agent {
     pg: Arc<Postgres>,
     clock: Arc<MonotonicClock>,
     fence: Fence,
+    /// The fence guard process, which fences when this process cannot.
+    guard: GuardLink,
     peers: PeerClient,
     callbacks: Callbacks,
     status: watch::Sender<Arc<NodeStatus>>,
@@ -110,6 +113,13 @@ impl Agent {
         let clock = Arc::new(MonotonicClock::new());
         let pg = Arc::new(Postgres::new(config.clone()));
         let fence = Fence::start(pg.ctl.clone(), clock.clone());
+        let guard = GuardLink::start(
+            GuardCommand {
+                config_path: config_path.clone(),
+            },
+            fence.guard_input(),
+            clock.clone(),
+        );
         let dynamic = config
             .bootstrap
             .as_ref()
@@ -129,6 +139,7 @@ impl Agent {
             pg,
             clock,
             fence,
+            guard,
             peers: peer_client,
             callbacks,
             status,
@@ -169,12 +180,18 @@ impl Agent {
             self.timing.loop_wait,
             self.timing.retry_timeout
         );
+        self.guard.wait_started(Duration::from_secs(6)).await;
+        if let Some(why) = self.guard.unfenced(self.clock.now()) {
+            tracing::error!("{why}: this node will not become primary until it runs");
+        }
         loop {
             let started = self.clock.now();
             let cursor = match self.cycle().await {
                 Ok(c) => c,
                 Err(reason) => {
                     tracing::error!("refusing to go on: {reason}");
+                    // A deliberate stop: the guard leaves PostgreSQL alone.
+                    self.guard.exit().await;
                     return Err(AgentExit::Refused(reason));
                 }
             };
@@ -253,6 +270,7 @@ impl Agent {
                 tracing::warn!("DCS key {p}");
             }
         }
+        self.fence.set_paused(self.dynamic.pause());
         let mut observed = self.pg.observe().await;
         let mut acted = false;
         let mut renew_failed: Option<String> = None;
@@ -357,6 +375,7 @@ impl Agent {
             peers,
             renew_failed,
             wall_now: jiff::Timestamp::now(),
+            unfenced: self.guard.unfenced(self.clock.now()),
         })
     }
 
@@ -515,6 +534,7 @@ impl Agent {
                 "paused: PostgreSQL is left running and the leader lock is not released"
             );
             self.fence.disarm();
+            self.guard.exit().await;
             return;
         }
         tracing::info!("shutting down: stopping PostgreSQL");
@@ -537,6 +557,7 @@ impl Agent {
                 Err(e) => tracing::warn!("could not release the leader lock: {e}"),
             }
         }
+        self.guard.exit().await;
         tracing::info!("pgha stopped");
     }
 }

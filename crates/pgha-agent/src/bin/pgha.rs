@@ -17,6 +17,10 @@ struct Args {
     /// Check the configuration, list every problem with its path, and exit.
     #[arg(long)]
     validate_config: bool,
+    /// Run as the fence guard of the agent that started this process
+    /// (internal: the agent starts it; see ARCHITECTURE.md).
+    #[arg(long, hide = true, conflicts_with = "validate_config")]
+    guard: bool,
 }
 
 fn load(args: &Args) -> Result<Config, ConfigError> {
@@ -59,6 +63,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.guard {
+        return run_guard(config);
+    }
     let problems = pgha_agent::run::check_environment(&config);
     if args.validate_config {
         print_findings(&problems, &config.warnings);
@@ -74,6 +81,20 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
 
+    init_logging(&config);
+    let Some(runtime) = runtime(2) else {
+        return ExitCode::from(1);
+    };
+    match runtime.block_on(pgha_agent::run::run(config, args.config.clone())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGHA_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(log_filter(&config.log_level).unwrap_or("info"))
     });
@@ -83,22 +104,32 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+}
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
-        Ok(r) => r,
+        Ok(r) => Some(r),
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            None
         }
+    }
+}
+
+/// The fence guard's life (started by the agent with `--guard`).
+fn run_guard(config: Config) -> ExitCode {
+    init_logging(&config);
+    let Some(runtime) = runtime(1) else {
+        return ExitCode::from(1);
     };
-    match runtime.block_on(pgha_agent::run::run(config, args.config.clone())) {
+    match runtime.block_on(pgha_agent::guard::daemon::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("fence guard: {e}");
             ExitCode::from(1)
         }
     }

@@ -23,7 +23,9 @@ use tokio::sync::Notify;
 
 use super::{Dcs, DcsError, LockLease, SharedKey, WatchOutcome};
 use crate::clock::{Clock, MonotonicClock};
-use crate::model::{Cluster, ClusterKey, Expect, KeyLayout, MemberData, RawEntry, Timing, Version};
+use crate::model::{
+    Cluster, ClusterKey, Expect, KeyLayout, LeaderLock, MemberData, RawEntry, Timing, Version,
+};
 
 /// The shared "server" all [`MemoryDcs`] clients talk to.
 #[derive(Clone, Debug)]
@@ -478,6 +480,31 @@ impl Dcs for MemoryDcs {
                 st.remove(&path);
                 Ok(())
             }
+            Some(e) => Err(DcsError::not_owner(
+                "leader",
+                Some(String::from_utf8_lossy(&e.value).into_owned()),
+            )),
+            None => Err(DcsError::not_owner("leader", None)),
+        })
+    }
+
+    async fn release_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        self.gate("release_leader").await?;
+        if lock.name != self.name {
+            return Err(DcsError::not_owner("leader", Some(lock.name.clone())));
+        }
+        let path = self.path(&ClusterKey::Leader);
+        let want = lock.version.as_number();
+        self.store.with_state(|st, _| match st.keys.get(&path) {
+            Some(e)
+                if e.value == self.name.as_bytes()
+                    && Some(e.mod_revision) == want
+                    && e.lease.map(|l| l.to_string()) == lock.owner =>
+            {
+                st.remove(&path);
+                Ok(())
+            }
+            Some(e) if e.value == self.name.as_bytes() => Err(DcsError::conflict("leader")),
             Some(e) => Err(DcsError::not_owner(
                 "leader",
                 Some(String::from_utf8_lossy(&e.value).into_owned()),

@@ -12,6 +12,7 @@
 //! | [`acquire_leader`](Dcs::acquire_leader) | txn `create_revision(leader) == 0` → put with our lease | create ephemeral `leader` znode | `PUT leader?acquire=<session>` | PATCH leader annotations with `resourceVersion`, allowed only if the holder is empty or its record has not changed for `ttl` since we first saw it; 409 = lost |
 //! | [`renew_leader`](Dcs::renew_leader) | lease keepalive, then txn `value(leader) == name` (re-attaching to our lease if needed) | session alive + `leader` znode's `ephemeralOwner` is our session | session renew + leader key's `Session` is ours | PATCH `renewTime` with `resourceVersion` while `leader` names us |
 //! | [`release_leader`](Dcs::release_leader) | txn delete if `value(leader) == name` | delete `leader` at the version we created, if `ephemeralOwner` is ours | `PUT leader?release=<session>` then CAS delete | PATCH `leader: ""` with `resourceVersion` while it names us |
+//! | [`release_leader_at`](Dcs::release_leader_at) (fence guard, another client of the same member) | txn delete if `value(leader) == name` and `mod_revision == version`, whatever lease it is on | `getData` + delete at the read znode version, only if the data names us and `czxid` is the version's; any session may delete an ephemeral znode | CAS `DELETE leader?cas=<ModifyIndex>` after checking the value names us; a session-locked key can be deleted by any client | PATCH `leader: ""` with `resourceVersion == version` while it names us |
 //! | [`take_leader`](Dcs::take_leader) | put with our lease | multi: delete `leader` (any owner) + create ephemeral | `PUT leader?acquire=` after deleting the old key | PATCH without `resourceVersion` |
 //! | [`touch_member`](Dcs::touch_member) | lease keepalive (grant a new lease if ours expired) + put `members/<name>` with it | create or set ephemeral `members/<name>` in our session | `PUT members/<name>?acquire=<session>` | PATCH our Pod's `status` annotation and `role` label |
 //! | [`write`](Dcs::write) / [`delete`](Dcs::delete) with [`Expect`] | txn on `mod_revision` (`Absent`: `create_revision == 0`) | `setData`/`delete` with znode version (`Absent`: `create`) | `?cas=<ModifyIndex>` (`Absent`: `cas=0`) | PATCH with `resourceVersion` (`Absent`: create the object, 409 if it exists) |
@@ -51,8 +52,8 @@ pub use bounded::bounded;
 pub use error::DcsError;
 
 use crate::model::{
-    Cluster, ClusterKey, DynamicConfig, Expect, Failover, Failsafe, History, KeyLayout, MemberData,
-    Status, SyncState, Timing, Version,
+    Cluster, ClusterKey, DynamicConfig, Expect, Failover, Failsafe, History, KeyLayout, LeaderLock,
+    MemberData, Status, SyncState, Timing, Version,
 };
 
 /// What holding the leader lock is worth: for how long after the request
@@ -137,6 +138,18 @@ pub trait Dcs: Send + Sync + fmt::Debug {
     /// Gives the lock up, if this node holds it; [`DcsError::NotOwner`] and
     /// no change otherwise.
     async fn release_leader(&self) -> Result<(), DcsError>;
+
+    /// Deletes the leader key if it is still exactly `lock` as a
+    /// [`load`](Dcs::load) read it (names this member, same version, same
+    /// lease or session), whichever client holds that lease or session. For
+    /// the fence guard, a second client of the same member, releasing the
+    /// lock of its agent that died: it never deletes another node's lock,
+    /// nor a later lock of this member. [`DcsError::NotOwner`] when `lock`
+    /// names another member or the key names another node or is gone,
+    /// [`DcsError::Conflict`] when it changed since it was read; no change
+    /// then. (ZooKeeper can only condition a delete on the data version;
+    /// see `pgha-dcs-zk` for why that is enough for the guard.)
+    async fn release_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError>;
 
     /// Takes the lock whoever holds it. Only right after this node
     /// bootstrapped the cluster (it won `initialize`), when no other holder

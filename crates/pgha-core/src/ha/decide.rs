@@ -53,6 +53,25 @@ pub fn decide(o: &Observation<'_>) -> Decision {
         );
     }
 
+    // 1b. A primary that could not be fenced if its agent died: without
+    //     its guard, a killed agent would leave it writing past the lock.
+    if o.local.is_primary()
+        && !o.settings.paused
+        && o.memory.job.is_none()
+        && let Some(why) = &o.unfenced
+    {
+        let mut actions = vec![Action::Demote {
+            mode: StopMode::Fast,
+        }];
+        if o.cluster.is_some_and(|c| c.is_leader(me)) {
+            actions.push(Action::ReleaseLock);
+        }
+        return Decision::new(
+            actions,
+            format!("demoting: I could not be fenced if my agent failed ({why})"),
+        );
+    }
+
     // 2. No DCS this cycle.
     let Some(cluster) = o.cluster else {
         if o.settings.paused {
@@ -599,6 +618,9 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
             "my promotion was vetoed by pre_promote; staying out of the race for {:?}",
             until - o.now
         ));
+    }
+    if let Some(why) = &o.unfenced {
+        return Err(format!("I could not be fenced if my agent failed ({why})"));
     }
     match switchover::race_gate(o, cluster) {
         RaceGate::Closed(why) => return Err(why),

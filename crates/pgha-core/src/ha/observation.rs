@@ -181,4 +181,8 @@ pub struct Observation<'a> {
     /// Wall-clock time, only for comparing with a scheduled switchover's
     /// `scheduled_at` (every deadline uses `now`, the monotonic clock).
     pub wall_now: jiff::Timestamp,
+    /// Why this node could not fence itself now if its agent died or froze
+    /// (its fence guard is down); `None` when it can. A node that cannot
+    /// must not be primary.
+    pub unfenced: Option<String>,
 }

@@ -22,6 +22,7 @@ struct World {
     now: Duration,
     renew_failed: Option<String>,
     wall_now: jiff::Timestamp,
+    unfenced: Option<String>,
 }
 
 fn member_json(role: &str, state: &str, wal: u64) -> String {
@@ -64,6 +65,7 @@ impl World {
             now: Duration::from_secs(100),
             renew_failed: None,
             wall_now: "2026-11-21T12:00:00Z".parse().unwrap(),
+            unfenced: None,
         };
         w.set("initialize", SYSID);
         w.set("config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#);
@@ -157,6 +159,7 @@ impl World {
             peers: &self.peers,
             renew_failed: self.renew_failed.clone(),
             wall_now: self.wall_now,
+            unfenced: self.unfenced.clone(),
         };
         let d = decide(&o);
         assert!(!d.reason.is_empty(), "every decision says why");
@@ -201,6 +204,55 @@ fn primary_well_inside_its_lock_deadline_renews() {
     w.primary();
     w.memory.lock_deadline = Some(w.now + Duration::from_secs(20));
     assert_eq!(actions(&w.decide()), [Action::RenewLock]);
+}
+
+#[test]
+fn a_leader_without_its_fence_guard_demotes_and_gives_the_lock_up() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.memory.lock_deadline = Some(w.now + Duration::from_secs(20));
+    w.unfenced = Some("the fence guard is not running: it exited".into());
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [
+            Action::Demote {
+                mode: StopMode::Fast
+            },
+            Action::ReleaseLock
+        ]
+    );
+    assert!(d.reason.contains("fenced"), "{}", d.reason);
+}
+
+#[test]
+fn a_primary_without_its_fence_guard_is_left_alone_while_paused_or_in_a_job() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.memory.lock_deadline = Some(w.now + Duration::from_secs(20));
+    w.unfenced = Some("the fence guard is not running".into());
+    w.settings.paused = true;
+    assert!(
+        !actions(&w.decide())
+            .iter()
+            .any(|a| matches!(a, Action::Demote { .. })),
+        "paused: no automatic action"
+    );
+    w.settings.paused = false;
+    w.memory.job = Some(Job::Restart);
+    assert_eq!(actions(&w.decide()), [Action::RenewLock]);
+}
+
+#[test]
+fn a_replica_without_its_fence_guard_does_not_race() {
+    let mut w = World::new("n2");
+    w.no_leader().peer("n3", 900, 1);
+    w.unfenced = Some("the fence guard is not running".into());
+    let d = w.decide();
+    assert!(actions(&d).is_empty(), "{d:?}");
+    assert!(d.reason.contains("could not be fenced"), "{}", d.reason);
+    w.unfenced = None;
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
 }
 
 // ---- 2. no DCS
@@ -340,6 +392,7 @@ fn an_unreadable_initialize_key_blocks_bootstrap_and_clone() {
         peers: &w.peers,
         renew_failed: None,
         wall_now: w.wall_now,
+        unfenced: None,
     };
     assert_idle(&decide(&o), "initialize key is unreadable");
 }

@@ -1,0 +1,286 @@
+//! The agent's side of the guard: starts it, tells it every new lock
+//! deadline, restarts it when it dies, and says whether this node can fence
+//! itself right now (a node that cannot must not be primary).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgha_core::clock::Clock;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::protocol::{Beat, READY, ToGuard, deadline_ns, monotonic_ns};
+
+/// What the agent wants its guard to enforce: the lock deadline on the
+/// agent's monotonic clock, and maintenance mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuardInput {
+    pub deadline: Option<Duration>,
+    pub paused: bool,
+}
+
+/// How the guard is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardHealth {
+    /// Not started yet.
+    Starting,
+    Up {
+        pid: u32,
+    },
+    /// Not running since `since` (agent clock), because `why`.
+    Down {
+        since: Duration,
+        why: String,
+    },
+}
+
+/// A guard that died is restarted at once; only one that stays down this
+/// long (or cannot be started) makes the node unfit to be primary.
+pub const GUARD_GRACE: Duration = Duration::from_secs(2);
+/// How long the guard gets to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long writing one line to the guard may take; longer means it is
+/// stuck (its pipe is full), and it is replaced.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPAWN_PAUSE: Duration = Duration::from_millis(200);
+
+/// How to start the guard: this very program (through `/proc/self/exe`,
+/// which works even when a package upgrade replaced the file) with
+/// `--guard` and the agent's configuration file, or with
+/// `PATRONI_CONFIGURATION` inherited from the agent's environment.
+#[derive(Debug, Clone)]
+pub struct GuardCommand {
+    pub config_path: Option<PathBuf>,
+}
+
+impl GuardCommand {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("/proc/self/exe");
+        if let Ok(exe) = std::env::current_exe() {
+            cmd.arg0(exe);
+        }
+        cmd.arg("--guard");
+        if let Some(p) = &self.config_path {
+            cmd.arg(p);
+        }
+        // Its own process group: a Ctrl-C or a signal to the agent's group
+        // does not reach it, and it outlives the agent.
+        cmd.process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(false);
+        cmd
+    }
+}
+
+/// The handle the agent keeps.
+#[derive(Debug, Clone)]
+pub struct GuardLink {
+    health: watch::Receiver<GuardHealth>,
+    exit: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+impl GuardLink {
+    /// Starts the task that runs the guard and feeds it `input`.
+    pub fn start(
+        command: GuardCommand,
+        input: watch::Receiver<GuardInput>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let (health_tx, health) = watch::channel(GuardHealth::Starting);
+        let (exit, exit_rx) = mpsc::channel(1);
+        tokio::spawn(supervise(command, input, clock, health_tx, exit_rx));
+        GuardLink { health, exit }
+    }
+
+    /// Waits (bounded) until the guard's first start succeeded or failed.
+    pub async fn wait_started(&mut self, within: Duration) {
+        let _ = tokio::time::timeout(
+            within,
+            self.health
+                .wait_for(|h| !matches!(h, GuardHealth::Starting)),
+        )
+        .await;
+    }
+
+    /// Why this node could not fence itself if the agent failed now, or
+    /// `None` when its guard runs (or was restarted within [`GUARD_GRACE`]).
+    pub fn unfenced(&self, now: Duration) -> Option<String> {
+        match &*self.health.borrow() {
+            GuardHealth::Up { .. } => None,
+            GuardHealth::Starting => Some("the fence guard has not started yet".into()),
+            GuardHealth::Down { since, why } => (now.saturating_sub(*since) >= GUARD_GRACE)
+                .then(|| format!("the fence guard is not running: {why}")),
+        }
+    }
+
+    pub fn health(&self) -> GuardHealth {
+        self.health.borrow().clone()
+    }
+
+    /// A clean stop of the agent: the guard exits touching nothing.
+    pub async fn exit(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.exit.send(tx).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+    }
+}
+
+/// The beat for `input`, the deadline moved from the agent's clock onto the
+/// system's monotonic clock (read first, so never later than the truth).
+fn beat(input: GuardInput, clock: &dyn Clock) -> Beat {
+    let raw_before = monotonic_ns();
+    let now = clock.now();
+    Beat {
+        lock_until_ns: input
+            .deadline
+            .map(|d| deadline_ns(raw_before, d.saturating_sub(now))),
+        paused: input.paused,
+    }
+}
+
+async fn supervise(
+    command: GuardCommand,
+    mut input: watch::Receiver<GuardInput>,
+    clock: Arc<dyn Clock>,
+    health: watch::Sender<GuardHealth>,
+    mut exit: mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let down = |why: String| GuardHealth::Down {
+        since: clock.now(),
+        why,
+    };
+    loop {
+        let (mut child, mut stdin, pid) = match spawn(&command).await {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::error!("cannot start the fence guard: {why}");
+                let since = match &*health.borrow() {
+                    GuardHealth::Down { since, .. } => *since,
+                    _ => clock.now(),
+                };
+                health.send_replace(GuardHealth::Down { since, why });
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    Some(done) = exit.recv() => { let _ = done.send(()); return; }
+                }
+            }
+        };
+        tracing::info!("fence guard running (pid {pid})");
+        health.send_replace(GuardHealth::Up { pid });
+        input.mark_changed();
+        let why = loop {
+            tokio::select! {
+                status = child.wait() => {
+                    break format!("it exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+                }
+                changed = input.changed() => {
+                    if changed.is_err() {
+                        // The agent is going away without a clean stop:
+                        // the guard notices its pipe closing and fences.
+                        return;
+                    }
+                    let b = beat(*input.borrow_and_update(), clock.as_ref());
+                    if let Err(e) = send(&mut stdin, &ToGuard::Beat(b)).await {
+                        let _ = child.start_kill();
+                        break format!("writing to it failed ({e}); killed it");
+                    }
+                }
+                Some(done) = exit.recv() => {
+                    if send(&mut stdin, &ToGuard::Exit).await.is_ok() {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        };
+        tracing::error!("fence guard (pid {pid}) is down: {why}; restarting it");
+        health.send_replace(down(why));
+        tokio::time::sleep(RESPAWN_PAUSE).await;
+    }
+}
+
+async fn spawn(command: &GuardCommand) -> Result<(Child, ChildStdin, u32), String> {
+    let mut child = command
+        .command()
+        .spawn()
+        .map_err(|e| format!("cannot run /proc/self/exe --guard: {e}"))?;
+    let pid = child.id().unwrap_or(0);
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.start_kill();
+        return Err("the guard's pipes are missing".into());
+    };
+    let mut line = String::new();
+    let read =
+        tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+    match read {
+        Ok(Ok(_)) if line.starts_with(READY) => Ok((child, stdin, pid)),
+        Ok(Ok(_)) => {
+            let status = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+            let _ = child.start_kill();
+            Err(format!(
+                "it did not say it was ready (said {:?}, {})",
+                line.trim(),
+                match status {
+                    Ok(Ok(s)) => s.to_string(),
+                    _ => "still running".into(),
+                }
+            ))
+        }
+        Ok(Err(e)) => {
+            let _ = child.start_kill();
+            Err(format!("reading its first line: {e}"))
+        }
+        Err(_) => {
+            let _ = child.start_kill();
+            Err(format!("not ready within {READY_TIMEOUT:?}"))
+        }
+    }
+}
+
+async fn send(stdin: &mut ChildStdin, message: &ToGuard) -> Result<(), String> {
+    let mut line = serde_json::to_string(message).map_err(|e| e.to_string())?;
+    line.push('\n');
+    tokio::time::timeout(WRITE_TIMEOUT, async {
+        stdin.write_all(line.as_bytes()).await?;
+        stdin.flush().await
+    })
+    .await
+    .map_err(|_| format!("blocked for {WRITE_TIMEOUT:?}"))?
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgha_core::clock::MonotonicClock;
+
+    #[test]
+    fn beats_carry_the_deadline_on_the_system_clock_never_later() {
+        let clock = MonotonicClock::new();
+        let deadline = clock.now() + Duration::from_secs(10);
+        let before = monotonic_ns();
+        let b = beat(
+            GuardInput {
+                deadline: Some(deadline),
+                paused: false,
+            },
+            &clock,
+        );
+        let after = monotonic_ns();
+        let until = b.lock_until_ns.expect("a deadline");
+        assert!(until <= after + 10_000_000_000, "later than the lock");
+        assert!(
+            until + 1_000_000_000 > before + 10_000_000_000,
+            "far too early"
+        );
+        let none = beat(GuardInput::default(), &clock);
+        assert_eq!(none.lock_until_ns, None);
+    }
+}

@@ -1,0 +1,32 @@
+//! The fence guard: a small process beside the agent that keeps a primary
+//! from writing when the agent itself fails (scenario P4).
+//!
+//! The agent's own fences (the decision to demote at the lock deadline, and
+//! the in-process [`Fence`](crate::agent::Fence) task) live in the agent's
+//! process: a `kill -9`, a crash or a `SIGSTOP` of the agent takes them
+//! away, and PostgreSQL would go on accepting writes after the lock expired
+//! and a replica was promoted. Patroni has the same hole, closed only by
+//! the Linux watchdog rebooting the whole host.
+//!
+//! The guard is this program again (`pgha --guard CONFIG`), in its own
+//! process group, started by the agent ([`link`]) and fed one line per
+//! change of the lock's deadline ([`protocol`]). It ignores SIGTERM and
+//! SIGINT (a service manager stopping the agent's unit must not kill it
+//! before it fenced), and acts alone ([`daemon`]):
+//!
+//! - deadline missed (agent frozen or stuck): stop PostgreSQL immediately
+//!   (SIGQUIT, then SIGKILL: [`stop`]), before any replica can take the lock;
+//! - agent gone (pipe closed without `exit`): stop PostgreSQL immediately,
+//!   mark the member stopped and release the dead agent's leader lock by
+//!   compare-and-set, so failover takes a second instead of `ttl`.
+//!
+//! The agent restarts a guard that dies, and a node whose guard stays down
+//! is not allowed to be primary (`decide` demotes it and keeps it out of the
+//! leader race). In maintenance mode the guard touches nothing.
+
+pub mod daemon;
+pub mod link;
+pub mod protocol;
+pub mod stop;
+
+pub use link::{GuardCommand, GuardHealth, GuardInput, GuardLink};
