@@ -409,3 +409,116 @@ async fn etcd_a_frozen_agent_is_fenced_by_its_guard_before_its_lock_expires() {
         .expect("the thawed agent follows the new leader");
     assert_eq!(c.primary().await, Some(new));
 }
+
+fn watchdog_yaml(mode: &str, device: &Path) -> String {
+    format!(
+        "\nwatchdog:\n  mode: {mode}\n  device: {}\n  safety_margin: -1\n",
+        device.display()
+    )
+}
+
+/// `watchdog.mode: automatic` with a stand-in device file (a regular file,
+/// not the kernel's watchdog: it takes no ioctl, so its timeout is
+/// "unverified"): only the leader's guard holds it and writes keepalives,
+/// and a clean stop of the leader disarms it with the magic `V`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_the_leaders_guard_keeps_the_watchdog_alive_and_disarms_it_on_stop() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, ClusterOptions::default())
+        .await
+        .expect("cluster");
+    let mut devices = Vec::new();
+    for i in 0..3 {
+        let dev = c.agent_file(&format!("watchdog{i}")).unwrap();
+        let yaml = watchdog_yaml("automatic", &dev);
+        c.edit_config(i, |t| t + &yaml).unwrap();
+        devices.push(dev);
+    }
+    c.start_all().unwrap();
+    let p = c.wait_converged(&[0, 1, 2], BOOT).await.expect("converged");
+    let read = |i: usize| std::fs::read_to_string(&devices[i]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read(p).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no keepalives on the leader's device: {:?}\n{}",
+            read(p),
+            c.log(p)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(read(p).bytes().all(|b| b == b'1'), "{:?}", read(p));
+    for r in (0..3).filter(|&i| i != p) {
+        assert_eq!(read(r), "", "a replica's guard holds the watchdog");
+    }
+    assert!(
+        c.log(p).contains("takes no watchdog ioctl"),
+        "the stand-in is reported as unverified\n{}",
+        c.log(p)
+    );
+
+    c.stop_agent(p).await.unwrap();
+    assert!(read(p).ends_with('V'), "not disarmed: {:?}", read(p));
+    let new = c
+        .wait_for_primary(Duration::from_secs(30))
+        .await
+        .expect("failover");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read(new).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the new leader's guard does not hold its watchdog\n{}",
+            c.log(new)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `watchdog.mode: required` with a device that cannot prove its timeout:
+/// the node does not stay primary, says why, and becomes primary once the
+/// mode is relaxed and the configuration reloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_required_watchdog_that_cannot_be_had_keeps_the_node_from_leading() {
+    use nix::sys::signal::Signal;
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .expect("cluster");
+    let dev = c.agent_file("watchdog").unwrap();
+    let required = watchdog_yaml("required", &dev);
+    c.edit_config(0, |t| t + &required).unwrap();
+    c.start_all().unwrap();
+    let why = "watchdog.mode is required";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !c.log(0).contains(why) {
+        assert!(Instant::now() < deadline, "no refusal\n{}", c.log(0));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // It keeps refusing: no primary for several loop_waits.
+    let watch_until = Instant::now() + Duration::from_secs(8);
+    let mut last_primary = None;
+    while Instant::now() < watch_until {
+        if matches!(c.api(0, "/primary").await, Ok((200, _))) {
+            last_primary = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(t) = last_primary {
+        panic!("primary {:?} after refusing\n{}", t.elapsed(), c.log(0));
+    }
+
+    let relaxed = watchdog_yaml("automatic", &dev);
+    c.edit_config(0, |t| t.replace(&required, &relaxed))
+        .unwrap();
+    c.signal_agent(0, Signal::SIGHUP).unwrap();
+    c.wait_for_primary(Duration::from_secs(30))
+        .await
+        .expect("primary once the watchdog is no longer required");
+}

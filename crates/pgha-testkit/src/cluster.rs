@@ -371,6 +371,18 @@ impl TestCluster {
             .await
     }
 
+    /// Creates an empty file `name` in the cluster's directory that the
+    /// agents' OS user can write (a stand-in device, say).
+    pub fn agent_file(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, "")?;
+        if let Some((uid, gid)) = self.user {
+            nix::unistd::chown(&path, Some(uid), Some(gid))
+                .with_context(|| format!("chown {}", path.display()))?;
+        }
+        Ok(path)
+    }
+
     /// Rewrites node `i`'s YAML file (before starting it, or before a reload).
     pub fn edit_config(&self, i: usize, edit: impl FnOnce(String) -> String) -> anyhow::Result<()> {
         let path = &self.nodes[i].config;

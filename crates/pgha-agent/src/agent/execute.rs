@@ -167,6 +167,7 @@ impl Agent {
                 Ok(())
             }
             Action::StartPrimary => {
+                self.watchdog_ready().await.map_err(Failure::Other)?;
                 if self.memory.primary_start_since.is_none() {
                     self.memory.primary_start_since = Some(self.clock.now());
                 }
@@ -199,6 +200,7 @@ impl Agent {
                     .map_err(|e| Failure::Other(format!("follow: {e}")))
             }
             Action::Promote => {
+                self.watchdog_ready().await.map_err(Failure::Other)?;
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
                 let pre_promote = self.config.postgresql.pre_promote.clone();
                 let scope = self.config.scope.clone();

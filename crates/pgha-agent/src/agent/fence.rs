@@ -20,7 +20,7 @@ use pgha_core::clock::Clock;
 use pgha_core::ha::FENCE_MARGIN;
 use tokio::sync::watch;
 
-use crate::guard::GuardInput;
+use crate::guard::{GuardInput, WatchdogWant};
 use crate::postgres::{PgCtl, ShutdownMode};
 
 /// The fence's handle: where the loop reports each new lock deadline.
@@ -45,11 +45,8 @@ impl Fence {
     /// The lock is ours until `deadline` (monotonic).
     pub fn arm(&self, deadline: Duration) {
         self.deadline.send_replace(Some(deadline));
-        self.guard.send_if_modified(|g| {
-            let old = *g;
-            g.deadline = Some(deadline);
-            *g != old
-        });
+        self.guard
+            .send_if_modified(|g| g.deadline.replace(deadline) != Some(deadline));
     }
 
     /// We no longer hold the lock (released, or PostgreSQL is not primary).
@@ -62,6 +59,15 @@ impl Fence {
     pub fn set_paused(&self, paused: bool) {
         self.guard
             .send_if_modified(|g| std::mem::replace(&mut g.paused, paused) != paused);
+    }
+
+    /// The watchdog the guard holds while the lock is held (`None`: none).
+    pub fn set_watchdog(&self, want: Option<WatchdogWant>) {
+        self.guard.send_if_modified(|g| {
+            let changed = g.watchdog != want;
+            g.watchdog = want;
+            changed
+        });
     }
 
     /// What the fence guard process must enforce, as it changes.

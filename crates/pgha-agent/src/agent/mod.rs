@@ -25,6 +25,7 @@ pub mod leader;
 pub mod member;
 pub mod peers;
 pub mod status;
+pub mod watchdog;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -101,6 +102,11 @@ pub struct Agent {
     reload_requested: bool,
     last_reason: String,
     dcs_last_seen: Option<i64>,
+    /// Why the configured watchdog timeout cannot fit the timings.
+    watchdog_problem: Option<String>,
+    /// `required` mode could not get this watchdog: not retried until the
+    /// settings change.
+    watchdog_refused: Option<watchdog::Refused>,
 }
 
 impl Agent {
@@ -160,6 +166,8 @@ impl Agent {
             reload_requested: false,
             last_reason: String::new(),
             dcs_last_seen: None,
+            watchdog_problem: None,
+            watchdog_refused: None,
         }
     }
 
@@ -271,6 +279,8 @@ impl Agent {
             }
         }
         self.fence.set_paused(self.dynamic.pause());
+        let want = self.watchdog_want();
+        self.fence.set_watchdog(want);
         let mut observed = self.pg.observe().await;
         let mut acted = false;
         let mut renew_failed: Option<String> = None;
@@ -375,7 +385,7 @@ impl Agent {
             peers,
             renew_failed,
             wall_now: jiff::Timestamp::now(),
-            unfenced: self.guard.unfenced(self.clock.now()),
+            unfenced: self.unfenced(),
         })
     }
 

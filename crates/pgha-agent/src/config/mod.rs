@@ -9,6 +9,7 @@
 pub mod address;
 pub mod env;
 pub mod schema;
+pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 
 pub use address::{HostPort, PgListen};
 use schema::{Findings, scalar_text, text_list};
+pub use watchdog::{WatchdogConfig, WatchdogMode};
 
 /// Why a configuration cannot be used: every problem, with its path.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -168,6 +170,8 @@ pub struct Config {
     pub bootstrap: Option<Bootstrap>,
     pub postgresql: Postgresql,
     pub tags: Tags,
+    /// The `watchdog` section.
+    pub watchdog: WatchdogConfig,
     /// What pgha will not act on, by path.
     pub warnings: Vec<String>,
     /// The document after the environment was applied.
@@ -325,6 +329,7 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         bootstrap,
         postgresql: postgresql?,
         tags,
+        watchdog: watchdog::build(get(doc, &["watchdog"]), errors),
         warnings: Vec::new(),
         document: doc.clone(),
     })

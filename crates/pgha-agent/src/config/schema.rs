@@ -233,9 +233,9 @@ const CTL: &[Field] = &[
 ];
 
 const WATCHDOG: &[Field] = &[
-    f("mode", Text, NotYet),
-    f("device", Text, NotYet),
-    f("safety_margin", Int, NotYet),
+    f("mode", Text, Yes),
+    f("device", Text, Yes),
+    f("safety_margin", Int, Yes),
 ];
 
 /// The top level of a Patroni 4 node configuration.

@@ -107,11 +107,14 @@ fn unsupported_dcs_and_keys_are_named() {
         DcsSection::Consul(_)
     ));
 
-    let yaml = format!("{PATRONI_EXAMPLE}\nwatchdog:\n  mode: automatic\nfrobnicate: 1\n");
+    let yaml = format!(
+        "{PATRONI_EXAMPLE}\nwatchdog:\n  mode: required\nstandby_cluster:\n  host: h\nfrobnicate: 1\n"
+    );
     let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    assert_eq!(c.watchdog.mode, crate::config::WatchdogMode::Required);
     assert!(
         c.warnings
-            .contains(&"watchdog.mode: not supported by pgha yet; ignored".to_string()),
+            .contains(&"standby_cluster: not supported by pgha yet; ignored".to_string()),
         "{:?}",
         c.warnings
     );

@@ -29,8 +29,9 @@ use pgha_core::dcs::Dcs;
 use pgha_core::model::PgState;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::protocol::{Beat, READY, ToGuard, monotonic_ns, until};
+use super::protocol::{Beat, READY, ToGuard, WatchdogReport, WatchdogWant, monotonic_ns, until};
 use super::stop::{Stopped, stop_primary_now};
+use super::watchdog::Watchdog;
 use crate::config::Config;
 
 /// How long before the lock's end the guard stops a primary whose agent
@@ -64,19 +65,23 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut beat = Beat::default();
-    // The deadline already acted on, so a silent agent is fenced once.
-    let mut fired_for: Option<u64> = None;
+    let mut dog = DogKeeper::new(stdout);
+    // Whether the current beat's deadline was already acted on, so a silent
+    // agent is fenced once.
+    let mut fired = false;
     loop {
-        let fire_in = beat
-            .lock_until_ns
-            .filter(|d| !beat.paused && fired_for != Some(*d))
-            .map(|d| until(d).saturating_sub(GUARD_MARGIN));
+        let fire_in = (!fired && !beat.paused)
+            .then(|| fence_at(&beat, &dog))
+            .flatten()
+            .map(until);
         let line = match fire_in {
             Some(wait) => match tokio::time::timeout(wait, lines.next_line()).await {
                 Ok(line) => line,
                 Err(_) => {
-                    fired_for = beat.lock_until_ns;
-                    fence_silent_agent(&data_dir).await;
+                    fired = true;
+                    if fence_silent_agent(&data_dir).await {
+                        dog.disarm("PostgreSQL is stopped").await;
+                    }
                     continue;
                 }
             },
@@ -84,18 +89,165 @@ pub async fn run(config: Config) -> Result<(), String> {
         };
         match line {
             Ok(Some(text)) => match serde_json::from_str::<ToGuard>(&text) {
-                Ok(ToGuard::Beat(b)) => beat = b,
+                Ok(ToGuard::Beat(b)) => {
+                    beat = b;
+                    fired = false;
+                    dog.follow(&beat).await;
+                }
                 Ok(ToGuard::Exit) => {
+                    dog.disarm("the agent stops").await;
                     tracing::info!("fence guard: the agent stops cleanly; exiting");
                     return Ok(());
                 }
                 Err(e) => tracing::warn!("fence guard: ignoring an unreadable line ({e})"),
             },
             Ok(None) | Err(_) => {
-                agent_gone(&config, dcs, beat).await;
+                if agent_gone(&config, dcs, &beat).await {
+                    dog.disarm("the dead agent's PostgreSQL is stopped").await;
+                } else if dog.held() {
+                    tracing::error!(
+                        "FENCE GUARD: PostgreSQL could not be stopped; leaving the watchdog to reset the host"
+                    );
+                    dog.abandon();
+                }
                 return Ok(());
             }
         }
+    }
+}
+
+/// When a silent agent's PostgreSQL must be stopped: before its lock can
+/// expire, and before the watchdog (if held) would reset the host.
+fn fence_at(beat: &Beat, dog: &DogKeeper) -> Option<u64> {
+    let lock = beat
+        .lock_until_ns?
+        .saturating_sub(u64::try_from(GUARD_MARGIN.as_nanos()).unwrap_or(u64::MAX));
+    Some(match dog.expires_ns() {
+        Some(reset) => lock.min(reset.saturating_sub(1_000_000_000)),
+        None => lock,
+    })
+}
+
+/// Holds the watchdog while the beats say the lock is held, and reports
+/// each change to the agent on standard output.
+struct DogKeeper {
+    out: tokio::io::Stdout,
+    dog: Option<(WatchdogWant, Watchdog)>,
+    last_keepalive_ns: u64,
+    /// The request that failed, not retried until it changes or the lock
+    /// is given up and taken again (no log spam, as in Patroni).
+    failed: Option<WatchdogWant>,
+}
+
+impl DogKeeper {
+    fn new(out: tokio::io::Stdout) -> Self {
+        DogKeeper {
+            out,
+            dog: None,
+            last_keepalive_ns: 0,
+            failed: None,
+        }
+    }
+
+    fn held(&self) -> bool {
+        self.dog.is_some()
+    }
+
+    /// When the held watchdog resets the host without another keepalive.
+    fn expires_ns(&self) -> Option<u64> {
+        let (_, dog) = self.dog.as_ref()?;
+        let timeout = dog.timeout_s?;
+        Some(
+            self.last_keepalive_ns
+                .saturating_add(u64::from(timeout).saturating_mul(1_000_000_000)),
+        )
+    }
+
+    async fn follow(&mut self, beat: &Beat) {
+        let want = beat
+            .watchdog
+            .clone()
+            .filter(|_| beat.lock_until_ns.is_some() && !beat.paused);
+        let Some(want) = want else {
+            self.failed = None;
+            self.disarm("the leader lock is not held").await;
+            return;
+        };
+        if let Some((held, dog)) = self.dog.as_mut() {
+            if *held == want {
+                match dog.keepalive() {
+                    Ok(()) => self.last_keepalive_ns = monotonic_ns(),
+                    Err(e) => tracing::error!("fence guard: {e}"),
+                }
+                return;
+            }
+            self.disarm("its settings changed").await;
+        }
+        if self.failed.as_ref() == Some(&want) {
+            return;
+        }
+        let report = match Watchdog::activate(&want.device, want.timeout_s) {
+            Ok(dog) => {
+                self.last_keepalive_ns = monotonic_ns();
+                let report = match dog.timeout_s {
+                    Some(t) => {
+                        tracing::info!(
+                            "fence guard: watchdog {} active with a {t} s timeout",
+                            want.device.display()
+                        );
+                        WatchdogReport::Active { timeout_s: t }
+                    }
+                    None => {
+                        let why = format!(
+                            "{} takes no watchdog ioctl: keepalives are written but its timeout is unknown",
+                            want.device.display()
+                        );
+                        tracing::warn!("fence guard: {why}");
+                        WatchdogReport::Unverified { why }
+                    }
+                };
+                self.dog = Some((want, dog));
+                report
+            }
+            Err(why) => {
+                tracing::warn!("fence guard: watchdog not activated: {why}");
+                self.failed = Some(want);
+                WatchdogReport::Failed { why }
+            }
+        };
+        self.report(&report).await;
+    }
+
+    async fn disarm(&mut self, why: &str) {
+        let Some((want, dog)) = self.dog.take() else {
+            return;
+        };
+        match dog.disarm() {
+            Ok(()) => tracing::info!(
+                "fence guard: watchdog {} disarmed: {why}",
+                want.device.display()
+            ),
+            Err(e) => tracing::error!("fence guard: {e}"),
+        }
+        self.report(&WatchdogReport::Off).await;
+    }
+
+    /// Exits holding the device open without a magic close: the kernel
+    /// resets the host when its timer runs out.
+    fn abandon(&mut self) {
+        if let Some((_, dog)) = self.dog.take() {
+            std::mem::forget(dog);
+        }
+    }
+
+    async fn report(&mut self, report: &WatchdogReport) {
+        let Ok(mut line) = serde_json::to_string(report) else {
+            return;
+        };
+        line.push('\n');
+        // The agent may be gone; then nobody needs the report.
+        let _ = self.out.write_all(line.as_bytes()).await;
+        let _ = self.out.flush().await;
     }
 }
 
@@ -121,24 +273,29 @@ fn ignore_stop_signals() -> Result<(), String> {
     Ok(())
 }
 
-async fn fence_silent_agent(data_dir: &std::path::Path) {
-    match stop_primary_now(data_dir).await {
+/// Returns whether PostgreSQL accepts no writes now.
+async fn fence_silent_agent(data_dir: &std::path::Path) -> bool {
+    let stopped = stop_primary_now(data_dir).await;
+    match &stopped {
         Stopped::Stopped { pid, killed } => tracing::error!(
             "FENCE GUARD: the agent did not renew the leader lock in time; stopped PostgreSQL (postmaster {pid}{})",
-            if killed { ", killed" } else { "" }
+            if *killed { ", killed" } else { "" }
         ),
         Stopped::StillRunning(pid) => tracing::error!(
             "FENCE GUARD: the agent did not renew the leader lock in time, and postmaster {pid} survived SIGQUIT and SIGKILL"
         ),
         Stopped::NotRunning | Stopped::Replica(_) => {}
     }
+    stopped.is_safe()
 }
 
 /// The agent died without saying goodbye: fence, then hand the lock over.
-async fn agent_gone(config: &Config, dcs: Arc<dyn Dcs>, beat: Beat) {
+/// Returns whether PostgreSQL accepts no writes now (paused: it was left
+/// alone on purpose, and so is the watchdog).
+async fn agent_gone(config: &Config, dcs: Arc<dyn Dcs>, beat: &Beat) -> bool {
     if beat.paused {
         tracing::warn!("fence guard: the agent is gone; paused, so nothing is touched");
-        return;
+        return true;
     }
     let stopped = stop_primary_now(&config.postgresql.data_dir).await;
     match &stopped {
@@ -151,32 +308,32 @@ async fn agent_gone(config: &Config, dcs: Arc<dyn Dcs>, beat: Beat) {
                 "FENCE GUARD: the agent is gone and postmaster {pid} survived SIGQUIT and SIGKILL; \
                  leaving the leader lock to expire"
             );
-            return;
+            return false;
         }
         Stopped::NotRunning | Stopped::Replica(_) => {}
     }
     let Some(lock_until) = beat.lock_until_ns else {
         tracing::info!("fence guard: the agent is gone; it held no leader lock");
-        return;
+        return true;
     };
     if until(lock_until).is_zero() {
         tracing::info!("fence guard: the agent is gone; its leader lock has expired already");
-        return;
+        return true;
     }
     let cluster = match dcs.load().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("fence guard: cannot read the cluster ({e}); the lock will expire");
-            return;
+            return true;
         }
     };
     if monotonic_ns() >= lock_until {
         tracing::info!("fence guard: the lock expired while reading the cluster; leaving it");
-        return;
+        return true;
     }
     let Some(lock) = cluster.leader.clone().filter(|l| l.name == config.name) else {
         tracing::info!("fence guard: the agent is gone; the leader lock is not this member's");
-        return;
+        return true;
     };
     // Our member key last said "running" with the primary's WAL position;
     // replicas would wait for it to come back. Say it is stopped.
@@ -196,4 +353,5 @@ async fn agent_gone(config: &Config, dcs: Arc<dyn Dcs>, beat: Beat) {
             tracing::warn!("fence guard: the leader lock was not released ({e}); it will expire")
         }
     }
+    true
 }

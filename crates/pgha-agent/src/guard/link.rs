@@ -12,14 +12,18 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::protocol::{Beat, READY, ToGuard, deadline_ns, monotonic_ns};
+use super::protocol::{
+    Beat, READY, ToGuard, WatchdogReport, WatchdogWant, deadline_ns, monotonic_ns,
+};
 
 /// What the agent wants its guard to enforce: the lock deadline on the
-/// agent's monotonic clock, and maintenance mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// agent's monotonic clock, maintenance mode, and the watchdog to hold
+/// while the lock is held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuardInput {
     pub deadline: Option<Duration>,
     pub paused: bool,
+    pub watchdog: Option<WatchdogWant>,
 }
 
 /// How the guard is doing.
@@ -81,6 +85,7 @@ impl GuardCommand {
 #[derive(Debug, Clone)]
 pub struct GuardLink {
     health: watch::Receiver<GuardHealth>,
+    watchdog: watch::Receiver<WatchdogReport>,
     exit: mpsc::Sender<oneshot::Sender<()>>,
 }
 
@@ -92,9 +97,40 @@ impl GuardLink {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let (health_tx, health) = watch::channel(GuardHealth::Starting);
+        let (watchdog_tx, watchdog) = watch::channel(WatchdogReport::Off);
         let (exit, exit_rx) = mpsc::channel(1);
-        tokio::spawn(supervise(command, input, clock, health_tx, exit_rx));
-        GuardLink { health, exit }
+        tokio::spawn(supervise(
+            command,
+            input,
+            clock,
+            Reports {
+                health: health_tx,
+                watchdog: watchdog_tx,
+            },
+            exit_rx,
+        ));
+        GuardLink {
+            health,
+            watchdog,
+            exit,
+        }
+    }
+
+    /// The guard's last word on the watchdog.
+    pub fn watchdog(&self) -> WatchdogReport {
+        self.watchdog.borrow().clone()
+    }
+
+    /// Waits (bounded) until the guard reports the watchdog held or failed
+    /// (it tries when a beat first carries a lock); returns the report.
+    pub async fn settled_watchdog(&mut self, within: Duration) -> WatchdogReport {
+        let _ = tokio::time::timeout(
+            within,
+            self.watchdog
+                .wait_for(|w| !matches!(w, WatchdogReport::Off)),
+        )
+        .await;
+        self.watchdog()
     }
 
     /// Waits (bounded) until the guard's first start succeeded or failed.
@@ -141,22 +177,30 @@ fn beat(input: GuardInput, clock: &dyn Clock) -> Beat {
             .deadline
             .map(|d| deadline_ns(raw_before, d.saturating_sub(now))),
         paused: input.paused,
+        watchdog: input.watchdog,
     }
+}
+
+/// Where the supervising task publishes what it learns.
+struct Reports {
+    health: watch::Sender<GuardHealth>,
+    watchdog: watch::Sender<WatchdogReport>,
 }
 
 async fn supervise(
     command: GuardCommand,
     mut input: watch::Receiver<GuardInput>,
     clock: Arc<dyn Clock>,
-    health: watch::Sender<GuardHealth>,
+    reports: Reports,
     mut exit: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
+    let health = &reports.health;
     let down = |why: String| GuardHealth::Down {
         since: clock.now(),
         why,
     };
     loop {
-        let (mut child, mut stdin, pid) = match spawn(&command).await {
+        let (mut child, mut stdin, mut stdout, pid) = match spawn(&command).await {
             Ok(c) => c,
             Err(why) => {
                 tracing::error!("cannot start the fence guard: {why}");
@@ -173,11 +217,25 @@ async fn supervise(
         };
         tracing::info!("fence guard running (pid {pid})");
         health.send_replace(GuardHealth::Up { pid });
+        reports.watchdog.send_replace(WatchdogReport::Off);
         input.mark_changed();
         let why = loop {
             tokio::select! {
                 status = child.wait() => {
                     break format!("it exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+                }
+                line = stdout.next_line() => {
+                    match line {
+                        Ok(Some(text)) => match serde_json::from_str::<WatchdogReport>(&text) {
+                            Ok(r) => { reports.watchdog.send_replace(r); }
+                            Err(_) => tracing::debug!("fence guard said {text:?}"),
+                        },
+                        // Closed: the guard is exiting.
+                        Ok(None) | Err(_) => {
+                            let status = child.wait().await;
+                            break format!("it exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+                        }
+                    }
                 }
                 changed = input.changed() => {
                     if changed.is_err() {
@@ -185,7 +243,7 @@ async fn supervise(
                         // the guard notices its pipe closing and fences.
                         return;
                     }
-                    let b = beat(*input.borrow_and_update(), clock.as_ref());
+                    let b = beat(input.borrow_and_update().clone(), clock.as_ref());
                     if let Err(e) = send(&mut stdin, &ToGuard::Beat(b)).await {
                         let _ = child.start_kill();
                         break format!("writing to it failed ({e}); killed it");
@@ -206,7 +264,9 @@ async fn supervise(
     }
 }
 
-async fn spawn(command: &GuardCommand) -> Result<(Child, ChildStdin, u32), String> {
+type GuardStdout = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+async fn spawn(command: &GuardCommand) -> Result<(Child, ChildStdin, GuardStdout, u32), String> {
     let mut child = command
         .command()
         .spawn()
@@ -216,11 +276,11 @@ async fn spawn(command: &GuardCommand) -> Result<(Child, ChildStdin, u32), Strin
         let _ = child.start_kill();
         return Err("the guard's pipes are missing".into());
     };
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
-    let read =
-        tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+    let read = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await;
     match read {
-        Ok(Ok(_)) if line.starts_with(READY) => Ok((child, stdin, pid)),
+        Ok(Ok(_)) if line.starts_with(READY) => Ok((child, stdin, stdout.lines(), pid)),
         Ok(Ok(_)) => {
             let status = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
             let _ = child.start_kill();
@@ -270,6 +330,7 @@ mod tests {
             GuardInput {
                 deadline: Some(deadline),
                 paused: false,
+                watchdog: None,
             },
             &clock,
         );

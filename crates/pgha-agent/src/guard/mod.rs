@@ -23,10 +23,16 @@
 //! The agent restarts a guard that dies, and a node whose guard stays down
 //! is not allowed to be primary (`decide` demotes it and keeps it out of the
 //! leader race). In maintenance mode the guard touches nothing.
+//!
+//! The guard also holds the Linux watchdog device while the lock is held
+//! (`watchdog.mode`, [`watchdog`]): it resets the host only if the guard
+//! itself dies or freezes, or cannot stop PostgreSQL.
 
 pub mod daemon;
 pub mod link;
 pub mod protocol;
 pub mod stop;
+pub mod watchdog;
 
 pub use link::{GuardCommand, GuardHealth, GuardInput, GuardLink};
+pub use protocol::{WatchdogReport, WatchdogWant};

@@ -15,7 +15,7 @@ use nix::time::{ClockId, clock_gettime};
 use serde::{Deserialize, Serialize};
 
 /// A message from the agent to its guard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToGuard {
     /// The agent's current state; every beat replaces the previous one.
@@ -26,7 +26,7 @@ pub enum ToGuard {
 }
 
 /// What the guard needs to know to fence.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Beat {
     /// Until when (raw `CLOCK_MONOTONIC`, ns) no other node can take the
     /// leader lock this member holds; `None` when it holds none.
@@ -35,6 +35,32 @@ pub struct Beat {
     /// (PostgreSQL is left running and the lock left to expire, as when the
     /// agent stops while paused).
     pub paused: bool,
+    /// The watchdog device to hold while the lock is held (`None`:
+    /// `watchdog.mode: off`, or its timeout cannot fit the timings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<WatchdogWant>,
+}
+
+/// Which watchdog device, with which timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchdogWant {
+    pub device: std::path::PathBuf,
+    pub timeout_s: u32,
+}
+
+/// What the guard reports about the watchdog, one line on its standard
+/// output each time it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchdogReport {
+    /// Not held (no lock, paused, or mode off).
+    Off,
+    /// Running with this timeout, set by the driver.
+    Active { timeout_s: u32 },
+    /// Running, but the device took no timeout ioctl: its timeout is unknown.
+    Unverified { why: String },
+    /// Could not be activated.
+    Failed { why: String },
 }
 
 /// The first line the guard writes on its standard output once it is
@@ -76,6 +102,7 @@ mod tests {
         let beat = ToGuard::Beat(Beat {
             lock_until_ns: Some(5),
             paused: false,
+            watchdog: None,
         });
         let text = serde_json::to_string(&beat).unwrap();
         assert_eq!(text, r#"{"beat":{"lock_until_ns":5,"paused":false}}"#);

@@ -55,21 +55,31 @@ pub fn decide(o: &Observation<'_>) -> Decision {
 
     // 1b. A primary that could not be fenced if its agent died: without
     //     its guard, a killed agent would leave it writing past the lock.
-    if o.local.is_primary()
-        && !o.settings.paused
+    if !o.settings.paused
         && o.memory.job.is_none()
         && let Some(why) = &o.unfenced
     {
-        let mut actions = vec![Action::Demote {
-            mode: StopMode::Fast,
-        }];
-        if o.cluster.is_some_and(|c| c.is_leader(me)) {
-            actions.push(Action::ReleaseLock);
+        let i_lead = o.cluster.is_some_and(|c| c.is_leader(me));
+        if o.local.is_primary() {
+            let mut actions = vec![Action::Demote {
+                mode: StopMode::Fast,
+            }];
+            if i_lead {
+                actions.push(Action::ReleaseLock);
+            }
+            return Decision::new(
+                actions,
+                format!("demoting: I could not be fenced if my agent failed ({why})"),
+            );
         }
-        return Decision::new(
-            actions,
-            format!("demoting: I could not be fenced if my agent failed ({why})"),
-        );
+        if i_lead {
+            return Decision::new(
+                vec![Action::ReleaseLock],
+                format!(
+                    "releasing the leader lock: I could not be fenced if my agent failed ({why})"
+                ),
+            );
+        }
     }
 
     // 2. No DCS this cycle.

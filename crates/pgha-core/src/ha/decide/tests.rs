@@ -244,6 +244,16 @@ fn a_primary_without_its_fence_guard_is_left_alone_while_paused_or_in_a_job() {
 }
 
 #[test]
+fn a_leader_not_yet_primary_that_cannot_be_fenced_gives_the_lock_up() {
+    let mut w = World::new("n1");
+    w.memory.lock_deadline = Some(w.now + Duration::from_secs(20));
+    w.unfenced = Some("watchdog.mode is required and the watchdog failed".into());
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::ReleaseLock]);
+    assert!(d.reason.contains("watchdog"), "{}", d.reason);
+}
+
+#[test]
 fn a_replica_without_its_fence_guard_does_not_race() {
     let mut w = World::new("n2");
     w.no_leader().peer("n3", 900, 1);
