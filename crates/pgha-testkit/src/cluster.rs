@@ -315,6 +315,50 @@ impl TestCluster {
         self.kill_agent(i);
     }
 
+    /// Node `i`'s host reboots: every process of the node dies at once —
+    /// guard, agent and what it runs (pg_ctl, pg_rewind, ...), the
+    /// postmaster and all its backends — frozen first so none reacts to
+    /// another's death. Start the agent again with [`TestCluster::start_agent`].
+    pub async fn reboot_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let guards = self.guard_pids(i);
+        let agent = self.agent_pid(i);
+        for p in guards.iter().copied().chain(agent.map(|a| a as i32)) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGSTOP);
+        }
+        for &g in &guards {
+            let _ = kill(Pid::from_raw(g), Signal::SIGKILL);
+        }
+        let postmaster = self.postmaster_pid(i);
+        crate::faults::procs::kill_node(agent, postmaster, &self.nodes[i].data_dir).await?;
+        self.kill_agent(i);
+        Ok(())
+    }
+
+    /// The pid of node `i`'s agent, if it was started and not killed.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].agent.as_ref().and_then(ServerProcess::pid)
+    }
+
+    /// Runs `pg_ctl <args> -D <node i's data directory>` as the agents' OS user.
+    pub fn pg_ctl(&self, i: usize, args: &[&str]) -> anyhow::Result<()> {
+        let mut cmd = Command::new(self.options.bin_dir.join("pg_ctl"));
+        cmd.args(args).arg("-D").arg(&self.nodes[i].data_dir);
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        let out = cmd.output().context("running pg_ctl")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl {args:?} on {}: {}{}",
+                self.nodes[i].name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// SIGTERM to node `i`'s agent, then wait for it to exit (bounded).
     pub async fn stop_agent(&mut self, i: usize) -> anyhow::Result<()> {
         let Some(mut agent) = self.nodes[i].agent.take() else {

@@ -13,6 +13,7 @@
 pub mod cluster;
 pub mod conformance;
 pub mod etcd;
+pub mod faults;
 pub mod memory;
 pub mod patronictl;
 pub mod pki;

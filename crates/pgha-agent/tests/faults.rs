@@ -1,0 +1,214 @@
+//! The fault matrix (`scenarios.md`): each row on a fresh 3-node cluster
+//! (real etcd, three agents, PostgreSQL 15 on loopback) while a writer
+//! inserts a row every 10 ms through a multi-host connection
+//! (`target_session_attrs=read-write`) and a second writer stays pinned to
+//! the original primary.
+//!
+//! Each test asserts what must hold (never two servers accepting writes at
+//! once, convergence within 2 × ttl after the fault settles, no lost rows
+//! where no failover happens, an uninterrupted writer for replica faults)
+//! and records the figures in `target/tmp/fault-matrix/<row>.json`;
+//! `scripts/fault-matrix.sh` renders them into docs/fault-matrix.md. The
+//! figures are measurements, not asserted: speed belongs to benchmarks.
+//!
+//! Rows N1 and N2 (network isolation, network namespaces) are not here yet.
+
+// A panic is how a test fails; the helpers here are part of the tests.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use pgha_testkit::cluster::{ClusterOptions, TestCluster};
+use pgha_testkit::faults::scenario::{Outcome, Run, results_dir};
+use tokio::time::Instant;
+
+fn agent() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgha"))
+}
+
+async fn start() -> Run {
+    pgha_testkit::init_tracing();
+    Run::start(agent(), ClusterOptions::default())
+        .await
+        .expect("a converged cluster with both writers")
+}
+
+/// 2 × ttl after the fault, plus what the fault itself takes to play out
+/// (a reboot, a restart), plus slack for a loaded CI machine.
+fn convergence_bound(c: &TestCluster, settle: Duration) -> Duration {
+    Duration::from_secs(2 * c.options.ttl) + settle + Duration::from_secs(20)
+}
+
+fn record(o: &Outcome) {
+    o.record(&results_dir(env!("CARGO_TARGET_TMPDIR")))
+        .expect("recording the outcome");
+    assert!(
+        o.split_brain.is_empty(),
+        "{}: two servers accepted writes at once: {:?}",
+        o.id,
+        o.split_brain
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Waits (bounded) until node `i` runs PostgreSQL again and streams.
+async fn wait_streaming(c: &TestCluster, i: usize, within: Duration) {
+    c.wait_sql(i, "SELECT status FROM pg_stat_wal_receiver", within, |r| {
+        r == ["streaming"]
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{} does not stream again: {e}\n{}",
+            c.nodes[i].name,
+            c.log(i)
+        )
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_kill_9_of_a_replicas_postmaster() {
+    let mut run = start().await;
+    let r = run.replicas()[0];
+    run.fault();
+    run.cluster.kill_postmaster(r).unwrap();
+    wait_streaming(&run.cluster, r, Duration::from_secs(60)).await;
+    let bound = convergence_bound(&run.cluster, Duration::ZERO);
+    let o = run
+        .finish("S1", "kill -9 of a replica's postmaster", bound)
+        .await
+        .unwrap();
+    record(&o);
+    assert_eq!(o.main_errors, 0, "a replica fault interrupted the writer");
+    assert_eq!(o.lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_pg_ctl_stop_on_a_replica() {
+    let mut run = start().await;
+    let r = run.replicas()[0];
+    run.fault();
+    run.cluster
+        .pg_ctl(r, &["stop", "-m", "fast", "-w"])
+        .unwrap();
+    wait_streaming(&run.cluster, r, Duration::from_secs(60)).await;
+    let bound = convergence_bound(&run.cluster, Duration::ZERO);
+    let o = run
+        .finish("S2", "pg_ctl stop on a replica", bound)
+        .await
+        .unwrap();
+    record(&o);
+    assert_eq!(o.main_errors, 0, "a replica fault interrupted the writer");
+    assert_eq!(o.lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_reboot_of_a_replicas_host() {
+    let mut run = start().await;
+    let r = run.replicas()[0];
+    run.fault();
+    run.cluster.reboot_node(r).await.unwrap();
+    run.cluster.start_agent(r).unwrap();
+    wait_streaming(&run.cluster, r, Duration::from_secs(60)).await;
+    let bound = convergence_bound(&run.cluster, Duration::ZERO);
+    let o = run
+        .finish("S3", "reboot of a replica's host", bound)
+        .await
+        .unwrap();
+    record(&o);
+    assert_eq!(o.main_errors, 0, "a replica fault interrupted the writer");
+    assert_eq!(o.lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p1_kill_9_of_the_primarys_postmaster() {
+    let mut run = start().await;
+    let p = run.primary;
+    run.fault();
+    run.cluster.kill_postmaster(p).unwrap();
+    let bound = convergence_bound(&run.cluster, Duration::ZERO);
+    let o = run
+        .finish("P1", "kill -9 of the primary's postmaster", bound)
+        .await
+        .unwrap();
+    record(&o);
+    assert_eq!(o.lost, 0, "a crash-restarted primary lost committed rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2_postgres_stopped_on_the_primary() {
+    let mut run = start().await;
+    let p = run.primary;
+    run.fault();
+    run.cluster
+        .pg_ctl(p, &["stop", "-m", "fast", "-w"])
+        .unwrap();
+    let bound = convergence_bound(&run.cluster, Duration::ZERO);
+    let o = run
+        .finish("P2", "pg_ctl stop on the primary", bound)
+        .await
+        .unwrap();
+    record(&o);
+    assert_eq!(o.lost, 0, "a cleanly stopped primary lost committed rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_reboot_of_the_primarys_host() {
+    let mut run = start().await;
+    let p = run.primary;
+    run.fault();
+    let rebooted = Instant::now();
+    run.cluster.reboot_node(p).await.unwrap();
+    // The host is "down" until another node took over, then boots again.
+    run.cluster
+        .wait_for_primary(Duration::from_secs(run.cluster.options.ttl * 3 + 20))
+        .await
+        .unwrap();
+    let down_for = rebooted.elapsed();
+    run.cluster.start_agent(p).unwrap();
+    let bound = convergence_bound(&run.cluster, down_for + Duration::from_secs(30));
+    let o = run
+        .finish("P3", "reboot of the primary's host", bound)
+        .await
+        .unwrap();
+    record(&o);
+    assert_ne!(o.final_primary, run_name(p), "no failover");
+    assert_eq!(
+        o.stale_writes,
+        Some(0),
+        "the old primary took writes after the failover"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4_kill_9_of_the_primarys_agent() {
+    let mut run = start().await;
+    let p = run.primary;
+    run.fault();
+    run.cluster.kill_agent(p);
+    run.cluster
+        .wait_for_primary(Duration::from_secs(run.cluster.options.ttl * 3 + 20))
+        .await
+        .unwrap();
+    // Started again, as a service manager would.
+    run.cluster.start_agent(p).unwrap();
+    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
+    let o = run
+        .finish("P4", "kill -9 of the primary's agent", bound)
+        .await
+        .unwrap();
+    record(&o);
+    assert_ne!(o.final_primary, run_name(p), "no failover");
+    assert_eq!(
+        o.stale_writes,
+        Some(0),
+        "the old primary took writes after the failover"
+    );
+}
+
+fn run_name(i: usize) -> String {
+    format!("node{}", i + 1)
+}

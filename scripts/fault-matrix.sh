@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs the fault matrix (crates/pgha-agent/tests/faults.rs: the rows of
+# scenarios.md on a 3-node etcd cluster under a live writer) and writes the
+# figures it measured to docs/fault-matrix.md. The tests assert what must
+# hold (no split brain, convergence, no loss where no failover happens);
+# the table records what was measured on this machine this time.
+#
+#   scripts/fault-matrix.sh            # all rows, then the table
+#   scripts/fault-matrix.sh --render   # only re-render from the last results
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+results=target/tmp/fault-matrix
+if [[ "${1:-}" != "--render" ]]; then
+  scripts/install-deps.sh
+  rm -rf "$results"
+  features=(--features pgha-agent/kubernetes)
+  cargo nextest run -p pgha-agent --locked --test faults --no-fail-fast "${features[@]}"
+fi
+
+python3 - "$results" docs/fault-matrix.md <<'PY'
+import json, os, platform, subprocess, sys, datetime
+results, out = sys.argv[1], sys.argv[2]
+rows = []
+for f in sorted(os.listdir(results)):
+    if f.endswith(".json"):
+        rows.append(json.load(open(os.path.join(results, f))))
+order = {k: i for i, k in enumerate(["S1","S2","S3","S4","P1","P2","P3","P4","N1","N2","M1"])}
+rows.sort(key=lambda r: order.get(r["id"], 99))
+def ms(v):
+    return "–" if v is None else f"{v/1000:.2f} s"
+def cpu():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+lines = [
+    "# Fault matrix: measured",
+    "",
+    "Written by `scripts/fault-matrix.sh` from the last run of",
+    "`crates/pgha-agent/tests/faults.rs`: each row of",
+    "the team's scenario list (`shared/reference/scenarios.md`) on a fresh 3-node cluster",
+    "(real etcd, PostgreSQL 15, pgha at ttl 5 s / loop_wait 1 s / retry_timeout 2 s,",
+    "asynchronous replication) while a writer inserts a row every 10 ms through",
+    "`target_session_attrs=read-write` and a second writer stays pinned to the",
+    "original primary.",
+    "",
+    f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} × {cpu()}, "
+    f"kernel {platform.release()}. Figures from one run; the tests assert the",
+    "properties (no split brain, convergence within 2 × ttl of the fault settling,",
+    "no loss where no failover happens, replica faults never interrupt the writer),",
+    "not the timings.",
+    "",
+    "| row | fault | split brain | acknowledged | lost | stale writes on the old primary | longest write gap | new primary accepted writes after | converged after | writer errors |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+]
+for r in rows:
+    sb = "none" if not r["split_brain"] else "**YES**: " + "; ".join(r["split_brain"])
+    stale = "–" if r["stale_writes"] is None else str(r["stale_writes"])
+    lines.append(
+        f"| {r['id']} | {r['fault']} | {sb} | {r['acked']} | {r['lost']} | {stale} | "
+        f"{ms(r['gap_ms'])} | {ms(r['failover_ms'])} | {ms(r['converged_ms'])} | {r['main_errors']} |"
+    )
+lines += [
+    "",
+    "Columns: *stale writes* = rows the old primary acknowledged to the pinned",
+    "client after another server had accepted a write (– when no failover);",
+    "*longest write gap* = longest time between two acknowledgements of the main",
+    "writer after the fault; *writer errors* = failed inserts and connection",
+    "attempts of the main writer (it reconnects at once).",
+    "",
+    "Not measured here yet: N1 and N2 (network isolation in network namespaces),",
+    "S4 (the stopped agent shown as unmanaged in `list`).",
+]
+open(out, "w").write("\n".join(lines) + "\n")
+print(f"written to {out} ({len(rows)} rows)")
+PY
