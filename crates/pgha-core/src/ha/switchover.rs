@@ -121,6 +121,9 @@ pub fn candidate_problem(peer: &PeerStatus) -> Option<String> {
     if peer.wal_position.is_none() {
         return Some("reports no WAL position".into());
     }
+    if peer.replication_broken {
+        return Some("has not been streaming from the leader for too long".into());
+    }
     None
 }
 
