@@ -633,9 +633,13 @@ fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) ->
                 ),
             ))
         }
-        _ => Some(Decision::idle(format!(
+        Some(_) => Some(Decision::idle(format!(
             "{what}, though primary_conninfo points at it ({wanted}): not a failover candidate \
              until it streams again (check the leader's pg_hba.conf, the network, the slot, the timeline)"
+        ))),
+        None => Some(Decision::idle(format!(
+            "{what}; the primary_conninfo PostgreSQL runs with cannot be read: not a failover \
+             candidate until it streams again"
         ))),
     }
 }

@@ -275,10 +275,14 @@ pub struct StreamingWatch {
     pub not_streaming_for: Duration,
     /// When (monotonic) the last update was.
     pub updated_at: Option<Duration>,
+    /// The last update found the replica not streaming from a running
+    /// leader: only time between two such updates is counted (never the
+    /// time before, when it may still have been streaming).
+    pub counting: bool,
 }
 
 impl StreamingWatch {
-    /// Counts the time since the last update:
+    /// Counts the time since the last update (when that one counted too):
     /// - reset when this node leads or runs as a primary, when the leader
     ///   changed, and when the replica streams from the leader;
     /// - added when the replica runs, does not stream from the leader, and
@@ -295,10 +299,12 @@ impl StreamingWatch {
         local: &LocalPostgres,
         job_running: bool,
     ) {
-        let elapsed = self
-            .updated_at
-            .map_or(Duration::ZERO, |t| now.saturating_sub(t));
+        let elapsed = match self.updated_at {
+            Some(t) if self.counting => now.saturating_sub(t),
+            _ => Duration::ZERO,
+        };
         self.updated_at = Some(now);
+        self.counting = false;
         let Some(cluster) = cluster else { return };
         if local.is_primary() || cluster.is_leader(me) {
             self.reset(None);
@@ -318,6 +324,7 @@ impl StreamingWatch {
             Some(true) => self.not_streaming_for = Duration::ZERO,
             Some(false) if cluster.leader_member().is_some_and(|m| m.data.is_running()) => {
                 self.not_streaming_for += elapsed;
+                self.counting = true;
             }
             _ => {}
         }
@@ -475,42 +482,38 @@ mod tests {
     fn the_watch_counts_while_the_leader_runs_and_resets_when_streaming() {
         let c = cluster(Some("n1"), "running");
         let mut w = StreamingWatch::default();
-        w.update(S(0), "n2", Some(&c), &broken_local(), false);
+        w.update(S(0), "n2", Some(&c), &local(), false);
         assert_eq!(w.leader.as_deref(), Some("n1"));
+        w.update(S(5), "n2", Some(&c), &local(), false);
         assert_eq!(w.not_streaming_for, S(0));
+        // Streaming stopped between 5 and 10: counted from 10 on, not from 5.
         w.update(S(10), "n2", Some(&c), &broken_local(), false);
-        w.update(S(25), "n2", Some(&c), &broken_local(), false);
+        assert_eq!(w.not_streaming_for, S(0));
+        w.update(S(20), "n2", Some(&c), &broken_local(), false);
+        w.update(S(35), "n2", Some(&c), &broken_local(), false);
         assert_eq!(w.not_streaming_for, S(25));
         assert!(w.broken(S(20)));
         assert!(!w.broken(S(25)));
-        w.update(S(26), "n2", Some(&c), &local(), false);
+        w.update(S(36), "n2", Some(&c), &local(), false);
         assert_eq!(w.not_streaming_for, S(0));
     }
 
     #[test]
     fn the_watch_freezes_without_dcs_leader_running_leader_or_own_postgres() {
         let c = cluster(Some("n1"), "running");
+        let no_leader = cluster(None, "running");
+        let leader_starting = cluster(Some("n1"), "starting");
         let mut w = StreamingWatch::default();
         w.update(S(0), "n2", Some(&c), &broken_local(), false);
-        w.update(S(10), "n2", Some(&c), &broken_local(), false);
+        w.update(S(1), "n2", Some(&c), &broken_local(), false);
+        w.update(S(11), "n2", Some(&c), &broken_local(), false);
+        assert_eq!(w.not_streaming_for, S(10));
         // DCS unreadable.
         w.update(S(20), "n2", None, &broken_local(), false);
         // The leader key expired: the count is what the race will see.
-        w.update(
-            S(30),
-            "n2",
-            Some(&cluster(None, "running")),
-            &broken_local(),
-            false,
-        );
+        w.update(S(30), "n2", Some(&no_leader), &broken_local(), false);
         // The leader restarts its PostgreSQL in place.
-        w.update(
-            S(40),
-            "n2",
-            Some(&cluster(Some("n1"), "starting")),
-            &broken_local(),
-            false,
-        );
+        w.update(S(40), "n2", Some(&leader_starting), &broken_local(), false);
         // My own PostgreSQL is down, or a job runs.
         let mut stopped = broken_local();
         stopped.running = false;
@@ -518,48 +521,35 @@ mod tests {
         w.update(S(60), "n2", Some(&c), &broken_local(), true);
         assert_eq!(w.not_streaming_for, S(10));
         assert_eq!(w.leader.as_deref(), Some("n1"));
-        // Counting again.
+        // Counting again, from the first update that counts.
         w.update(S(65), "n2", Some(&c), &broken_local(), false);
+        assert_eq!(w.not_streaming_for, S(10));
+        w.update(S(70), "n2", Some(&c), &broken_local(), false);
         assert_eq!(w.not_streaming_for, S(15));
     }
 
     #[test]
     fn the_watch_resets_on_a_new_leader_or_when_leading() {
-        let mut w = StreamingWatch::default();
         let c = cluster(Some("n1"), "running");
+        let n4 = cluster(Some("n4"), "running");
+        let mut w = StreamingWatch::default();
         w.update(S(0), "n2", Some(&c), &broken_local(), false);
-        w.update(S(60), "n2", Some(&c), &broken_local(), false);
+        w.update(S(1), "n2", Some(&c), &broken_local(), false);
+        w.update(S(61), "n2", Some(&c), &broken_local(), false);
         assert!(w.broken(S(50)));
-        w.update(
-            S(61),
-            "n2",
-            Some(&cluster(Some("n4"), "running")),
-            &broken_local(),
-            false,
-        );
+        w.update(S(62), "n2", Some(&n4), &broken_local(), false);
         assert_eq!(
             (w.leader.as_deref(), w.not_streaming_for),
             (Some("n4"), S(0))
         );
-        w.update(
-            S(90),
-            "n2",
-            Some(&cluster(Some("n4"), "running")),
-            &broken_local(),
-            false,
-        );
+        w.update(S(63), "n2", Some(&n4), &broken_local(), false);
+        w.update(S(92), "n2", Some(&n4), &broken_local(), false);
         assert_eq!(w.not_streaming_for, S(29));
-        w.update(
-            S(91),
-            "n4",
-            Some(&cluster(Some("n4"), "running")),
-            &broken_local(),
-            false,
-        );
+        w.update(S(93), "n4", Some(&n4), &broken_local(), false);
         assert_eq!((w.leader.as_deref(), w.not_streaming_for), (None, S(0)));
         let mut primary = local();
         primary.role = Some(PgRole::Primary);
-        w.update(S(92), "n2", Some(&c), &primary, false);
+        w.update(S(94), "n2", Some(&c), &primary, false);
         assert_eq!((w.leader.as_deref(), w.not_streaming_for), (None, S(0)));
     }
 }

@@ -1001,6 +1001,7 @@ impl World {
             leader: Some("n1".into()),
             not_streaming_for: Duration::from_secs(secs),
             updated_at: Some(self.now),
+            counting: true,
         };
         self
     }
@@ -1060,7 +1061,7 @@ fn a_replica_not_streaming_past_the_limit_with_the_right_primary_conninfo_says_s
     );
     // Unknown configured upstream: nothing to repair from here either.
     w.local.configured_upstream = None;
-    assert_idle(&w.decide(), "though primary_conninfo points at it");
+    assert_idle(&w.decide(), "cannot be read: not a failover candidate");
     // The leader publishes no usable conn_url.
     w.set(
         "members/n1",
@@ -1150,4 +1151,21 @@ fn a_switchover_does_not_hand_over_to_a_replica_that_is_not_streaming() {
         "{}",
         d.reason
     );
+}
+
+#[test]
+fn an_operator_may_name_a_replica_that_was_not_streaming_only_without_a_leader() {
+    use crate::ha::switchover::requested_candidate_problem;
+    let mut w = World::new("n1");
+    w.peer("n2", 1000, 1);
+    w.peers[0].replication_broken = true;
+    let p = &w.peers[0];
+    assert!(
+        requested_candidate_problem(p, false).is_some_and(|why| why.contains("not been streaming"))
+    );
+    assert_eq!(requested_candidate_problem(p, true), None);
+    // Its other problems still count.
+    let mut stopped = p.clone();
+    stopped.running = false;
+    assert!(requested_candidate_problem(&stopped, true).is_some());
 }
