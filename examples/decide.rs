@@ -34,6 +34,7 @@ fn main() {
         maximum_lag_on_failover: 1 << 20,
         primary_start_timeout: Duration::from_secs(300),
         paused: false,
+        not_streaming_limit: Duration::from_secs(50),
     };
     let local = LocalPostgres {
         data_dir: DataDir::Initialized {
@@ -48,6 +49,8 @@ fn main() {
         wal_position: Some(5000),
         following: Some("node1".into()),
         replication_state: Some("streaming".into()),
+        receiver_sender: None,
+        configured_upstream: None,
     };
     let member = r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","state":"running","role":"primary","xlog_location":5000}"#;
     let memory = HaMemory::default();
@@ -111,5 +114,6 @@ fn peer(name: &str, wal: u64) -> PeerStatus {
         wal_position: Some(wal),
         nofailover: false,
         failover_priority: 1,
+        replication_broken: false,
     }
 }

@@ -402,6 +402,12 @@ pub fn status_json(s: &NodeStatus) -> Value {
         if let Some(rs) = &s.member.replication_state {
             out.insert("replication_state".into(), json!(rs));
         }
+        // pgha only: not streaming from the leader for too long (M1); read
+        // by peers in the leader race.
+        let broken = pgha_core::ha::replication::BROKEN_FIELD;
+        if let Some(v) = s.member.extra.get(broken) {
+            out.insert(broken.into(), v.clone());
+        }
         if !db.replication.is_empty() {
             out.insert("replication".into(), json!(db.replication));
         }

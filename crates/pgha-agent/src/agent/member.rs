@@ -2,15 +2,16 @@
 
 use pgha_core::ha::{DataDir, Job};
 use pgha_core::model::member::ScheduledRestart;
-use pgha_core::model::{MemberData, PATRONI_COMPAT_VERSION, PGHA_VERSION, PgState, Role};
+use pgha_core::model::{Cluster, MemberData, PATRONI_COMPAT_VERSION, PGHA_VERSION, PgState, Role};
 use serde_json::{Map, Value, json};
 
-use super::{Agent, replication_state};
+use super::{Agent, replication};
 use crate::postgres::{Observed, files};
 
 impl Agent {
-    /// The member key for what was observed.
-    pub(super) fn member_data(&self, o: &Observed) -> MemberData {
+    /// The member key for what was observed (`cluster`: to tell whether a
+    /// replica streams from the current leader).
+    pub(super) fn member_data(&self, o: &Observed, cluster: Option<&Cluster>) -> MemberData {
         let db = o.db.as_ref();
         let mut data = MemberData {
             conn_url: Some(self.config.conn_url()),
@@ -35,7 +36,7 @@ impl Agent {
             if d.in_recovery {
                 data.replay_lsn = d.replay_lsn;
                 data.receive_lsn = d.receive_lsn;
-                data.replication_state = replication_state(d);
+                data.replication_state = replication::state(d, cluster);
             }
             if !d.pending_restart.is_empty() {
                 data.pending_restart = Some(true);
@@ -58,6 +59,7 @@ impl Agent {
                 extra: Map::new(),
             });
         }
+        self.publish_streaming(&mut data);
         data.extra
             .insert("pgha_version".into(), PGHA_VERSION.into());
         data

@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod leader;
 pub mod member;
 pub mod peers;
+pub mod replication;
 pub mod status;
 pub mod watchdog;
 
@@ -282,6 +283,7 @@ impl Agent {
         let want = self.watchdog_want();
         self.fence.set_watchdog(want);
         let mut observed = self.pg.observe().await;
+        self.watch_streaming(cluster.as_ref(), &observed);
         let mut acted = false;
         let mut renew_failed: Option<String> = None;
         for _ in 0..3 {
@@ -346,7 +348,7 @@ impl Agent {
             }
         }
         self.notice_role_change(&observed);
-        let member = self.member_data(&observed);
+        let member = self.member_data(&observed, cluster.as_ref());
         if let Some(c) = &cluster {
             if let Err(e) = self.dcs.touch_member(&member).await {
                 tracing::warn!("cannot publish the member key: {e}");
@@ -412,6 +414,7 @@ impl Agent {
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover(),
             primary_start_timeout: Duration::from_secs(self.dynamic.primary_start_timeout()),
             paused: self.dynamic.pause(),
+            not_streaming_limit: ha::not_streaming_limit(self.timing),
         }
     }
 
@@ -477,7 +480,9 @@ impl Agent {
                 .or(o.controldata.as_ref().map(|c| c.timeline)),
             wal_position: db.and_then(|d| d.wal_position()),
             following: o.following.clone(),
-            replication_state: db.and_then(replication_state),
+            replication_state: db.and_then(|d| replication::state(d, None)),
+            receiver_sender: db.and_then(replication::sender),
+            configured_upstream: db.and_then(|d| d.configured_upstream.clone()),
         }
     }
 
@@ -557,7 +562,7 @@ impl Agent {
         self.callbacks
             .fire("on_stop", self.last_role.as_deref().unwrap_or("replica"));
         let stopped = self.pg.observe().await;
-        let member = self.member_data(&stopped);
+        let member = self.member_data(&stopped, None);
         if let Err(e) = self.dcs.touch_member(&member).await {
             tracing::debug!("could not publish the stopped state: {e}");
         }
@@ -570,19 +575,6 @@ impl Agent {
         self.guard.exit().await;
         tracing::info!("pgha stopped");
     }
-}
-
-/// `streaming` when the WAL receiver streams, `in archive recovery` for a
-/// replica without one, as Patroni reports it.
-fn replication_state(d: &crate::postgres::DbState) -> Option<String> {
-    if !d.in_recovery {
-        return None;
-    }
-    Some(if d.receiver_status.as_deref() == Some("streaming") {
-        "streaming".into()
-    } else {
-        "in archive recovery".into()
-    })
 }
 
 /// How long to wait for a peer's `GET /patroni` during the leader race.

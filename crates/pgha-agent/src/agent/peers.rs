@@ -231,7 +231,13 @@ fn from_member_key(m: &Member) -> PeerStatus {
         wal_position: m.data.xlog_location,
         nofailover: m.data.tags.nofailover(),
         failover_priority: m.data.tags.failover_priority(),
+        replication_broken: broken_flag(&m.data.extra),
     }
+}
+
+/// The pgha-only `replication_broken` flag of a member key or `GET /patroni`.
+fn broken_flag(fields: &serde_json::Map<String, Value>) -> bool {
+    fields.get(pgha_core::ha::replication::BROKEN_FIELD) == Some(&Value::Bool(true))
 }
 
 /// Reads `GET /patroni`: `xlog.location` on a primary, the furthest of
@@ -271,6 +277,9 @@ fn from_rest(m: &Member, json: &Value) -> PeerStatus {
         wal_position: wal,
         nofailover: tags.nofailover(),
         failover_priority: tags.failover_priority(),
+        replication_broken: json
+            .as_object()
+            .map_or_else(|| broken_flag(&m.data.extra), broken_flag),
     }
 }
 
@@ -306,5 +315,22 @@ mod tests {
         assert_eq!((p.wal_position, p.is_primary), (Some(500), true));
         let p = from_rest(&member(), &json!({"state": "starting", "role": "primary"}));
         assert!(!p.is_primary, "a starting node is not a live primary");
+    }
+
+    #[test]
+    fn the_replication_broken_flag_is_read_from_rest_or_the_member_key() {
+        let running = json!({"state": "running", "role": "replica"});
+        assert!(!from_rest(&member(), &running).replication_broken);
+        let mut broken = running.clone();
+        broken["replication_broken"] = json!(true);
+        assert!(from_rest(&member(), &broken).replication_broken);
+        let mut m = member();
+        m.data
+            .extra
+            .insert("replication_broken".into(), json!(true));
+        assert!(from_member_key(&m).replication_broken);
+        // The REST answer is the fresher one.
+        assert!(!from_rest(&m, &running).replication_broken);
+        assert!(!from_member_key(&member()).replication_broken);
     }
 }

@@ -149,18 +149,33 @@ impl Postgres {
     }
 
     /// Points a running replica at `upstream` (PostgreSQL 13+ reloads
-    /// `primary_conninfo` without a restart).
+    /// `primary_conninfo` without a restart). A `primary_conninfo` or
+    /// `primary_slot_name` set with `ALTER SYSTEM` would win over pgha's
+    /// file (`postgresql.auto.conf` is read last), so it is reset first.
     pub async fn follow(
         &self,
         upstream: Option<&Upstream>,
         dynamic: &DynamicConfig,
     ) -> Result<(), PgError> {
         files::write_config(&self.config, dynamic, &ConfRole::Replica(upstream.cloned()))?;
-        self.db
-            .lock()
-            .await
-            .execute("SELECT pg_reload_conf()", QUERY_TIMEOUT)
-            .await
+        let mut db = self.db.lock().await;
+        let overrides = db
+            .query_texts(
+                "SELECT DISTINCT name FROM pg_file_settings \
+                  WHERE name IN ('primary_conninfo', 'primary_slot_name') \
+                    AND sourcefile LIKE '%postgresql.auto.conf'",
+                QUERY_TIMEOUT,
+            )
+            .await?;
+        for name in overrides {
+            tracing::warn!(
+                "{name} was set with ALTER SYSTEM (postgresql.auto.conf), overriding whom pgha \
+                 replicates from: resetting it"
+            );
+            db.execute(&format!("ALTER SYSTEM RESET {name}"), QUERY_TIMEOUT)
+                .await?;
+        }
+        db.execute("SELECT pg_reload_conf()", QUERY_TIMEOUT).await
     }
 
     /// Promotes the running replica, then checkpoints so a former primary

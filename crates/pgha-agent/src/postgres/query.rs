@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use pgha_core::ha::{ConfiguredUpstream, Endpoint};
 use tokio_postgres::{Client, NoTls};
 
 use super::PgError;
@@ -33,6 +34,10 @@ pub struct DbState {
     pub receiver_status: Option<String>,
     /// Where the WAL receiver is connected, `host:port`.
     pub receiver_upstream: Option<String>,
+    /// Where the `primary_conninfo` PostgreSQL runs with points (read from
+    /// the setting, whichever file set it; the password in it is not kept).
+    /// `None` when it could not be read.
+    pub configured_upstream: Option<ConfiguredUpstream>,
     pub postmaster_start_time: Option<String>,
     pub server_version: i32,
     pub replication: Vec<ReplicationConnection>,
@@ -85,7 +90,8 @@ SELECT pg_is_in_recovery(),
        to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US\"+00:00\"'),
        current_setting('server_version_num')::int,
        (SELECT system_identifier::text FROM pg_control_system()),
-       (SELECT string_agg(name || '=' || setting, E'\\n') FROM pg_settings WHERE pending_restart)";
+       (SELECT string_agg(name || '=' || setting, E'\\n') FROM pg_settings WHERE pending_restart),
+       current_setting('primary_conninfo', true)";
 
 const REPLICATION_SQL: &str = "
 SELECT usename::text, application_name, host(client_addr), state, sync_state, sync_priority
@@ -169,6 +175,10 @@ impl LocalDb {
                             .map(|(k, v)| (k.to_string(), v.to_string()))
                     })
                     .collect(),
+                configured_upstream: row.get::<_, Option<String>>(13).map(|c| {
+                    Endpoint::from_conninfo(&c)
+                        .map_or(ConfiguredUpstream::Nowhere, ConfiguredUpstream::At)
+                }),
                 replication: rows
                     .iter()
                     .map(|r| ReplicationConnection {

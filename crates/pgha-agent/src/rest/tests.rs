@@ -18,6 +18,7 @@ fn db(in_recovery: bool) -> DbState {
         timeline: Some(2),
         receiver_status: in_recovery.then(|| "streaming".into()),
         receiver_upstream: None,
+        configured_upstream: None,
         postmaster_start_time: Some("2026-11-21 10:00:00.000000+00:00".into()),
         server_version: 150018,
         replication: Vec::new(),
@@ -222,6 +223,24 @@ fn status_json_has_patronis_fields() {
     assert_eq!(r["xlog"]["received_location"], 4900);
     assert_eq!(r["xlog"]["replayed_location"], 4800);
     assert_eq!(r["replication_state"], "streaming");
+    assert!(r.get("replication_broken").is_none());
+}
+
+#[test]
+fn a_replica_not_streaming_from_the_leader_fails_the_streaming_checks() {
+    let mut r = node("n2", false, false);
+    r.member.replication_state = Some("in archive recovery".into());
+    r.member
+        .extra
+        .insert("replication_broken".into(), serde_json::Value::Bool(true));
+    let streaming = q(&[("replication_state", "streaming")]);
+    assert_eq!(health_code("/replica", &streaming, &r), 503);
+    assert_eq!(readiness_code(&q(&[]), &r), 503);
+    // Still a running replica for the checks that do not ask for streaming.
+    assert_eq!(health_code("/replica", &q(&[]), &r), 200);
+    let j = status_json(&r);
+    assert_eq!(j["replication_state"], "in archive recovery");
+    assert_eq!(j["replication_broken"], true);
 }
 
 #[test]

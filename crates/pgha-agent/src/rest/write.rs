@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pgha_core::dcs::{DcsError, DcsExt, SharedKey};
-use pgha_core::ha::switchover::candidate_problem;
+use pgha_core::ha::switchover::requested_candidate_problem;
 use pgha_core::model::failover::{parse_iso8601, python_isoformat};
 use pgha_core::model::{Cluster, DynamicConfig, Expect, Failover, lenient};
 use serde_json::{Map, Value};
@@ -352,8 +352,9 @@ async fn failover_possible(
         ));
     }
     let mut problems = Vec::new();
+    let named_without_leader = cluster.leader.is_none() && candidate.is_some();
     for p in candidates {
-        match candidate_problem(p) {
+        match requested_candidate_problem(p, named_without_leader) {
             None => return Ok(()),
             Some(why) => problems.push(format!("{} {why}", p.name)),
         }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use super::action::{Action, Decision, StopMode};
 use super::observation::{DataDir, Job, Observation, PeerSource};
+use super::replication::{self, ConfiguredUpstream};
 use super::switchover::{self, LeaderStep, RaceGate};
 use crate::model::{Cluster, ClusterKey};
 
@@ -584,6 +585,16 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                 format!("following the new leader {leader}"),
             );
         }
+        if let Some(d) = decide_not_streaming(o, cluster, leader) {
+            return d;
+        }
+        if replication::streams_from_leader(o.local, Some(cluster)) == Some(false) {
+            return Decision::idle(format!(
+                "no action: I am {me}, a replica following {leader}, but not streaming from it \
+                 for {:.1?} (repaired or dropped as a candidate after {:?})",
+                o.memory.streaming.not_streaming_for, o.settings.not_streaming_limit
+            ));
+        }
         return Decision::idle(format!(
             "no action: I am {me}, a replica following {leader}"
         ));
@@ -615,6 +626,50 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                 Decision::idle(format!("no leader, not racing: {why}"))
             }
         }
+    }
+}
+
+/// A replica that has not been streaming from `leader` for longer than
+/// `not_streaming_limit` (scenario M1): point `primary_conninfo` at the
+/// leader again when it points elsewhere (a hand edit, `ALTER SYSTEM`, the
+/// leader's `conn_url` changed); otherwise say so, since rewriting it would
+/// change nothing (the leader refuses the connection, the network, a
+/// missing slot, diverged timelines...). `None` while replication is fine.
+fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) -> Option<Decision> {
+    let watch = &o.memory.streaming;
+    let limit = o.settings.not_streaming_limit;
+    if watch.leader.as_deref() != Some(leader) || !watch.broken(limit) {
+        return None;
+    }
+    let what = format!(
+        "not streaming from leader {leader} for {:.1?} (more than {limit:?})",
+        watch.not_streaming_for
+    );
+    let Some(wanted) = replication::leader_endpoint(cluster) else {
+        return Some(Decision::idle(format!(
+            "{what}, and its member key has no usable conn_url: cannot repair primary_conninfo"
+        )));
+    };
+    match &o.local.configured_upstream {
+        Some(configured) if *configured != ConfiguredUpstream::At(wanted.clone()) => {
+            Some(Decision::new(
+                vec![Action::Follow {
+                    leader: Some(leader.to_string()),
+                }],
+                format!(
+                    "repairing replication: {what}; primary_conninfo points at {configured}, \
+                     not at {leader} ({wanted}): rewriting it and reloading"
+                ),
+            ))
+        }
+        Some(_) => Some(Decision::idle(format!(
+            "{what}, though primary_conninfo points at it ({wanted}): not a failover candidate \
+             until it streams again (check the leader's pg_hba.conf, the network, the slot, the timeline)"
+        ))),
+        None => Some(Decision::idle(format!(
+            "{what}; the primary_conninfo PostgreSQL runs with cannot be read: not a failover \
+             candidate until it streams again"
+        ))),
     }
 }
 
@@ -659,6 +714,17 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
     if !o.local.running {
         return Err("PostgreSQL is not running".into());
     }
+    let watch = &o.memory.streaming;
+    if watch.broken(o.settings.not_streaming_limit) {
+        // My WAL may not be the cluster's (a wrong host, an old primary);
+        // an operator can still name me in a failover (the branch above).
+        return Err(format!(
+            "I was not streaming from {} for {:.1?} (more than {:?}): not a failover candidate",
+            watch.leader.as_deref().unwrap_or("the leader"),
+            watch.not_streaming_for,
+            o.settings.not_streaming_limit
+        ));
+    }
     let Some(mine) = o.local.wal_position else {
         return Err("my WAL position is unknown".into());
     };
@@ -676,7 +742,9 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
         if peer.source == PeerSource::Rest && peer.is_primary {
             return Err(format!("{} still runs as a primary", peer.name));
         }
-        if peer.nofailover {
+        if peer.nofailover || peer.replication_broken {
+            // Not a candidate: it does not hold me back, whatever its WAL
+            // position says (it may come from another history).
             continue;
         }
         let Some(theirs) = peer.wal_position else {

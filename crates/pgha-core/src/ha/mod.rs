@@ -10,6 +10,7 @@
 pub mod action;
 pub mod decide;
 pub mod observation;
+pub mod replication;
 pub mod switchover;
 
 pub use action::{Action, Decision, StopMode};
@@ -18,3 +19,4 @@ pub use observation::{
     DataDir, HaMemory, Job, LocalPostgres, NodeSettings, Observation, PeerSource, PeerStatus,
     PgRole,
 };
+pub use replication::{ConfiguredUpstream, Endpoint, StreamingWatch, not_streaming_limit};

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::replication::{ConfiguredUpstream, Endpoint, StreamingWatch};
 use crate::model::{Cluster, Tags};
 
 /// The node's own settings that shape decisions (from its YAML file and
@@ -23,6 +24,10 @@ pub struct NodeSettings {
     pub primary_start_timeout: Duration,
     /// Maintenance mode (`pause` in the dynamic configuration).
     pub paused: bool,
+    /// How long a replica may go without streaming from the leader before
+    /// its replication counts as broken
+    /// ([`super::replication::not_streaming_limit`]).
+    pub not_streaming_limit: Duration,
 }
 
 /// What is in the data directory.
@@ -69,6 +74,12 @@ pub struct LocalPostgres {
     pub following: Option<String>,
     /// From `pg_stat_wal_receiver`: `streaming` when connected.
     pub replication_state: Option<String>,
+    /// From `pg_stat_wal_receiver`: the server the WAL receiver is
+    /// connected to (`sender_host`, `sender_port`).
+    pub receiver_sender: Option<Endpoint>,
+    /// Where the `primary_conninfo` PostgreSQL runs with points (whichever
+    /// file set it: a hand edit, `ALTER SYSTEM`); `None` when unknown.
+    pub configured_upstream: Option<ConfiguredUpstream>,
 }
 
 impl LocalPostgres {
@@ -110,6 +121,9 @@ pub struct PeerStatus {
     pub wal_position: Option<u64>,
     pub nofailover: bool,
     pub failover_priority: i64,
+    /// It says it has not been streaming from the leader for longer than
+    /// the limit (the leader it had, when there is none now).
+    pub replication_broken: bool,
 }
 
 /// A long operation the agent is carrying out in the background.
@@ -160,6 +174,8 @@ pub struct HaMemory {
     /// Until when (monotonic) this node stays out of the leader race (a
     /// `pre_promote` script vetoed its promotion).
     pub no_race_until: Option<Duration>,
+    /// For how long this replica has not been streaming from the leader.
+    pub streaming: StreamingWatch,
 }
 
 /// Everything `decide` looks at.

@@ -121,7 +121,28 @@ pub fn candidate_problem(peer: &PeerStatus) -> Option<String> {
     if peer.wal_position.is_none() {
         return Some("reports no WAL position".into());
     }
+    if peer.replication_broken {
+        return Some("has not been streaming from the leader for too long".into());
+    }
     None
+}
+
+/// [`candidate_problem`] for a switchover or failover asked of the REST
+/// API. `named_without_leader`: the cluster has no leader and the operator
+/// named this candidate; then a replica that was not streaming (M1) is
+/// accepted: whether its data will do is the operator's call, and the
+/// named candidate races regardless ([`RaceGate::Candidate`]).
+pub fn requested_candidate_problem(
+    peer: &PeerStatus,
+    named_without_leader: bool,
+) -> Option<String> {
+    if named_without_leader && peer.replication_broken {
+        return candidate_problem(&PeerStatus {
+            replication_broken: false,
+            ..peer.clone()
+        });
+    }
+    candidate_problem(peer)
 }
 
 /// How a pending request changes who may race for a free lock.

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::ha::observation::*;
+use crate::ha::replication::{ConfiguredUpstream, Endpoint};
 use crate::model::{Cluster, ClusterKey, RawEntry, Tags, Version};
 
 const SYSID: &str = "7312345678901234567";
@@ -43,6 +44,7 @@ impl World {
                 maximum_lag_on_failover: 1_048_576,
                 primary_start_timeout: Duration::from_secs(300),
                 paused: false,
+                not_streaming_limit: Duration::from_secs(50),
             },
             entries: Vec::new(),
             dcs_down: false,
@@ -59,6 +61,8 @@ impl World {
                 wal_position: Some(1000),
                 following: Some("n1".into()),
                 replication_state: Some("streaming".into()),
+                receiver_sender: Some(Endpoint::new("127.0.0.1", 5432)),
+                configured_upstream: Some(ConfiguredUpstream::At(Endpoint::new("127.0.0.1", 5432))),
             },
             memory: HaMemory::default(),
             peers: Vec::new(),
@@ -127,6 +131,7 @@ impl World {
             wal_position: Some(wal),
             nofailover: priority <= 0,
             failover_priority: priority,
+            replication_broken: false,
         });
         self
     }
@@ -1046,4 +1051,184 @@ fn paused_primaries_are_not_demoted_for_dcs_trouble() {
     w.dcs_down = false;
     w.memory.lock_deadline = Some(w.now);
     assert_eq!(actions(&w.decide()), [Action::RenewLock]);
+}
+
+// ---- a replica that does not stream from the leader (scenario M1)
+
+impl World {
+    /// `me` has not been streaming from `n1` for `secs` (the agent's count).
+    fn not_streaming_for(&mut self, secs: u64) -> &mut Self {
+        self.local.replication_state = Some("waiting".into());
+        self.local.receiver_sender = None;
+        self.memory.streaming = crate::ha::StreamingWatch {
+            leader: Some("n1".into()),
+            not_streaming_for: Duration::from_secs(secs),
+            updated_at: Some(self.now),
+            counting: true,
+        };
+        self
+    }
+}
+
+#[test]
+fn a_replica_not_streaming_within_the_limit_is_left_alone() {
+    let mut w = World::new("n2");
+    w.not_streaming_for(50);
+    w.local.configured_upstream = Some(ConfiguredUpstream::At(Endpoint::new("127.0.0.1", 6000)));
+    assert_idle(
+        &w.decide(),
+        "a replica following n1, but not streaming from it for 50.0s (repaired or dropped as a candidate after 50s)",
+    );
+}
+
+#[test]
+fn a_replica_not_streaming_past_the_limit_with_a_wrong_primary_conninfo_repairs_it() {
+    let mut w = World::new("n2");
+    w.not_streaming_for(51);
+    w.local.configured_upstream = Some(ConfiguredUpstream::At(Endpoint::new("127.0.0.1", 6000)));
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [Action::Follow {
+            leader: Some("n1".into())
+        }]
+    );
+    assert!(
+        d.reason.contains("repairing replication")
+            && d.reason
+                .contains("points at 127.0.0.1:6000, not at n1 (127.0.0.1:5432)"),
+        "{}",
+        d.reason
+    );
+    // An empty primary_conninfo (ALTER SYSTEM SET primary_conninfo = '') too.
+    w.local.configured_upstream = Some(ConfiguredUpstream::Nowhere);
+    let d = w.decide();
+    assert_eq!(actions(&d).len(), 1);
+    assert!(d.reason.contains("points at nowhere"), "{}", d.reason);
+    // The leader's conn_url changed: follow its new address.
+    w.local.configured_upstream = Some(ConfiguredUpstream::At(Endpoint::new("127.0.0.1", 5432)));
+    w.set(
+        "members/n1",
+        &member_json("primary", "running", 1000).replace("127.0.0.1:5432", "10.0.0.1:5432"),
+    );
+    assert!(w.decide().reason.contains("not at n1 (10.0.0.1:5432)"));
+}
+
+#[test]
+fn a_replica_not_streaming_past_the_limit_with_the_right_primary_conninfo_says_so() {
+    let mut w = World::new("n2");
+    w.not_streaming_for(51);
+    assert_idle(
+        &w.decide(),
+        "though primary_conninfo points at it (127.0.0.1:5432): not a failover candidate",
+    );
+    // Unknown configured upstream: nothing to repair from here either.
+    w.local.configured_upstream = None;
+    assert_idle(&w.decide(), "cannot be read: not a failover candidate");
+    // The leader publishes no usable conn_url.
+    w.set(
+        "members/n1",
+        r#"{"state":"running","role":"primary","xlog_location":1000}"#,
+    );
+    assert_idle(&w.decide(), "has no usable conn_url");
+}
+
+#[test]
+fn a_count_about_another_leader_does_not_repair() {
+    // The agent resets the count when the leader changes; a stale one
+    // (about n3) must not make the replica of n1 act.
+    let mut w = World::new("n2");
+    w.not_streaming_for(100);
+    w.memory.streaming.leader = Some("n3".into());
+    w.local.configured_upstream = Some(ConfiguredUpstream::Nowhere);
+    assert_idle(&w.decide(), "a replica following n1");
+}
+
+#[test]
+fn following_another_member_is_still_fixed_first() {
+    let mut w = World::new("n2");
+    w.not_streaming_for(100);
+    w.local.following = Some("n3".into());
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Follow {
+            leader: Some("n1".into())
+        }]
+    );
+}
+
+#[test]
+fn a_replica_that_was_not_streaming_does_not_race() {
+    let mut w = World::new("n2");
+    w.no_leader().not_streaming_for(51).peer("n3", 900, 1);
+    let d = w.decide();
+    assert_idle(&d, "I was not streaming from n1 for 51.0s (more than 50s)");
+    // Within the limit (a leader that just died stopped everybody's
+    // streaming): it races as usual.
+    w.memory.streaming.not_streaming_for = Duration::from_secs(50);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+    // Even alone: its WAL may not be the cluster's.
+    let mut w = World::new("n2");
+    w.no_leader().not_streaming_for(51);
+    assert_idle(&w.decide(), "not a failover candidate");
+}
+
+#[test]
+fn a_replica_that_was_not_streaming_may_still_be_named_by_an_operator() {
+    let mut w = World::new("n2");
+    w.no_leader()
+        .not_streaming_for(51)
+        .set("failover", r#"{"member":"n2"}"#);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_peer_that_was_not_streaming_does_not_hold_a_healthy_node_back() {
+    let mut w = World::new("n2");
+    w.no_leader().peer("n3", 5000, 1);
+    assert_idle(&w.decide(), "n3 is ahead");
+    w.peers[0].replication_broken = true;
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+    // Nor at an equal position with a higher priority.
+    w.peers[0].wal_position = Some(1000);
+    w.peers[0].failover_priority = 5;
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+    // Nor a stopped one whose member key shows more WAL.
+    w.peers[0].running = false;
+    w.peers[0].source = PeerSource::MemberKey;
+    w.peers[0].wal_position = Some(5000);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_switchover_does_not_hand_over_to_a_replica_that_is_not_streaming() {
+    let mut w = World::new("n1");
+    w.primary().peer("n2", 1000, 1);
+    w.peers[0].replication_broken = true;
+    w.set("failover", r#"{"leader":"n1","member":"n2"}"#);
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::RenewLock, Action::ClearFailover]);
+    assert!(
+        d.reason
+            .contains("n2 has not been streaming from the leader for too long"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn an_operator_may_name_a_replica_that_was_not_streaming_only_without_a_leader() {
+    use crate::ha::switchover::requested_candidate_problem;
+    let mut w = World::new("n1");
+    w.peer("n2", 1000, 1);
+    w.peers[0].replication_broken = true;
+    let p = &w.peers[0];
+    assert!(
+        requested_candidate_problem(p, false).is_some_and(|why| why.contains("not been streaming"))
+    );
+    assert_eq!(requested_candidate_problem(p, true), None);
+    // Its other problems still count.
+    let mut stopped = p.clone();
+    stopped.running = false;
+    assert!(requested_candidate_problem(&stopped, true).is_some());
 }
