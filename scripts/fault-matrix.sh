@@ -72,8 +72,8 @@ lines += [
     "writer after the fault; *writer errors* = failed inserts and connection",
     "attempts of the main writer (it reconnects at once).",
     "",
-    "Not measured here yet: N1 and N2 (network isolation in network namespaces),",
-    "S4 (the stopped agent shown as unmanaged in `list`).",
+    "Not measured here yet: N1 and N2 (network isolation in network namespaces).",
+    "S4 is measured, but `list` does not yet show the agent-less node as unmanaged.",
 ]
 open(out, "w").write("\n".join(lines) + "\n")
 print(f"written to {out} ({len(rows)} rows)")

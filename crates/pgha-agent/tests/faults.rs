@@ -11,7 +11,8 @@
 //! `scripts/fault-matrix.sh` renders them into docs/fault-matrix.md. The
 //! figures are measurements, not asserted: speed belongs to benchmarks.
 //!
-//! Rows N1 and N2 (network isolation, network namespaces) are not here yet.
+//! Rows N1 and N2 (network isolation, network namespaces) are not here yet;
+//! S4 checks the agent's side but not yet `list` showing the node unmanaged.
 
 // A panic is how a test fails; the helpers here are part of the tests.
 #![allow(clippy::unwrap_used)]
@@ -207,6 +208,90 @@ async fn p4_kill_9_of_the_primarys_agent() {
         Some(0),
         "the old primary took writes after the failover"
     );
+}
+
+/// S4 as a service manager's `kill` does it: the replica's agent dies,
+/// its PostgreSQL goes on streaming (the guard leaves a replica alone), the
+/// writer is not interrupted; the agent started again takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_the_agent_on_a_replica_stops() {
+    let mut run = start().await;
+    let r = run.replicas()[0];
+    run.fault();
+    run.cluster.kill_agent(r);
+    tokio::time::sleep(Duration::from_secs(2 * run.cluster.options.ttl)).await;
+    assert!(
+        run.cluster.postmaster_pid(r).is_some(),
+        "the replica's PostgreSQL stopped with its agent"
+    );
+    wait_streaming(&run.cluster, r, Duration::from_secs(10)).await;
+    run.cluster.start_agent(r).unwrap();
+    let bound = convergence_bound(
+        &run.cluster,
+        Duration::from_secs(2 * run.cluster.options.ttl),
+    );
+    let o = run
+        .finish(
+            "S4",
+            "kill -9 of a replica's agent (started again after 2 x ttl)",
+            bound,
+        )
+        .await
+        .unwrap();
+    record(&o);
+    assert_eq!(o.main_errors, 0, "a replica fault interrupted the writer");
+    assert_eq!(o.lost, 0);
+}
+
+/// M1: a replica whose `primary_conninfo` is overridden (`ALTER SYSTEM`) to
+/// follow a server that does not exist. The agent reports it as not
+/// streaming, then rewrites its upstream; the writer is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m1_a_replica_following_a_node_that_does_not_exist() {
+    let mut run = start().await;
+    let r = run.replicas()[0];
+    let nowhere = pgha_testkit::ports::free_port().unwrap();
+    run.fault();
+    run.cluster
+        .sql(
+            r,
+            &format!(
+                "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={nowhere} user=replicator'"
+            ),
+        )
+        .await
+        .unwrap();
+    run.cluster.sql(r, "SELECT pg_reload_conf()").await.unwrap();
+    // Reported as not streaming (bounded), then repaired.
+    let reported = pgha_testkit::wait::until(
+        "the broken replica to fail /replica?replication_state=streaming",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            matches!(
+                run.cluster
+                    .api(r, "/replica?replication_state=streaming")
+                    .await,
+                Ok((503, _))
+            )
+            .then_some(())
+        },
+    )
+    .await;
+    reported.unwrap_or_else(|e| panic!("{e}\n{}", run.cluster.log(r)));
+    wait_streaming(&run.cluster, r, Duration::from_secs(60)).await;
+    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
+    let o = run
+        .finish(
+            "M1",
+            "a replica made to follow a node that does not exist",
+            bound,
+        )
+        .await
+        .unwrap();
+    record(&o);
+    assert_eq!(o.main_errors, 0, "a replica fault interrupted the writer");
+    assert_eq!(o.lost, 0);
 }
 
 fn run_name(i: usize) -> String {
