@@ -72,7 +72,16 @@ lines += [
     "writer after the fault; *writer errors* = failed inserts and connection",
     "attempts of the main writer (it reconnects at once).",
     "",
-    "Not measured here yet: N1 and N2 (network isolation in network namespaces).",
+    "N1 and N2 run in network namespaces (each server in its own, the test's",
+    "clients in another; the cut is nftables DROP inside the cut-off node's",
+    "namespace, which leaves the clients' path open so the pinned writer sees",
+    "what the old primary does). In N1 the old primary keeps acknowledging",
+    "writes until it demotes (about retry_timeout after its renewal fails),",
+    "and with replication cut too those rows never reach the new primary:",
+    "that is the *lost* figure, the price of asynchronous replication (Patroni",
+    "loses them the same way; only synchronous replication, not in pgha yet,",
+    "avoids it). No row was acknowledged by two primaries at once.",
+    "",
     "S4 is measured, but `list` does not yet show the agent-less node as unmanaged.",
 ]
 open(out, "w").write("\n".join(lines) + "\n")

@@ -21,6 +21,7 @@ packages=(
   openssl                              # test certificates
   haproxy                              # the load-balancer tests (Patroni's documented setup)
   procps iproute2 curl ca-certificates
+  nftables util-linux                  # partitions in network namespaces (nft, nsenter)
 )
 
 missing=()

@@ -11,8 +11,11 @@
 //! `scripts/fault-matrix.sh` renders them into docs/fault-matrix.md. The
 //! figures are measurements, not asserted: speed belongs to benchmarks.
 //!
-//! Rows N1 and N2 (network isolation, network namespaces) are not here yet;
-//! S4 checks the agent's side but not yet `list` showing the node unmanaged.
+//! Rows N1 and N2 run in network namespaces (`pgha_testkit::netns`): every
+//! server in its own, the test's clients in another, partitions made with
+//! nftables inside the cut-off node's namespace. They skip, saying why,
+//! when the machine cannot make namespaces (not root). S4 checks the
+//! agent's side but not yet `list` showing the node unmanaged.
 
 // A panic is how a test fails; the helpers here are part of the tests.
 #![allow(clippy::unwrap_used)]
@@ -20,8 +23,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pgha_testkit::cluster::{ClusterOptions, TestCluster};
+use pgha_testkit::cluster::{ClusterOptions, Placement, TestCluster};
 use pgha_testkit::faults::scenario::{Outcome, Run, results_dir};
+use pgha_testkit::netns::Network;
 use tokio::time::Instant;
 
 fn agent() -> &'static Path {
@@ -292,6 +296,126 @@ async fn m1_a_replica_following_a_node_that_does_not_exist() {
     record(&o);
     assert_eq!(o.main_errors, 0, "a replica fault interrupted the writer");
     assert_eq!(o.lost, 0);
+}
+
+/// A 3-node cluster laid out in `net`: etcd in `dcs`, node i in `n<i+1>`.
+fn in_namespaces(net: &Network) -> ClusterOptions {
+    ClusterOptions {
+        placement: Placement {
+            dcs: net.host("dcs").unwrap(),
+            nodes: (1..=3)
+                .map(|i| net.host(&format!("n{i}")).unwrap())
+                .collect(),
+            hba_network: Some(net.cidr()),
+        },
+        ..ClusterOptions::default()
+    }
+}
+
+/// Runs a partition scenario, or says why it cannot run here.
+fn partition_test<F, Fut>(id: &str, body: F)
+where
+    F: FnOnce(std::sync::Arc<Network>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    if let Some(why) = Network::unavailable() {
+        eprintln!("SKIPPED {id}: {why}");
+        return;
+    }
+    let net = std::sync::Arc::new(Network::create(3).expect("the namespace network"));
+    let inside = net.clone();
+    net.run_in_client(move || body(inside))
+        .unwrap_or_else(|e| panic!("{id}: {e:#}"));
+}
+
+/// N1: the primary is cut off from etcd and from the other nodes (the
+/// clients still reach it). It must stop accepting writes before the
+/// majority side promotes a new leader; healed, it rejoins.
+#[test]
+fn n1_the_primary_is_cut_off_from_the_dcs_and_the_other_nodes() {
+    partition_test("N1", |net| async move {
+        pgha_testkit::init_tracing();
+        let mut run = Run::start(agent(), in_namespaces(&net)).await?;
+        let p = run.primary;
+        let me = format!("n{}", p + 1);
+        let others: Vec<String> = run
+            .replicas()
+            .iter()
+            .map(|r| format!("n{}", r + 1))
+            .collect();
+        let mut peers: Vec<&str> = others.iter().map(String::as_str).collect();
+        peers.push("dcs");
+        run.fault();
+        net.cut(&me, &peers)?;
+        let ttl = run.cluster.options.ttl;
+        let cluster = &run.cluster;
+        pgha_testkit::wait::until(
+            "a primary other than the cut-off one",
+            Duration::from_secs(ttl * 3 + 20),
+            Duration::from_millis(100),
+            || async { cluster.primary().await.filter(|&n| n != p) },
+        )
+        .await?;
+        // Stay cut off a while longer: the old primary must not come back
+        // as a writer on its own.
+        tokio::time::sleep(Duration::from_secs(ttl)).await;
+        net.heal(&me)?;
+        let bound = convergence_bound(&run.cluster, Duration::from_secs(ttl * 4 + 30));
+        let o = run
+            .finish(
+                "N1",
+                "the primary cut off from etcd and the other nodes",
+                bound,
+            )
+            .await?;
+        record(&o);
+        anyhow::ensure!(o.final_primary != run_name(p), "no failover");
+        anyhow::ensure!(
+            o.stale_writes == Some(0),
+            "the cut-off primary took {:?} writes after the failover",
+            o.stale_writes
+        );
+        Ok(())
+    });
+}
+
+/// N2: a replica is cut off from everything but the clients: it keeps
+/// running, the writer is not interrupted, and it catches up once healed.
+#[test]
+fn n2_a_replica_is_cut_off() {
+    partition_test("N2", |net| async move {
+        pgha_testkit::init_tracing();
+        let mut run = Run::start(agent(), in_namespaces(&net)).await?;
+        let r = run.replicas()[0];
+        let me = format!("n{}", r + 1);
+        let mut peers: Vec<String> = (0..3)
+            .filter(|&i| i != r)
+            .map(|i| format!("n{}", i + 1))
+            .collect();
+        peers.push("dcs".into());
+        let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
+        run.fault();
+        net.cut(&me, &peers)?;
+        let ttl = run.cluster.options.ttl;
+        tokio::time::sleep(Duration::from_secs(2 * ttl)).await;
+        anyhow::ensure!(
+            run.cluster.postmaster_pid(r).is_some(),
+            "the cut-off replica's PostgreSQL stopped"
+        );
+        anyhow::ensure!(
+            run.cluster.primary().await == Some(run.primary),
+            "the primary changed because a replica was cut off"
+        );
+        net.heal(&me)?;
+        let bound = convergence_bound(&run.cluster, Duration::from_secs(2 * ttl + 30));
+        let o = run
+            .finish("N2", "a replica cut off from everything", bound)
+            .await?;
+        record(&o);
+        anyhow::ensure!(o.main_errors == 0, "a replica fault interrupted the writer");
+        anyhow::ensure!(o.lost == 0, "rows lost");
+        Ok(())
+    });
 }
 
 fn run_name(i: usize) -> String {

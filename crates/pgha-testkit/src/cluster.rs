@@ -5,6 +5,7 @@
 //! (PostgreSQL refuses to run as root), as the current user otherwise.
 //! Dropping the cluster kills every agent and postmaster it started.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -49,6 +50,67 @@ pub struct ClusterOptions {
     pub loop_wait: u64,
     pub retry_timeout: u64,
     pub bin_dir: PathBuf,
+    /// Where the DCS and the nodes run; default: all on loopback, here.
+    pub placement: Placement,
+}
+
+/// Where one server of the cluster runs: the address it listens on and
+/// publishes, and the network namespace it runs in (`None`: the test's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub addr: IpAddr,
+    /// A name under `/run/netns` (`ip netns add`); the process is started
+    /// there with `nsenter --net=/run/netns/<name>`.
+    pub netns: Option<String>,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            netns: None,
+        }
+    }
+}
+
+impl Host {
+    /// A `Command` running `program` on this host, as `user` when given.
+    /// In a namespace, `nsenter` enters it (as root) and then drops to the
+    /// user, so the program's sockets live in the namespace.
+    pub fn command(&self, program: &Path, user: Option<(Uid, Gid)>) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net=/run/netns/{ns}"));
+                if let Some((uid, gid)) = user {
+                    cmd.arg(format!("--setgid={gid}"))
+                        .arg(format!("--setuid={uid}"));
+                }
+                cmd.arg("--").arg(program);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(program);
+                if let Some((uid, gid)) = user {
+                    use std::os::unix::process::CommandExt;
+                    cmd.uid(uid.as_raw()).gid(gid.as_raw());
+                }
+                cmd
+            }
+        }
+    }
+}
+
+/// Where the cluster's servers run (see [`Host`]). Only etcd can run in a
+/// network namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub dcs: Host,
+    /// Node `i`'s host; nodes beyond the list run on loopback.
+    pub nodes: Vec<Host>,
+    /// The network clients and peers connect from, for `pg_hba.conf`
+    /// (default `127.0.0.1/32`).
+    pub hba_network: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -59,6 +121,7 @@ impl Default for ClusterOptions {
             loop_wait: 1,
             retry_timeout: 2,
             bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
+            placement: Placement::default(),
         }
     }
 }
@@ -67,6 +130,8 @@ impl Default for ClusterOptions {
 #[derive(Debug)]
 pub struct Node {
     pub name: String,
+    /// The address its PostgreSQL and REST API listen on.
+    pub host: IpAddr,
     pub pg_port: u16,
     pub api_port: u16,
     pub data_dir: PathBuf,
@@ -77,7 +142,7 @@ pub struct Node {
 
 impl Node {
     pub fn api(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.api_port)
+        format!("http://{}:{}{path}", self.host, self.api_port)
     }
 }
 
@@ -111,8 +176,17 @@ impl TestCluster {
             nix::unistd::chown(dir.path(), Some(uid), Some(gid))
                 .context("chown the cluster directory to postgres")?;
         }
+        if options.placement.dcs.netns.is_some() && kind != DcsKind::Etcd {
+            bail!("only etcd can run in a network namespace, not {kind:?}");
+        }
         let dcs = match kind {
-            DcsKind::Etcd => DcsServer::Etcd(EtcdServer::start().await?),
+            DcsKind::Etcd => DcsServer::Etcd(
+                EtcdServer::start_on(
+                    options.placement.dcs.addr,
+                    options.placement.dcs.netns.as_deref(),
+                )
+                .await?,
+            ),
             DcsKind::ZooKeeper => DcsServer::ZooKeeper(ZooKeeperServer::start().await?),
             DcsKind::ConsulEmulator => DcsServer::ConsulEmulator(
                 pgha_consul_emulator::ConsulEmulator::start(
@@ -203,6 +277,13 @@ impl TestCluster {
 
     async fn add_node(&mut self, name: &str) -> anyhow::Result<()> {
         self.create_pod(name).await?;
+        let host = self.node_host(self.nodes.len()).addr;
+        let net = self
+            .options
+            .placement
+            .hba_network
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1/32".to_string());
         let pg_port = free_port()?;
         let api_port = free_port()?;
         let data_dir = self.dir.path().join(format!("{name}-data"));
@@ -210,15 +291,15 @@ impl TestCluster {
         let o = &self.options;
         let yaml = format!(
             "scope: {scope}\nnamespace: /service/\nname: {name}\n\
-             restapi:\n  listen: 127.0.0.1:{api_port}\n  connect_address: 127.0.0.1:{api_port}\n\
+             restapi:\n  listen: {host}:{api_port}\n  connect_address: {host}:{api_port}\n\
              {dcs}\
              bootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {loop_wait}\n    retry_timeout: {retry}\n    maximum_lag_on_failover: 1048576\n    \
              postgresql:\n      use_pg_rewind: true\n      use_slots: true\n      parameters:\n        wal_keep_size: 64MB\n        max_connections: 50\n        shared_buffers: 16MB\n  \
              initdb:\n  - encoding: UTF8\n  - data-checksums\n\
-             postgresql:\n  listen: 127.0.0.1:{pg_port}\n  connect_address: 127.0.0.1:{pg_port}\n  data_dir: {data}\n  bin_dir: {bin}\n  pgpass: {pgpass}\n  \
+             postgresql:\n  listen: {host}:{pg_port}\n  connect_address: {host}:{pg_port}\n  data_dir: {data}\n  bin_dir: {bin}\n  pgpass: {pgpass}\n  \
              authentication:\n    replication: {{username: replicator, password: rep-pass}}\n    superuser: {{username: postgres, password: {SUPERUSER_PASSWORD}}}\n    rewind: {{username: rewind_user, password: rewind-pass}}\n  \
              parameters:\n    unix_socket_directories: {sock}\n  \
-             pg_hba:\n  - local all all trust\n  - host all all 127.0.0.1/32 md5\n  - host replication replicator 127.0.0.1/32 md5\n",
+             pg_hba:\n  - local all all trust\n  - host all all {net} md5\n  - host replication replicator {net} md5\n",
             scope = self.scope,
             dcs = self.dcs_section(),
             ttl = o.ttl,
@@ -233,6 +314,7 @@ impl TestCluster {
         let log = self.dir.path().join(format!("{name}.log"));
         self.nodes.push(Node {
             name: name.to_string(),
+            host,
             pg_port,
             api_port,
             data_dir,
@@ -243,19 +325,37 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Where node `i` runs.
+    pub fn node_host(&self, i: usize) -> Host {
+        self.options
+            .placement
+            .nodes
+            .get(i)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The OS user agents and PostgreSQL run as (`postgres` when the tests
+    /// run as root; `None`: the current user).
+    pub fn run_as(&self) -> Option<(Uid, Gid)> {
+        self.user
+    }
+
+    /// The pid of node `i`'s agent, if it was started and not killed.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].agent.as_ref().and_then(ServerProcess::pid)
+    }
+
     /// Starts node `i`'s agent (as a service manager would).
     pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        let mut cmd = self.node_host(i).command(&self.binary, self.user);
         let node = &mut self.nodes[i];
-        let mut cmd = Command::new(&self.binary);
         cmd.arg(&node.config).env("PGHA_LOG", "info");
         if matches!(self.dcs, DcsServer::K8sEmulator(_)) {
             cmd.env("KUBECONFIG", self.dir.path().join("kubeconfig"));
         }
-        if let Some((uid, gid)) = self.user {
-            use std::os::unix::process::CommandExt;
-            cmd.uid(uid.as_raw())
-                .gid(gid.as_raw())
-                .env("HOME", self.dir.path());
+        if self.user.is_some() {
+            cmd.env("HOME", self.dir.path());
         }
         node.agent = Some(ServerProcess::spawn(&node.name, cmd, &node.log)?);
         Ok(())
@@ -332,11 +432,6 @@ impl TestCluster {
         crate::faults::procs::kill_node(agent, postmaster, &self.nodes[i].data_dir).await?;
         self.kill_agent(i);
         Ok(())
-    }
-
-    /// The pid of node `i`'s agent, if it was started and not killed.
-    pub fn agent_pid(&self, i: usize) -> Option<u32> {
-        self.nodes[i].agent.as_ref().and_then(ServerProcess::pid)
     }
 
     /// Runs `pg_ctl <args> -D <node i's data directory>` as the agents' OS user.
@@ -508,7 +603,7 @@ impl TestCluster {
     /// Runs SQL on node `i` as the superuser; returns the first column of each row as text.
     pub async fn sql(&self, i: usize, query: &str) -> anyhow::Result<Vec<String>> {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
+        cfg.host(self.nodes[i].host.to_string())
             .port(self.nodes[i].pg_port)
             .user("postgres")
             .password(SUPERUSER_PASSWORD)

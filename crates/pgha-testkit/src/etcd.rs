@@ -1,6 +1,6 @@
 //! A real etcd server (Debian's `etcd-server`) on loopback.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -20,10 +20,21 @@ pub struct EtcdServer {
     peer_port: u16,
     binary: PathBuf,
     process: Option<ServerProcess>,
+    /// The address it listens on (loopback unless started with [`EtcdServer::start_on`]).
+    host: IpAddr,
+    /// The network namespace it runs in (`None`: the test's own).
+    netns: Option<String>,
 }
 
 impl EtcdServer {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), None).await
+    }
+
+    /// Starts etcd listening on `host`, inside network namespace `netns`
+    /// when given (entered with `nsenter`). Its health is checked from the
+    /// calling thread, which must be able to reach `host`.
+    pub async fn start_on(host: IpAddr, netns: Option<&str>) -> anyhow::Result<Self> {
         let binary =
             std::env::var_os("PGHA_ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
         let mut server = EtcdServer {
@@ -32,15 +43,26 @@ impl EtcdServer {
             peer_port: free_port()?,
             binary,
             process: None,
+            host,
+            netns: netns.map(str::to_string),
         };
         server.start_process().await?;
         Ok(server)
     }
 
     async fn start_process(&mut self) -> anyhow::Result<()> {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut cmd = Command::new(&self.binary);
+        let client = format!("http://{}", self.addr());
+        let peer = format!("http://{}", SocketAddr::new(self.host, self.peer_port));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
         cmd.arg("--name")
             .arg("pgha-test")
             .arg("--data-dir")
@@ -84,9 +106,10 @@ impl EtcdServer {
         Ok(())
     }
 
-    /// The client address, `127.0.0.1:<port>`.
+    /// The client address, `127.0.0.1:<port>` (or the host given to
+    /// [`EtcdServer::start_on`]).
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.client_port))
+        SocketAddr::new(self.host, self.client_port)
     }
 
     /// `http://127.0.0.1:<port>`.

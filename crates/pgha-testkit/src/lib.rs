@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod etcd;
 pub mod faults;
 pub mod memory;
+pub mod netns;
 pub mod patronictl;
 pub mod pki;
 pub mod ports;

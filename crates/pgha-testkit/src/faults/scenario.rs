@@ -2,7 +2,7 @@
 //! let the test inject its fault, then measure what the writers saw.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -95,12 +95,11 @@ impl Run {
             .await
             .context("creating the writers' table")?;
         let epoch = Instant::now();
-        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let hosts: Vec<(IpAddr, u16)> = cluster.nodes.iter().map(|n| (local, n.pg_port)).collect();
+        let hosts: Vec<(IpAddr, u16)> = cluster.nodes.iter().map(|n| (n.host, n.pg_port)).collect();
         let main = Writer::start(WriterConfig::new("main", hosts, true, epoch));
         let pinned = Writer::start(WriterConfig::new(
             "pinned",
-            vec![(local, cluster.nodes[primary].pg_port)],
+            vec![(cluster.nodes[primary].host, cluster.nodes[primary].pg_port)],
             false,
             epoch,
         ));
@@ -179,7 +178,10 @@ impl Run {
                 .unwrap_or_else(|| addr.to_string())
         };
         let tenures = checker::tenures(&acks, names);
-        let old_server = format!("127.0.0.1:{}", cluster.nodes[primary].pg_port);
+        let old_server = format!(
+            "{}:{}",
+            cluster.nodes[primary].host, cluster.nodes[primary].pg_port
+        );
         let failover_at = checker::first_ack_elsewhere(&main_log.acks, fault_at, &old_server);
         Ok(Outcome {
             id: id.to_string(),
