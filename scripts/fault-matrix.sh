@@ -49,7 +49,7 @@ lines = [
     "original primary.",
     "",
     f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} × {cpu()}, "
-    f"kernel {platform.release()}. Figures from one run; the tests assert the",
+    f"kernel {platform.release()}, load average {os.getloadavg()[0]:.1f} when rendered. Figures from one run; the tests assert the",
     "properties (no split brain, convergence within 2 × ttl of the fault settling,",
     "no loss where no failover happens, replica faults never interrupt the writer),",
     "not the timings.",
@@ -82,7 +82,8 @@ lines += [
     "loses them the same way; only synchronous replication, not in pgha yet,",
     "avoids it). No row was acknowledged by two primaries at once.",
     "",
-    "S4 is measured, but `list` does not yet show the agent-less node as unmanaged.",
+    "S4: while the agent is down its member key expires, but the leader keeps its",
+    "replication slot, and `pghactl list` shows the node as `unmanaged`.",
 ]
 open(out, "w").write("\n".join(lines) + "\n")
 print(f"written to {out} ({len(rows)} rows)")

@@ -15,7 +15,7 @@
 //! server in its own, the test's clients in another, partitions made with
 //! nftables inside the cut-off node's namespace. They skip, saying why,
 //! when the machine cannot make namespaces (not root). S4 checks the
-//! agent's side but not yet `list` showing the node unmanaged.
+//! agent's side and `list` showing the node unmanaged.
 
 // A panic is how a test fails; the helpers here are part of the tests.
 #![allow(clippy::unwrap_used)]
@@ -229,6 +229,29 @@ async fn s4_the_agent_on_a_replica_stops() {
         "the replica's PostgreSQL stopped with its agent"
     );
     wait_streaming(&run.cluster, r, Duration::from_secs(10)).await;
+    // Its member key expired, but the leader keeps its slot: `list` shows
+    // it as unmanaged rather than not at all.
+    let ctl = run.cluster.ctl_config().unwrap();
+    let name = run.cluster.nodes[r].name.clone();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pghactl"))
+        .arg("-c")
+        .arg(&ctl)
+        .args(["list", "-f", "json"])
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env_remove("DCS_URL")
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "pghactl list: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let row = rows
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["Member"] == name.as_str()))
+        .unwrap_or_else(|| panic!("{name} is not listed: {rows}"));
+    assert_eq!(row["State"], "unmanaged", "{rows}");
     run.cluster.start_agent(r).unwrap();
     let bound = convergence_bound(
         &run.cluster,

@@ -145,6 +145,44 @@ fn address(m: &Member, data: &Map<String, Value>) -> (Option<String>, Option<u16
     }
 }
 
+/// Members the DCS still knows although their member key is gone: the
+/// leader keeps a replication slot for them (`status.retain_slots`), so
+/// their PostgreSQL may well be running and streaming without an agent
+/// (scenario S4: the agent was stopped). patronictl drops them silently;
+/// they are shown as `unmanaged` replicas with unknown positions.
+fn unmanaged(c: &Cluster) -> Vec<MemberView> {
+    let Some(retained) = c
+        .status
+        .as_ref()
+        .and_then(|s| s.value.retain_slots.as_ref())
+    else {
+        return Vec::new();
+    };
+    let known = |slot: &str| {
+        c.members
+            .iter()
+            .map(|m| m.name.as_str())
+            .chain(c.leader_name())
+            .any(|name| name == slot || crate::postgres::files::slot_name(name) == slot)
+    };
+    let mut out: Vec<MemberView> = retained
+        .iter()
+        .filter(|slot| !slot.is_empty() && !known(slot))
+        .map(|slot| MemberView {
+            name: slot.clone(),
+            role: "replica",
+            state: "unmanaged".into(),
+            receive: Some(("unknown".into(), None)),
+            replay: Some(("unknown".into(), None)),
+            xlog: Some(("unknown".into(), None)),
+            ..Default::default()
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
 fn views(c: &Cluster) -> Vec<MemberView> {
     let config = c.dynamic_config();
     let leader = c.leader_name();
@@ -302,6 +340,7 @@ fn topology_sort(members: Vec<MemberView>) -> Vec<MemberView> {
 /// The member rows, patronictl's `output_members` column for column.
 pub fn rows(c: &Cluster, scope: &str, extended: bool, format: Format) -> Rows {
     let mut members = views(c);
+    members.extend(unmanaged(c));
     let mut columns = vec![
         "Cluster",
         "Member",
@@ -524,6 +563,33 @@ mod tests {
         assert_eq!(
             j[2]["Tags"],
             json!({"replicatefrom": "node2", "nofailover": true})
+        );
+    }
+
+    #[test]
+    fn a_member_whose_key_is_gone_but_whose_slot_is_kept_is_shown_unmanaged() {
+        let c = cluster(&[(
+            "status",
+            r#"{"optime": 67108960, "retain_slots": ["node1", "node2", "node3", "node4_eu"]}"#,
+        )]);
+        let j = rows(&c, "demo", false, Format::Json).render(Format::Json);
+        let j: Value = serde_json::from_str(&j).unwrap();
+        let names: Vec<&str> = j
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["Member"].as_str())
+            .collect();
+        assert_eq!(names, ["node1", "node2", "node3", "node4_eu"]);
+        assert_eq!(j[3]["State"], "unmanaged");
+        assert_eq!(j[3]["Role"], "Replica");
+        assert_eq!(j[3]["Receive LSN"], "unknown");
+        let text = render(&c, "demo", false, Format::Pretty);
+        assert!(text.contains("| node4_eu |"), "{text}");
+        // Without retained slots, nothing extra.
+        assert_eq!(
+            rows(&cluster(&[]), "demo", false, Format::Json).rows.len(),
+            3
         );
     }
 
