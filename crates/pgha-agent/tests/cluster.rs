@@ -299,6 +299,36 @@ async fn writable(c: &TestCluster) -> Vec<usize> {
     found
 }
 
+/// Polls (bounded by `within`) until a node other than `old` is the only
+/// writable server, asserting at every poll that at most one server
+/// accepts writes. Returns it, and when `old` stopped accepting writes.
+async fn failover_never_two_writable(
+    c: &TestCluster,
+    old: usize,
+    within: Duration,
+) -> (usize, Option<Duration>) {
+    let started = Instant::now();
+    let mut fenced_after = None;
+    loop {
+        let w = writable(c).await;
+        assert!(w.len() <= 1, "two writable primaries: {w:?}");
+        if fenced_after.is_none() && !w.contains(&old) {
+            fenced_after = Some(started.elapsed());
+        }
+        if let [n] = w[..]
+            && n != old
+        {
+            return (n, fenced_after);
+        }
+        assert!(
+            started.elapsed() < within,
+            "no failover\n{}",
+            c.logs_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Scenario P4, agent killed: kill -9 of the primary's agent only. Its
 /// fence guard stops PostgreSQL before anyone else is primary, and releases
 /// the lock, so a replica takes over long before `ttl`; the old node, its
@@ -318,23 +348,8 @@ async fn etcd_agent_death_on_the_primary_is_fenced_and_fails_over_before_ttl() {
 
     c.kill_agent(old);
     let killed = Instant::now();
-    // Never two writable servers, and the old one stops first.
-    let deadline = killed + Duration::from_secs(c.options.ttl + 10);
-    let new = loop {
-        let w = writable(&c).await;
-        assert!(w.len() <= 1, "two writable primaries: {w:?}");
-        if let [n] = w[..]
-            && n != old
-        {
-            break n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failover\n{}",
-            c.logs_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (new, _) =
+        failover_never_two_writable(&c, old, Duration::from_secs(c.options.ttl + 10)).await;
     let took = killed.elapsed();
     eprintln!(
         "agent death: a new primary after {took:?} (ttl {}s)",
@@ -373,26 +388,8 @@ async fn etcd_a_frozen_agent_is_fenced_by_its_guard_before_its_lock_expires() {
     let old = c.wait_converged(&[0, 1, 2], BOOT).await.expect("converged");
     c.signal_agent(old, Signal::SIGSTOP).unwrap();
     let frozen = Instant::now();
-    let deadline = frozen + Duration::from_secs(c.options.ttl * 4 + 10);
-    let mut fenced_after = None;
-    let new = loop {
-        let w = writable(&c).await;
-        assert!(w.len() <= 1, "two writable primaries: {w:?}");
-        if fenced_after.is_none() && !w.contains(&old) {
-            fenced_after = Some(frozen.elapsed());
-        }
-        if let [n] = w[..]
-            && n != old
-        {
-            break n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failover\n{}",
-            c.logs_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (new, fenced_after) =
+        failover_never_two_writable(&c, old, Duration::from_secs(c.options.ttl * 4 + 10)).await;
     eprintln!(
         "frozen agent: fenced after {fenced_after:?}, new primary after {:?} (ttl {}s)",
         frozen.elapsed(),
@@ -412,7 +409,7 @@ async fn etcd_a_frozen_agent_is_fenced_by_its_guard_before_its_lock_expires() {
 
 fn watchdog_yaml(mode: &str, device: &Path) -> String {
     format!(
-        "\nwatchdog:\n  mode: {mode}\n  device: {}\n  safety_margin: -1\n",
+        "\nwatchdog:\n  mode: {mode}\n  device: {}\n  safety_margin: 1\n",
         device.display()
     )
 }

@@ -57,6 +57,7 @@ impl Network {
         if let Some(why) = Network::unavailable() {
             bail!("{why}");
         }
+        remove_stale();
         let prefix = format!(
             "pgha{}x{}-",
             std::process::id(),
@@ -159,35 +160,25 @@ impl Network {
         );
         let file = std::env::temp_dir().join(format!("{}{member}.nft", self.prefix));
         std::fs::write(&file, rules)?;
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns(member), "nft", "-f"])
-            .arg(&file)
-            .output()
-            .context("running nft")?;
+        let result = self.nft(member, &["-f".as_ref(), file.as_os_str()]);
         let _ = std::fs::remove_file(&file);
-        if !out.status.success() {
-            bail!(
-                "nft in {}: {}",
-                self.ns(member),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        result
     }
 
     /// Removes the cut made by [`Network::cut`].
     pub fn heal(&self, member: &str) -> anyhow::Result<()> {
+        let args: Vec<&std::ffi::OsStr> = ["delete", "table", "inet", "pgha_cut"]
+            .iter()
+            .map(|a| a.as_ref())
+            .collect();
+        self.nft(member, &args)
+    }
+
+    /// Runs `nft <args>` inside `member`'s namespace.
+    fn nft(&self, member: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns(member),
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "pgha_cut",
-            ])
+            .args(["netns", "exec", &self.ns(member), "nft"])
+            .args(args)
             .output()
             .context("running nft")?;
         if !out.status.success() {
@@ -231,6 +222,25 @@ impl Drop for Network {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.ns(m)])
                 .output();
+        }
+    }
+}
+
+/// Deletes namespaces left by test processes that no longer run (a test
+/// killed by its runner does not get to drop its network).
+fn remove_stale() {
+    let Ok(list) = ip_output(&["netns", "list"]) else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let owner = name
+            .strip_prefix("pgha")
+            .and_then(|rest| rest.split_once('x'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok());
+        if let Some(pid) = owner
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+        {
+            let _ = ip(&["netns", "del", name]);
         }
     }
 }

@@ -55,10 +55,15 @@ impl Fence {
         self.guard.send_if_modified(|g| g.deadline.take().is_some());
     }
 
-    /// Maintenance mode on or off: the guard touches nothing while paused.
+    /// Maintenance mode on or off, as just read from the cluster: the guard
+    /// touches nothing while paused, nor before it was told.
     pub fn set_paused(&self, paused: bool) {
-        self.guard
-            .send_if_modified(|g| std::mem::replace(&mut g.paused, paused) != paused);
+        self.guard.send_if_modified(|g| {
+            let changed = g.paused != paused || !g.known;
+            g.paused = paused;
+            g.known = true;
+            changed
+        });
     }
 
     /// The watchdog the guard holds while the lock is held (`None`: none).

@@ -50,6 +50,7 @@ impl Agent {
             .filter(|m| &m.name != me)
             .map(|m| files::slot_name(&m.name))
             .collect();
+        self.member_slots_seen.extend(wanted.iter().cloned());
         let existing = match self
             .pg
             .query_texts("SELECT slot_name::text || ':' || active::text FROM pg_replication_slots WHERE slot_type = 'physical'")
@@ -103,7 +104,10 @@ impl Agent {
                     }
                     Err(e) => tracing::warn!("cannot drop replication slot {slot}: {e}"),
                 }
-            } else {
+            } else if self.member_slots_seen.contains(slot) {
+                // A member's slot kept after its key vanished (its
+                // PostgreSQL may run without an agent); other physical
+                // slots are not members' and are not listed.
                 kept.push(slot.clone());
             }
         }

@@ -95,6 +95,8 @@ pub struct Agent {
     last_status: Option<Status>,
     /// Slots of members gone from the cluster, since when (monotonic).
     slot_orphaned_since: HashMap<String, Duration>,
+    /// Slot names that belonged to members while this node led.
+    member_slots_seen: std::collections::HashSet<String>,
     /// A restart requested for later (`POST /restart` with `schedule`).
     scheduled_restart: Option<RestartRequest>,
     /// A restart requested now, waiting for the next cycle to start it.
@@ -162,6 +164,7 @@ impl Agent {
             last_role: None,
             last_status: None,
             slot_orphaned_since: HashMap::new(),
+            member_slots_seen: std::collections::HashSet::new(),
             scheduled_restart: None,
             pending_restart_request: None,
             reload_requested: false,
@@ -199,8 +202,12 @@ impl Agent {
                 Ok(c) => c,
                 Err(reason) => {
                     tracing::error!("refusing to go on: {reason}");
-                    // A deliberate stop: the guard leaves PostgreSQL alone.
-                    self.guard.exit().await;
+                    // A deliberate stop: the guard leaves PostgreSQL alone,
+                    // unless this node holds the lock (then it fences, as
+                    // for an agent that died: nobody renews it any more).
+                    if !self.holds_lock() {
+                        self.guard.exit().await;
+                    }
                     return Err(AgentExit::Refused(reason));
                 }
             };
@@ -279,7 +286,9 @@ impl Agent {
                 tracing::warn!("DCS key {p}");
             }
         }
-        self.fence.set_paused(self.dynamic.pause());
+        if cluster.is_some() {
+            self.fence.set_paused(self.dynamic.pause());
+        }
         let want = self.watchdog_want();
         self.fence.set_watchdog(want);
         let mut observed = self.pg.observe().await;

@@ -31,7 +31,11 @@ impl Agent {
         if config.mode == WatchdogMode::Off {
             return None;
         }
-        match config.timeout(self.timing.ttl, self.timing.loop_wait) {
+        match config.timeout(
+            self.timing.ttl,
+            self.timing.loop_wait,
+            self.timing.retry_timeout,
+        ) {
             Ok(timeout_s) => {
                 self.watchdog_problem = None;
                 let want = WatchdogWant {
@@ -95,9 +99,13 @@ impl Agent {
         }
         let why = match self.guard.settled_watchdog(SETTLE).await {
             WatchdogReport::Active { .. } => return Ok(()),
-            WatchdogReport::Off => format!(
-                "watchdog.mode is required and the guard did not report the watchdog active within {SETTLE:?}"
-            ),
+            // No answer (the guard restarting, say): not this time, but
+            // not a verdict on the device either.
+            WatchdogReport::Off => {
+                return Err(format!(
+                    "not becoming primary: watchdog.mode is required and the guard did not report the watchdog active within {SETTLE:?}"
+                ));
+            }
             WatchdogReport::Failed { why } | WatchdogReport::Unverified { why } => {
                 format!("watchdog.mode is required, but the watchdog is not usable: {why}")
             }

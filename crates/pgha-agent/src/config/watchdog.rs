@@ -38,21 +38,31 @@ impl Default for WatchdogConfig {
 
 impl WatchdogConfig {
     /// The watchdog timeout for these timings: `ttl - safety_margin` (or
-    /// `ttl / 2`), so that the host resets before the lock can expire. It
-    /// must leave room for the keepalive that comes with each renewal,
-    /// every `loop_wait`: a shorter one would reset a healthy host.
-    pub fn timeout(&self, ttl: Duration, loop_wait: Duration) -> Result<u32, String> {
+    /// `ttl / 2`), so that the host resets before the lock can expire. A
+    /// keepalive comes with each renewal, at most `loop_wait +
+    /// retry_timeout` apart, and the guard fences a silent agent one second
+    /// before the watchdog would fire: a timeout shorter than that sum plus
+    /// one second would have the guard stop a healthy primary.
+    pub fn timeout(
+        &self,
+        ttl: Duration,
+        loop_wait: Duration,
+        retry_timeout: Duration,
+    ) -> Result<u32, String> {
         let ttl_s = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         let timeout = if self.safety_margin == -1 {
             ttl_s / 2
         } else {
             ttl_s.saturating_sub(self.safety_margin)
         };
-        let loop_wait_s = i64::try_from(loop_wait.as_secs()).unwrap_or(i64::MAX);
-        if timeout <= loop_wait_s {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let needed = secs(loop_wait)
+            .saturating_add(secs(retry_timeout))
+            .saturating_add(1);
+        if timeout < needed {
             return Err(format!(
                 "watchdog timeout {timeout} s (ttl {ttl_s} s - watchdog.safety_margin {}) \
-                 must be longer than loop_wait ({loop_wait_s} s)",
+                 must be at least loop_wait + retry_timeout + 1 s ({needed} s)",
                 self.safety_margin
             ));
         }
@@ -145,13 +155,21 @@ mod tests {
     fn the_timeout_ends_before_the_lock_and_after_the_next_keepalive() {
         let s = Duration::from_secs;
         let c = WatchdogConfig::default();
-        assert_eq!(c.timeout(s(30), s(10)), Ok(25));
-        assert!(c.timeout(s(5), s(1)).is_err(), "ttl 5 - 5 = 0");
+        assert_eq!(c.timeout(s(30), s(10), s(10)), Ok(25));
+        assert!(c.timeout(s(5), s(1), s(2)).is_err(), "ttl 5 - 5 = 0");
         let half = WatchdogConfig {
             safety_margin: -1,
+            ..c.clone()
+        };
+        assert_eq!(half.timeout(s(8), s(1), s(2)), Ok(4));
+        assert!(
+            half.timeout(s(5), s(1), s(2)).is_err(),
+            "2 s: the guard would fence 1 s after each keepalive"
+        );
+        let one = WatchdogConfig {
+            safety_margin: 1,
             ..c
         };
-        assert_eq!(half.timeout(s(5), s(1)), Ok(2));
-        assert!(half.timeout(s(4), s(2)).is_err());
+        assert_eq!(one.timeout(s(5), s(1), s(2)), Ok(4));
     }
 }

@@ -30,7 +30,7 @@ use pgha_core::model::PgState;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::protocol::{Beat, READY, ToGuard, WatchdogReport, WatchdogWant, monotonic_ns, until};
-use super::stop::{Stopped, stop_primary_now};
+use super::stop::{Stopped, Target, stop_now};
 use super::watchdog::Watchdog;
 use crate::config::Config;
 
@@ -169,7 +169,10 @@ impl DogKeeper {
             .clone()
             .filter(|_| beat.lock_until_ns.is_some() && !beat.paused);
         let Some(want) = want else {
-            self.failed = None;
+            if self.failed.take().is_some() {
+                // The failure was about that lock; the next one tries again.
+                self.report(&WatchdogReport::Off).await;
+            }
             self.disarm("the leader lock is not held").await;
             return;
         };
@@ -275,7 +278,8 @@ fn ignore_stop_signals() -> Result<(), String> {
 
 /// Returns whether PostgreSQL accepts no writes now.
 async fn fence_silent_agent(data_dir: &std::path::Path) -> bool {
-    let stopped = stop_primary_now(data_dir).await;
+    // Only armed while the lock is held: a promotion may be under way.
+    let stopped = stop_now(data_dir, Target::Any).await;
     match &stopped {
         Stopped::Stopped { pid, killed } => tracing::error!(
             "FENCE GUARD: the agent did not renew the leader lock in time; stopped PostgreSQL (postmaster {pid}{})",
@@ -297,7 +301,19 @@ async fn agent_gone(config: &Config, dcs: Arc<dyn Dcs>, beat: &Beat) -> bool {
         tracing::warn!("fence guard: the agent is gone; paused, so nothing is touched");
         return true;
     }
-    let stopped = stop_primary_now(&config.postgresql.data_dir).await;
+    if !beat.known {
+        tracing::warn!(
+            "fence guard: the agent is gone before it read the cluster (maintenance mode unknown); nothing is touched"
+        );
+        return true;
+    }
+    // Holding the lock, even a standby may be promoting: stop it too.
+    let target = if beat.lock_until_ns.is_some() {
+        Target::Any
+    } else {
+        Target::Writable
+    };
+    let stopped = stop_now(&config.postgresql.data_dir, target).await;
     match &stopped {
         Stopped::Stopped { pid, killed } => tracing::error!(
             "FENCE GUARD: the agent is gone; stopped its primary PostgreSQL (postmaster {pid}{})",
@@ -345,7 +361,21 @@ async fn agent_gone(config: &Config, dcs: Arc<dyn Dcs>, beat: &Beat) -> bool {
             tracing::warn!("fence guard: cannot mark this member stopped: {e}");
         }
     }
-    match dcs.release_leader_at(&lock).await {
+    // Only while the dead agent's lock is still within its lifetime (no
+    // newer lock of this member can exist before), and never past it.
+    let left = until(lock_until);
+    if left.is_zero() {
+        tracing::info!("fence guard: the lock expired meanwhile; leaving it");
+        return true;
+    }
+    let released = match tokio::time::timeout(left, dcs.release_leader_at(&lock)).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("fence guard: the lock expired before it could be released");
+            return true;
+        }
+    };
+    match released {
         Ok(()) => tracing::warn!(
             "FENCE GUARD: released the leader lock of the dead agent: replicas can take over now"
         ),

@@ -23,6 +23,8 @@ use super::protocol::{
 pub struct GuardInput {
     pub deadline: Option<Duration>,
     pub paused: bool,
+    /// `paused` comes from a cluster read (see [`Beat::known`]).
+    pub known: bool,
     pub watchdog: Option<WatchdogWant>,
 }
 
@@ -177,6 +179,7 @@ fn beat(input: GuardInput, clock: &dyn Clock) -> Beat {
             .deadline
             .map(|d| deadline_ns(raw_before, d.saturating_sub(now))),
         paused: input.paused,
+        known: input.known,
         watchdog: input.watchdog,
     }
 }
@@ -195,19 +198,15 @@ async fn supervise(
     mut exit: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
     let health = &reports.health;
-    let down = |why: String| GuardHealth::Down {
-        since: clock.now(),
-        why,
-    };
+    // Since when the guard has been down, kept across restarts that do not
+    // stay up for GUARD_GRACE: a guard that keeps crashing counts as down.
+    let mut down_since: Option<Duration> = None;
     loop {
         let (mut child, mut stdin, mut stdout, pid) = match spawn(&command).await {
             Ok(c) => c,
             Err(why) => {
                 tracing::error!("cannot start the fence guard: {why}");
-                let since = match &*health.borrow() {
-                    GuardHealth::Down { since, .. } => *since,
-                    _ => clock.now(),
-                };
+                let since = *down_since.get_or_insert_with(|| clock.now());
                 health.send_replace(GuardHealth::Down { since, why });
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -216,6 +215,7 @@ async fn supervise(
             }
         };
         tracing::info!("fence guard running (pid {pid})");
+        let up_at = clock.now();
         health.send_replace(GuardHealth::Up { pid });
         reports.watchdog.send_replace(WatchdogReport::Off);
         input.mark_changed();
@@ -246,6 +246,9 @@ async fn supervise(
                     let b = beat(input.borrow_and_update().clone(), clock.as_ref());
                     if let Err(e) = send(&mut stdin, &ToGuard::Beat(b)).await {
                         let _ = child.start_kill();
+                        // Reaped before a new one starts: the old one must
+                        // have let go of the watchdog device.
+                        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
                         break format!("writing to it failed ({e}); killed it");
                     }
                 }
@@ -259,7 +262,12 @@ async fn supervise(
             }
         };
         tracing::error!("fence guard (pid {pid}) is down: {why}; restarting it");
-        health.send_replace(down(why));
+        let now = clock.now();
+        if now.saturating_sub(up_at) >= GUARD_GRACE {
+            down_since = None;
+        }
+        let since = *down_since.get_or_insert(now);
+        health.send_replace(GuardHealth::Down { since, why });
         tokio::time::sleep(RESPAWN_PAUSE).await;
     }
 }
@@ -330,6 +338,7 @@ mod tests {
             GuardInput {
                 deadline: Some(deadline),
                 paused: false,
+                known: true,
                 watchdog: None,
             },
             &clock,

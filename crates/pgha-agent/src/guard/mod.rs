@@ -15,7 +15,9 @@
 //! before it fenced), and acts alone ([`daemon`]):
 //!
 //! - deadline missed (agent frozen or stuck): stop PostgreSQL immediately
-//!   (SIGQUIT, then SIGKILL: [`stop`]), before any replica can take the lock;
+//!   (SIGQUIT half a second before any replica can take the lock, then
+//!   SIGKILL if it is still up 0.7 s later: [`stop`]) — while the lock is
+//!   held even a standby, which may be in the middle of a promotion;
 //! - agent gone (pipe closed without `exit`): stop PostgreSQL immediately,
 //!   mark the member stopped and release the dead agent's leader lock by
 //!   compare-and-set, so failover takes a second instead of `ttl`.

@@ -35,6 +35,12 @@ pub struct Beat {
     /// (PostgreSQL is left running and the lock left to expire, as when the
     /// agent stops while paused).
     pub paused: bool,
+    /// The agent has read the cluster at least once, so `paused` is known.
+    /// Until then the guard touches nothing when the agent dies: a primary
+    /// left running during maintenance must survive an agent that crashes
+    /// while starting.
+    #[serde(default)]
+    pub known: bool,
     /// The watchdog device to hold while the lock is held (`None`:
     /// `watchdog.mode: off`, or its timeout cannot fit the timings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,10 +108,14 @@ mod tests {
         let beat = ToGuard::Beat(Beat {
             lock_until_ns: Some(5),
             paused: false,
+            known: true,
             watchdog: None,
         });
         let text = serde_json::to_string(&beat).unwrap();
-        assert_eq!(text, r#"{"beat":{"lock_until_ns":5,"paused":false}}"#);
+        assert_eq!(
+            text,
+            r#"{"beat":{"lock_until_ns":5,"paused":false,"known":true}}"#
+        );
         assert_eq!(serde_json::from_str::<ToGuard>(&text).unwrap(), beat);
         assert_eq!(serde_json::to_string(&ToGuard::Exit).unwrap(), r#""exit""#);
     }

@@ -51,13 +51,24 @@ pub fn writable_postmaster(data_dir: &Path) -> Result<Option<i32>, i32> {
     Ok(Some(pid))
 }
 
-/// Stops the PostgreSQL of `data_dir` at once if it may accept writes.
+/// Which postmasters to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Only one that may accept writes (no `standby.signal`).
+    Writable,
+    /// Any: this node holds the leader lock, so a standby may be in the
+    /// middle of a promotion (`standby.signal` is removed only once
+    /// recovery ends, which can take seconds), about to accept writes.
+    Any,
+}
+
+/// Stops the PostgreSQL of `data_dir` at once if `target` says so.
 /// Bounded: returns within `QUIT_GRACE + KILL_GRACE` and a little.
-pub async fn stop_primary_now(data_dir: &Path) -> Stopped {
-    let pid = match writable_postmaster(data_dir) {
-        Ok(None) => return Stopped::NotRunning,
-        Err(pid) => return Stopped::Replica(pid),
-        Ok(Some(pid)) => pid,
+pub async fn stop_now(data_dir: &Path, target: Target) -> Stopped {
+    let pid = match (writable_postmaster(data_dir), target) {
+        (Ok(None), _) => return Stopped::NotRunning,
+        (Err(pid), Target::Writable) => return Stopped::Replica(pid),
+        (Err(pid), Target::Any) | (Ok(Some(pid)), _) => pid,
     };
     let target = Pid::from_raw(pid);
     if let Err(e) = kill(target, Signal::SIGQUIT) {
