@@ -6,7 +6,10 @@ the same etcd, with the same PostgreSQL 15 binaries and the same ttl,
 loop_wait and retry_timeout. Each figure is measured the way a user would
 feel it, by clients outside the cluster:
 
-  node death      kill -9 of the leader's agent and PostgreSQL -> the first
+  node death      the leader's host dies: its agent, pgha's fence guard,
+                  the postmaster and its backends all frozen (SIGSTOP),
+                  then all killed (SIGKILL), so none acts on another's
+                  death -> the first
                   write acknowledged by the new primary (a writer inserting
                   every 10 ms through a multi-host connection with
                   target_session_attrs=read-write; 50 ms between attempts
@@ -14,7 +17,8 @@ feel it, by clients outside the cluster:
   rejoin          the killed node's agent started again -> its PostgreSQL
                   streams from the new leader (pg_rewind included) and the
                   cluster is whole again
-  agent death     kill -9 of the leader's agent only -> the first write
+  agent death     kill -9 of the leader's agent only (pgha's guard lives
+                  on and fences; that is what it is for) -> the first write
                   acknowledged by the new primary; and how many writes the
                   *old* primary acknowledged in the SPLIT_WINDOW seconds
                   after the new primary's first (a second writer pinned to
@@ -23,7 +27,8 @@ feel it, by clients outside the cluster:
                   writes
   idle            agent RSS and CPU seconds (its own and its reaped
                   children's) over --idle-seconds idle seconds, each of the
-                  3 nodes one value
+                  3 nodes one value; pgha's figure includes its fence
+                  guard (agent + guard), and the guard's RSS alone too
   REST checks     requests per second on GET /primary of the leader (wrk,
                   2 threads, 16 connections, 10 s)
 
@@ -87,12 +92,13 @@ M_REJOIN = "rejoin of the old primary (s)"
 M_AGENT = "agent death failover (s)"
 M_SPLIT = f"writes acknowledged by the old primary in the {SPLIT_WINDOW} s after the new one's first"
 M_SWITCH = "switchover write gap (s)"
-M_RSS = "agent RSS per node (MiB)"
+M_RSS = "agent RSS per node (MiB; pgha: agent + guard)"
+M_GUARD_RSS = "of which pgha's fence guard (MiB)"
 M_REST = "REST GET /primary requests per second"
 
 
 def m_cpu(seconds):
-    return f"agent CPU seconds per node over {seconds} idle s"
+    return f"agent CPU seconds per node over {seconds} idle s (pgha: agent + guard)"
 
 
 def log(msg):
@@ -275,15 +281,48 @@ class Node:
             self.proc.wait(10)
         self.proc = None
 
-    def kill_postgres(self):
-        pid = self.postmaster_pid()
-        if pid:
+    def guard_pids(self):
+        """pgha's fence guard(s) of this node: `pgha --guard CONFIG`, in
+        a process group of its own, outliving the agent."""
+        pids = []
+        for p in self.agent_pids():
             try:
-                os.kill(pid, signal.SIGKILL)
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"--guard" in args:
+                pids.append(p)
+        return pids
+
+    def kill_node(self):
+        """The host dies: every process of this node (agent, pgha's guard,
+        the postmaster and its backends) frozen with SIGSTOP, so that none
+        of them can act on another's death (a surviving guard would stop
+        PostgreSQL and release the leader lock: that is agent death), then
+        all killed with SIGKILL."""
+        frozen = []
+        for _ in range(5):  # bounded: catch a process forked meanwhile
+            new = [p for p in set(self.agent_pids()) | set(processes_under(self.data)) if p not in frozen]
+            if not new:
+                break
+            for p in new:
+                try:
+                    os.kill(p, signal.SIGSTOP)
+                    frozen.append(p)
+                except ProcessLookupError:
+                    pass
+        for p in frozen:
+            try:
+                os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        # Backends notice the postmaster's death and exit; wait for the port.
-        wait_for(f"{self.name}'s PostgreSQL gone", 30, lambda: not port_open(self.pg_port))
+        if self.proc is not None:
+            self.proc.wait(10)
+        self.proc = None
+        wait_for(f"{self.name}'s processes gone", 30,
+                 lambda: not self.agent_pids() and not port_open(self.pg_port))
+        return frozen
 
     def agent_pids(self):
         """The agent's processes: every process (but PostgreSQL's) whose
@@ -382,15 +421,14 @@ postgresql:
         pg(self.leader().pg_port, "CREATE TABLE IF NOT EXISTS bench(id bigserial PRIMARY KEY, v int)")
 
     def stop(self):
+        # Each node as a host dying (agent, guard and PostgreSQL at once):
+        # killing an agent alone would make its guard act while the others
+        # are being stopped.
         for n in self.nodes:
-            n.kill_agent()
-        for n in self.nodes:
-            pid = n.postmaster_pid()
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            try:
+                n.kill_node()
+            except Exception as e:  # noqa: BLE001 - the sweep below still runs
+                log(f"{self.kind} {n.name}: {e}")
         sweep(self.dir, f"{self.kind} cluster")
 
     def recover(self):
@@ -536,8 +574,7 @@ def node_death(c, results):
         wait_for("writer's first write", 30, lambda: w.acks)
         time.sleep(2)
         t0 = time.monotonic()
-        lead.kill_agent()
-        lead.kill_postgres()
+        lead.kill_node()
         t1 = first_ack_after(w, t0, lead.pg_port, 3 * c.timing[0] + 60)
     finally:
         w.stop()
@@ -560,8 +597,12 @@ def agent_death(c, results):
         wait_for("pinned writer's first write", 30, lambda: pinned.acks)
         w.start()
         time.sleep(2)
+        guards = lead.guard_pids()
+        if c.kind == "pgha" and not guards:
+            NOTES.append(f"{c.label}, pgha: {lead.name} had no fence guard running at an agent death")
+            log(NOTES[-1])
         t0 = time.monotonic()
-        lead.kill_agent()
+        lead.kill_agent()  # the agent alone: its guard (pgha) lives on
         t1 = first_ack_after(w, t0, lead.pg_port, 3 * c.timing[0] + 60)
         time.sleep(SPLIT_WINDOW + 1)
     finally:
@@ -631,7 +672,14 @@ def idle(clusters, results_by_kind, seconds):
 
     for c in clusters:
         c.wait_healthy(120)
+    # Every process naming the node's configuration: Patroni's one Python
+    # process; pgha's agent and its fence guard (`pgha --guard CONFIG`).
     pids = {(c.kind, n.name): n.agent_pids() for c in clusters for n in c.nodes}
+    guards = {(c.kind, n.name): n.guard_pids() for c in clusters if c.kind == "pgha" for n in c.nodes}
+    for k, g in guards.items():
+        if not g:
+            NOTES.append(f"pgha {k[1]}: no fence guard running during the idle measurement")
+            log(NOTES[-1])
     before = {k: cpu(v) for k, v in pids.items()}
     log(f"idle for {seconds} s")
     time.sleep(seconds)
@@ -641,6 +689,8 @@ def idle(clusters, results_by_kind, seconds):
             k = (c.kind, n.name)
             r.setdefault(m_cpu(seconds), []).append(cpu(pids[k]) - before[k])
             r.setdefault(M_RSS, []).append(rss(pids[k]))
+            if k in guards:
+                r.setdefault(M_GUARD_RSS, []).append(rss(guards[k]))
 
 
 def rest_rps(c, results):

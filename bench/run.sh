@@ -14,7 +14,9 @@
 # machine: the figures are wall-clock times. It installs what it needs
 # (scripts/install-deps.sh, plus wrk), builds pgha in release mode, and
 # cleans up after itself. Nothing here is asserted; the tests check
-# behaviour, this measures speed. PGHA_BENCH_OUT chooses the output file.
+# behaviour, this measures speed. PGHA_BENCH_OUT chooses the output file;
+# it is overwritten, so the hand-written sections of docs/benchmarks.md
+# (notes, previous run) have to be carried over by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,8 +49,11 @@ retry_timeout below 3 to 3, with a warning; pgha allows ttl 5).
 
 What the figures mean, all measured by clients outside the cluster:
 
-- **node death failover**: `kill -9` of the leader's agent and its
-  PostgreSQL, until a writer (an INSERT every 10 ms through a multi-host
+- **node death failover**: the leader's host dies: its agent, pgha's fence
+  guard, the postmaster and its backends are all frozen with SIGSTOP, then
+  all killed with SIGKILL, so that none of them outlives the others (a
+  surviving guard would release the lock: that is agent death, below).
+  Measured until a writer (an INSERT every 10 ms through a multi-host
   connection string with `target_session_attrs=read-write`, retrying every
   50 ms while it cannot connect) gets its first write acknowledged by the
   new primary. Mostly the leader key's ttl running out, plus up to one
@@ -56,8 +61,12 @@ What the figures mean, all measured by clients outside the cluster:
 - **rejoin of the old primary**: the killed node's agent started again, until
   its PostgreSQL (rewound with `pg_rewind` if needed) streams from the new
   leader and the cluster is whole again.
-- **agent death failover**: `kill -9` of the leader's agent only; PostgreSQL
-  keeps running. Same writer, knowing only the two other nodes.
+- **agent death failover**: `kill -9` of the leader's agent process only;
+  PostgreSQL, and pgha's fence guard (`pgha --guard`, docs/fencing.md),
+  keep running. Same writer, knowing only the two other nodes. pgha's
+  guard stops PostgreSQL and releases the dead agent's leader lock at
+  once; Patroni (run here without a watchdog) has nothing that does, so
+  its replicas wait for the ttl.
 - **writes acknowledged by the old primary**: during agent death, a second
   writer pinned to the old primary keeps writing; these are the writes the
   old primary acknowledged in the 5 s after the new primary's first one:
@@ -69,6 +78,8 @@ What the figures mean, all measured by clients outside the cluster:
   time between two acknowledged writes of the writer.
 - **idle**: agent resident memory, and CPU seconds (its own and its reaped
   children's) over the idle period, per node (PostgreSQL not included).
+  pgha's figures include its fence guard (agent + guard, two processes);
+  the guard's resident memory is also shown alone.
 - **REST GET /primary**: `wrk -t2 -c16 -d10s` on the leader's
   `GET /primary`, the check a load balancer makes.
 
