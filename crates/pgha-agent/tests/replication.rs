@@ -87,7 +87,16 @@ async fn etcd_a_replica_following_nowhere_is_reported_and_repaired() {
         code(&c, r, "/replica?replication_state=streaming").await,
         200
     );
-    assert_eq!(code(&c, r, "/readiness").await, 200);
+    // /readiness follows the agent's own view, published once per loop:
+    // it may trail the SQL-level convergence check by a cycle.
+    pgha_testkit::wait::until(
+        "/readiness 200 on a streaming replica",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { (code(&c, r, "/readiness").await == 200).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.log(r)));
 
     // Break it: nobody listens on this port.
     let nowhere = pgha_testkit::ports::free_port().unwrap();
