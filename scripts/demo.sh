@@ -68,8 +68,13 @@ kill_primary() {
   local p pid
   p=$(primary_index) || { echo "demo: no primary right now"; return 1; }
   pid=$(head -1 "$dir/node$p/postmaster.pid")
-  echo "== kill -9 node$p's agent and its PostgreSQL (postmaster $pid)" >&2
-  pkill -KILL -f "$bin/pgha $dir/node$p.yml" || true
+  echo "== kill -9 node$p's agent, its fence guard and its PostgreSQL (postmaster $pid), as a host dying would" >&2
+  # Frozen first, so the guard cannot react to the agent's death (it would
+  # hand the lock over at once: that is an agent death, not a host death).
+  local node="$bin/pgha (--guard )?$dir/node$p.yml"
+  pkill -STOP -f "$node" || true
+  kill -STOP "$pid" || true
+  pkill -KILL -f "$node" || true
   kill -KILL "$pid" || true
   echo "$p"
 }
@@ -125,7 +130,7 @@ old=$(kill_primary | tail -1)
 start=$(date +%s.%N)
 wait_for 60 "a new primary" primary_index
 new=$(primary_index)
-echo "== node$new is the new primary, $(echo "$(date +%s.%N) - $start" | bc | cut -c1-4) s after the kill (ttl 10 s)"
+echo "== node$new is the new primary, $(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)") s after the kill (ttl 10 s)"
 wait_for 30 "the other replica to follow node$new" converged 1
 ctl list
 
