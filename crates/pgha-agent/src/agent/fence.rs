@@ -5,14 +5,14 @@
 //! line for a loop that is stuck (a hung syscall, a slow job, a bug): it is
 //! its own task, armed with the deadline of the last successful lock call
 //! (send time + promised lifetime, on the monotonic clock), and at
-//! `deadline - FENCE_MARGIN` it stops a primary immediately (then kills
-//! the postmaster if that does not work). A renewal re-arms it; releasing
-//! the lock disarms it.
+//! `deadline - FENCE_MARGIN` it stops PostgreSQL immediately (SIGQUIT,
+//! then SIGKILL: the guard's [`stop_now`]), a standby too, since with the
+//! lock held it may be in the middle of a promotion. A renewal re-arms it;
+//! releasing the lock disarms it.
 //!
 //! The same deadlines go to the fence guard process ([`crate::guard`]),
 //! which covers what this task cannot: the agent's process dying or freezing.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +20,9 @@ use pgha_core::clock::Clock;
 use pgha_core::ha::FENCE_MARGIN;
 use tokio::sync::watch;
 
+use crate::guard::stop::{Stopped, Target, stop_now};
 use crate::guard::{GuardInput, WatchdogWant};
-use crate::postgres::{PgCtl, ShutdownMode};
+use crate::postgres::PgCtl;
 
 /// The fence's handle: where the loop reports each new lock deadline.
 #[derive(Debug, Clone)]
@@ -104,18 +105,19 @@ async fn run(mut rx: watch::Receiver<Option<Duration>>, ctl: PgCtl, clock: Arc<d
         if *rx.borrow() != Some(deadline) {
             continue;
         }
-        if runs_as_primary(&ctl.data_dir) {
-            tracing::error!(
-                "FENCE: the leader lock may expire in {:?} and was not renewed; stopping PostgreSQL immediately",
-                deadline.saturating_sub(clock.now())
-            );
-            if let Err(e) = ctl
-                .stop(ShutdownMode::Immediate, Duration::from_millis(700))
-                .await
-            {
-                tracing::error!("FENCE: stop failed ({e}); killing the postmaster");
-                let _ = ctl.kill_postmaster();
-            }
+        // The same stop as the guard's: SIGQUIT, then SIGKILL to the
+        // postmaster and its children. Any postmaster, standby or not: the
+        // lock is held, so a standby may be in the middle of a promotion.
+        let left = deadline.saturating_sub(clock.now());
+        match stop_now(&ctl.data_dir, Target::Any).await {
+            Stopped::Stopped { pid, killed } => tracing::error!(
+                "FENCE: the leader lock may expire in {left:?} and was not renewed; stopped PostgreSQL (postmaster {pid}{})",
+                if killed { ", killed" } else { "" }
+            ),
+            Stopped::StillRunning(pid) => tracing::error!(
+                "FENCE: the leader lock may expire in {left:?}; postmaster {pid} survived SIGQUIT and SIGKILL"
+            ),
+            Stopped::NotRunning | Stopped::Replica(_) => {}
         }
         // Fired for this deadline; wait for the next one.
         rx.mark_unchanged();
@@ -123,10 +125,4 @@ async fn run(mut rx: watch::Receiver<Option<Duration>>, ctl: PgCtl, clock: Arc<d
             return;
         }
     }
-}
-
-/// A live postmaster without `standby.signal`: it accepts (or will accept) writes.
-fn runs_as_primary(data_dir: &Path) -> bool {
-    crate::postgres::ctl::postmaster_pid(data_dir).is_some()
-        && !data_dir.join("standby.signal").exists()
 }
