@@ -51,7 +51,9 @@ converged() { # converged N: one running leader and N streaming replicas
 
 start_agent() {
   local i=$1
-  as_pg sh -c "exec '$bin/pgha' '$dir/node$i.yml' >>'$dir/node$i.log' 2>&1" </dev/null >/dev/null 2>&1 &
+  # In a session of its own: the agent outlives this script and whatever
+  # runs it (a terminal closing, a job runner killing the script's group).
+  as_pg setsid sh -c "exec '$bin/pgha' '$dir/node$i.yml' >>'$dir/node$i.log' 2>&1" </dev/null >/dev/null 2>&1 &
   disown || true
 }
 
@@ -99,7 +101,7 @@ mkdir -p "$dir"
 chmod 755 "$dir"
 
 echo "== starting etcd on 127.0.0.1:$etcd_port"
-etcd --name pgha-demo --data-dir "$dir/etcd" \
+setsid etcd --name pgha-demo --data-dir "$dir/etcd" \
   --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
   --listen-peer-urls http://127.0.0.1:23791 --initial-advertise-peer-urls http://127.0.0.1:23791 \
   --initial-cluster pgha-demo=http://127.0.0.1:23791 </dev/null >"$dir/etcd.log" 2>&1 &
@@ -127,10 +129,11 @@ wait_for 90 "a primary and two streaming replicas" converged 2
 ctl list
 
 old=$(kill_primary | tail -1)
-start=$(date +%s.%N)
+start=$(date +%s%N)
 wait_for 60 "a new primary" primary_index
 new=$(primary_index)
-echo "== node$new is the new primary, $(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)") s after the kill (ttl 10 s)"
+tenths=$(( ($(date +%s%N) - start) / 100000000 ))
+echo "== node$new is the new primary, $((tenths / 10)).$((tenths % 10)) s after the kill (ttl 10 s)"
 wait_for 30 "the other replica to follow node$new" converged 1
 ctl list
 

@@ -16,7 +16,7 @@ packages=(
   etcd-server etcd-client              # etcd 3.4 (DCS) and etcdctl
   zookeeper                            # ZooKeeper 3.8 (DCS), runs on Java
   default-jre-headless                 # Java for ZooKeeper
-  protobuf-compiler                    # protoc: etcd-client's build needs it
+  protobuf-compiler libprotobuf-dev    # protoc and the well-known .proto files etcd-client's build needs
   python3-venv                         # for the patronictl venv
   openssl                              # test certificates
   haproxy                              # the load-balancer tests (Patroni's documented setup)
@@ -34,13 +34,21 @@ if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
+  # Debian's packages start their services (etcd on 2379, PostgreSQL on
+  # 5432, ZooKeeper on 2181) where an init system runs; the tests and the
+  # demo start their own servers on other ports and need none of them. A
+  # policy-rc.d keeps those services from being started at all during the
+  # install, so nothing is stopped afterwards: a server the user already
+  # runs is never touched. An existing policy-rc.d is left as it is.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# pgha install-deps.sh: no service starts during its install\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   $sudo apt-get update -q
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # Debian's packages start their services where an init system runs them;
-  # tests and the demo start their own servers on free ports instead.
-  for svc in etcd zookeeper postgresql; do
-    $sudo service "$svc" stop >/dev/null 2>&1 || true
-  done
+  if [ -n "$(trap -p EXIT)" ]; then $sudo rm -f "$policy"; trap - EXIT; fi
 else
   echo "install-deps: Debian packages already installed"
 fi
