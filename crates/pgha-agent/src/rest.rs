@@ -448,6 +448,15 @@ pub fn status_json(s: &NodeStatus) -> Value {
         json!({"version": PATRONI_COMPAT_VERSION, "scope": s.scope, "name": s.name}),
     );
     out.insert("pgha_version".into(), json!(PGHA_VERSION));
+    if !s.unsupported.is_empty() {
+        // pgha only: the dynamic configuration asks for what pgha does not do.
+        let keys: Vec<Value> = s
+            .unsupported
+            .iter()
+            .map(|u| json!({"key": u.key, "value": u.value, "message": u.to_string()}))
+            .collect();
+        out.insert("unsupported_config".into(), Value::Array(keys));
+    }
     Value::Object(out)
 }
 
@@ -826,6 +835,14 @@ pub fn metrics(s: &NodeStatus) -> String {
         "gauge",
         "Node failover priority.",
         s.member.tags.failover_priority().to_string(),
+    );
+    metric(
+        "pgha_unsupported_config",
+        "gauge",
+        "Number of keys of the dynamic configuration that pgha does not implement and runs without, \
+         although they protect data (synchronous_mode, standby_cluster, failsafe_mode, ...); \
+         GET /patroni names them.",
+        s.unsupported.len().to_string(),
     );
     out
 }

@@ -173,7 +173,7 @@ async fn pgha_reads_what_patronictl_wrote(section: DcsSection, ctl: CtlDcs) {
     let params = cfg.parameters().unwrap();
     assert_eq!(params.get("max_connections"), Some(&json!(200)));
     assert_eq!(params.get("work_mem"), Some(&json!("8MB")));
-    assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+    assert!(cfg.review().errors.is_empty(), "{:?}", cfg.review());
 
     // And pgha's own compare-and-set on the version patronictl left works.
     let version = nodes[0].load().await.unwrap().config.unwrap().version;

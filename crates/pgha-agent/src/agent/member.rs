@@ -1,7 +1,7 @@
 //! What this node publishes as its member key, field for field as Patroni 4.
 
 use pgha_core::ha::{DataDir, Job};
-use pgha_core::model::member::ScheduledRestart;
+use pgha_core::model::member::{PGHA_VERSION_FIELD, ScheduledRestart};
 use pgha_core::model::{Cluster, MemberData, PATRONI_COMPAT_VERSION, PGHA_VERSION, PgState, Role};
 use serde_json::{Map, Value, json};
 
@@ -61,7 +61,7 @@ impl Agent {
         }
         self.publish_streaming(&mut data);
         data.extra
-            .insert("pgha_version".into(), PGHA_VERSION.into());
+            .insert(PGHA_VERSION_FIELD.into(), PGHA_VERSION.into());
         data
     }
 

@@ -38,7 +38,9 @@ use pgha_core::dcs::{Dcs, DcsError};
 use pgha_core::ha::{
     self, Decision, HaMemory, Job, LocalPostgres, NodeSettings, Observation, PgRole,
 };
-use pgha_core::model::{Cluster, DynamicConfig, MemberData, PGHA_VERSION, Status, Timing, Version};
+use pgha_core::model::{
+    Cluster, DynamicConfig, MemberData, PGHA_VERSION, Status, Timing, Unsupported, Version,
+};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::Config;
@@ -80,6 +82,8 @@ pub struct Agent {
     job_done: Arc<Notify>,
     /// The last good dynamic configuration.
     dynamic: DynamicConfig,
+    /// The keys of `dynamic` that pgha refuses, reported every cycle.
+    unsupported: Vec<Unsupported>,
     timing: Timing,
     /// PostgreSQL should be running (we started it or saw it run), so its
     /// absence is a crash.
@@ -156,6 +160,7 @@ impl Agent {
             job: None,
             job_done: Arc::new(Notify::new()),
             dynamic,
+            unsupported: Vec::new(),
             timing,
             expect_running: false,
             start_failed: false,
@@ -285,6 +290,14 @@ impl Agent {
             for p in &c.problems {
                 tracing::warn!("DCS key {p}");
             }
+        }
+        if !self.unsupported.is_empty() {
+            let keys: Vec<String> = self.unsupported.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                "the cluster's dynamic configuration asks for what pgha does not do, and the cluster runs \
+                 without it: {}; remove it with pghactl edit-config",
+                keys.join("; ")
+            );
         }
         if cluster.is_some() {
             self.fence.set_paused(self.dynamic.pause());
@@ -416,6 +429,13 @@ impl Agent {
             name: self.config.name.clone(),
             tags: self.config.tags.clone(),
             can_bootstrap: self.config.bootstrap.is_some(),
+            new_cluster_refused: self
+                .config
+                .refused
+                .iter()
+                .chain(&self.unsupported)
+                .map(ToString::to_string)
+                .reduce(|a, b| format!("{a}; {b}")),
             use_pg_rewind: pg
                 .use_pg_rewind
                 .unwrap_or_else(|| self.dynamic.use_pg_rewind()),
@@ -441,9 +461,14 @@ impl Agent {
         if cfg.value == self.dynamic {
             return;
         }
-        for p in cfg.value.problems() {
-            tracing::warn!("dynamic configuration: {p}");
+        let review = cfg.value.review();
+        for e in &review.errors {
+            tracing::warn!("dynamic configuration: {e}; Patroni's default is used instead");
         }
+        for w in &review.warnings {
+            tracing::warn!("dynamic configuration: {w}");
+        }
+        self.unsupported = review.unsupported;
         let (timing, notes) = cfg.value.timing();
         for n in notes {
             tracing::warn!("dynamic configuration: {n}");
@@ -538,6 +563,7 @@ impl Agent {
             holds_lock,
             paused: self.dynamic.pause(),
             dynamic: self.dynamic.clone(),
+            unsupported: self.unsupported.clone(),
             timing: self.timing,
             last_cycle: Some(self.clock.now()),
             last_reason: self.last_reason.clone(),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgha_core::model::{Cluster, DynamicConfig, MemberData, Timing};
+use pgha_core::model::{Cluster, DynamicConfig, MemberData, Timing, Unsupported};
 
 use crate::postgres::Observed;
 
@@ -27,6 +27,11 @@ pub struct NodeStatus {
     pub holds_lock: bool,
     pub paused: bool,
     pub dynamic: DynamicConfig,
+    /// Keys of the cluster's dynamic configuration that pgha refuses (see
+    /// `pgha_core::model::dynamic_config::keys`): the cluster runs without
+    /// what they ask for, and says so everywhere (`GET /patroni`,
+    /// `/metrics`, the log).
+    pub unsupported: Vec<Unsupported>,
     pub timing: Timing,
     /// Monotonic time the last cycle ended.
     pub last_cycle: Option<Duration>,
@@ -46,6 +51,7 @@ impl NodeStatus {
             holds_lock: false,
             paused: false,
             dynamic: DynamicConfig::new(),
+            unsupported: Vec::new(),
             timing: Timing::default(),
             last_cycle: None,
             last_reason: "starting".into(),

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pgha_core::model::{DynamicConfig, KeyLayout, Tags};
+use pgha_core::model::{DynamicConfig, KeyLayout, Review, Tags, Unsupported};
 use serde_json::{Map, Value};
 
 pub use address::{HostPort, PgListen};
@@ -174,6 +174,13 @@ pub struct Config {
     pub watchdog: WatchdogConfig,
     /// What pgha will not act on, by path.
     pub warnings: Vec<String>,
+    /// Keys of this file that pgha refuses (`bootstrap.dcs.synchronous_mode`,
+    /// `standby_cluster`, ...; see `pgha_core::model::dynamic_config::keys`):
+    /// while any is set, this node never creates a new cluster, since the
+    /// cluster would not be what the file asks for (a writable primary
+    /// where a standby cluster was meant, asynchronous commits where
+    /// synchronous ones were).
+    pub refused: Vec<Unsupported>,
     /// The document after the environment was applied.
     pub document: Value,
 }
@@ -301,6 +308,12 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
     let dcs = dcs_section(doc, errors);
 
     let bootstrap = get(doc, &["bootstrap"]).map(|b| build_bootstrap(b, errors, warnings));
+    let refused = refused_keys(doc, bootstrap.as_ref());
+    for u in &refused {
+        warnings.push(format!(
+            "{u}: this node will not create a new cluster while it is set"
+        ));
+    }
     let postgresql = build_postgresql(doc, pg_listen, pg_connect, errors, warnings);
 
     let tags = match get(doc, &["tags"]) {
@@ -331,6 +344,7 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         tags,
         watchdog: watchdog::build(get(doc, &["watchdog"]), errors),
         warnings: Vec::new(),
+        refused,
         document: doc.clone(),
     })
 }
@@ -439,14 +453,30 @@ pub fn log_filter(level: &str) -> Option<&'static str> {
     })
 }
 
+/// The refused keys a node's file sets: in `bootstrap.dcs` (what a new
+/// cluster would be created with) and a top-level `standby_cluster`
+/// (Patroni reads it from `bootstrap.dcs` only, but whoever wrote it meant a
+/// standby cluster all the same).
+fn refused_keys(doc: &Value, bootstrap: Option<&Bootstrap>) -> Vec<Unsupported> {
+    let mut out = bootstrap
+        .map(|b| Review::of(b.dcs.as_map(), "bootstrap.dcs").unsupported)
+        .unwrap_or_default();
+    if let Some(standby) = get(doc, &["standby_cluster"]) {
+        let mut top = Map::new();
+        top.insert("standby_cluster".into(), standby.clone());
+        out.extend(Review::of(&top, "").unsupported);
+    }
+    out
+}
+
 fn build_bootstrap(b: &Value, errors: &mut Vec<String>, warnings: &mut Vec<String>) -> Bootstrap {
     let dcs = match b.get("dcs") {
         Some(Value::Object(map)) => DynamicConfig::from_map(map.clone()),
         _ => DynamicConfig::new(),
     };
-    for p in dcs.problems() {
-        errors.push(format!("bootstrap.dcs.{p}"));
-    }
+    let review = Review::of(dcs.as_map(), "bootstrap.dcs");
+    errors.extend(review.errors);
+    warnings.extend(review.warnings);
     let (_, notes) = dcs.timing();
     for n in notes {
         warnings.push(format!("bootstrap.dcs: {n}"));

@@ -253,7 +253,8 @@ pub const ROOT: &[Field] = &[
     f("watchdog", Section(WATCHDOG), Yes),
     f("tags", Map, Yes),
     f("citus", Map, NotYet),
-    f("standby_cluster", Map, NotYet),
+    // Checked with the dynamic configuration's table (config::refused_keys).
+    f("standby_cluster", Map, Yes),
     f("consul", Section(CONSUL), Yes),
     // Checked key by key by pgha-dcs-k8s, which names what it refuses or ignores.
     f("kubernetes", Map, Yes),

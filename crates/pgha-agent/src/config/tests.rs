@@ -113,16 +113,57 @@ fn unsupported_dcs_and_keys_are_named() {
     let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
     assert_eq!(c.watchdog.mode, crate::config::WatchdogMode::Required);
     assert!(
-        c.warnings
-            .contains(&"standby_cluster: not supported by pgha yet; ignored".to_string()),
+        c.warnings.contains(
+            &"standby_cluster: standby clusters (a read-only replica of another cluster) is not \
+              supported by pgha yet (set to {\"host\":\"h\"}): this node will not create a new \
+              cluster while it is set"
+                .to_string()
+        ),
         "{:?}",
         c.warnings
     );
+    assert_eq!(c.refused.len(), 1);
     assert!(
         c.warnings
             .contains(&"frobnicate: unknown key; ignored".to_string()),
         "{:?}",
         c.warnings
+    );
+}
+
+#[test]
+fn bootstrap_dcs_is_checked_with_the_dynamic_configuration_table() {
+    let yaml = PATRONI_EXAMPLE.replace(
+        "  dcs:                      # written once to /<namespace>/<scope>/config\n",
+        "  dcs:\n    synchronous_mode: quorum\n    standby_cluster: {host: 10.0.0.1, port: 5432}\n    slots: {s1: {type: physical}}\n",
+    );
+    assert_ne!(yaml, PATRONI_EXAMPLE);
+    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    let refused: Vec<&str> = c.refused.iter().map(|u| u.key.as_str()).collect();
+    assert_eq!(
+        refused,
+        [
+            "bootstrap.dcs.synchronous_mode",
+            "bootstrap.dcs.standby_cluster"
+        ]
+    );
+    assert!(
+        c.warnings
+            .contains(&"bootstrap.dcs.slots: not supported by pgha yet; ignored".to_string()),
+        "{:?}",
+        c.warnings
+    );
+    let bad = PATRONI_EXAMPLE.replace(
+        "    ttl: 30\n",
+        "    ttl: 30\n    failsafe_mode: sometimes\n",
+    );
+    let e = Config::from_yaml(&bad, no_env(), None).unwrap_err();
+    assert!(
+        e.errors.contains(
+            &"bootstrap.dcs.failsafe_mode: expected a boolean, found \"sometimes\"".to_string()
+        ),
+        "{:?}",
+        e.errors
     );
 }
 

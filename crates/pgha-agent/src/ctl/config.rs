@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::cli::{ClusterArg, EditConfigArgs};
 use super::output::python_str;
-use super::{Ctl, CtlError, diff, echo, yaml};
+use super::{Ctl, CtlError, diff, echo, note, yaml};
 
 /// `show-config`: the configuration as YAML (nothing when there is none).
 pub async fn show_config(ctl: &mut Ctl, args: ClusterArg) -> Result<(), CtlError> {
@@ -52,6 +52,20 @@ pub async fn edit_config(ctl: &mut Ctl, args: EditConfigArgs) -> Result<(), CtlE
         }
         return Ok(());
     }
+    // What pgha refuses is refused before anything is shown or asked, as
+    // PATCH /config refuses it; a Patroni-only cluster gets what Patroni
+    // makes of its configuration.
+    let new = DynamicConfig::from_map(changed.clone());
+    if !c.run_by_patroni_only() {
+        match new.check_write(Some(&stored.value)) {
+            Ok(review) => {
+                for w in review.warnings {
+                    note(format!("Warning: {w}"));
+                }
+            }
+            Err(e) => return Err(CtlError::failed(e.to_string())),
+        }
+    }
     if !args.quiet {
         for line in diff::unified(&before, &after_text) {
             echo(line);
@@ -68,10 +82,7 @@ pub async fn edit_config(ctl: &mut Ctl, args: EditConfigArgs) -> Result<(), CtlE
     }
     let dcs = ctl.dcs(&name)?;
     match dcs
-        .write_config(
-            &DynamicConfig::from_map(changed),
-            Expect::Version(stored.version.clone()),
-        )
+        .write_config(&new, Expect::Version(stored.version.clone()))
         .await
     {
         Ok(_) => {

@@ -457,11 +457,18 @@ fn title_case(role: &str) -> String {
         .join(" ")
 }
 
-/// The notes under a table: maintenance mode, a scheduled switchover.
+/// The notes under a table: maintenance mode, a scheduled switchover, and
+/// (in a cluster run by pgha) the dynamic configuration's keys that pgha
+/// refuses and runs without.
 pub fn service_info(c: &Cluster) -> Vec<String> {
     let mut info = Vec::new();
     if c.dynamic_config().pause() {
         info.push("Maintenance mode: on".to_string());
+    }
+    if !c.run_by_patroni_only() {
+        for u in c.dynamic_config().review().unsupported {
+            info.push(format!("WARNING: {u}"));
+        }
     }
     let scheduled = c.failover.as_ref().and_then(|f| {
         let at = f

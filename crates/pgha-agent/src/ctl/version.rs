@@ -37,7 +37,7 @@ fn describe(name: &str, status: &Value) -> String {
         .map(|v| format!(" PostgreSQL {}", format_pg_version(v)))
         .unwrap_or_default();
     let pgha = status
-        .get("pgha_version")
+        .get(pgha_core::model::member::PGHA_VERSION_FIELD)
         .and_then(Value::as_str)
         .map(|v| format!(" (pgha {v})"))
         .unwrap_or_default();

@@ -689,6 +689,90 @@ mod write_side {
         assert_eq!(r, (200, json!({"ttl": 40, "loop_wait": 10})));
     }
 
+    #[tokio::test]
+    async fn config_writes_that_turn_on_what_pgha_lacks_are_refused_by_name() {
+        let a = api(None).await;
+        let before = a.dcs.load().await.unwrap().config.unwrap();
+        for (method, body, key) in [
+            ("PATCH", r#"{"synchronous_mode": true}"#, "synchronous_mode"),
+            (
+                "PATCH",
+                r#"{"synchronous_mode": "quorum"}"#,
+                "synchronous_mode",
+            ),
+            (
+                "PATCH",
+                r#"{"synchronous_mode_strict": true}"#,
+                "synchronous_mode_strict",
+            ),
+            ("PATCH", r#"{"failsafe_mode": "on"}"#, "failsafe_mode"),
+            (
+                "PATCH",
+                r#"{"standby_cluster": {"host": "10.0.0.9", "port": 5432}}"#,
+                "standby_cluster",
+            ),
+            (
+                "PUT",
+                r#"{"ttl": 30, "standby_cluster": {"restore_command": "cp /a/%f %p"}}"#,
+                "standby_cluster",
+            ),
+            ("PUT", r#"{"synchronous_mode": "on"}"#, "synchronous_mode"),
+        ] {
+            assert_error(
+                &call(&a, method, "/config", body, &[]).await,
+                400,
+                &format!("refused: {key}: "),
+            );
+            let now = a.dcs.load().await.unwrap().config.unwrap();
+            assert_eq!(
+                now.version, before.version,
+                "{method} {body}: nothing is written"
+            );
+        }
+        // Turning them off, or keys pgha merely warns about, are written.
+        let r = call(
+            &a,
+            "PATCH",
+            "/config",
+            r#"{"synchronous_mode": false, "slots": {"s": {"type": "physical"}}}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(r.0, 200, "{r:?}");
+    }
+
+    #[test]
+    fn a_configuration_asking_for_what_pgha_lacks_shows_in_status_and_metrics() {
+        let mut s = super::node("n1", true, true);
+        let m = super::metrics(&s);
+        assert!(
+            m.contains("pgha_unsupported_config{scope=\"demo\",name=\"n1\"} 0"),
+            "{m}"
+        );
+        assert!(super::status_json(&s).get("unsupported_config").is_none());
+        s.unsupported = pgha_core::model::DynamicConfig::parse(
+            r#"{"synchronous_mode": true, "standby_cluster": {"host": "h"}}"#,
+        )
+        .unwrap()
+        .review()
+        .unsupported;
+        let m = super::metrics(&s);
+        assert!(
+            m.contains("pgha_unsupported_config{scope=\"demo\",name=\"n1\"} 2"),
+            "{m}"
+        );
+        let j = super::status_json(&s);
+        assert_eq!(j["unsupported_config"][0]["key"], "synchronous_mode");
+        assert_eq!(j["unsupported_config"][1]["key"], "standby_cluster");
+        assert!(
+            j["unsupported_config"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("synchronous replication is not supported by pgha yet"),
+            "{j}"
+        );
+    }
+
     /// The same API over another client (to inject faults into its link).
     fn api_with_dcs(
         a: &Api,

@@ -644,8 +644,8 @@ pub async fn patch_config(state: &ApiState, body: &[u8]) -> Response {
     };
     let mut config = current.value.clone();
     config.merge_patch(&patch);
-    if let Some(r) = refuse_invalid(&config) {
-        return r.into_response();
+    if let Err(e) = config.check_write(Some(&current.value)) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     if config != current.value {
         match state
@@ -678,13 +678,13 @@ pub async fn put_config(state: &ApiState, body: &[u8]) -> Response {
         Ok(b) => DynamicConfig::from_map(b),
         Err(r) => return r.into_response(),
     };
-    if let Some(r) = refuse_invalid(&new) {
-        return r.into_response();
-    }
     let cluster = match load(state).await {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
+    if let Err(e) = new.check_write(cluster.config.as_ref().map(|c| &c.value)) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
     if cluster.config.as_ref().is_none_or(|c| c.value != new)
         && let Err(e) = state.dcs.write_config(&new, Expect::Any).await
     {
@@ -695,16 +695,4 @@ pub async fn put_config(state: &ApiState, body: &[u8]) -> Response {
     }
     let _ = state.commands.try_send(Command::Wakeup);
     (StatusCode::OK, axum::Json(new)).into_response()
-}
-
-/// A configuration whose known keys have the wrong types is refused (Patroni
-/// would store it and misread it later).
-fn refuse_invalid(config: &DynamicConfig) -> Option<Response> {
-    let problems = config.problems();
-    (!problems.is_empty()).then(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid configuration: {}", problems.join("; ")),
-        )
-    })
 }

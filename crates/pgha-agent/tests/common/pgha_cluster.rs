@@ -47,23 +47,7 @@ impl PghaCluster {
         }
         cluster.start_all()?;
         let config = cluster.ctl_config()?;
-        // The same file pghactl reads gives the test its DCS client.
-        let ctl =
-            pgha_agent::ctl::CtlConfig::load(Some(&config), None).map_err(anyhow::Error::msg)?;
-        let section = ctl
-            .dcs
-            .ok_or_else(|| anyhow::anyhow!("no DCS section in {}", config.display()))?;
-        let timing = Timing {
-            retry_timeout: Duration::from_secs(3),
-            ..Timing::default()
-        };
-        let dcs = pgha_agent::dcs::connect(
-            &section,
-            KeyLayout::new("/service/", &cluster.scope),
-            "test",
-            timing,
-        )
-        .map_err(anyhow::Error::msg)?;
+        let dcs = dcs_client(&config, &cluster.scope)?;
         let me = PghaCluster {
             cluster,
             config,
@@ -73,6 +57,21 @@ impl PghaCluster {
         super::scenarios::wait_healthy(&me, Duration::from_secs(60)).await?;
         Ok(me)
     }
+}
+
+/// A DCS client of the test's own, from the file pghactl reads (as member
+/// `test`: it writes what a person or another tool would).
+pub fn dcs_client(config: &Path, scope: &str) -> anyhow::Result<Arc<dyn Dcs>> {
+    let ctl = pgha_agent::ctl::CtlConfig::load(Some(config), None).map_err(anyhow::Error::msg)?;
+    let section = ctl
+        .dcs
+        .ok_or_else(|| anyhow::anyhow!("no DCS section in {}", config.display()))?;
+    let timing = Timing {
+        retry_timeout: Duration::from_secs(3),
+        ..Timing::default()
+    };
+    pgha_agent::dcs::connect(&section, KeyLayout::new("/service/", scope), "test", timing)
+        .map_err(anyhow::Error::msg)
 }
 
 impl Operated for PghaCluster {

@@ -195,7 +195,11 @@ fn decide_empty(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     let initialized = cluster.initialize.as_ref().map(|v| v.value.as_str());
     match (initialized, cluster.leader_name()) {
         (None, None) => {
-            if !o.settings.can_bootstrap {
+            if let Some(why) = &o.settings.new_cluster_refused {
+                Decision::idle(format!(
+                    "cluster is not initialized, and this node will not create it: {why}"
+                ))
+            } else if !o.settings.can_bootstrap {
                 Decision::idle(
                     "cluster is not initialized and this node has no bootstrap section: waiting",
                 )

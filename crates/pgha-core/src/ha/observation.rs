@@ -13,6 +13,12 @@ pub struct NodeSettings {
     pub tags: Tags,
     /// The YAML has a `bootstrap` section: this node may create the cluster.
     pub can_bootstrap: bool,
+    /// Why this node must not create a new cluster although it could: its
+    /// file or the cluster's configuration sets a key pgha refuses
+    /// (`standby_cluster`, `synchronous_mode`, ...), so the cluster would
+    /// not be what was asked for (a writable primary where a read-only
+    /// standby cluster was meant).
+    pub new_cluster_refused: Option<String>,
     /// `postgresql.use_pg_rewind`.
     pub use_pg_rewind: bool,
     /// `postgresql.remove_data_directory_on_rewind_failure`.

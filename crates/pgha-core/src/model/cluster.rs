@@ -225,6 +225,13 @@ impl Cluster {
         self.leader_name() == Some(name)
     }
 
+    /// Every member is a Patroni node (none announces a pgha version), so
+    /// the dynamic configuration means what Patroni makes of it. `false`
+    /// for a cluster without members: nobody can say.
+    pub fn run_by_patroni_only(&self) -> bool {
+        !self.members.is_empty() && self.members.iter().all(|m| m.data.pgha_version().is_none())
+    }
+
     /// The problem reported for `key`, if its value could not be read.
     pub fn problem(&self, key: &ClusterKey) -> Option<&KeyProblem> {
         let name = key.relative();

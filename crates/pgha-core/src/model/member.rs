@@ -305,7 +305,16 @@ pub struct MemberData {
     pub extra: Map<String, Value>,
 }
 
+/// The member-key field in which a pgha agent announces its own version
+/// (Patroni ignores it): how tools tell a pgha member from a Patroni one.
+pub const PGHA_VERSION_FIELD: &str = "pgha_version";
+
 impl MemberData {
+    /// The pgha version this member announces; `None` for a Patroni node.
+    pub fn pgha_version(&self) -> Option<&str> {
+        self.extra.get(PGHA_VERSION_FIELD).and_then(Value::as_str)
+    }
+
     /// Host and port of `conn_url` (`postgres://host:port/db`), default port 5432.
     pub fn conn_host_port(&self) -> Option<(String, u16)> {
         let url = self.conn_url.as_deref()?;

@@ -18,7 +18,7 @@ pub mod sync;
 pub mod version;
 
 pub use cluster::{Cluster, KeyProblem, LeaderLock, RawEntry};
-pub use dynamic_config::{DynamicConfig, Timing};
+pub use dynamic_config::{ConfigRefused, DynamicConfig, Review, Timing, Unsupported};
 pub use failover::Failover;
 pub use failsafe::Failsafe;
 pub use history::{History, HistoryEntry};

@@ -39,6 +39,7 @@ impl World {
                 name: me.into(),
                 tags: Tags::default(),
                 can_bootstrap: true,
+                new_cluster_refused: None,
                 use_pg_rewind: true,
                 remove_data_directory_on_rewind_failure: false,
                 maximum_lag_on_failover: 1_048_576,
@@ -332,6 +333,33 @@ fn empty_data_dir_in_an_uninitialized_cluster_races_to_bootstrap() {
     w.tags(json!({}));
     w.settings.can_bootstrap = false;
     assert_idle(&w.decide(), "no bootstrap section");
+}
+
+#[test]
+fn a_node_whose_configuration_sets_a_refused_key_never_creates_a_cluster() {
+    let mut w = World::new("n1");
+    w.entries.clear();
+    w.stopped();
+    w.local.data_dir = DataDir::Empty;
+    w.settings.new_cluster_refused = Some(
+        "bootstrap.dcs.standby_cluster: standby clusters are not supported by pgha yet".into(),
+    );
+    assert_idle(
+        &w.decide(),
+        "will not create it: bootstrap.dcs.standby_cluster",
+    );
+    // A cluster that exists is joined as usual.
+    let refused = w.settings.new_cluster_refused.clone();
+    let mut w = World::new("n2");
+    w.stopped();
+    w.local.data_dir = DataDir::Empty;
+    w.settings.new_cluster_refused = refused;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Clone {
+            source: "n1".into()
+        }]
+    );
 }
 
 #[test]

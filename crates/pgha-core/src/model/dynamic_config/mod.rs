@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 
 use super::lenient;
 
+pub mod keys;
+pub use keys::{ConfigRefused, Review, Unsupported};
+
 /// Patroni's default `ttl`, seconds.
 pub const DEFAULT_TTL: u64 = 30;
 /// Patroni's default `loop_wait`, seconds.
@@ -256,73 +259,12 @@ impl DynamicConfig {
             .and_then(Value::as_object)
     }
 
-    /// The type problems in the document, each with its path, for the keys
-    /// whose meaning pgha depends on. An empty list means every known key
-    /// has a usable value.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for key in [
-            "ttl",
-            "loop_wait",
-            "retry_timeout",
-            "maximum_lag_on_failover",
-            "primary_start_timeout",
-            "primary_stop_timeout",
-            "synchronous_node_count",
-            "member_slots_ttl",
-        ] {
-            if let Some(v) = self.get(key)
-                && lenient::int(v).is_none_or(|i| i < 0)
-            {
-                out.push(format!("{key}: expected a non-negative integer, found {v}"));
-            }
-        }
-        for key in [
-            "pause",
-            "synchronous_mode_strict",
-            "failsafe_mode",
-            "check_timeline",
-        ] {
-            if let Some(v) = self.get(key)
-                && lenient::bool(v).is_none()
-            {
-                out.push(format!("{key}: expected a boolean, found {v}"));
-            }
-        }
-        if let Some(v) = self.get("synchronous_mode")
-            && lenient::bool(v).is_none()
-            && !self.quorum_commit_mode()
-        {
-            out.push(format!(
-                "synchronous_mode: expected a boolean or \"quorum\", found {v}"
-            ));
-        }
-        match self.get("postgresql") {
-            None | Some(Value::Object(_)) => {}
-            Some(v) => out.push(format!(
-                "postgresql: expected an object, found {}",
-                json_kind(v)
-            )),
-        }
-        if let Some(pg) = self.postgresql() {
-            if let Some(v) = pg
-                .get("parameters")
-                .filter(|v| !v.is_null() && !v.is_object())
-            {
-                out.push(format!(
-                    "postgresql.parameters: expected an object, found {}",
-                    json_kind(v)
-                ));
-            }
-            for key in ["use_slots", "use_pg_rewind"] {
-                if let Some(v) = pg.get(key).filter(|v| !v.is_null())
-                    && lenient::bool(v).is_none()
-                {
-                    out.push(format!("postgresql.{key}: expected a boolean, found {v}"));
-                }
-            }
-        }
-        out
+    /// The document checked against [`keys::DYNAMIC`], Patroni's dynamic
+    /// configuration key by key: values of the wrong shape, keys pgha
+    /// refuses because running without them can lose data or create a
+    /// second primary, and keys it does not act on.
+    pub fn review(&self) -> Review {
+        Review::of(&self.0, "")
     }
 
     /// Applies a JSON merge patch the way `PATCH /config` and
@@ -426,7 +368,7 @@ mod tests {
         assert!(c.pause());
         assert!(c.use_pg_rewind());
         assert_eq!(c.primary_start_timeout(), 10);
-        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert!(c.review().errors.is_empty(), "{:?}", c.review());
     }
 
     #[test]
@@ -479,7 +421,7 @@ mod tests {
         let c = cfg(
             json!({"ttl": "soon", "pause": "perhaps", "postgresql": {"parameters": [1], "use_slots": "x"}}),
         );
-        let p = c.problems();
+        let p = c.review().errors;
         assert!(p.iter().any(|s| s.starts_with("ttl:")), "{p:?}");
         assert!(p.iter().any(|s| s.starts_with("pause:")), "{p:?}");
         assert!(
