@@ -16,6 +16,8 @@ pub enum RunError {
     Startup(String),
     #[error(transparent)]
     Refused(#[from] crate::agent::AgentExit),
+    #[error(transparent)]
+    NameTaken(#[from] crate::agent::unique_name::NameTaken),
 }
 
 /// Starts the REST API and the HA loop and runs until SIGTERM or SIGINT
@@ -52,7 +54,9 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
         }
         None => None,
     };
-    crate::agent::PeerClient::new(&config.client_tls).map_err(RunError::Startup)?;
+    let peers = crate::agent::PeerClient::new(&config.client_tls).map_err(RunError::Startup)?;
+    // Before anything is started or touched: this name must be free.
+    crate::agent::unique_name::ensure_unique_name(&config, dcs.as_ref(), &peers, timing).await?;
     let listen = config.restapi_listen.socket_string();
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         RunError::Startup(format!("restapi.listen: cannot listen on {listen}: {e}"))

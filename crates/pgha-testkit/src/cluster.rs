@@ -276,6 +276,14 @@ impl TestCluster {
     }
 
     async fn add_node(&mut self, name: &str) -> anyhow::Result<()> {
+        self.add_node_as(name, name).await.map(drop)
+    }
+
+    /// Adds a node called `name` whose files (data directory, YAML, log)
+    /// are named after `files`, with ports of its own; its agent is not
+    /// started. A `name` already in use makes the duplicate an operator
+    /// can create by copying a YAML file. Returns its index.
+    pub async fn add_node_as(&mut self, name: &str, files: &str) -> anyhow::Result<usize> {
         self.create_pod(name).await?;
         let host = self.node_host(self.nodes.len()).addr;
         let net = self
@@ -286,8 +294,8 @@ impl TestCluster {
             .unwrap_or_else(|| "127.0.0.1/32".to_string());
         let pg_port = free_port()?;
         let api_port = free_port()?;
-        let data_dir = self.dir.path().join(format!("{name}-data"));
-        let config = self.dir.path().join(format!("{name}.yml"));
+        let data_dir = self.dir.path().join(format!("{files}-data"));
+        let config = self.dir.path().join(format!("{files}.yml"));
         let o = &self.options;
         let yaml = format!(
             "scope: {scope}\nnamespace: /service/\nname: {name}\n\
@@ -307,11 +315,11 @@ impl TestCluster {
             retry = o.retry_timeout,
             data = data_dir.display(),
             bin = o.bin_dir.display(),
-            pgpass = self.dir.path().join(format!("{name}.pgpass")).display(),
+            pgpass = self.dir.path().join(format!("{files}.pgpass")).display(),
             sock = self.dir.path().display(),
         );
         std::fs::write(&config, yaml)?;
-        let log = self.dir.path().join(format!("{name}.log"));
+        let log = self.dir.path().join(format!("{files}.log"));
         self.nodes.push(Node {
             name: name.to_string(),
             host,
@@ -322,7 +330,7 @@ impl TestCluster {
             log,
             agent: None,
         });
-        Ok(())
+        Ok(self.nodes.len() - 1)
     }
 
     /// Where node `i` runs.
@@ -344,6 +352,15 @@ impl TestCluster {
     /// The pid of node `i`'s agent, if it was started and not killed.
     pub fn agent_pid(&self, i: usize) -> Option<u32> {
         self.nodes[i].agent.as_ref().and_then(ServerProcess::pid)
+    }
+
+    /// How node `i`'s agent ended; `None` while it runs or if it was never
+    /// started.
+    pub fn agent_exit(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.nodes[i]
+            .agent
+            .as_mut()
+            .and_then(ServerProcess::exit_status)
     }
 
     /// Starts node `i`'s agent (as a service manager would).

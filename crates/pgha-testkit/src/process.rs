@@ -50,6 +50,13 @@ impl ServerProcess {
         }
     }
 
+    /// How the process ended; `None` while it runs (or was killed by us).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Sends `signal` (SIGTERM for a clean stop, SIGKILL for a crash).
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         if let Some(pid) = self.pid() {

@@ -26,6 +26,7 @@ pub mod member;
 pub mod peers;
 pub mod replication;
 pub mod status;
+pub mod unique_name;
 pub mod watchdog;
 
 use std::collections::HashMap;
