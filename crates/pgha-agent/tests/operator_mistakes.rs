@@ -14,6 +14,9 @@ use std::time::Duration;
 use pgha_testkit::cluster::{ClusterOptions, DcsKind, TestCluster};
 use tokio::time::Instant;
 
+use common::pgha_cluster::dcs_client;
+use common::pghactl;
+
 fn agent() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
 }
@@ -88,4 +91,96 @@ async fn a_second_agent_with_an_existing_members_name_is_refused_before_touching
     c.start_agent(r).unwrap();
     c.wait_converged(&[0, 1], BOOT).await.unwrap();
     assert!(c.agent_exit(r).is_none(), "{}", c.log(r));
+}
+
+/// `etcdctl del --prefix /service/<scope>/` (or ZooKeeper's `deleteall`)
+/// under a running cluster with a writer.
+async fn the_cluster_comes_back_after_its_keys_are_deleted(kind: DcsKind) {
+    let c = cluster(kind, 3).await;
+    let p = c.wait_converged(&[0, 1, 2], BOOT).await.unwrap();
+    let ctl = c.ctl_config().unwrap();
+    let dcs = dcs_client(&ctl, &c.scope).unwrap();
+    // A change made since bootstrap: it must come back, not bootstrap.dcs.
+    pghactl(&ctl, &["edit-config", "-p", "work_mem=7MB", "--force"], "")
+        .await
+        .ok();
+    let before = dcs.load().await.unwrap();
+    let config = before.config.clone().unwrap().value;
+    assert_eq!(
+        config.parameters().and_then(|p| p.get("work_mem")),
+        Some(&serde_json::json!("7MB"))
+    );
+    let sysid = before.initialize.clone().unwrap().value;
+    let leader = c.nodes[p].name.clone();
+    c.sql(p, "CREATE TABLE kept(i int)").await.unwrap();
+    // The agents have adopted the edited configuration.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    dcs.delete_cluster().await.unwrap();
+    let wiped = Instant::now();
+    let mut rows = 0;
+    let back = loop {
+        // A writer keeps writing to the primary, and never finds two.
+        let primaries = {
+            let mut n = 0;
+            for i in 0..3 {
+                n += usize::from(matches!(c.api(i, "/primary").await, Ok((200, _))));
+            }
+            n
+        };
+        assert!(primaries <= 1, "two primaries:\n{}", c.logs_tail(30));
+        if c.sql(p, "INSERT INTO kept VALUES (1)").await.is_ok() {
+            rows += 1;
+        }
+        let now = dcs.load().await.unwrap();
+        if now.members.len() == 3
+            && now.leader_name() == Some(leader.as_str())
+            && now.initialize.as_ref().map(|v| v.value.as_str()) == Some(sysid.as_str())
+            && now.config.as_ref().map(|v| &v.value) == Some(&config)
+        {
+            break wiped.elapsed();
+        }
+        assert!(
+            wiped.elapsed() < Duration::from_secs(30),
+            "not back after 30 s: {now:?}\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("every key back {back:?} after the delete ({kind:?}); {rows} rows written meanwhile");
+    for i in 0..3 {
+        assert!(
+            c.agent_pid(i).is_some() && c.log(i).contains("pgha"),
+            "{}",
+            c.log(i)
+        );
+    }
+    let mut c = c;
+    for i in 0..3 {
+        assert!(
+            c.agent_exit(i).is_none(),
+            "node{} exited:\n{}",
+            i + 1,
+            c.log(i)
+        );
+    }
+    assert!(rows > 0, "the primary took no write after the delete");
+    c.wait_converged(&[0, 1, 2], Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(c.primary().await, Some(p), "no failover was needed");
+    let list = pghactl(&ctl, &["list"], "").await.ok().stdout;
+    for n in &c.nodes {
+        assert!(list.contains(&format!("| {} ", n.name)), "{list}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_the_cluster_comes_back_after_its_keys_are_deleted() {
+    the_cluster_comes_back_after_its_keys_are_deleted(DcsKind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_the_cluster_comes_back_after_its_keys_are_deleted() {
+    the_cluster_comes_back_after_its_keys_are_deleted(DcsKind::ZooKeeper).await;
 }

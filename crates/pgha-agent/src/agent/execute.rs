@@ -104,17 +104,23 @@ impl Agent {
                     .map(drop)
                     .map_err(|e| Failure::Other(format!("recording the system ID: {e}")))
             }
-            Action::WriteBootstrapConfig => {
-                let config = self
-                    .config
-                    .bootstrap
-                    .as_ref()
-                    .map(|b| b.dcs.clone())
-                    .unwrap_or_else(|| self.dynamic.clone());
+            Action::WriteConfig => {
+                let config = match &self.config.bootstrap {
+                    Some(b) if !self.dynamic_known => b.dcs.clone(),
+                    _ => self.dynamic.clone(),
+                };
                 match dcs.write_config(&config, Expect::Absent).await {
-                    Ok(_) | Err(DcsError::Conflict { .. }) => Ok(()),
+                    Ok(_) => {
+                        if self.dynamic_known {
+                            tracing::info!(
+                                "the DCS had no dynamic configuration: wrote back the last one read from it"
+                            );
+                        }
+                        Ok(())
+                    }
+                    Err(DcsError::Conflict { .. }) => Ok(()),
                     Err(e) => Err(Failure::Other(format!(
-                        "writing the bootstrap configuration: {e}"
+                        "writing the dynamic configuration: {e}"
                     ))),
                 }
             }

@@ -28,7 +28,7 @@ impl Agent {
             retain_slots: slots,
             ..Default::default()
         };
-        if self.last_status.as_ref() != Some(&status) {
+        if self.last_status.as_ref() != Some(&status) || cluster.status.is_none() {
             match self.dcs.write_status(&status).await {
                 Ok(_) => self.last_status = Some(status),
                 Err(e) => tracing::warn!("cannot write the status key: {e}"),

@@ -81,8 +81,17 @@ pub struct Agent {
     memory: HaMemory,
     job: Option<RunningJob>,
     job_done: Arc<Notify>,
-    /// The last good dynamic configuration.
+    /// The last good dynamic configuration: `bootstrap.dcs` until one is
+    /// read from the DCS (or from the cache in the data directory).
     dynamic: DynamicConfig,
+    /// `dynamic` is the cluster's, read from the DCS or its cache, not
+    /// `bootstrap.dcs`: what to write back if the DCS loses the key.
+    dynamic_known: bool,
+    /// The members of the last snapshot that had an `initialize` key (see
+    /// [`Agent::race_peers`]).
+    members_seen: Vec<pgha_core::model::Member>,
+    /// What the data directory's cache file was last written with.
+    dynamic_cached: Option<DynamicConfig>,
     /// The keys of `dynamic` that pgha refuses, reported every cycle.
     unsupported: Vec<Unsupported>,
     timing: Timing,
@@ -134,11 +143,18 @@ impl Agent {
             fence.guard_input(),
             clock.clone(),
         );
-        let dynamic = config
-            .bootstrap
-            .as_ref()
-            .map(|b| b.dcs.clone())
-            .unwrap_or_default();
+        // Like Patroni, the last configuration read from the DCS is kept in
+        // the data directory: it survives a restart of the agent and is
+        // what a leader writes back if the DCS lost it.
+        let cached = files::read_dynamic_cache(&config.postgresql.data_dir);
+        let dynamic_known = cached.is_some();
+        let dynamic = cached.unwrap_or_else(|| {
+            config
+                .bootstrap
+                .as_ref()
+                .map(|b| b.dcs.clone())
+                .unwrap_or_default()
+        });
         let (timing, _) = dynamic.timing();
         dcs.set_timing(timing);
         let peer_client = PeerClient::new(&config.client_tls).unwrap_or_default();
@@ -161,6 +177,9 @@ impl Agent {
             job: None,
             job_done: Arc::new(Notify::new()),
             dynamic,
+            dynamic_known,
+            dynamic_cached: None,
+            members_seen: Vec::new(),
             unsupported: Vec::new(),
             timing,
             expect_running: false,
@@ -288,6 +307,7 @@ impl Agent {
         };
         if let Some(c) = &cluster {
             self.adopt_dynamic(c);
+            self.keep_dynamic_cache(c);
             for p in &c.problems {
                 tracing::warn!("DCS key {p}");
             }
@@ -305,7 +325,15 @@ impl Agent {
         }
         let want = self.watchdog_want();
         self.fence.set_watchdog(want);
+        if let Some(c) = cluster.as_ref().filter(|c| c.initialize.is_some()) {
+            self.members_seen.clone_from(&c.members);
+        }
         let mut observed = self.pg.observe().await;
+        let system_id = match &observed.data_dir {
+            ha::DataDir::Initialized { system_id, .. } => Some(system_id.as_str()),
+            _ => None,
+        };
+        self.memory.observe_initialize(cluster.as_ref(), system_id);
         self.watch_streaming(cluster.as_ref(), &observed);
         let mut acted = false;
         let mut renew_failed: Option<String> = None;
@@ -318,7 +346,11 @@ impl Agent {
                         && self.memory.job.is_none() =>
                 {
                     self.peers
-                        .statuses(c, &self.config.name, peer_timeout(self.timing))
+                        .statuses(
+                            &self.race_peers(c),
+                            &self.config.name,
+                            peer_timeout(self.timing),
+                        )
                         .await
                 }
                 _ => Vec::new(),
@@ -459,9 +491,10 @@ impl Agent {
     /// when it is unreadable) and its timings.
     fn adopt_dynamic(&mut self, cluster: &Cluster) {
         let Some(cfg) = &cluster.config else { return };
-        if cfg.value == self.dynamic {
+        if cfg.value == self.dynamic && self.dynamic_known {
             return;
         }
+        self.dynamic_known = true;
         let review = cfg.value.review();
         for e in &review.errors {
             tracing::warn!("dynamic configuration: {e}; Patroni's default is used instead");
@@ -485,6 +518,44 @@ impl Agent {
             self.timing = timing;
         }
         self.dynamic = cfg.value.clone();
+    }
+
+    /// The members to ask in the leader race: the snapshot's, and, when the
+    /// DCS lost the cluster's keys under this node (no `initialize`, though
+    /// this node saw it hold its data's system ID), the members of the last
+    /// intact snapshot too. Their keys are gone for up to a loop, but a
+    /// primary among them still runs and must be asked: without it, a
+    /// replica would find nobody ahead and promote beside it.
+    fn race_peers(&self, cluster: &Cluster) -> Vec<pgha_core::model::Member> {
+        let mut members = cluster.members.clone();
+        if cluster.initialize.is_none() && self.memory.belongs_to_cluster {
+            for m in &self.members_seen {
+                if cluster.member(&m.name).is_none() {
+                    members.push(m.clone());
+                }
+            }
+        }
+        members
+    }
+
+    /// Keeps the cluster's dynamic configuration in the data directory
+    /// (rewritten when it differs or the file is missing, e.g. after a
+    /// clone).
+    fn keep_dynamic_cache(&mut self, cluster: &Cluster) {
+        let Some(cfg) = &cluster.config else { return };
+        let data_dir = &self.config.postgresql.data_dir;
+        if self.dynamic_cached.as_ref() == Some(&cfg.value)
+            && data_dir.join(files::DYNAMIC_CACHE).exists()
+        {
+            return;
+        }
+        match files::write_dynamic_cache(data_dir, &cfg.value) {
+            Ok(true) => self.dynamic_cached = Some(cfg.value.clone()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!("cannot keep the dynamic configuration in the data directory: {e}")
+            }
+        }
     }
 
     /// What `decide` needs to know about PostgreSQL.

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pgha_core::ha::{PeerSource, PeerStatus};
-use pgha_core::model::{Cluster, Member, Tags, lenient};
+use pgha_core::model::{Member, Tags, lenient};
 use serde_json::Value;
 
 /// A small HTTP/1 client for the members' REST APIs (HTTPS too, with the
@@ -199,15 +199,15 @@ impl PeerClient {
             .map_err(|_| format!("no answer from {url} within {timeout:?}"))?
     }
 
-    /// The status of every member but `me`: from its REST API when it
-    /// answers within `timeout`, else from its member key.
+    /// The status of every one of `members` but `me`: from its REST API
+    /// when it answers within `timeout`, else from its member key.
     pub async fn statuses(
         &self,
-        cluster: &Cluster,
+        members: &[Member],
         me: &str,
         timeout: Duration,
     ) -> Vec<PeerStatus> {
-        let others: Vec<&Member> = cluster.members.iter().filter(|m| m.name != me).collect();
+        let others: Vec<&Member> = members.iter().filter(|m| m.name != me).collect();
         join_all(others.into_iter().map(|m| async move {
             if let Some(url) = m.data.api_url.as_deref() {
                 match self.get_json(url, timeout).await {

@@ -297,6 +297,31 @@ pub fn render_hba(config: &Config, dynamic: &pgha_core::model::DynamicConfig) ->
 }
 
 /// Writes a file whole (via a temporary file and a rename), mode 0600.
+/// Where the last dynamic configuration read from the DCS is kept: the
+/// file Patroni uses (`patroni.dynamic.json` in the data directory), so a
+/// node moved from Patroni brings its cluster's configuration along.
+pub const DYNAMIC_CACHE: &str = "patroni.dynamic.json";
+
+/// The cached dynamic configuration, if the file is there and readable.
+pub fn read_dynamic_cache(data_dir: &Path) -> Option<pgha_core::model::DynamicConfig> {
+    let text = std::fs::read_to_string(data_dir.join(DYNAMIC_CACHE)).ok()?;
+    pgha_core::model::DynamicConfig::parse(&text).ok()
+}
+
+/// Keeps `config` in the data directory, once it holds a cluster (initdb
+/// and pg_basebackup need it empty before): `false` when it does not yet.
+pub fn write_dynamic_cache(
+    data_dir: &Path,
+    config: &pgha_core::model::DynamicConfig,
+) -> Result<bool, PgError> {
+    if !data_dir.join("PG_VERSION").exists() {
+        return Ok(false);
+    }
+    let text = serde_json::to_string(config)
+        .map_err(|e| PgError::Unexpected(format!("dynamic configuration: {e}")))?;
+    write_file(&data_dir.join(DYNAMIC_CACHE), &text).map(|()| true)
+}
+
 pub fn write_file(path: &Path, text: &str) -> Result<(), PgError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -337,7 +337,7 @@ async fn failover_possible(
     let statuses = state
         .peers
         .statuses(
-            cluster,
+            &cluster.members,
             cluster.leader_name().unwrap_or(""),
             Duration::from_secs(2),
         )

@@ -34,8 +34,11 @@ pub enum Action {
     RaceInitialize,
     /// Store our system identifier in `initialize` (it is absent or `""`).
     RecordSystemId { system_id: String },
-    /// Write `bootstrap.dcs` as the cluster's `config` (it is absent).
-    WriteBootstrapConfig,
+    /// Write the cluster's `config` (it is absent): the last dynamic
+    /// configuration this node read from the DCS (or its cache in the data
+    /// directory), else its `bootstrap.dcs`. A configuration lost from the
+    /// DCS comes back as it was, not as it was at bootstrap.
+    WriteConfig,
     /// Remove the `failover` key (the switchover is done, impossible, or
     /// stale), if it is still the version that was read.
     ClearFailover,
@@ -72,7 +75,7 @@ impl fmt::Display for Action {
             Action::TakeLock => f.write_str("take lock"),
             Action::RaceInitialize => f.write_str("race for initialize"),
             Action::RecordSystemId { system_id } => write!(f, "record system id {system_id}"),
-            Action::WriteBootstrapConfig => f.write_str("write bootstrap config"),
+            Action::WriteConfig => f.write_str("write config"),
             Action::ClearFailover => f.write_str("clear failover key"),
             Action::Bootstrap => f.write_str("bootstrap"),
             Action::Clone { source } => write!(f, "clone from {source}"),

@@ -280,6 +280,12 @@ fn decide_identity(o: &Observation<'_>, cluster: &Cluster, system_id: &str) -> O
             && !o.settings.paused =>
         {
             if o.local.is_replica() {
+                if o.memory.belongs_to_cluster {
+                    // The DCS lost the cluster's keys under a running
+                    // cluster: carry on; the primary restores them, or
+                    // the usual race replaces a primary that is gone.
+                    return None;
+                }
                 let reason = "the cluster has no initialize key and my PostgreSQL runs as a replica: \
                               start the agent on the node running as primary first";
                 return Some(Decision::new(
@@ -454,7 +460,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             }
         }
         if cluster.config.is_none() && cluster.problem(&ClusterKey::Config).is_none() {
-            repair.push(Action::WriteBootstrapConfig);
+            repair.push(Action::WriteConfig);
         }
     }
 
@@ -468,7 +474,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             });
         }
         if cluster.config.is_none() && cluster.problem(&ClusterKey::Config).is_none() {
-            actions.push(Action::WriteBootstrapConfig);
+            actions.push(Action::WriteConfig);
         }
         return Decision::new(actions, "initialized a new cluster: taking the leader lock");
     }

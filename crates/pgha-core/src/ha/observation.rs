@@ -182,6 +182,26 @@ pub struct HaMemory {
     pub no_race_until: Option<Duration>,
     /// For how long this replica has not been streaming from the leader.
     pub streaming: StreamingWatch,
+    /// The cluster's `initialize` key held this data directory's system ID
+    /// at some point in this agent's life: the data belongs to the cluster,
+    /// and a missing key later means the DCS lost it (deleted by hand,
+    /// restored from an old backup), not that the cluster was never
+    /// created. See [`HaMemory::observe_initialize`].
+    pub belongs_to_cluster: bool,
+}
+
+impl HaMemory {
+    /// Notes whether the cluster's `initialize` key holds `system_id` (the
+    /// local data directory's). Only ever turns `belongs_to_cluster` on: a
+    /// key that disappears afterwards does not make the data a stranger's.
+    pub fn observe_initialize(&mut self, cluster: Option<&Cluster>, system_id: Option<&str>) {
+        let stored = cluster
+            .and_then(|c| c.initialize.as_ref())
+            .map(|v| v.value.as_str());
+        if system_id.is_some_and(|id| stored == Some(id)) {
+            self.belongs_to_cluster = true;
+        }
+    }
 }
 
 /// Everything `decide` looks at.

@@ -488,6 +488,44 @@ fn existing_data_without_an_initialize_key_records_its_system_id() {
 }
 
 #[test]
+fn a_replica_of_the_cluster_carries_on_when_the_dcs_loses_its_keys() {
+    // The cluster's keys were deleted from the DCS while it ran: this
+    // replica saw `initialize` hold its system ID, so the key's absence
+    // is the DCS's loss, not a cluster nobody created. It neither exits
+    // nor races while the primary runs.
+    let mut w = World::new("n2");
+    let before = w.cluster();
+    w.memory.observe_initialize(Some(&before), Some(SYSID));
+    assert!(w.memory.belongs_to_cluster);
+    w.entries.clear();
+    w.set("members/n2", &member_json("replica", "running", 1000));
+    w.peers.push(PeerStatus {
+        name: "n1".into(),
+        source: PeerSource::Rest,
+        is_primary: true,
+        running: true,
+        starting: false,
+        wal_position: Some(1000),
+        nofailover: false,
+        failover_priority: 1,
+        replication_broken: false,
+    });
+    assert_idle(&w.decide(), "n1 still runs as a primary");
+    // With the primary gone too, the usual race replaces it.
+    w.peers.clear();
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+    // A missing key never makes a node forget its cluster.
+    w.memory.observe_initialize(Some(&w.cluster()), Some(SYSID));
+    assert!(w.memory.belongs_to_cluster);
+    // Another cluster's ID does not make it belong.
+    let mut fresh = HaMemory::default();
+    fresh.observe_initialize(Some(&before), Some("42"));
+    assert!(!fresh.belongs_to_cluster);
+    fresh.observe_initialize(None, Some(SYSID));
+    assert!(!fresh.belongs_to_cluster);
+}
+
+#[test]
 fn right_after_bootstrap_the_node_takes_the_lock_and_records_the_cluster() {
     let mut w = World::new("n1");
     w.entries.clear();
@@ -501,7 +539,7 @@ fn right_after_bootstrap_the_node_takes_the_lock_and_records_the_cluster() {
             Action::RecordSystemId {
                 system_id: SYSID.into()
             },
-            Action::WriteBootstrapConfig
+            Action::WriteConfig
         ]
     );
     // Without having bootstrapped, the same situation races normally.
@@ -712,7 +750,7 @@ fn the_leader_fills_in_initialize_and_config_after_bootstrap() {
             Action::RecordSystemId {
                 system_id: SYSID.into()
             },
-            Action::WriteBootstrapConfig
+            Action::WriteConfig
         ]
     );
 }
