@@ -6,12 +6,14 @@
 //!
 //! `GET` returns the node's status JSON with the code; `HEAD` and
 //! `OPTIONS` return the code alone (HAProxy's `option httpchk OPTIONS /primary`).
+//! Unsafe methods pass [`access`] (allowlist, client certificate) and
+//! basic auth, in Patroni's order, before anything is read or changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pgha_core::dcs::Dcs;
@@ -21,7 +23,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::agent::{Command, NodeStatus, PeerClient, format_lsn};
 use crate::config::Config;
+use access::{AccessRules, ClientConn};
 
+pub mod access;
 #[cfg(feature = "restapi-tls")]
 pub mod tls;
 mod write;
@@ -42,6 +46,9 @@ pub struct ApiState {
     pub peers: PeerClient,
     /// `restapi.authentication`: required on unsafe methods when set.
     pub auth: Option<(String, String)>,
+    /// `restapi.allowlist`, `allowlist_include_members`, `verify_client`:
+    /// checked on unsafe methods before `auth`.
+    pub access: Arc<AccessRules>,
 }
 
 impl ApiState {
@@ -51,6 +58,7 @@ impl ApiState {
         dcs: Arc<dyn Dcs>,
         commands: mpsc::Sender<Command>,
         config: Arc<Config>,
+        access: AccessRules,
     ) -> Self {
         ApiState {
             status,
@@ -59,6 +67,7 @@ impl ApiState {
             commands,
             peers: PeerClient::new(&config.client_tls).unwrap_or_default(),
             auth: config.restapi_auth.clone(),
+            access: Arc::new(access),
         }
     }
 }
@@ -69,20 +78,23 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// Serves the API on `listener` until the process ends: HTTPS when
-/// `tls` is given, plain HTTP otherwise.
+/// `tls` is given, plain HTTP otherwise. Either way every request carries
+/// its connection's [`ClientConn`] (client address, verified certificate),
+/// which the access rules need.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<std::sync::Arc<TlsServerConfig>>,
     state: ApiState,
 ) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<ClientConn>();
     match tls {
         #[cfg(feature = "restapi-tls")]
-        Some(config) => axum::serve(tls::TlsListener::new(listener, config)?, router(state)).await,
+        Some(config) => axum::serve(tls::TlsListener::new(listener, config)?, app).await,
         #[cfg(not(feature = "restapi-tls"))]
         Some(_) => Err(std::io::Error::other(
             "built without the restapi-tls feature",
         )),
-        None => axum::serve(listener, router(state)).await,
+        None => axum::serve(listener, app).await,
     }
 }
 
@@ -133,6 +145,25 @@ async fn handle(State(state): State<ApiState>, request: Request) -> Response {
             })
             .unwrap_or_default();
         return read(&state, &method, &path, &query);
+    }
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<ClientConn>>()
+        .map(|ConnectInfo(c)| *c);
+    let cluster = state.status.borrow().cluster.clone();
+    if let Err(denied) = state
+        .access
+        .check(client.as_ref(), cluster.as_deref())
+        .await
+    {
+        tracing::info!(
+            client = ?client.map(|c| c.peer),
+            %method,
+            path,
+            reason = %denied,
+            "REST API: unsafe request refused"
+        );
+        return write::error(StatusCode::FORBIDDEN, denied.to_string());
     }
     if !authorized(&state, &parts.headers) {
         return (

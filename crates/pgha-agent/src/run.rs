@@ -65,12 +65,18 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
         watch::channel(Arc::new(NodeStatus::initial(&config.name, &config.scope)));
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
+    // Allowlist host names are resolved once, now, as Patroni does when it
+    // loads the configuration; members' addresses are resolved per request.
+    let access =
+        rest::access::AccessRules::resolve(&config.restapi_access, config.restapi_verify_client())
+            .await;
     let api = rest::ApiState::new(
         status_rx,
         clock,
         dcs.clone(),
         commands_tx.clone(),
         config.clone(),
+        access,
     );
     tokio::spawn(async move {
         if let Err(e) = rest::serve(listener, tls, api).await {

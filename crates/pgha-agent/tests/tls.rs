@@ -1,6 +1,7 @@
 //! The REST API over HTTPS with client certificates (`restapi.certfile`,
 //! `keyfile`, `cafile`, `verify_client: required`; `ctl.*` for calls to
-//! peers), on real etcd and PostgreSQL. Certificates come from a throwaway
+//! peers) and an allowlist (`allowlist_include_members`), on real etcd and
+//! PostgreSQL. Certificates come from a throwaway
 //! CA made with Debian's `openssl` CLI (`pgha_testkit::pki`).
 
 // A panic is how a test fails; the helpers here are part of the tests.
@@ -54,7 +55,7 @@ async fn rest_api_over_mutual_tls() {
     for i in 0..3 {
         c.edit_config(i, |y| {
             let section = format!(
-                "  certfile: {}\n  keyfile: {}\n  cafile: {}\n  verify_client: required\n  authentication: {{username: admin, password: admin-pass}}\nctl:\n  cacert: {}\n  certfile: {}\n  keyfile: {}\n",
+                "  certfile: {}\n  keyfile: {}\n  cafile: {}\n  verify_client: required\n  allowlist: ['10.0.0.0/8']\n  allowlist_include_members: true\n  authentication: {{username: admin, password: admin-pass}}\nctl:\n  cacert: {}\n  certfile: {}\n  keyfile: {}\n",
                 cert.display(), key.display(), ca.display(), ca.display(), client_cert.display(), client_key.display()
             );
             let at = y.find("etcd3:").unwrap();
@@ -157,6 +158,20 @@ async fn rest_api_over_mutual_tls() {
         r#"{{"leader": "{}", "candidate": "{}"}}"#,
         c.nodes[new].name, c.nodes[cand].name
     );
+    // Unsafe calls are admitted only from the allowlist or a member's
+    // address (every api_url is on 127.0.0.1): from 127.0.0.2, even with
+    // the certificate and the password, 403 and no switchover.
+    let outside = curl(
+        &url(new, "/switchover"),
+        &[
+            &tls[..],
+            &["--interface", "127.0.0.2", "-u", "admin:admin-pass"][..],
+            &["-X", "POST", "-d", &body][..],
+        ]
+        .concat(),
+    );
+    assert_eq!(outside, "403", "{}", c.logs_tail(15));
+    assert_eq!(primary(&c), vec![new]);
     let code = curl(
         &url(new, "/switchover"),
         &[

@@ -100,6 +100,8 @@ impl Agent {
         keep!(dcs);
         keep!(restapi_listen);
         keep!(restapi_connect_address);
+        // The REST API's access rules are built (host names resolved) when it starts.
+        keep!(restapi_access);
         keep!(postgresql.data_dir);
         keep!(postgresql.listen);
         keep!(postgresql.connect_address);

@@ -60,6 +60,16 @@ const BINARIES: &[&str] = &[
     "pg_rewind",
 ];
 
+/// `restapi` settings that are not plain text, and how to read each value.
+const RESTAPI_TYPED: &[(&str, &str, Parse)] = &[
+    ("RESTAPI_ALLOWLIST", "allowlist", Parse::List),
+    (
+        "RESTAPI_ALLOWLIST_INCLUDE_MEMBERS",
+        "allowlist_include_members",
+        Parse::Bool,
+    ),
+];
+
 /// DCS settings (`PATRONI_<DCS>_<SETTING>`) and how to read each value.
 const DCS_SETTINGS: &[(&str, Parse)] = &[
     ("HOST", Parse::Text),
@@ -140,6 +150,11 @@ pub fn apply(doc: &mut Value, vars: impl IntoIterator<Item = (String, String)>) 
         let applied = if let Some((_, path)) = SIMPLE.iter().find(|(n, _)| *n == name) {
             set(doc, path, Value::String(value));
             true
+        } else if let Some((_, key, parse)) = RESTAPI_TYPED.iter().find(|(n, ..)| *n == name) {
+            match parsed(&value, *parse) {
+                Some(v) => set(doc, &["restapi", key], v),
+                None => false,
+            }
         } else if let Some(binary) = name.strip_prefix("POSTGRESQL_BIN_") {
             let binary = binary.to_ascii_lowercase();
             BINARIES.contains(&binary.as_str())
@@ -283,6 +298,8 @@ mod tests {
                 ("PATRONI_ETCD3_HOSTS", "'10.0.0.1:2379','10.0.0.2:2379'"),
                 ("PATRONI_ZOOKEEPER_USE_SSL", "true"),
                 ("PATRONI_POSTGRESQL_BIN_PG_CTL", "/opt/pg_ctl"),
+                ("PATRONI_RESTAPI_ALLOWLIST", "10.0.0.0/8, db1.example"),
+                ("PATRONI_RESTAPI_ALLOWLIST_INCLUDE_MEMBERS", "on"),
                 ("PATRONI_UNRELATED_THING", "x"),
                 ("HOME", "/root"),
             ]),
@@ -304,6 +321,11 @@ mod tests {
         );
         assert_eq!(doc["zookeeper"]["use_ssl"], true);
         assert_eq!(doc["postgresql"]["bin_name"]["pg_ctl"], "/opt/pg_ctl");
-        assert_eq!(used.len(), 8, "{used:?}");
+        assert_eq!(
+            doc["restapi"]["allowlist"],
+            json!(["10.0.0.0/8", "db1.example"])
+        );
+        assert_eq!(doc["restapi"]["allowlist_include_members"], true);
+        assert_eq!(used.len(), 10, "{used:?}");
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use pgha_core::model::{DynamicConfig, KeyLayout, Review, Tags, Unsupported};
 use serde_json::{Map, Value};
 
+use crate::rest::access::AllowEntry;
 pub use address::{HostPort, PgListen};
 use schema::{Findings, scalar_text, text_list};
 pub use watchdog::{WatchdogConfig, WatchdogMode};
@@ -128,6 +129,18 @@ pub struct RestApiTls {
     pub verify_client: VerifyClient,
 }
 
+/// `restapi.allowlist` and `restapi.allowlist_include_members`: who may
+/// call the REST API's unsafe methods (`rest::access`). An empty list and
+/// `false` admit everyone, as in Patroni.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RestApiAccess {
+    /// Every entry parsed; an entry that does not parse is a configuration
+    /// error naming it (`restapi.allowlist[2]: ...`), never dropped.
+    pub allowlist: Vec<AllowEntry>,
+    /// Members' `api_url` hosts (from the DCS) are admitted too.
+    pub include_members: bool,
+}
+
 /// How pgha calls other members' REST APIs (and how pghactl calls them):
 /// the `ctl` section, falling back to `restapi`'s files.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -164,6 +177,8 @@ pub struct Config {
     pub restapi_auth: Option<(String, String)>,
     /// HTTPS for the REST API, when `restapi.certfile` is set.
     pub restapi_tls: Option<RestApiTls>,
+    /// Who may call the REST API's unsafe methods.
+    pub restapi_access: RestApiAccess,
     /// How to reach other members' REST APIs.
     pub client_tls: ClientTls,
     pub dcs: DcsSection,
@@ -243,6 +258,15 @@ impl Config {
             "http"
         };
         format!("{scheme}://{}/patroni", self.restapi_connect_address)
+    }
+
+    /// The `verify_client` the REST API enforces: none over plain HTTP or
+    /// without a `cafile` (nothing to verify against).
+    pub fn restapi_verify_client(&self) -> VerifyClient {
+        match &self.restapi_tls {
+            Some(t) if t.cafile.is_some() => t.verify_client,
+            _ => VerifyClient::None,
+        }
     }
 
     /// The full path of a PostgreSQL binary (`pg_ctl`, `initdb`, ...).
@@ -337,6 +361,7 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         restapi_auth: text(doc, &["restapi", "authentication", "username"])
             .zip(text(doc, &["restapi", "authentication", "password"])),
         restapi_tls: restapi_tls(doc, errors),
+        restapi_access: restapi_access(doc, errors),
         client_tls: client_tls(doc),
         dcs: dcs?,
         bootstrap,
@@ -380,6 +405,33 @@ fn restapi_tls(doc: &Value, errors: &mut Vec<String>) -> Option<RestApiTls> {
         cafile,
         verify_client,
     })
+}
+
+/// `restapi.allowlist` (a list; the schema check reports anything else)
+/// and `allowlist_include_members`. Invalid entries are errors rather than
+/// Patroni's logged-and-dropped: a list whose every entry was dropped
+/// would admit everyone.
+fn restapi_access(doc: &Value, errors: &mut Vec<String>) -> RestApiAccess {
+    let mut allowlist = Vec::new();
+    if let Some(Value::Array(items)) = get(doc, &["restapi", "allowlist"]) {
+        for (i, item) in items.iter().enumerate() {
+            let here = format!("restapi.allowlist[{i}]");
+            match item {
+                Value::String(text) => match AllowEntry::parse(text) {
+                    Ok(entry) => allowlist.push(entry),
+                    Err(e) => errors.push(format!("{here}: {text:?}: {e}")),
+                },
+                other => errors.push(format!(
+                    "{here}: expected an IP address, a network or a host name, found {}",
+                    schema::kind_name(other)
+                )),
+            }
+        }
+    }
+    RestApiAccess {
+        allowlist,
+        include_members: flag(doc, &["restapi", "allowlist_include_members"]).unwrap_or(false),
+    }
 }
 
 fn client_tls(doc: &Value) -> ClientTls {

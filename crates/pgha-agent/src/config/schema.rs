@@ -132,8 +132,8 @@ const RESTAPI: &[Field] = &[
     f("cafile", Text, Yes),
     f("ciphers", Text, Ignored),
     f("verify_client", Text, Yes),
-    f("allowlist", List, NotYet),
-    f("allowlist_include_members", Bool, NotYet),
+    f("allowlist", List, Yes),
+    f("allowlist_include_members", Bool, Yes),
     f("http_extra_headers", Map, NotYet),
     f("https_extra_headers", Map, NotYet),
     f("request_queue_size", Int, Ignored),
@@ -454,7 +454,7 @@ mod tests {
     fn wrong_types_are_errors_unknown_and_unsupported_keys_are_warnings() {
         let f = findings(json!({
             "name": "n1", "scope": "demo",
-            "restapi": {"listen": ":8008", "connect_address": "h:8008", "certfile": "/x", "allowlist": ["10.0.0.0/8"]},
+            "restapi": {"listen": ":8008", "connect_address": "h:8008", "certfile": "/x", "allowlist": ["10.0.0.0/8"], "http_extra_headers": {"X-A": "b"}},
             "postgresql": {"listen": "h:5432", "connect_address": "h:5432", "data_dir": "/d",
                            "use_pg_rewind": "maybe", "parameters": [1], "create_replica_methods": ["basebackup", "wal_g"],
                            "wal_g": {"command": "x"}, "typo_key": 1},
@@ -482,8 +482,13 @@ mod tests {
         );
         assert!(
             f.warnings
-                .contains(&"restapi.allowlist: not supported by pgha yet; ignored".into()),
+                .contains(&"restapi.http_extra_headers: not supported by pgha yet; ignored".into()),
             "{:?}",
+            f.warnings
+        );
+        assert!(
+            !f.warnings.iter().any(|w| w.contains("allowlist")),
+            "restapi.allowlist is supported: {:?}",
             f.warnings
         );
         assert!(

@@ -235,3 +235,83 @@ fn replica_methods_and_basebackup_options() {
         e.errors
     );
 }
+
+#[test]
+fn the_rest_api_allowlist_is_typed_and_bad_entries_are_named_with_their_index() {
+    use crate::rest::access::{AllowEntry, Network};
+    let c = Config::from_yaml(PATRONI_EXAMPLE, no_env(), None).unwrap();
+    assert_eq!(
+        c.restapi_access,
+        RestApiAccess::default(),
+        "everyone by default"
+    );
+
+    let with = |lines: &str| {
+        PATRONI_EXAMPLE.replace(
+            "  connect_address: 127.0.0.1:8008\n",
+            &format!("  connect_address: 127.0.0.1:8008\n{lines}"),
+        )
+    };
+    let yaml = with(
+        "  allowlist: [10.0.0.0/8, 192.168.1.7, 'fd00::/8', db1.example]\n  allowlist_include_members: true\n",
+    );
+    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    let network = |t: &str| AllowEntry::Network(Network::parse(t).unwrap());
+    assert_eq!(
+        c.restapi_access,
+        RestApiAccess {
+            allowlist: vec![
+                network("10.0.0.0/8"),
+                network("192.168.1.7/32"),
+                network("fd00::/8"),
+                AllowEntry::Host("db1.example".into()),
+            ],
+            include_members: true,
+        }
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let yaml = with("  allowlist: [10.0.0.0/8, 10.0.0.0/33, 10.0.0.300, {a: 1}, 'bad host']\n");
+    let e = Config::from_yaml(&yaml, no_env(), None).unwrap_err();
+    for expected in [
+        "restapi.allowlist[1]: \"10.0.0.0/33\": the prefix length 33 is longer than the address's 32 bits",
+        "restapi.allowlist[2]: \"10.0.0.300\": \"10.0.0.300\" is not an IP address",
+        "restapi.allowlist[3]: expected an IP address, a network or a host name, found a mapping",
+        "restapi.allowlist[4]: \"bad host\": \"bad host\" is neither an IP address nor a host name",
+    ] {
+        assert!(
+            e.errors.iter().any(|x| x == expected),
+            "{expected:?} not in {:#?}",
+            e.errors
+        );
+    }
+    assert_eq!(e.errors.len(), 4, "{:#?}", e.errors);
+
+    // A single string is not a list (Patroni's validator says the same).
+    let e = Config::from_yaml(&with("  allowlist: 10.0.0.0/8\n"), no_env(), None).unwrap_err();
+    assert!(
+        e.errors
+            .iter()
+            .any(|x| x == "restapi.allowlist: expected a list, found a string"),
+        "{:#?}",
+        e.errors
+    );
+
+    // PATRONI_RESTAPI_ALLOWLIST and _INCLUDE_MEMBERS, as Patroni reads them.
+    let env = vec![
+        (
+            "PATRONI_RESTAPI_ALLOWLIST".to_string(),
+            "10.0.0.0/8,127.0.0.1".to_string(),
+        ),
+        (
+            "PATRONI_RESTAPI_ALLOWLIST_INCLUDE_MEMBERS".to_string(),
+            "true".to_string(),
+        ),
+    ];
+    let c = Config::from_yaml(PATRONI_EXAMPLE, env, None).unwrap();
+    assert_eq!(
+        c.restapi_access.allowlist,
+        vec![network("10.0.0.0/8"), network("127.0.0.1/32")]
+    );
+    assert!(c.restapi_access.include_members);
+}

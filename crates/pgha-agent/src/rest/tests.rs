@@ -368,6 +368,7 @@ mod write_side {
             commands: tx,
             peers: PeerClient::default(),
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            access: Arc::new(crate::rest::access::AccessRules::open()),
         };
         Api {
             state,

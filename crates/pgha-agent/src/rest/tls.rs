@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -13,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use super::access::ClientConn;
 use crate::config::{RestApiTls, VerifyClient};
 
 /// How long a client may take over the TLS handshake.
@@ -147,5 +150,21 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+/// A TLS connection's client: its address, and whether it presented a
+/// certificate. rustls reports peer certificates only once the verifier
+/// accepted them (a bad one ends the handshake before any request), so
+/// `Some` means verified against `restapi.cafile`.
+impl Connected<IncomingStream<'_, TlsListener>> for ClientConn {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        let (_, session) = stream.io().get_ref();
+        ClientConn {
+            peer: *stream.remote_addr(),
+            verified_certificate: session
+                .peer_certificates()
+                .is_some_and(|chain| !chain.is_empty()),
+        }
     }
 }
