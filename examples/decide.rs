@@ -95,6 +95,7 @@ fn main() {
             // An embedding service that runs its own fencing says so here;
             // `Some(why)` keeps the node from being primary.
             unfenced: None,
+            leader_unowned: false,
         });
         let actions: Vec<String> = d.actions.iter().map(ToString::to_string).collect();
         println!(

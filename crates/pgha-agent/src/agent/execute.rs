@@ -46,17 +46,17 @@ impl Agent {
     ) -> Result<(), Failure> {
         let dcs = self.dcs.clone();
         match action {
-            Action::AcquireLock | Action::RenewLock | Action::TakeLock => {
+            Action::AcquireLock | Action::RenewLock | Action::ReclaimLock { .. } => {
                 let sent = self.clock.now();
                 let r = match action {
                     Action::AcquireLock => dcs.acquire_leader().await,
-                    Action::RenewLock => dcs.renew_leader().await,
-                    _ => dcs.take_leader().await,
+                    Action::ReclaimLock { lock } => dcs.take_leader_from(lock).await,
+                    _ => dcs.renew_leader().await,
                 };
                 match r {
                     Ok(lease) => {
                         let deadline = sent + lease.valid_for;
-                        self.memory.lock_deadline = Some(deadline);
+                        self.memory.lock_held(deadline);
                         if self.dynamic.pause() {
                             // Maintenance mode: no automatic action, the fence's included.
                             self.fence.disarm();
@@ -71,7 +71,7 @@ impl Agent {
                         }
                         if !e.is_unreachable() {
                             // The lock is not ours: no lifetime left to rely on.
-                            self.memory.lock_deadline = None;
+                            self.memory.lock_gone();
                         }
                         Err(Failure::Lock(format!("{action}: {e}")))
                     }
@@ -82,10 +82,25 @@ impl Agent {
                     Ok(()) | Err(DcsError::NotOwner { .. }) => {}
                     Err(e) => return Err(Failure::Other(format!("release lock: {e}"))),
                 }
-                self.memory.lock_deadline = None;
+                self.memory.lock_gone();
                 self.fence.disarm();
                 Ok(())
             }
+            Action::RemoveUnownedLock { lock } => match dcs.remove_leader_at(lock).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        holder = %lock.name,
+                        "removed a leader key that no lease or session backed"
+                    );
+                    Ok(())
+                }
+                Err(e) if e.is_lost_race() => Err(Failure::LostRace(format!(
+                    "the unowned leader key changed meanwhile: {e}"
+                ))),
+                Err(e) => Err(Failure::Other(format!(
+                    "removing the unowned leader key: {e}"
+                ))),
+            },
             Action::RaceInitialize => dcs.race_initialize().await.map(drop).map_err(|e| {
                 if e.is_lost_race() {
                     Failure::LostRace(format!("another node is bootstrapping the cluster ({e})"))

@@ -157,7 +157,7 @@ impl Agent {
                     if let Err(e) = self.dcs.release_leader().await {
                         tracing::warn!("could not release the leader lock: {e}");
                     }
-                    self.memory.lock_deadline = None;
+                    self.memory.lock_gone();
                     self.fence.disarm();
                     self.withdraw_as_candidate().await;
                 } else {
@@ -175,9 +175,6 @@ impl Agent {
         };
         if let Some(tx) = job.reply {
             let _ = tx.send(reply);
-        }
-        if self.memory.bootstrapped_here && self.holds_lock() {
-            self.memory.bootstrapped_here = false;
         }
     }
 

@@ -341,7 +341,7 @@ impl Agent {
             let local = self.local_view(&observed);
             let peers = match &cluster {
                 Some(c)
-                    if (c.leader.is_none() || c.failover.is_some())
+                    if (c.leader.is_none() || c.failover.is_some() || self.leader_unowned(c))
                         && local.running
                         && self.memory.job.is_none() =>
                 {
@@ -443,6 +443,7 @@ impl Agent {
             renew_failed,
             wall_now: jiff::Timestamp::now(),
             unfenced: self.unfenced(),
+            leader_unowned: cluster.is_some_and(|c| self.leader_unowned(c)),
         })
     }
 
@@ -518,6 +519,12 @@ impl Agent {
             self.timing = timing;
         }
         self.dynamic = cfg.value.clone();
+    }
+
+    /// The leader key is attached to no lease or session although this
+    /// engine attaches every lock to one (see `ha::decide`, step 3b).
+    fn leader_unowned(&self, cluster: &Cluster) -> bool {
+        self.dcs.locks_have_owners() && cluster.leader.as_ref().is_some_and(|l| l.owner.is_none())
     }
 
     /// The members to ask in the leader race: the snapshot's, and, when the

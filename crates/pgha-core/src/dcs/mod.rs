@@ -156,6 +156,43 @@ pub trait Dcs: Send + Sync + fmt::Debug {
     /// can be legitimate.
     async fn take_leader(&self) -> Result<LockLease, DcsError>;
 
+    /// Whether every lock this engine grants lives in a lease or session
+    /// (etcd, ZooKeeper, Consul, the in-memory DCS), so that a leader key
+    /// attached to none ([`LeaderLock::owner`] `None`) was written by hand
+    /// or by a tool without one: nobody renews it and it never expires.
+    /// `false` where locks are judged by their age instead (Kubernetes,
+    /// whose `load` reports only records still renewed).
+    fn locks_have_owners(&self) -> bool {
+        true
+    }
+
+    /// Replaces the leader key with a lock of this member on its current
+    /// lease or session, if the key is still exactly `lock` as a
+    /// [`load`](Dcs::load) read it (same version). For a key no lease or
+    /// session backs, taken back by the primary whose lock it overwrote
+    /// (see `ha::decide`). [`DcsError::Conflict`] and no change when the
+    /// key changed or vanished since it was read.
+    async fn take_leader_from(&self, lock: &LeaderLock) -> Result<LockLease, DcsError> {
+        let _ = lock;
+        Err(DcsError::rejected(
+            "take_leader_from",
+            "not implemented by this backend",
+        ))
+    }
+
+    /// Deletes the leader key if it is still exactly `lock` as read (same
+    /// version), whatever it names. For a key no lease or session backs,
+    /// which would otherwise block every election forever.
+    /// [`DcsError::Conflict`] and no change when it changed since; `Ok`
+    /// when it is already gone.
+    async fn remove_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        let _ = lock;
+        Err(DcsError::rejected(
+            "remove_leader_at",
+            "not implemented by this backend",
+        ))
+    }
+
     /// Publishes this node's status under `members/<name>`, attached to its
     /// lease/session so the key vanishes when the node stops refreshing.
     /// Refreshes the lease/session, starting a new one if it had expired.

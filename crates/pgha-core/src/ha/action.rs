@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::model::LeaderLock;
+
 /// How to stop a primary that must stop accepting writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopMode {
@@ -28,8 +30,12 @@ pub enum Action {
     RenewLock,
     /// Give the lock up.
     ReleaseLock,
-    /// Take the lock whoever holds it (only right after bootstrapping).
-    TakeLock,
+    /// Replace the leader key, if it is still exactly this one, with our
+    /// lock: a key no lease or session backs, which overwrote ours.
+    ReclaimLock { lock: LeaderLock },
+    /// Delete the leader key if it is still exactly this one: a key no
+    /// lease or session backs, which nobody holds and which never expires.
+    RemoveUnownedLock { lock: LeaderLock },
     /// Race to create `initialize`; the winner bootstraps.
     RaceInitialize,
     /// Store our system identifier in `initialize` (it is absent or `""`).
@@ -72,7 +78,16 @@ impl fmt::Display for Action {
             Action::AcquireLock => f.write_str("acquire lock"),
             Action::RenewLock => f.write_str("renew lock"),
             Action::ReleaseLock => f.write_str("release lock"),
-            Action::TakeLock => f.write_str("take lock"),
+            Action::ReclaimLock { lock } => {
+                write!(
+                    f,
+                    "reclaim the lock from an unowned key naming {:?}",
+                    lock.name
+                )
+            }
+            Action::RemoveUnownedLock { lock } => {
+                write!(f, "remove the unowned leader key naming {:?}", lock.name)
+            }
             Action::RaceInitialize => f.write_str("race for initialize"),
             Action::RecordSystemId { system_id } => write!(f, "record system id {system_id}"),
             Action::WriteConfig => f.write_str("write config"),

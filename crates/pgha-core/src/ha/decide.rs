@@ -11,6 +11,8 @@
 //! 2. without the DCS, a primary demotes (it cannot prove it holds the lock);
 //! 3. a running background job is not interrupted, but the leader keeps
 //!    renewing its lock meanwhile;
+//!    3b. a leader key no lease or session backs is nobody's lock: the
+//!    primary it overwrote takes it back, else it is removed;
 //! 4. the data directory decides between bootstrap, clone, refusal;
 //! 5. a stopped PostgreSQL is started in the role the lock allows;
 //! 6. a running one is made to match the lock: the holder is primary,
@@ -126,6 +128,14 @@ pub fn decide(o: &Observation<'_>) -> Decision {
             );
         }
         return Decision::idle(format!("{} in progress", job_name(job)));
+    }
+
+    // 3b. A leader key no lease or session backs.
+    if o.leader_unowned
+        && !o.settings.paused
+        && let Some(lock) = &cluster.leader
+    {
+        return decide_unowned_lock(o, lock);
     }
 
     // 4. The data directory.
@@ -308,6 +318,60 @@ fn decide_identity(o: &Observation<'_>, cluster: &Cluster, system_id: &str) -> O
     }
 }
 
+/// The leader key is attached to no lease or session (step 3b): written by
+/// hand or by a tool without one, it is nobody's lock, and it never
+/// expires, so left alone it keeps the cluster without a primary for good
+/// (Patroni's behaviour: until someone deletes it). It is replaced or
+/// removed by compare-and-set on the version read, so a real lock taken
+/// meanwhile is never touched. Neither can make a second primary:
+/// - the primary whose lock it overwrote is still within that lock's
+///   lifetime (no other node could have taken the lock before it ends):
+///   it takes the key back and goes on, without a gap;
+/// - while a member answers that it runs as primary, the others leave the
+///   key to it (it is the old holder: it takes it back, or, past its
+///   lifetime, removes it and races as the running primary);
+/// - otherwise nobody is writing under it: it is removed, and the usual
+///   race elects a leader.
+fn decide_unowned_lock(o: &Observation<'_>, lock: &crate::model::LeaderLock) -> Decision {
+    let name = &lock.name;
+    let within_lifetime = o
+        .memory
+        .lock_deadline
+        .is_some_and(|d| o.now + FENCE_MARGIN < d);
+    if o.local.is_primary() && within_lifetime {
+        return Decision::new(
+            vec![Action::ReclaimLock { lock: lock.clone() }],
+            format!(
+                "the leader key names {name:?} but no lease or session backs it: it overwrote my lock, \
+                 which nobody else can hold for {:?} more; taking it back",
+                o.memory
+                    .lock_deadline
+                    .unwrap_or_default()
+                    .saturating_sub(o.now)
+            ),
+        );
+    }
+    if !o.local.is_primary()
+        && let Some(p) = o
+            .peers
+            .iter()
+            .find(|p| p.source == PeerSource::Rest && p.is_primary)
+    {
+        return Decision::idle(format!(
+            "the leader key names {name:?} but no lease or session backs it; {} runs as primary \
+             and will take it back or remove it",
+            p.name
+        ));
+    }
+    Decision::new(
+        vec![Action::RemoveUnownedLock { lock: lock.clone() }],
+        format!(
+            "the leader key names {name:?} but no lease or session backs it: nobody holds it and it \
+             never expires; removing it so that a leader can be elected"
+        ),
+    )
+}
+
 /// PostgreSQL is not running: start it in the role the lock allows.
 fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     let me = o.settings.name.as_str();
@@ -464,10 +528,12 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         }
     }
 
-    // Right after bootstrapping: the cluster is ours, take its lock (no
-    // one else can legitimately hold it: we won the initialize race).
-    if o.memory.bootstrapped_here && primary && !cluster.is_leader(me) {
-        let mut actions = vec![Action::TakeLock];
+    // Right after bootstrapping: the cluster is ours, take its free lock
+    // at once (nobody else can have data to race with: we won the
+    // initialize race). A lock someone holds is dealt with below like any
+    // other: it is theirs.
+    if o.memory.bootstrapped_here && primary && cluster.leader.is_none() {
+        let mut actions = vec![Action::AcquireLock];
         if let Some(sysid) = o.local.system_id() {
             actions.push(Action::RecordSystemId {
                 system_id: sysid.to_string(),

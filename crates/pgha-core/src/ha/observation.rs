@@ -169,7 +169,9 @@ pub struct HaMemory {
     /// start; for `primary_start_timeout`.
     pub primary_start_since: Option<Duration>,
     /// This node bootstrapped the cluster (won `initialize`, ran initdb) and
-    /// has not yet taken the lock for it.
+    /// has not held the lock since: it takes a free lock at once, without
+    /// the race. Cleared the first time the lock is held
+    /// ([`HaMemory::lock_held`]).
     pub bootstrapped_here: bool,
     /// A rewind against this leader succeeded (or found nothing to do): the
     /// data directory may still say "ran as primary" until it starts as a
@@ -191,6 +193,20 @@ pub struct HaMemory {
 }
 
 impl HaMemory {
+    /// A lock call succeeded: nobody else can hold the lock before
+    /// `deadline` (monotonic). Whatever bootstrapping entitled this node
+    /// to is spent now.
+    pub fn lock_held(&mut self, deadline: Duration) {
+        self.lock_deadline = Some(deadline);
+        self.bootstrapped_here = false;
+    }
+
+    /// The lock is not ours (released, lost, or never granted): no
+    /// lifetime is left to rely on.
+    pub fn lock_gone(&mut self) {
+        self.lock_deadline = None;
+    }
+
     /// Notes whether the cluster's `initialize` key holds `system_id` (the
     /// local data directory's). Only ever turns `belongs_to_cluster` on: a
     /// key that disappears afterwards does not make the data a stranger's.
@@ -227,4 +243,9 @@ pub struct Observation<'a> {
     /// (its fence guard is down); `None` when it can. A node that cannot
     /// must not be primary.
     pub unfenced: Option<String>,
+    /// The leader key is attached to no lease or session, on an engine
+    /// whose locks always are ([`crate::dcs::Dcs::locks_have_owners`]): it
+    /// was written by hand or by a tool without a lease, nobody holds it,
+    /// and it never expires.
+    pub leader_unowned: bool,
 }

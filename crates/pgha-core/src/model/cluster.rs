@@ -14,7 +14,7 @@ use super::sync::SyncState;
 use super::version::{Version, Versioned};
 
 /// The leader lock as read: who holds it and which lease or session keeps it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderLock {
     /// The member name stored in the `leader` key.
     pub name: String,

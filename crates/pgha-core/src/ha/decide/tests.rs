@@ -24,6 +24,8 @@ struct World {
     renew_failed: Option<String>,
     wall_now: jiff::Timestamp,
     unfenced: Option<String>,
+    /// The leader key has no lease or session behind it.
+    leader_unowned: bool,
 }
 
 fn member_json(role: &str, state: &str, wal: u64) -> String {
@@ -71,6 +73,7 @@ impl World {
             renew_failed: None,
             wall_now: "2026-11-21T12:00:00Z".parse().unwrap(),
             unfenced: None,
+            leader_unowned: false,
         };
         w.set("initialize", SYSID);
         w.set("config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#);
@@ -166,6 +169,7 @@ impl World {
             renew_failed: self.renew_failed.clone(),
             wall_now: self.wall_now,
             unfenced: self.unfenced.clone(),
+            leader_unowned: self.leader_unowned,
         };
         let d = decide(&o);
         assert!(!d.reason.is_empty(), "every decision says why");
@@ -436,6 +440,7 @@ fn an_unreadable_initialize_key_blocks_bootstrap_and_clone() {
         renew_failed: None,
         wall_now: w.wall_now,
         unfenced: None,
+        leader_unowned: false,
     };
     assert_idle(&decide(&o), "initialize key is unreadable");
 }
@@ -526,7 +531,7 @@ fn a_replica_of_the_cluster_carries_on_when_the_dcs_loses_its_keys() {
 }
 
 #[test]
-fn right_after_bootstrap_the_node_takes_the_lock_and_records_the_cluster() {
+fn right_after_bootstrap_the_node_takes_the_free_lock_and_records_the_cluster() {
     let mut w = World::new("n1");
     w.entries.clear();
     w.set("initialize", "");
@@ -535,16 +540,178 @@ fn right_after_bootstrap_the_node_takes_the_lock_and_records_the_cluster() {
     assert_eq!(
         actions(&w.decide()),
         [
-            Action::TakeLock,
+            Action::AcquireLock,
             Action::RecordSystemId {
                 system_id: SYSID.into()
             },
             Action::WriteConfig
         ]
     );
+    assert!(w.decide().reason.contains("initialized a new cluster"));
     // Without having bootstrapped, the same situation races normally.
     w.memory.bootstrapped_here = false;
     assert_eq!(actions(&w.decide()), [Action::AcquireLock]);
+}
+
+#[test]
+fn having_bootstrapped_never_entitles_a_node_to_someone_elses_lock() {
+    // The defect: the flag stayed set for the life of the process, and any
+    // leader key not naming the node was overwritten ("taking the leader
+    // lock"), a live lock of another member included.
+    let mut w = World::new("n1");
+    w.primary();
+    w.memory.bootstrapped_here = true;
+    w.leader("n2");
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Demote {
+            mode: StopMode::Immediate
+        }],
+        "n2 holds a real lock: n1 demotes, as any primary would"
+    );
+    // The first lock held spends the flag.
+    w.memory.lock_held(w.now + Duration::from_secs(20));
+    assert!(!w.memory.bootstrapped_here);
+    assert_eq!(
+        w.memory.lock_deadline,
+        Some(w.now + Duration::from_secs(20))
+    );
+    w.memory.lock_gone();
+    assert_eq!(w.memory.lock_deadline, None);
+    assert!(!w.memory.bootstrapped_here, "gone for good");
+}
+
+// ---- 3b. a leader key no lease or session backs
+
+fn unowned_lock(w: &World) -> crate::model::LeaderLock {
+    w.cluster().leader.unwrap()
+}
+
+#[test]
+fn the_primary_whose_lock_was_overwritten_by_an_unowned_key_takes_it_back() {
+    for holder in ["n2", "garbage \u{fffd}", "n1"] {
+        let mut w = World::new("n1");
+        w.primary();
+        w.memory.lock_deadline = Some(w.now + Duration::from_secs(20));
+        w.leader(holder);
+        w.leader_unowned = true;
+        let d = w.decide();
+        assert_eq!(
+            actions(&d),
+            [Action::ReclaimLock {
+                lock: unowned_lock(&w)
+            }],
+            "{holder}"
+        );
+        assert!(
+            d.reason.contains("no lease or session backs it"),
+            "{}",
+            d.reason
+        );
+    }
+}
+
+#[test]
+fn a_primary_past_its_lifetime_never_reclaims_an_unowned_key() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.leader("n2");
+    w.leader_unowned = true;
+    // Rule 1 first: past the lifetime it stops, whatever the key says.
+    w.memory.lock_deadline = Some(w.now + FENCE_MARGIN / 2);
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Demote {
+            mode: StopMode::Immediate
+        }]
+    );
+    // Without any lifetime (restarted agent): the key is removed, not taken;
+    // the running primary then races like anyone else.
+    w.memory.lock_deadline = None;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RemoveUnownedLock {
+            lock: unowned_lock(&w)
+        }]
+    );
+}
+
+#[test]
+fn others_remove_an_unowned_key_unless_a_primary_runs_to_take_it_back() {
+    let mut w = World::new("n2");
+    w.leader("n3");
+    w.leader_unowned = true;
+    w.peers.push(PeerStatus {
+        name: "n1".into(),
+        source: PeerSource::Rest,
+        is_primary: true,
+        running: true,
+        starting: false,
+        wal_position: Some(1000),
+        nofailover: false,
+        failover_priority: 1,
+        replication_broken: false,
+    });
+    assert_idle(&w.decide(), "n1 runs as primary and will take it back");
+    // What a member key says is not enough: only a primary that answers.
+    w.peers[0].source = PeerSource::MemberKey;
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [Action::RemoveUnownedLock {
+            lock: unowned_lock(&w)
+        }]
+    );
+    assert!(d.reason.contains("never expires"), "{}", d.reason);
+    // The named member itself, stopped or replica, does the same.
+    let mut w = World::new("n3");
+    w.leader("n3");
+    w.leader_unowned = true;
+    w.stopped();
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RemoveUnownedLock {
+            lock: unowned_lock(&w)
+        }]
+    );
+    // A key backed by a lease is a lock, whatever it names: left alone.
+    w.leader_unowned = false;
+    assert!(
+        !actions(&w.decide())
+            .iter()
+            .any(|a| matches!(a, Action::RemoveUnownedLock { .. })),
+    );
+}
+
+#[test]
+fn in_maintenance_mode_an_unowned_key_is_left_alone() {
+    let mut w = World::new("n2");
+    w.leader("n3");
+    w.leader_unowned = true;
+    w.settings.paused = true;
+    assert!(!actions(&w.decide()).iter().any(|a| matches!(
+        a,
+        Action::RemoveUnownedLock { .. } | Action::ReclaimLock { .. }
+    )),);
+}
+
+#[test]
+fn a_backed_lock_naming_nobody_readable_is_still_held() {
+    // A primary seeing a live lock it cannot read demotes; a replica waits
+    // for the lease behind it to end.
+    let mut w = World::new("n1");
+    w.primary();
+    w.memory.lock_deadline = Some(w.now + Duration::from_secs(20));
+    w.leader("\u{fffd}\u{fffd}");
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Demote {
+            mode: StopMode::Immediate
+        }]
+    );
+    let mut w = World::new("n2");
+    w.leader("\u{fffd}\u{fffd}");
+    assert!(!actions(&w.decide()).contains(&Action::AcquireLock));
 }
 
 // ---- 5. stopped
