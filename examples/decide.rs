@@ -32,6 +32,7 @@ fn main() {
         new_cluster_refused: None,
         use_pg_rewind: true,
         remove_data_directory_on_rewind_failure: false,
+        remove_data_directory_on_diverged_timelines: false,
         maximum_lag_on_failover: 1 << 20,
         primary_start_timeout: Duration::from_secs(300),
         paused: false,

@@ -208,3 +208,101 @@ async fn etcd_a_replica_following_nowhere_is_reported_and_repaired() {
         .await
         .expect("converged again");
 }
+
+/// A replica that received WAL the new leader never had (it was ahead of
+/// the node that won) cannot follow it: PostgreSQL refuses a timeline that
+/// forked off before its own position, and retries for ever. Made here on
+/// purpose: replica B's walsender on the primary is frozen, so only
+/// replica A receives the last rows; the primary's host dies; A may not
+/// fail over (nofailover), so B wins, on a timeline forked where B stopped.
+/// A must see the divergence (its timeline, its position, the `history`
+/// key), rewind from B and stream again, with B's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_replica_whose_wal_diverged_from_the_new_leader_is_rewound_and_streams_again() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, ClusterOptions::default())
+        .await
+        .unwrap();
+    c.start_all().unwrap();
+    let p = c.wait_converged(&[0, 1, 2], BOOT).await.unwrap();
+    let replicas: Vec<usize> = (0..3).filter(|&i| i != p).collect();
+    let (a, b) = (replicas[0], replicas[1]);
+
+    // A may not become the leader.
+    c.edit_config(a, |y| y + "tags:\n  nofailover: true\n")
+        .unwrap();
+    c.signal_agent(a, Signal::SIGHUP).unwrap();
+    wait_until(Duration::from_secs(20), || async {
+        matches!(c.api(a, "/patroni").await, Ok((_, s)) if s["tags"]["nofailover"] == true)
+    })
+    .await
+    .expect("A is tagged nofailover");
+
+    // B's walsender on the primary stops sending: B receives nothing more.
+    let sql = format!(
+        "SELECT pid FROM pg_stat_replication WHERE application_name = '{}'",
+        c.nodes[b].name
+    );
+    let walsender: i32 = c.sql(p, &sql).await.unwrap()[0].parse().unwrap();
+    kill(Pid::from_raw(walsender), Signal::SIGSTOP).unwrap();
+    c.sql(
+        p,
+        "CREATE TABLE only_a_has_it(i int); INSERT INTO only_a_has_it SELECT generate_series(1, 1000)",
+    )
+    .await
+    .unwrap();
+    c.wait_sql(
+        a,
+        "SELECT count(*) FROM only_a_has_it",
+        Duration::from_secs(20),
+        |r| r == ["1000"],
+    )
+    .await
+    .expect("A replayed the rows");
+
+    // The primary's host dies (the frozen walsender with it).
+    c.kill_node(p);
+    let _ = kill(Pid::from_raw(walsender), Signal::SIGKILL);
+    let leader = c.wait_for_primary(BOOT).await.unwrap();
+    assert_eq!(
+        leader,
+        b,
+        "B, the only candidate, leads:\n{}",
+        c.logs_tail(20)
+    );
+
+    // A diverged: rewound from B, it streams from B again.
+    c.wait_converged(&[a, b], Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("A never streamed from B again: {e}"));
+    let log = c.log(a);
+    assert!(log.contains("my WAL diverged from its history"), "{log}");
+    assert!(
+        log.contains(&format!("rewound from {}", c.nodes[b].name)),
+        "{log}"
+    );
+    assert_eq!(
+        c.sql(
+            a,
+            "SELECT count(*) FROM pg_class WHERE relname = 'only_a_has_it'"
+        )
+        .await
+        .unwrap(),
+        ["0"],
+        "A holds B's history now, without the rows only it had"
+    );
+    c.sql(b, "CREATE TABLE after_failover(i int)")
+        .await
+        .unwrap();
+    c.wait_sql(
+        a,
+        "SELECT count(*) FROM pg_class WHERE relname = 'after_failover'",
+        Duration::from_secs(20),
+        |r| r == ["1"],
+    )
+    .await
+    .expect("A replicates B's new writes");
+}

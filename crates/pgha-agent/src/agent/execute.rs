@@ -179,11 +179,18 @@ impl Agent {
             Action::Rewind { source } => {
                 let upstream = self.upstream(cluster, source)?;
                 let pg = self.pg.clone();
+                let timeout = self.config.postgresql.pg_ctl_timeout;
+                // A diverged replica still runs: pg_rewind needs it cleanly
+                // stopped (a replica's fast stop is clean).
+                self.expect_running = false;
                 self.spawn_job(
                     Job::Rewind {
                         source: source.clone(),
                     },
-                    async move { pg.rewind(&upstream).await },
+                    async move {
+                        pg.stop(ShutdownMode::Fast, timeout).await?;
+                        pg.rewind(&upstream).await
+                    },
                 );
                 Ok(())
             }

@@ -53,6 +53,7 @@ use execute::Failure;
 pub use fence::Fence;
 use jobs::RunningJob;
 pub use peers::PeerClient;
+pub use pgha_core::model::lsn::{format as format_lsn, parse as parse_lsn};
 pub use status::NodeStatus;
 
 /// Why the agent stopped.
@@ -473,7 +474,18 @@ impl Agent {
             use_pg_rewind: pg
                 .use_pg_rewind
                 .unwrap_or_else(|| self.dynamic.use_pg_rewind()),
-            remove_data_directory_on_rewind_failure: pg.remove_data_directory_on_rewind_failure,
+            remove_data_directory_on_rewind_failure: pg
+                .remove_data_directory_on_rewind_failure
+                .unwrap_or_else(|| {
+                    self.dynamic
+                        .postgresql_flag("remove_data_directory_on_rewind_failure")
+                }),
+            remove_data_directory_on_diverged_timelines: pg
+                .remove_data_directory_on_diverged_timelines
+                .unwrap_or_else(|| {
+                    self.dynamic
+                        .postgresql_flag("remove_data_directory_on_diverged_timelines")
+                }),
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover(),
             primary_start_timeout: Duration::from_secs(self.dynamic.primary_start_timeout()),
             paused: self.dynamic.pause(),
@@ -694,28 +706,4 @@ impl Agent {
 /// How long to wait for a peer's `GET /patroni` during the leader race.
 fn peer_timeout(t: Timing) -> Duration {
     (t.retry_timeout / 2).clamp(Duration::from_millis(500), Duration::from_secs(2))
-}
-
-/// `0/3000060` → bytes.
-pub fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
-/// Bytes → `0/3000060`.
-pub fn format_lsn(v: u64) -> String {
-    format!("{:X}/{:X}", v >> 32, v & 0xFFFF_FFFF)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lsns_round_trip() {
-        assert_eq!(parse_lsn("0/3000060"), Some(0x3000060));
-        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
-        assert_eq!(format_lsn(0x1_0300_0060), "1/3000060");
-        assert_eq!(parse_lsn("nope"), None);
-    }
 }

@@ -98,7 +98,10 @@ pub struct Postgresql {
     /// Local override of the dynamic configuration's `postgresql.use_pg_rewind`.
     pub use_pg_rewind: Option<bool>,
     pub use_slots: Option<bool>,
-    pub remove_data_directory_on_rewind_failure: bool,
+    /// Local overrides of the dynamic configuration's flags of the same
+    /// names (off when neither sets them).
+    pub remove_data_directory_on_rewind_failure: Option<bool>,
+    pub remove_data_directory_on_diverged_timelines: Option<bool>,
     pub create_replica_methods: Vec<ReplicaMethod>,
     pub use_unix_socket: bool,
     /// `callbacks`: event name (`on_start`, ...) to script.
@@ -752,8 +755,11 @@ fn build_postgresql(
         remove_data_directory_on_rewind_failure: flag(
             doc,
             &["postgresql", "remove_data_directory_on_rewind_failure"],
-        )
-        .unwrap_or(false),
+        ),
+        remove_data_directory_on_diverged_timelines: flag(
+            doc,
+            &["postgresql", "remove_data_directory_on_diverged_timelines"],
+        ),
         create_replica_methods: methods,
         use_unix_socket: flag(doc, &["postgresql", "use_unix_socket"]).unwrap_or(false),
         callbacks: match get(doc, &["postgresql", "callbacks"]) {

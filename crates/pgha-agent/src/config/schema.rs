@@ -104,7 +104,7 @@ const POSTGRESQL: &[Field] = &[
     f("use_pg_rewind", Bool, Yes),
     f("use_slots", Bool, Yes),
     f("remove_data_directory_on_rewind_failure", Bool, Yes),
-    f("remove_data_directory_on_diverged_timelines", Bool, NotYet),
+    f("remove_data_directory_on_diverged_timelines", Bool, Yes),
     f("create_replica_methods", TextList, Yes),
     f("basebackup", Any, Yes),
     f("callbacks", Section(CALLBACKS), Yes),

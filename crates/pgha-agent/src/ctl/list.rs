@@ -97,9 +97,7 @@ struct MemberView {
 }
 
 /// `0/3000060`: PostgreSQL's spelling of a WAL position.
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
+pub use pgha_core::model::lsn::format as format_lsn;
 
 fn position(lsn: Option<u64>, cluster_lsn: u64) -> (String, Option<u64>) {
     match lsn.filter(|&l| l > 0) {

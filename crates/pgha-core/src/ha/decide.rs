@@ -22,6 +22,7 @@
 use std::time::Duration;
 
 use super::action::{Action, Decision, StopMode};
+use super::divergence;
 use super::observation::{DataDir, Job, Observation, PeerSource};
 use super::replication::{self, ConfiguredUpstream};
 use super::switchover::{self, LeaderStep, RaceGate};
@@ -451,39 +452,63 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
 
 /// A former primary rejoins under another leader: rewind first.
 fn decide_rejoin(o: &Observation<'_>, cluster: &Cluster, leader: &str) -> Decision {
-    let reinit_allowed = o.settings.remove_data_directory_on_rewind_failure;
-    if !o.settings.use_pg_rewind {
-        if reinit_allowed {
-            return Decision::new(
-                vec![Action::Reinitialize {
-                    source: leader.to_string(),
-                }],
-                format!("I ran as primary and use_pg_rewind is off: reinitializing from {leader}"),
-            );
+    decide_rewind(
+        o,
+        cluster,
+        leader,
+        &format!("I ran as primary and {leader} now leads"),
+    )
+}
+
+/// This node's WAL may have gone where `leader`'s did not (`why`: it ran
+/// as primary, or a replica's divergence was seen): `pg_rewind` from the
+/// leader once it runs and has checkpointed after its promotion, else a
+/// new clone where the configuration allows it
+/// (`remove_data_directory_on_rewind_failure` after a failed rewind;
+/// without pg_rewind, that or `remove_data_directory_on_diverged_timelines`).
+fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str) -> Decision {
+    let s = o.settings;
+    let reinitialize = |reason: String| {
+        Decision::new(
+            vec![Action::Reinitialize {
+                source: leader.to_string(),
+            }],
+            reason,
+        )
+    };
+    if !s.use_pg_rewind {
+        if s.remove_data_directory_on_diverged_timelines
+            || s.remove_data_directory_on_rewind_failure
+        {
+            return reinitialize(format!(
+                "{why}, and use_pg_rewind is off: reinitializing from {leader}"
+            ));
+        }
+        if o.local.running {
+            return Decision::idle(format!(
+                "{why}, and use_pg_rewind and remove_data_directory_on_diverged_timelines are off: \
+                 this replica cannot stream from {leader}; reinitialize it (pghactl reinit)"
+            ));
         }
         return Decision::new(
             vec![Action::StartReplica {
                 leader: Some(leader.to_string()),
             }],
             format!(
-                "I ran as primary and use_pg_rewind is off: starting as a replica of {leader}; \
+                "{why}, and use_pg_rewind is off: starting as a replica of {leader}; \
                  it cannot stream if our histories diverged"
             ),
         );
     }
     if o.memory.rewind_failed_against.as_deref() == Some(leader) {
-        if reinit_allowed {
-            return Decision::new(
-                vec![Action::Reinitialize {
-                    source: leader.to_string(),
-                }],
-                format!(
-                    "rewind from {leader} failed: reinitializing from it (remove_data_directory_on_rewind_failure)"
-                ),
-            );
+        if s.remove_data_directory_on_rewind_failure {
+            return reinitialize(format!(
+                "rewind from {leader} failed: reinitializing from it (remove_data_directory_on_rewind_failure)"
+            ));
         }
         return Decision::idle(format!(
-            "rewind from {leader} failed and remove_data_directory_on_rewind_failure is off: not starting; reinitialize this node"
+            "rewind from {leader} failed and remove_data_directory_on_rewind_failure is off: \
+             not starting; reinitialize this node"
         ));
     }
     let leader_member = cluster.member(leader);
@@ -501,7 +526,7 @@ fn decide_rejoin(o: &Observation<'_>, cluster: &Cluster, leader: &str) -> Decisi
         vec![Action::Rewind {
             source: leader.to_string(),
         }],
-        format!("I ran as primary and {leader} now leads: rewinding from it before following"),
+        format!("{why}: rewinding from it before following"),
     )
 }
 
@@ -721,6 +746,14 @@ fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) ->
         "not streaming from leader {leader} for {:.1?} (more than {limit:?})",
         watch.not_streaming_for
     );
+    if let Some(div) = divergence::diverged(o.local, cluster) {
+        return Some(decide_rewind(
+            o,
+            cluster,
+            leader,
+            &format!("{what}, and my WAL diverged from its history ({div})"),
+        ));
+    }
     let Some(wanted) = replication::leader_endpoint(cluster) else {
         return Some(Decision::idle(format!(
             "{what}, and its member key has no usable conn_url: cannot repair primary_conninfo"

@@ -9,6 +9,7 @@
 
 pub mod action;
 pub mod decide;
+pub mod divergence;
 pub mod observation;
 pub mod replication;
 pub mod switchover;

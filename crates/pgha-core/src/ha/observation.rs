@@ -21,8 +21,12 @@ pub struct NodeSettings {
     pub new_cluster_refused: Option<String>,
     /// `postgresql.use_pg_rewind`.
     pub use_pg_rewind: bool,
-    /// `postgresql.remove_data_directory_on_rewind_failure`.
+    /// `postgresql.remove_data_directory_on_rewind_failure`: reclone when
+    /// pg_rewind failed.
     pub remove_data_directory_on_rewind_failure: bool,
+    /// `postgresql.remove_data_directory_on_diverged_timelines`: reclone a
+    /// node whose WAL diverged from the leader's when pg_rewind is off.
+    pub remove_data_directory_on_diverged_timelines: bool,
     /// `maximum_lag_on_failover`, bytes.
     pub maximum_lag_on_failover: u64,
     /// `primary_start_timeout`: how long a leader whose PostgreSQL will not

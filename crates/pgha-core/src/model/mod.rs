@@ -12,6 +12,7 @@ pub mod failsafe;
 pub mod history;
 pub mod keys;
 pub mod lenient;
+pub mod lsn;
 pub mod member;
 pub mod status;
 pub mod sync;

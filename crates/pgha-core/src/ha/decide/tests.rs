@@ -44,6 +44,7 @@ impl World {
                 new_cluster_refused: None,
                 use_pg_rewind: true,
                 remove_data_directory_on_rewind_failure: false,
+                remove_data_directory_on_diverged_timelines: false,
                 maximum_lag_on_failover: 1_048_576,
                 primary_start_timeout: Duration::from_secs(300),
                 paused: false,
@@ -1464,4 +1465,104 @@ fn an_operator_may_name_a_replica_that_was_not_streaming_only_without_a_leader()
     let mut stopped = p.clone();
     stopped.running = false;
     assert!(requested_candidate_problem(&stopped, true).is_some());
+}
+
+// ---- a replica whose WAL diverged from the leader's history
+
+impl World {
+    /// `n1` leads on timeline 2, which forked off timeline 1 at 1500; `me`
+    /// is a replica on timeline 1 at `position`, not streaming for a minute.
+    fn diverged_at(&mut self, position: u64) -> &mut Self {
+        let mut leader: serde_json::Value =
+            serde_json::from_str(&member_json("primary", "running", 5000)).unwrap();
+        leader["timeline"] = json!(2);
+        self.set("members/n1", &leader.to_string());
+        self.set("history", r#"[[1, 1500, "no recovery target specified"]]"#);
+        self.local.timeline = Some(1);
+        self.local.wal_position = Some(position);
+        self.not_streaming_for(60)
+    }
+}
+
+#[test]
+fn a_replica_whose_wal_went_past_the_fork_is_rewound_from_the_leader() {
+    let mut w = World::new("n2");
+    w.diverged_at(2000);
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [Action::Rewind {
+            source: "n1".into()
+        }]
+    );
+    assert!(
+        d.reason
+            .contains("my WAL diverged from its history (my WAL reaches 0/7D0 on timeline 1, which the cluster left at 0/5DC for timeline 2)"),
+        "{}",
+        d.reason
+    );
+    // Not before its replication counts as broken: a replica about to
+    // switch timelines, or one whose timeline reading lags, is left alone.
+    w.not_streaming_for(10);
+    assert_idle(&w.decide(), "following n1");
+}
+
+#[test]
+fn a_replica_behind_the_fork_or_without_history_is_not_rewound() {
+    let mut w = World::new("n2");
+    w.diverged_at(1500);
+    assert!(actions(&w.decide()).is_empty(), "{:?}", w.decide());
+    let mut w = World::new("n2");
+    w.diverged_at(2000).unset("history");
+    assert!(actions(&w.decide()).is_empty(), "no evidence, no repair");
+    let mut w = World::new("n2");
+    w.diverged_at(2000);
+    w.local.timeline = Some(2);
+    assert!(
+        actions(&w.decide()).is_empty(),
+        "already on the leader's timeline"
+    );
+}
+
+#[test]
+fn a_diverged_replica_is_recloned_only_where_the_configuration_allows() {
+    let mut w = World::new("n2");
+    w.diverged_at(2000);
+    w.settings.use_pg_rewind = false;
+    assert_idle(&w.decide(), "reinitialize it (pghactl reinit)");
+    w.settings.remove_data_directory_on_diverged_timelines = true;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Reinitialize {
+            source: "n1".into()
+        }]
+    );
+    // With pg_rewind, a failed rewind is recloned after
+    // remove_data_directory_on_rewind_failure only.
+    let mut w = World::new("n2");
+    w.diverged_at(2000);
+    w.memory.rewind_failed_against = Some("n1".into());
+    assert_idle(
+        &w.decide(),
+        "remove_data_directory_on_rewind_failure is off",
+    );
+    w.settings.remove_data_directory_on_rewind_failure = true;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Reinitialize {
+            source: "n1".into()
+        }]
+    );
+}
+
+#[test]
+fn a_diverged_replica_waits_for_the_leaders_checkpoint_after_promotion() {
+    let mut w = World::new("n2");
+    w.diverged_at(2000);
+    let mut leader: serde_json::Value =
+        serde_json::from_str(&member_json("primary", "running", 5000)).unwrap();
+    leader["timeline"] = json!(2);
+    leader["checkpoint_after_promote"] = json!(false);
+    w.set("members/n1", &leader.to_string());
+    assert_idle(&w.decide(), "to checkpoint after its promotion");
 }

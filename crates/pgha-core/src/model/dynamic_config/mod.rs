@@ -252,6 +252,16 @@ impl DynamicConfig {
             .unwrap_or(false)
     }
 
+    /// A `postgresql` flag that is off unless set
+    /// (`remove_data_directory_on_rewind_failure`,
+    /// `remove_data_directory_on_diverged_timelines`).
+    pub fn postgresql_flag(&self, key: &str) -> bool {
+        self.postgresql()
+            .and_then(|p| p.get(key))
+            .and_then(lenient::bool)
+            .unwrap_or(false)
+    }
+
     /// `postgresql.parameters`.
     pub fn parameters(&self) -> Option<&Map<String, Value>> {
         self.postgresql()
