@@ -135,6 +135,15 @@ async fn node_death_fails_over_and_the_old_primary_rewinds(kind: DcsKind) {
     c.sql(new, "INSERT INTO t SELECT generate_series(101, 200)")
         .await
         .unwrap();
+    // The new leader keeps a slot for the old primary while it is away
+    // (member_slots_ttl), so it streams as soon as it is rewound.
+    let slot = format!(
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}'",
+        c.nodes[old].name
+    );
+    c.wait_sql(new, &slot, Duration::from_secs(10), |r| r == ["1"])
+        .await
+        .expect("a slot for the old primary on the new leader");
 
     c.start_agent(old).unwrap();
     c.wait_converged(&[0, 1, 2], Duration::from_secs(60))

@@ -225,7 +225,9 @@ impl Agent {
                 self.pg
                     .follow(upstream.as_ref(), &self.dynamic)
                     .await
-                    .map_err(|e| Failure::Other(format!("follow: {e}")))
+                    .map_err(|e| Failure::Other(format!("follow: {e}")))?;
+                self.expect_streaming_soon();
+                Ok(())
             }
             Action::Promote => {
                 self.watchdog_ready().await.map_err(Failure::Other)?;

@@ -122,6 +122,9 @@ impl Agent {
             (Job::Start { as_primary }, Ok(())) => {
                 self.expect_running = true;
                 self.start_failed = false;
+                if !*as_primary {
+                    self.expect_streaming_soon();
+                }
                 self.callbacks
                     .fire("on_start", if *as_primary { "primary" } else { "replica" });
                 (200, "started".into())

@@ -39,18 +39,25 @@ impl Agent {
         }
     }
 
-    /// Creates a physical slot for every other member; drops slots of
-    /// members gone for longer than `member_slots_ttl` (inactive ones only).
-    /// Returns the member slots kept.
+    /// Creates a physical slot for every other member, and for every
+    /// member seen (in any role, by this agent) within `member_slots_ttl`
+    /// whose key is gone: after a failover, the old primary's slot is
+    /// ready when it comes back, so it streams as soon as it is rewound
+    /// instead of a loop later. Drops the slots of members gone for longer
+    /// (inactive ones only). Returns the member slots kept.
     async fn ensure_slots(&mut self, cluster: &Cluster) -> Option<Vec<String>> {
-        let me = &self.config.name;
-        let wanted: Vec<String> = cluster
-            .members
+        let me = files::slot_name(&self.config.name);
+        let now = self.clock.now();
+        let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
+        let present = cluster.members.iter().map(|m| files::slot_name(&m.name));
+        let retained = self
+            .member_seen_at
             .iter()
-            .filter(|m| &m.name != me)
-            .map(|m| files::slot_name(&m.name))
-            .collect();
-        self.member_slots_seen.extend(wanted.iter().cloned());
+            .filter(|(_, seen)| now.saturating_sub(**seen) < ttl)
+            .map(|(slot, _)| slot.clone());
+        let mut wanted: Vec<String> = present.chain(retained).filter(|s| *s != me).collect();
+        wanted.sort();
+        wanted.dedup();
         let existing = match self
             .pg
             .query_texts("SELECT slot_name::text || ':' || active::text FROM pg_replication_slots WHERE slot_type = 'physical'")
@@ -81,16 +88,17 @@ impl Agent {
                 }
             }
         }
-        let now = self.clock.now();
-        let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
         let mut kept = wanted.clone();
         for (slot, active) in &existing {
             if wanted.contains(slot) {
                 self.slot_orphaned_since.remove(slot);
                 continue;
             }
+            // A member's slot is unwanted once its member has been gone for
+            // member_slots_ttl; another slot once it has been unwanted as long.
+            let member = self.member_seen_at.contains_key(slot);
             let since = *self.slot_orphaned_since.entry(slot.clone()).or_insert(now);
-            if !active && now.saturating_sub(since) >= ttl {
+            if !active && (member || now.saturating_sub(since) >= ttl) {
                 let sql = format!(
                     "SELECT pg_catalog.pg_drop_replication_slot('{}')",
                     slot.replace('\'', "''")
@@ -104,7 +112,7 @@ impl Agent {
                     }
                     Err(e) => tracing::warn!("cannot drop replication slot {slot}: {e}"),
                 }
-            } else if self.member_slots_seen.contains(slot) {
+            } else if member {
                 // A member's slot kept after its key vanished (its
                 // PostgreSQL may run without an agent); other physical
                 // slots are not members' and are not listed.

@@ -88,6 +88,9 @@ pub struct Agent {
     /// `dynamic` is the cluster's, read from the DCS or its cache, not
     /// `bootstrap.dcs`: what to write back if the DCS loses the key.
     dynamic_known: bool,
+    /// Until when (monotonic) the loop looks again every [`QUICK_CHECK`]
+    /// for a replica that should start streaming (see `next_cycle_at`).
+    quick_checks_until: Option<Duration>,
     /// The members of the last snapshot that had an `initialize` key (see
     /// [`Agent::race_peers`]).
     members_seen: Vec<pgha_core::model::Member>,
@@ -110,8 +113,10 @@ pub struct Agent {
     last_status: Option<Status>,
     /// Slots of members gone from the cluster, since when (monotonic).
     slot_orphaned_since: HashMap<String, Duration>,
-    /// Slot names that belonged to members while this node led.
-    member_slots_seen: std::collections::HashSet<String>,
+    /// The slot name of every member this agent has seen, in any role,
+    /// and when (monotonic) it last saw its key: whose slot the leader
+    /// keeps, or creates, for `member_slots_ttl`.
+    member_seen_at: HashMap<String, Duration>,
     /// A restart requested for later (`POST /restart` with `schedule`).
     scheduled_restart: Option<RestartRequest>,
     /// A restart requested now, waiting for the next cycle to start it.
@@ -181,6 +186,7 @@ impl Agent {
             dynamic_known,
             dynamic_cached: None,
             members_seen: Vec::new(),
+            quick_checks_until: None,
             unsupported: Vec::new(),
             timing,
             expect_running: false,
@@ -190,7 +196,7 @@ impl Agent {
             last_role: None,
             last_status: None,
             slot_orphaned_since: HashMap::new(),
-            member_slots_seen: std::collections::HashSet::new(),
+            member_seen_at: HashMap::new(),
             scheduled_restart: None,
             pending_restart_request: None,
             reload_requested: false,
@@ -271,8 +277,19 @@ impl Agent {
     /// that takes up to `retry_timeout` could land. (A lease shorter than
     /// `loop_wait + retry_timeout` happens with Consul, whose sessions are
     /// only guaranteed for ttl/2.)
+    ///
+    /// A replica that was just started, or pointed at a new leader, looks
+    /// again every second until it streams (for at most one `loop_wait`):
+    /// its member key, its REST API and `pghactl list` then say it streams
+    /// within a second of it, not a loop later.
     fn next_cycle_at(&self, started: Duration) -> Duration {
-        let regular = started + self.timing.loop_wait;
+        let mut regular = started + self.timing.loop_wait;
+        if self
+            .quick_checks_until
+            .is_some_and(|until| until > self.clock.now())
+        {
+            regular = regular.min(started + QUICK_CHECK);
+        }
         match self.memory.lock_deadline.filter(|_| self.holds_lock()) {
             Some(deadline) => {
                 let renew_by =
@@ -281,6 +298,12 @@ impl Agent {
             }
             None => regular,
         }
+    }
+
+    /// From now for one `loop_wait`, cycles come every [`QUICK_CHECK`]
+    /// until the replica streams.
+    fn expect_streaming_soon(&mut self) {
+        self.quick_checks_until = Some(self.clock.now() + self.timing.loop_wait);
     }
 
     fn holds_lock(&self) -> bool {
@@ -326,8 +349,14 @@ impl Agent {
         }
         let want = self.watchdog_want();
         self.fence.set_watchdog(want);
-        if let Some(c) = cluster.as_ref().filter(|c| c.initialize.is_some()) {
-            self.members_seen.clone_from(&c.members);
+        if let Some(c) = &cluster {
+            let now = self.clock.now();
+            for m in c.members.iter().filter(|m| m.name != self.config.name) {
+                self.member_seen_at.insert(files::slot_name(&m.name), now);
+            }
+            if c.initialize.is_some() {
+                self.members_seen.clone_from(&c.members);
+            }
         }
         let mut observed = self.pg.observe().await;
         let system_id = match &observed.data_dir {
@@ -412,6 +441,9 @@ impl Agent {
             if c.is_leader(&self.config.name) && self.holds_lock() {
                 self.leader_duties(c, &observed).await;
             }
+        }
+        if member.replication_state.as_deref() == Some("streaming") {
+            self.quick_checks_until = None;
         }
         self.publish(cluster.as_ref(), observed, member);
         Ok(cluster.map(|c| c.watch_cursor.clone()))
@@ -702,6 +734,9 @@ impl Agent {
         tracing::info!("pgha stopped");
     }
 }
+
+/// How soon a replica that should start streaming is looked at again.
+const QUICK_CHECK: Duration = Duration::from_secs(1);
 
 /// How long to wait for a peer's `GET /patroni` during the leader race.
 fn peer_timeout(t: Timing) -> Duration {
