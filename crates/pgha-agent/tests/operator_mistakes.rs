@@ -184,3 +184,135 @@ async fn etcd_the_cluster_comes_back_after_its_keys_are_deleted() {
 async fn zookeeper_the_cluster_comes_back_after_its_keys_are_deleted() {
     the_cluster_comes_back_after_its_keys_are_deleted(DcsKind::ZooKeeper).await;
 }
+
+/// How many nodes answer 200 on `/primary` and, separately, accept a
+/// write: never more than one of either.
+async fn writable_nodes(c: &TestCluster) -> usize {
+    let mut n = 0;
+    for i in 0..c.nodes.len() {
+        if c.sql(i, "INSERT INTO probe VALUES (1)").await.is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Waits until the leader key names `holder` and is attached to a lease
+/// again, checking all along that at most one server accepts writes.
+/// Returns how long it took.
+async fn wait_for_lock_of(c: &TestCluster, holder: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    let key = c.key_path("leader");
+    loop {
+        assert!(
+            writable_nodes(c).await <= 1,
+            "two servers accept writes:\n{}",
+            c.logs_tail(30)
+        );
+        // `get -w json` shows the lease a key is attached to (0: none).
+        let json = c.etcdctl(&["get", &key, "-w", "json"]).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let kv = &v["kvs"][0];
+        let value = kv["value"]
+            .as_str()
+            .and_then(|b| base64_decode(b))
+            .unwrap_or_default();
+        if value == holder && kv["lease"].as_i64().unwrap_or(0) != 0 {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "the leader key is not {holder}'s lock after {within:?}: {kv}\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn base64_decode(text: &str) -> Option<String> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for ch in text.bytes().filter(|b| *b != b'=') {
+        let v = match ch {
+            b'A'..=b'Z' => ch - b'A',
+            b'a'..=b'z' => ch - b'a' + 26,
+            b'0'..=b'9' => ch - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `etcdctl put /service/<scope>/leader <value>` under a running primary:
+/// a key attached to no lease, naming another member or nobody. Patroni's
+/// primary demotes and the cluster stays without one until someone
+/// deletes the key. pgha's primary, still within its own lock's lifetime,
+/// takes the key back: no failover, no second primary, no gap longer than
+/// a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_leader_key_overwritten_by_hand_is_taken_back_by_the_primary() {
+    let c = cluster(DcsKind::Etcd, 3).await;
+    let p = c.wait_converged(&[0, 1, 2], BOOT).await.unwrap();
+    let primary = c.nodes[p].name.clone();
+    c.sql(p, "CREATE TABLE probe(i int)").await.unwrap();
+    let other = c.nodes[(p + 1) % 3].name.clone();
+    for value in [other.as_str(), "garbage, nobody's name"] {
+        c.etcdctl(&["put", &c.key_path("leader"), value]).await.unwrap();
+        let took = wait_for_lock_of(&c, &primary, Duration::from_secs(20)).await;
+        eprintln!("leader key {value:?} without a lease: {primary} took it back in {took:?}");
+        assert_eq!(c.primary().await, Some(p), "no failover");
+        assert!(
+            c.log(p).contains("no lease or session backs it: it overwrote my lock"),
+            "{}",
+            c.log(p)
+        );
+    }
+    c.wait_converged(&[0, 1, 2], Duration::from_secs(20))
+        .await
+        .unwrap();
+}
+
+/// A leader key attached to no lease, left naming a primary that has
+/// stopped: nobody holds it and it never expires. The others remove it and
+/// elect a leader (Patroni: no primary until someone deletes the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_an_unowned_leader_key_naming_a_stopped_primary_is_removed_and_a_leader_elected() {
+    let mut c = cluster(DcsKind::Etcd, 3).await;
+    let p = c.wait_converged(&[0, 1, 2], BOOT).await.unwrap();
+    let old = c.nodes[p].name.clone();
+    c.sql(p, "CREATE TABLE probe(i int)").await.unwrap();
+    c.stop_agent(p).await.unwrap();
+    c.etcdctl(&["put", &c.key_path("leader"), &old]).await.unwrap();
+    let start = Instant::now();
+    let new = loop {
+        assert!(writable_nodes(&c).await <= 1, "{}", c.logs_tail(30));
+        if let Some(n) = c.primary().await {
+            break n;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no leader 30 s after the stale key was written:\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("the unowned key naming {old} was removed and {} elected in {:?}", c.nodes[new].name, start.elapsed());
+    assert_ne!(new, p);
+    wait_for_lock_of(&c, &c.nodes[new].name.clone(), Duration::from_secs(10)).await;
+    assert!(
+        c.logs_tail(200).contains("removed a leader key that no lease or session backed"),
+        "{}",
+        c.logs_tail(40)
+    );
+    c.start_agent(p).unwrap();
+    c.wait_converged(&[0, 1, 2], BOOT).await.unwrap();
+}

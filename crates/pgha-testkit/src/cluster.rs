@@ -694,6 +694,39 @@ impl TestCluster {
             .join("\n")
     }
 
+    /// Runs etcd's own `etcdctl` (API v3) against the cluster's etcd, as
+    /// an operator would: keys it writes carry no lease unless told to.
+    /// Only for [`DcsKind::Etcd`]. Returns what it printed.
+    pub async fn etcdctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let DcsServer::Etcd(e) = &self.dcs else {
+            bail!("etcdctl needs an etcd cluster");
+        };
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", e.endpoint()))
+                .args(args)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .context("etcdctl did not finish within 20 s")?
+        .context("running etcdctl (Debian's etcd-client; .ci/run installs it)")?;
+        if !out.status.success() {
+            bail!(
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The path of one of the cluster's keys (`leader`, `members/node1`).
+    pub fn key_path(&self, key: &str) -> String {
+        format!("/service/{}/{key}", self.scope)
+    }
+
     /// Stops the DCS server (kill) and starts it again with its data.
     pub async fn restart_dcs(&mut self) -> anyhow::Result<()> {
         match &mut self.dcs {
