@@ -213,10 +213,11 @@ async fn wait_for_lock_of(c: &TestCluster, holder: &str, within: Duration) -> Du
         let json = c.etcdctl(&["get", &key, "-w", "json"]).await.unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         let kv = &v["kvs"][0];
-        let value = kv["value"]
-            .as_str()
-            .and_then(|b| base64_decode(b))
-            .unwrap_or_default();
+        let value = c
+            .etcdctl(&["get", &key, "--print-value-only"])
+            .await
+            .unwrap();
+        let value = value.trim_end();
         if value == holder && kv["lease"].as_i64().unwrap_or(0) != 0 {
             return start.elapsed();
         }
@@ -227,29 +228,6 @@ async fn wait_for_lock_of(c: &TestCluster, holder: &str, within: Duration) -> Du
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn base64_decode(text: &str) -> Option<String> {
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for ch in text.bytes().filter(|b| *b != b'=') {
-        let v = match ch {
-            b'A'..=b'Z' => ch - b'A',
-            b'a'..=b'z' => ch - b'a' + 26,
-            b'0'..=b'9' => ch - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// `etcdctl put /service/<scope>/leader <value>` under a running primary:
