@@ -244,12 +244,15 @@ async fn etcd_a_leader_key_overwritten_by_hand_is_taken_back_by_the_primary() {
     c.sql(p, "CREATE TABLE probe(i int)").await.unwrap();
     let other = c.nodes[(p + 1) % 3].name.clone();
     for value in [other.as_str(), "garbage, nobody's name"] {
-        c.etcdctl(&["put", &c.key_path("leader"), value]).await.unwrap();
+        c.etcdctl(&["put", &c.key_path("leader"), value])
+            .await
+            .unwrap();
         let took = wait_for_lock_of(&c, &primary, Duration::from_secs(20)).await;
         eprintln!("leader key {value:?} without a lease: {primary} took it back in {took:?}");
         assert_eq!(c.primary().await, Some(p), "no failover");
         assert!(
-            c.log(p).contains("no lease or session backs it: it overwrote my lock"),
+            c.log(p)
+                .contains("no lease or session backs it: it overwrote my lock"),
             "{}",
             c.log(p)
         );
@@ -269,7 +272,9 @@ async fn etcd_an_unowned_leader_key_naming_a_stopped_primary_is_removed_and_a_le
     let old = c.nodes[p].name.clone();
     c.sql(p, "CREATE TABLE probe(i int)").await.unwrap();
     c.stop_agent(p).await.unwrap();
-    c.etcdctl(&["put", &c.key_path("leader"), &old]).await.unwrap();
+    c.etcdctl(&["put", &c.key_path("leader"), &old])
+        .await
+        .unwrap();
     let start = Instant::now();
     let new = loop {
         assert!(writable_nodes(&c).await <= 1, "{}", c.logs_tail(30));
@@ -283,11 +288,16 @@ async fn etcd_an_unowned_leader_key_naming_a_stopped_primary_is_removed_and_a_le
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    eprintln!("the unowned key naming {old} was removed and {} elected in {:?}", c.nodes[new].name, start.elapsed());
+    eprintln!(
+        "the unowned key naming {old} was removed and {} elected in {:?}",
+        c.nodes[new].name,
+        start.elapsed()
+    );
     assert_ne!(new, p);
     wait_for_lock_of(&c, &c.nodes[new].name.clone(), Duration::from_secs(10)).await;
     assert!(
-        c.logs_tail(200).contains("removed a leader key that no lease or session backed"),
+        c.logs_tail(200)
+            .contains("removed a leader key that no lease or session backed"),
         "{}",
         c.logs_tail(40)
     );

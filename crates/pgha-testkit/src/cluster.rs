@@ -714,10 +714,7 @@ impl TestCluster {
         .context("etcdctl did not finish within 20 s")?
         .context("running etcdctl (Debian's etcd-client; .ci/run installs it)")?;
         if !out.status.success() {
-            bail!(
-                "etcdctl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

@@ -332,32 +332,17 @@ impl Agent {
         if let Some(c) = &cluster {
             self.adopt_dynamic(c);
             self.keep_dynamic_cache(c);
+            self.remember_members(c);
             for p in &c.problems {
                 tracing::warn!("DCS key {p}");
             }
         }
-        if !self.unsupported.is_empty() {
-            let keys: Vec<String> = self.unsupported.iter().map(ToString::to_string).collect();
-            tracing::error!(
-                "the cluster's dynamic configuration asks for what pgha does not do, and the cluster runs \
-                 without it: {}; remove it with pghactl edit-config",
-                keys.join("; ")
-            );
-        }
+        self.report_unsupported();
         if cluster.is_some() {
             self.fence.set_paused(self.dynamic.pause());
         }
         let want = self.watchdog_want();
         self.fence.set_watchdog(want);
-        if let Some(c) = &cluster {
-            let now = self.clock.now();
-            for m in c.members.iter().filter(|m| m.name != self.config.name) {
-                self.member_seen_at.insert(files::slot_name(&m.name), now);
-            }
-            if c.initialize.is_some() {
-                self.members_seen.clone_from(&c.members);
-            }
-        }
         let mut observed = self.pg.observe().await;
         let system_id = match &observed.data_dir {
             ha::DataDir::Initialized { system_id, .. } => Some(system_id.as_str()),
@@ -563,6 +548,37 @@ impl Agent {
             self.timing = timing;
         }
         self.dynamic = cfg.value.clone();
+    }
+
+    /// Notes who the members are: for their slots (`member_seen_at`) and,
+    /// from a snapshot with `initialize`, for the race after the DCS lost
+    /// the cluster's keys (`members_seen`).
+    fn remember_members(&mut self, cluster: &Cluster) {
+        let now = self.clock.now();
+        for m in cluster
+            .members
+            .iter()
+            .filter(|m| m.name != self.config.name)
+        {
+            self.member_seen_at.insert(files::slot_name(&m.name), now);
+        }
+        if cluster.initialize.is_some() {
+            self.members_seen.clone_from(&cluster.members);
+        }
+    }
+
+    /// One error line per cycle while the dynamic configuration sets keys
+    /// pgha refuses (the cluster runs without what they ask for).
+    fn report_unsupported(&self) {
+        if self.unsupported.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = self.unsupported.iter().map(ToString::to_string).collect();
+        tracing::error!(
+            "the cluster's dynamic configuration asks for what pgha does not do, and the cluster runs \
+             without it: {}; remove it with pghactl edit-config",
+            keys.join("; ")
+        );
     }
 
     /// The leader key is attached to no lease or session although this
