@@ -1,5 +1,6 @@
-//! The HTTP face of the emulator: Consul's `/v1/kv`, `/v1/session`,
-//! `/v1/agent/self` and `/v1/status/leader` endpoints, translated to
+//! The HTTP face of the emulator: Consul's `/v1/kv`, `/v1/txn` (KV
+//! operations), `/v1/session`, `/v1/agent/self` and `/v1/status/leader`
+//! endpoints, translated to
 //! [`Store`] operations.
 //!
 //! Requests for anything else are answered `404` and logged (warn), so
@@ -22,7 +23,9 @@ use tracing::{debug, warn};
 
 use crate::control::{EmulatorClock, Faults, lock};
 use crate::duration;
-use crate::store::{ApiError, CreateSession, DeleteOp, Entry, PutOp, Session, Store};
+use crate::store::{
+    ApiError, CreateSession, DeleteOp, Entry, PutOp, Session, Store, TxnKvOp, TxnOutcome,
+};
 
 /// The longest a blocking query may wait (Consul: 10 minutes).
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -30,6 +33,8 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// Consul refuses KV values larger than this (`kv_max_value_size`).
 const MAX_VALUE: usize = 512 * 1024;
+/// The most operations one transaction may hold (Consul's `maxTxnOps`).
+const MAX_TXN_OPS: usize = 64;
 /// Below this many nanoseconds a numeric `LockDelay` means seconds.
 const LOCK_DELAY_MIN_THRESHOLD: u128 = 1000;
 
@@ -71,6 +76,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/kv/", any(kv_root))
         .route("/v1/kv/{*key}", any(kv))
+        .route("/v1/txn", put(txn))
         .route("/v1/session/create", put(session_create))
         .route("/v1/session/renew/{id}", put(session_renew))
         .route("/v1/session/destroy/{id}", put(session_destroy))
@@ -462,6 +468,120 @@ fn kv_delete(sh: &Shared, key: String, params: Params) -> Response {
     match sh.with_store(|st, _| st.kv_delete(&key, op)) {
         Ok(done) => json_response(&Value::Bool(!cas || done), None),
         Err(e) => error(e),
+    }
+}
+
+/// Decodes a transaction body as Consul's `convertOps` does: a JSON array
+/// of operations, keys of a KV operation in any case, `Value` base64. An
+/// operation that is not `KV` (Node, Service, Check, Session) is not
+/// implemented: `Err(None)`. `Err(Some(message))` is a 400.
+fn decode_txn(body: &[u8]) -> Result<Vec<TxnKvOp>, Option<String>> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| Some(e.to_string()))?;
+    let Value::Array(items) = value else {
+        return Err(Some("expected a JSON array of operations".into()));
+    };
+    let mut ops = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Object(op) = item else {
+            return Err(Some("expected an operation object".into()));
+        };
+        let mut kv = None;
+        for (k, v) in op {
+            if k.eq_ignore_ascii_case("KV") {
+                kv = Some(v);
+            } else if !v.is_null() {
+                return Err(None);
+            }
+        }
+        let Some(Value::Object(fields)) = kv else {
+            return Err(Some("operation without KV".into()));
+        };
+        let mut out = TxnKvOp::default();
+        for (k, v) in &fields {
+            let text = || match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Null => Ok(String::new()),
+                other => Err(Some(format!("{k}: expected a string, found {other}"))),
+            };
+            let number = || match v {
+                Value::Number(n) => n
+                    .as_u64()
+                    .ok_or_else(|| Some(format!("{k}: not an unsigned integer: {n}"))),
+                Value::Null => Ok(0),
+                other => Err(Some(format!("{k}: expected a number, found {other}"))),
+            };
+            match k.to_ascii_lowercase().as_str() {
+                "verb" => out.verb = text()?,
+                "key" => out.key = text()?,
+                "session" => out.session = text()?,
+                "flags" => out.flags = number()?,
+                "index" => out.index = number()?,
+                "value" => {
+                    out.value = base64::engine::general_purpose::STANDARD
+                        .decode(text()?)
+                        .map_err(|e| Some(format!("failed to decode value: {e}")))?;
+                }
+                _ => {}
+            }
+        }
+        ops.push(out);
+    }
+    Ok(ops)
+}
+
+/// `PUT /v1/txn`: 200 with the results when every operation applied, 409
+/// with the errors when the transaction was rolled back (txn.mdx).
+async fn txn(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
+    let ops = match decode_txn(&body) {
+        Ok(ops) => ops,
+        Err(Some(e)) => return text(400, format!("Failed to parse body: {e}")),
+        Err(None) => {
+            warn!("emulator: a transaction with other than KV operations");
+            return text(
+                404,
+                "consul emulator: only KV operations are implemented in /v1/txn",
+            );
+        }
+    };
+    if ops.len() > MAX_TXN_OPS {
+        return text(
+            413,
+            format!(
+                "Transaction contains too many operations ({} > {MAX_TXN_OPS})",
+                ops.len()
+            ),
+        );
+    }
+    if let Some(op) = ops.iter().find(|op| op.value.len() > MAX_VALUE) {
+        return text(
+            413,
+            format!(
+                "Value for key {:?} is too large ({} > {MAX_VALUE} bytes)",
+                op.key,
+                op.value.len()
+            ),
+        );
+    }
+    match sh.with_store(|st, now| st.txn(&ops, now)) {
+        TxnOutcome::Applied(results) => {
+            let results: Vec<Value> = results
+                .iter()
+                .map(|(k, e)| json!({ "KV": entry_json(k, e) }))
+                .collect();
+            json_response(&json!({ "Results": results, "Errors": null }), None)
+        }
+        TxnOutcome::RolledBack(errors) => {
+            let errors: Vec<Value> = errors
+                .iter()
+                .map(|(i, what)| json!({ "OpIndex": i, "What": what }))
+                .collect();
+            (
+                StatusCode::CONFLICT,
+                [(header::CONTENT_TYPE, "application/json")],
+                json!({ "Results": null, "Errors": errors }).to_string(),
+            )
+                .into_response()
+        }
     }
 }
 

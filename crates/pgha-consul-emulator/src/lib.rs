@@ -19,6 +19,11 @@
 //!   `flags`; conflicting flags (`cas` with `acquire`, `recurse` with
 //!   `cas`, …) are refused with 400; values are base64 in JSON; writes
 //!   that change nothing keep the `ModifyIndex`.
+//! - `PUT /v1/txn` with KV operations (`set`, `cas`, `lock`, `unlock`,
+//!   `get`, `check-index`, `check-session`, `check-not-exists`, `delete`,
+//!   `delete-cas`, `delete-tree`): all applied at one index, or none (409
+//!   with `Errors`); lock-delays are checked first. Node, Service and
+//!   Check operations are not implemented (404).
 //! - Sessions: `PUT /v1/session/create` (`Name`, `Node`, `Checks`/
 //!   `NodeChecks`, `LockDelay`, `Behavior`, `TTL`, keys in any case),
 //!   `renew` (404 when gone), `destroy`, `info`, `list`. A session with a

@@ -166,6 +166,39 @@ pub enum DeleteOp {
     Tree,
 }
 
+/// One KV operation of a `PUT /v1/txn`, decoded (`Value` from base64,
+/// `Index` is Consul's `DirEnt.ModifyIndex`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnKvOp {
+    pub verb: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub flags: u64,
+    pub index: u64,
+    pub session: String,
+}
+
+/// How a transaction ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Every operation applied: the result entries (key and entry; the
+    /// value is kept only for `get`, as Consul blanks it for the others;
+    /// deletes have none).
+    Applied(Vec<(String, Entry)>),
+    /// Nothing applied: each failed operation's position and Consul's
+    /// message for it.
+    RolledBack(Vec<(usize, String)>),
+}
+
+/// Whether a transaction verb writes (Consul's `isWrite`): a transaction
+/// with one goes through Raft and uses an index.
+fn txn_writes(verb: &str) -> bool {
+    matches!(
+        verb,
+        "set" | "delete" | "delete-cas" | "delete-tree" | "cas" | "lock" | "unlock"
+    )
+}
+
 /// The whole emulated state.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -374,6 +407,183 @@ impl Store {
         if self.kv.remove(key).is_some() {
             self.tombstones.insert(key.to_string(), idx);
             self.kvs_index = idx;
+        }
+    }
+
+    /// Applies a transaction (`PUT /v1/txn`, KV operations only) as Consul
+    /// does: the lock-delay of every `lock` is checked first (by Consul's
+    /// leader, before Raft: a refusal uses no index); then all operations
+    /// run in order at one index, each seeing the effects of those before
+    /// it, and every failure is collected; if any failed, the state is as
+    /// before (the index, as for any Raft entry, stays used).
+    pub fn txn(&mut self, ops: &[TxnKvOp], now: Duration) -> TxnOutcome {
+        let delayed: Vec<(usize, String)> = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| {
+                op.verb == "lock"
+                    && self
+                        .lock_delays
+                        .get(&op.key)
+                        .is_some_and(|until| *until > now)
+            })
+            .map(|(i, op)| {
+                (
+                    i,
+                    format!("failed to lock key {:?} due to lock delay", op.key),
+                )
+            })
+            .collect();
+        if !delayed.is_empty() {
+            return TxnOutcome::RolledBack(delayed);
+        }
+        let before = self.clone();
+        let idx = if ops.iter().any(|op| txn_writes(&op.verb)) {
+            self.next_index()
+        } else {
+            self.index
+        };
+        let mut results = Vec::new();
+        let mut errors = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            match self.txn_op(op, idx) {
+                Ok(Some(entry)) => results.push((op.key.clone(), entry)),
+                Ok(None) => {}
+                Err(what) => errors.push((i, what)),
+            }
+        }
+        if errors.is_empty() {
+            return TxnOutcome::Applied(results);
+        }
+        let used = self.index;
+        *self = before;
+        self.index = used;
+        TxnOutcome::RolledBack(errors)
+    }
+
+    /// One operation of a transaction at index `idx`, with Consul's
+    /// messages (agent/consul/state/txn.go and kvs.go).
+    fn txn_op(&mut self, op: &TxnKvOp, idx: u64) -> Result<Option<Entry>, String> {
+        let key = op.key.as_str();
+        let existing = self.kv.get(key).cloned();
+        let blank = |e: Entry| Entry {
+            value: Vec::new(),
+            ..e
+        };
+        let stored = |st: &Store| st.kv.get(key).cloned().map(blank);
+        match op.verb.as_str() {
+            "set" | "cas" | "lock" | "unlock" => {
+                let mut entry = Entry {
+                    create_index: existing.as_ref().map_or(idx, |e| e.create_index),
+                    modify_index: idx,
+                    lock_index: existing.as_ref().map_or(0, |e| e.lock_index),
+                    flags: op.flags,
+                    value: op.value.clone(),
+                    session: existing.as_ref().and_then(|e| e.session.clone()),
+                };
+                match op.verb.as_str() {
+                    "cas" => {
+                        let holds = match (&existing, op.index) {
+                            (None, 0) => true,
+                            (Some(e), i) => i != 0 && e.modify_index == i,
+                            (None, _) => false,
+                        };
+                        if !holds {
+                            return Err(format!("failed to set key {key:?}, index is stale"));
+                        }
+                    }
+                    "lock" => {
+                        if op.session.is_empty() {
+                            return Err("missing session".into());
+                        }
+                        if !self.sessions.contains_key(&op.session) {
+                            return Err(format!("invalid session {:?}", op.session));
+                        }
+                        match existing.as_ref().and_then(|e| e.session.as_deref()) {
+                            Some(holder) if holder == op.session => {}
+                            Some(_) => {
+                                return Err(format!(
+                                    "failed to lock key {key:?}, lock is already held"
+                                ));
+                            }
+                            None => entry.lock_index += 1,
+                        }
+                        entry.session = Some(op.session.clone());
+                    }
+                    "unlock" => {
+                        if op.session.is_empty() {
+                            return Err("missing session".into());
+                        }
+                        let held = existing
+                            .as_ref()
+                            .is_some_and(|e| e.session.as_deref() == Some(op.session.as_str()));
+                        if !held {
+                            return Err(format!(
+                                "failed to unlock key {key:?}, lock isn't held, or is held by another session"
+                            ));
+                        }
+                        entry.session = None;
+                    }
+                    _ => {}
+                }
+                self.store_entry(key, entry, existing.as_ref(), idx);
+                Ok(stored(self))
+            }
+            "get" => match existing {
+                Some(e) => Ok(Some(e)),
+                None => Err(format!("key {key:?} doesn't exist")),
+            },
+            "check-index" => match existing {
+                None => Err(format!("failed to check index, key {key:?} doesn't exist")),
+                Some(e) if e.modify_index != op.index => Err(format!(
+                    "failed index check for key {key:?}, current modify index {} != {}",
+                    e.modify_index, op.index
+                )),
+                Some(e) => Ok(Some(blank(e))),
+            },
+            "check-session" => match existing {
+                None => Err(format!(
+                    "failed to check session, key {key:?} doesn't exist"
+                )),
+                Some(e) if e.session.as_deref().unwrap_or_default() != op.session => Err(format!(
+                    "failed session check for key {key:?}, current session {:?} != {:?}",
+                    e.session.as_deref().unwrap_or_default(),
+                    op.session
+                )),
+                Some(e) => Ok(Some(blank(e))),
+            },
+            "check-not-exists" => match existing {
+                Some(_) => Err(format!("key {key:?} exists")),
+                None => Ok(None),
+            },
+            "delete" => {
+                self.remove_key(key, idx);
+                Ok(None)
+            }
+            "delete-cas" => match existing {
+                // As in Consul's state store: a missing key counts as deleted.
+                None => Ok(None),
+                Some(e) if e.modify_index != op.index => {
+                    Err(format!("failed to delete key {key:?}, index is stale"))
+                }
+                Some(_) => {
+                    self.remove_key(key, idx);
+                    Ok(None)
+                }
+            },
+            "delete-tree" => {
+                let doomed: Vec<String> = self
+                    .kv
+                    .range(key.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(key))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in doomed {
+                    self.remove_key(&k, idx);
+                }
+                Ok(None)
+            }
+            other => Err(format!("unknown KV verb {other:?}")),
         }
     }
 

@@ -385,6 +385,113 @@ async fn release_semantics() {
     assert!(after.modify_index > before.modify_index);
 }
 
+// ---- transactions ------------------------------------------------------------
+
+/// txn.mdx: "If any operation fails, the transaction is rolled back and
+/// none of the changes are applied." / "a status code of 409 will be
+/// returned if it was rolled back" with `Errors`: "The `OpIndex` gives the
+/// index of the failed operation in the transaction". `check-index`: "Fail
+/// if modify index != index"; `check-not-exists`: "Fail if key exists".
+#[tokio::test]
+async fn txn_is_all_or_nothing() {
+    let e = emulator().await;
+    call(e.addr(), "PUT", "/v1/kv/s/leader", "by-hand").await;
+    let m = e.get_raw("s/leader").unwrap().modify_index;
+    let body = format!(
+        r#"[{{"KV":{{"Verb":"set","Key":"s/other","Value":"eA=="}}}},
+            {{"KV":{{"Verb":"check-index","Key":"s/leader","Index":{}}}}},
+            {{"KV":{{"Verb":"delete","Key":"s/leader"}}}}]"#,
+        m + 1
+    );
+    let a = call(e.addr(), "PUT", "/v1/txn", &body).await;
+    assert_eq!(a.status, 409, "{a:?}");
+    let errors = a.json()["Errors"].clone();
+    assert_eq!(errors[0]["OpIndex"], 1, "{a:?}");
+    assert!(
+        errors[0]["What"].as_str().unwrap().contains("index"),
+        "{a:?}"
+    );
+    assert!(e.get_raw("s/other").is_none(), "rolled back");
+    assert_eq!(e.get_raw("s/leader").unwrap().modify_index, m);
+    let a = call(
+        e.addr(),
+        "PUT",
+        "/v1/txn",
+        r#"[{"KV":{"Verb":"check-not-exists","Key":"s/leader"}}]"#,
+    )
+    .await;
+    assert_eq!(a.status, 409, "{a:?}");
+    // At the right index, every operation applies.
+    let body = format!(
+        r#"[{{"KV":{{"Verb":"check-index","Key":"s/leader","Index":{m}}}}},
+            {{"KV":{{"Verb":"delete","Key":"s/leader"}}}},
+            {{"KV":{{"Verb":"set","Key":"s/other","Value":"eA=="}}}}]"#
+    );
+    let a = call(e.addr(), "PUT", "/v1/txn", &body).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(e.get_raw("s/leader").is_none());
+    assert_eq!(e.get_raw("s/other").unwrap().value, b"x");
+    // "no result entries will be added for verbs that delete keys".
+    let results = a.json()["Results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 2, "{a:?}");
+}
+
+/// txn.mdx, `lock`: "Lock with the given `Session`" (kv.mdx, `acquire`:
+/// "If the lock is not held and the session is valid, this increments the
+/// `LockIndex` and sets the `Session` value of the key"); a lock held by
+/// another session fails the transaction. "the `Value` for KV results will
+/// be `null` for any `Verb` other than "get"". A `PUT /v1/kv` cannot do the
+/// same: `cas` and `acquire` are conflicting flags (see above).
+#[tokio::test]
+async fn txn_lock_after_check_index() {
+    let e = emulator().await;
+    let s1 = session(e.addr(), r#"{"TTL":"10s"}"#).await;
+    let s2 = session(e.addr(), r#"{"TTL":"10s"}"#).await;
+    call(e.addr(), "PUT", "/v1/kv/s/leader", "by-hand").await;
+    let m = e.get_raw("s/leader").unwrap().modify_index;
+    let lock = |session: &str, index: u64| {
+        format!(
+            r#"[{{"KV":{{"Verb":"check-index","Key":"s/leader","Index":{index}}}}},
+                {{"KV":{{"Verb":"lock","Key":"s/leader","Value":"bjE=","Flags":{index},"Session":"{session}"}}}}]"#
+        )
+    };
+    let a = call(e.addr(), "PUT", "/v1/txn", &lock(&s1, m)).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let held = e.get_raw("s/leader").unwrap();
+    assert_eq!(held.value, b"n1");
+    assert_eq!(held.session.as_deref(), Some(s1.as_str()));
+    assert_eq!(held.lock_index, 1);
+    assert!(held.modify_index > m);
+    let results = a.json()["Results"].clone();
+    assert_eq!(results[1]["KV"]["Session"], s1.as_str(), "{a:?}");
+    assert_eq!(results[1]["KV"]["Value"], Value::Null, "{a:?}");
+    assert_eq!(results[1]["KV"]["ModifyIndex"], held.modify_index);
+    // Held by s1: s2 cannot lock it, even at the right index.
+    let a = call(e.addr(), "PUT", "/v1/txn", &lock(&s2, held.modify_index)).await;
+    assert_eq!(a.status, 409, "{a:?}");
+    assert_eq!(a.json()["Errors"][0]["OpIndex"], 1, "{a:?}");
+    assert_eq!(
+        e.get_raw("s/leader").unwrap().session.as_deref(),
+        Some(s1.as_str())
+    );
+    // An invalid session fails the lock.
+    let a = call(
+        e.addr(),
+        "PUT",
+        "/v1/txn",
+        &lock("00000000-0000-0000-0000-000000000000", held.modify_index),
+    )
+    .await;
+    assert_eq!(a.status, 409, "{a:?}");
+    assert!(
+        a.json()["Errors"][0]["What"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid session"),
+        "{a:?}"
+    );
+}
+
 // ---- sessions --------------------------------------------------------------
 
 /// sessions overview: "The contract of a TTL is that it represents a lower

@@ -47,7 +47,7 @@ const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(50);
 ///
 /// Invariants:
 /// - at most one session is *current*; only this client's own calls renew
-///   it (`touch_member`, `acquire_leader`, `renew_leader`, `take_leader`),
+///   it (`touch_member`, `acquire_leader`, `renew_leader`, `take_leader_from`),
 ///   never a background task;
 /// - every trait call returns within `retry_timeout` (watches: at their
 ///   own timeout), whatever the network does.
@@ -717,36 +717,118 @@ impl ConsulDcs {
         }
     }
 
-    async fn do_take(&self, deadline: Instant) -> Result<LockLease, DcsError> {
+    /// Replaces the leader key with a lock of our session, if it is still
+    /// at the `ModifyIndex` `lock` was read at: one transaction
+    /// (`check-index`, `delete`, `lock`), all applied or none. A KV `PUT`
+    /// cannot do it: Consul refuses `?cas=` together with `?acquire=`
+    /// ("Conflicting flags"), and a CAS write followed by an acquire would
+    /// leave a moment where the key is nobody's. `delete` first, so a key
+    /// still locked by the session read is replaced too, as the trait asks;
+    /// `Flags` is the index replaced, as in `write`. The session is renewed
+    /// (or created) first, so the lock lives at least its TTL after this
+    /// call was sent.
+    async fn do_take_from(
+        &self,
+        deadline: Instant,
+        lock: &LeaderLock,
+    ) -> Result<LockLease, DcsError> {
+        const OP: &str = "take_leader_from";
+        let Some(index) = lock
+            .version
+            .as_number()
+            .filter(|n| *n > 0)
+            .and_then(|n| u64::try_from(n).ok())
+        else {
+            // Not an index: no stored key is at it.
+            return Err(DcsError::conflict("leader"));
+        };
         let key = self.leader_key();
+        let value = wire::base64(self.name.as_bytes());
         for _ in 0..ATTEMPTS {
-            let s = self.need_session("take_leader", deadline).await?;
-            match self
-                .put(
-                    self.acquire_call(&key, &s, self.name.clone()),
-                    deadline,
-                    "take_leader",
-                )
-                .await?
-            {
-                Put::Done => {
-                    info!(session = s.id, "took over the leader lock");
+            let s = self.need_session(OP, deadline).await?;
+            let ops = json!([
+                {"KV": {"Verb": "check-index", "Key": key, "Index": index}},
+                {"KV": {"Verb": "delete", "Key": key}},
+                {"KV": {"Verb": "lock", "Key": key, "Value": value, "Flags": index, "Session": s.id}},
+            ]);
+            let call = Call::new(Method::PUT, "/v1/txn".into(), Repeat::OnlyIfNotApplied)
+                .body(ops.to_string());
+            let answer = self.send(&call, deadline, OP).await?;
+            match answer.status {
+                200 => {
+                    info!(
+                        session = s.id,
+                        index,
+                        replaced = %lock.name,
+                        replaced_owner = ?lock.owner,
+                        "took the leader key over by compare-and-set"
+                    );
                     return Ok(LockLease { valid_for: s.ttl });
                 }
-                Put::InvalidSession => self.session_gone(&s.id).await,
-                Put::Refused => match self.get(&key, deadline, "take_leader").await? {
-                    Some((entry, _)) => {
-                        // Held by another session: delete it at the version
-                        // seen, then acquire.
-                        let call = self.delete_call(&key).param("cas", entry.modify_index);
-                        self.put(call, deadline, "take_leader").await?;
+                409 => {
+                    let errors = serde_json::from_slice::<wire::TxnAnswer>(&answer.body)
+                        .map_err(|e| {
+                            DcsError::rejected(OP, format!("unreadable transaction answer: {e}"))
+                        })?
+                        .errors
+                        .unwrap_or_default();
+                    if errors.iter().any(|e| e.op_index == 0) {
+                        debug!(index, ?errors, "leader key changed since it was read");
+                        return Err(DcsError::conflict("leader"));
                     }
-                    None => tokio::time::sleep(LOCK_DELAY_PAUSE).await,
-                },
+                    if errors.iter().any(|e| e.what.contains("invalid session")) {
+                        self.session_gone(&s.id).await;
+                    } else if errors.iter().any(|e| e.what.contains("lock delay")) {
+                        debug!(?errors, "leader key under a lock-delay; trying again");
+                        tokio::time::sleep(LOCK_DELAY_PAUSE).await;
+                    } else {
+                        let what: Vec<&str> = errors.iter().map(|e| e.what.as_str()).collect();
+                        return Err(DcsError::rejected(OP, what.join("; ")));
+                    }
+                }
+                _ => return Err(unexpected(OP, &answer)),
             }
         }
-        let holder = self.holder(deadline, "take_leader").await?;
-        Err(DcsError::not_owner("leader", holder))
+        // Still under a lock-delay, or our sessions keep vanishing: the key
+        // was left as it was.
+        Err(DcsError::conflict("leader"))
+    }
+
+    /// Deletes the leader key if it is still at the `ModifyIndex` `lock` was
+    /// read at, whatever it holds and whichever session locks it: one CAS
+    /// delete, which Consul also answers `true` for a key already gone.
+    async fn do_remove_at(&self, deadline: Instant, lock: &LeaderLock) -> Result<(), DcsError> {
+        const OP: &str = "remove_leader_at";
+        let key = self.leader_key();
+        let index = lock
+            .version
+            .as_number()
+            .filter(|n| *n > 0)
+            .and_then(|n| u64::try_from(n).ok());
+        let Some(index) = index else {
+            // Not an index: nothing stored is at it; only absence is fine.
+            return match self.get(&key, deadline, OP).await? {
+                None => Ok(()),
+                Some(_) => Err(DcsError::conflict("leader")),
+            };
+        };
+        let call = self.delete_call(&key).param("cas", index);
+        match self.put(call, deadline, OP).await? {
+            Put::Done => {
+                info!(
+                    index,
+                    holder = %lock.name,
+                    owner = ?lock.owner,
+                    "removed the leader key by compare-and-set (or it was already gone)"
+                );
+                Ok(())
+            }
+            Put::Refused => {
+                debug!(index, "leader key changed since it was read: not removed");
+                Err(DcsError::conflict("leader"))
+            }
+            Put::InvalidSession => Err(DcsError::rejected(OP, "invalid session")),
+        }
     }
 
     async fn do_touch(&self, deadline: Instant, value: String) -> Result<(), DcsError> {
@@ -1013,8 +1095,20 @@ impl Dcs for ConsulDcs {
             .await
     }
 
-    async fn take_leader(&self) -> Result<LockLease, DcsError> {
-        self.bounded("take_leader", |d| self.do_take(d)).await
+    /// Every lock is acquired with a session; a leader key without one was
+    /// written by a plain `PUT` (by hand, or a tool).
+    fn locks_have_owners(&self) -> bool {
+        true
+    }
+
+    async fn take_leader_from(&self, lock: &LeaderLock) -> Result<LockLease, DcsError> {
+        self.bounded("take_leader_from", |d| self.do_take_from(d, lock))
+            .await
+    }
+
+    async fn remove_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        self.bounded("remove_leader_at", |d| self.do_remove_at(d, lock))
+            .await
     }
 
     async fn touch_member(&self, data: &MemberData) -> Result<(), DcsError> {

@@ -21,7 +21,8 @@
 //! | `acquire_leader` | session renew (or create), `PUT leader?acquire=<session>` with our name; `false` → read the holder for `NotOwner` |
 //! | `renew_leader` | session renew (404: `SessionExpired`), then a consistent read of `leader`: it must name us and be held by our current session; a key naming us on a session this client retired after a `ttl` change is moved (`?release=<old>`, `?acquire=<new>`) |
 //! | `release_leader` | consistent read of `leader`; if it names us, `DELETE leader?cas=<ModifyIndex>` |
-//! | `take_leader` | session renew (or create), `PUT leader?acquire=`; if another session holds it, `DELETE leader?cas=<ModifyIndex>` and acquire again |
+//! | `take_leader_from` | session renew (or create), then one `PUT /v1/txn`: `check-index` at the `ModifyIndex` read, `delete`, `lock` with our session (`Flags` = the index replaced); rolled back at the index check → `Conflict`. (`?cas=` and `?acquire=` cannot be combined on a KV `PUT`: Consul answers 400 "Conflicting flags") |
+//! | `remove_leader_at` | `DELETE leader?cas=<ModifyIndex read>` (`true` also for a key already gone: `Ok`); `false` → `Conflict` |
 //! | `touch_member` | session renew (or create), `PUT members/<name>?acquire=<session>`; a member key held by another session (ours before a `ttl` change, or a previous run's) is deleted and written again, as Patroni does |
 //! | `write` | `Any`: plain `PUT`; `Absent`: `?cas=0`; `Version(v)`: `?cas=v&flags=v`; `false` is `Conflict`. The new version is read back (Consul's write answers carry none); if the key changed again in between, the version returned is 0, which no compare-and-set matches |
 //! | `delete` | `Any`: `DELETE` (never `recurse`); `Absent`: a read; `Version(v)`: a read (absent → `Conflict`) then `DELETE ?cas=v` |
@@ -46,7 +47,7 @@
 //! TTL invalidates the session, as with Patroni), named `<scope>-<name>`.
 //! The leader and member keys are acquired with it, so they vanish with
 //! it. It is renewed only by this client's own calls (`touch_member`,
-//! `acquire_leader`, `renew_leader`, `take_leader`), one `PUT
+//! `acquire_leader`, `renew_leader`, `take_leader_from`), one `PUT
 //! /v1/session/renew/<id>` each; nothing runs in the background, so an HA
 //! loop that stops calling lets its lock and member key go.
 //!

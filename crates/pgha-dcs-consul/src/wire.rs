@@ -31,6 +31,31 @@ impl KvEntry {
     }
 }
 
+/// The answer to `PUT /v1/txn`, applied (200) or rolled back (409). Only
+/// the errors matter here: a rolled-back transaction names the operation
+/// that failed and why.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct TxnAnswer {
+    #[serde(default)]
+    pub errors: Option<Vec<TxnError>>,
+}
+
+/// One failed operation of a rolled-back transaction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct TxnError {
+    /// The position of the failed operation in the request.
+    pub op_index: usize,
+    /// Consul's message (`failed index check for key …`, `invalid session …`).
+    pub what: String,
+}
+
+/// `bytes` as the base64 Consul expects of a value in a transaction.
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// The part of a session Consul returns on renewal that matters here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -526,29 +526,94 @@ impl EtcdDcs {
         }
     }
 
-    async fn do_take(&self, deadline: Instant) -> Result<LockLease, DcsError> {
-        let lease = self.need_lease("take_leader", deadline).await?;
+    /// Puts our name on our lease in place of the leader key, if it is still
+    /// at the `mod_revision` `lock` was read at: one txn, so nothing written
+    /// after the read (another node's lock included) is ever replaced. The
+    /// lease is kept alive (or granted) first, so the lock lives at least
+    /// its granted TTL after this call was sent.
+    async fn do_take_from(
+        &self,
+        deadline: Instant,
+        lock: &LeaderLock,
+    ) -> Result<LockLease, DcsError> {
+        const OP: &str = "take_leader_from";
+        let Some(rev) = lock.version.as_number().filter(|r| *r > 0) else {
+            // Not a revision: no stored key is at it.
+            return Err(DcsError::conflict("leader"));
+        };
+        let lease = self.need_lease(OP, deadline).await?;
         let path = self.leader_path();
-        let name = self.name.clone();
-        let put = self
-            .rpc(deadline, Repeat::Safe, |mut c| {
-                let (path, name) = (path.clone(), name.clone());
-                async move {
-                    c.put(path, name, Some(PutOptions::new().with_lease(lease.id)))
-                        .await
-                }
-            })
-            .await;
-        match put {
-            Ok(_) => {
-                info!(lease = lease.id, "took over the leader lock");
+        let txn = Txn::new()
+            .when([Compare::mod_revision(path.clone(), CompareOp::Equal, rev)])
+            .and_then([TxnOp::put(
+                path.clone(),
+                self.name.clone(),
+                Some(PutOptions::new().with_lease(lease.id)),
+            )])
+            .or_else([TxnOp::get(path, None)]);
+        match self.txn(deadline, Repeat::OnlyIfNotSent, txn).await {
+            Ok(resp) if resp.succeeded() => {
+                info!(
+                    lease = lease.id,
+                    rev,
+                    replaced = %lock.name,
+                    replaced_owner = ?lock.owner,
+                    "took the leader key over by compare-and-set"
+                );
                 Ok(Self::lock_lease(&lease))
+            }
+            Ok(resp) => {
+                let now = first_kv(&resp);
+                debug!(
+                    rev,
+                    current_rev = now.as_ref().map(KeyValue::mod_revision),
+                    "leader key changed since it was read: not taken over"
+                );
+                Err(DcsError::conflict("leader"))
             }
             Err(Fail::LeaseGone) => {
                 self.lease_gone(&lease).await;
                 Err(DcsError::SessionExpired { what: "lease" })
             }
-            Err(f) => Err(to_dcs("take_leader", f)),
+            Err(f) => Err(to_dcs(OP, f)),
+        }
+    }
+
+    /// Deletes the leader key if it is still at the `mod_revision` `lock`
+    /// was read at, whatever it names and whatever lease it is on.
+    async fn do_remove_at(&self, deadline: Instant, lock: &LeaderLock) -> Result<(), DcsError> {
+        const OP: &str = "remove_leader_at";
+        let rev = lock.version.as_number().filter(|r| *r > 0);
+        let path = self.leader_path();
+        let txn = match rev {
+            Some(rev) => Txn::new()
+                .when([Compare::mod_revision(path.clone(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::delete(path.clone(), None)])
+                .or_else([TxnOp::get(path, None)]),
+            // Not a revision: nothing to delete, only whether a key is there.
+            None => Txn::new().and_then([TxnOp::get(path, None)]),
+        };
+        let resp = self
+            .txn(deadline, Repeat::OnlyIfNotSent, txn)
+            .await
+            .map_err(|f| to_dcs(OP, f))?;
+        if rev.is_some() && resp.succeeded() {
+            info!(rev, holder = %lock.name, "removed the leader key by compare-and-set");
+            return Ok(());
+        }
+        match first_kv(&resp) {
+            None => {
+                debug!(rev, "leader key already gone");
+                Ok(())
+            }
+            Some(kv) => {
+                debug!(
+                    rev,
+                    current_rev = kv.mod_revision(),
+                    "leader key changed since it was read: not removed"
+                );
+                Err(DcsError::conflict("leader"))
+            }
         }
     }
 
@@ -883,8 +948,19 @@ impl Dcs for EtcdDcs {
             .await
     }
 
-    async fn take_leader(&self) -> Result<LockLease, DcsError> {
-        self.bounded("take_leader", |d| self.do_take(d)).await
+    /// Every lock lives in a lease; a leader key without one was put by hand.
+    fn locks_have_owners(&self) -> bool {
+        true
+    }
+
+    async fn take_leader_from(&self, lock: &LeaderLock) -> Result<LockLease, DcsError> {
+        self.bounded("take_leader_from", |d| self.do_take_from(d, lock))
+            .await
+    }
+
+    async fn remove_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        self.bounded("remove_leader_at", |d| self.do_remove_at(d, lock))
+            .await
     }
 
     async fn touch_member(&self, data: &MemberData) -> Result<(), DcsError> {

@@ -15,7 +15,8 @@
 //! | `acquire_leader` | lease keepalive (or grant), then txn `create_revision(leader) == 0` → put `name` with our lease, else read `leader` (the holder named in `NotOwner`) |
 //! | `renew_leader` | one lease keepalive (lease gone → `SessionExpired`), then txn `value(leader) == name ∧ lease(leader) == ours`, else read `leader`; a key naming us on a lease this client retired after a `ttl` change is moved to the current lease by a second txn guarded by that old lease |
 //! | `release_leader` | txn `value(leader) == name` → delete, else read `leader` |
-//! | `take_leader` | lease keepalive (or grant), put `leader` with our lease |
+//! | `take_leader_from` | lease keepalive (or grant), then txn `mod_revision(leader) == version read` → put `name` with our lease; a failed compare is `Conflict` |
+//! | `remove_leader_at` | txn `mod_revision(leader) == version read` → delete, else read `leader`: gone is `Ok`, anything else `Conflict` |
 //! | `touch_member` | lease keepalive (or grant), put `members/<name>` with our lease |
 //! | `write` / `delete` | `Expect::Any`: plain put/delete; `Absent`: txn `create_revision == 0`; `Version(v)`: txn `mod_revision == v`; a failed compare is `Conflict` |
 //! | `delete_cluster` | delete range of the prefix |
@@ -29,7 +30,7 @@
 //! One lease per node, TTL = `ttl` (whole seconds, rounded up; etcd may
 //! raise it to its minimum, about 2 s by default). It is refreshed only by
 //! this client's own calls (`touch_member`, `acquire_leader`,
-//! `renew_leader`, `take_leader`), each with a single keepalive request.
+//! `renew_leader`, `take_leader_from`), each with a single keepalive request.
 //! There is no background keepalive task: an HA loop that stops calling
 //! lets its lock and member key expire, which is the point.
 //!

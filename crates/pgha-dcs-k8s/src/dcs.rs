@@ -68,7 +68,7 @@ struct State {
 /// - every trait call returns within `retry_timeout` (watches: at their
 ///   own timeout), whatever the network does;
 /// - every write of the leader record is guarded by the `resourceVersion`
-///   it was decided on, except `take_leader`;
+///   it was decided on;
 /// - nothing runs in the background: the lock and the member heartbeat are
 ///   refreshed only by this client's calls.
 #[derive(Debug)]
@@ -843,35 +843,107 @@ impl K8sDcs {
         }
     }
 
-    async fn do_take(&self, deadline: Instant, sent: Instant) -> Result<LockLease, DcsError> {
-        let op = "take_leader";
-        for _ in 0..MAX_ATTEMPTS {
-            let current = self
-                .get_leader(deadline)
-                .await
-                .map_err(|f| f.into_dcs(op))?;
-            let rec = current
-                .as_ref()
-                .map(|o| LeaderRecord::from_annotations(&annotations(o)))
-                .unwrap_or_default();
-            let new = self.new_record(&rec, true);
-            match self
-                .write_leader(deadline, current.as_ref(), &new, false, sent)
-                .await
-            {
-                Ok(_) => {
-                    info!(previous = ?rec.holder(), "took the leader lock over");
-                    return Ok(self.lock_lease());
-                }
-                // Created by someone else meanwhile, or deleted: read again.
-                Err(f) if f.is_status(409) || f.is_status(404) => continue,
-                Err(f) => return Err(f.into_dcs(op)),
-            }
+    /// Writes our record in place of the leader record `lock` was read
+    /// from, guarded by that `resourceVersion`: the write is refused (409)
+    /// if anything on the leader object changed since the read. Readers
+    /// judge our record from when they first see it, which is after this
+    /// call was sent, so it lives at least `ttl` from then, as after
+    /// `acquire_leader`.
+    async fn do_take_from(
+        &self,
+        deadline: Instant,
+        sent: Instant,
+        lock: &LeaderLock,
+    ) -> Result<LockLease, DcsError> {
+        let op = "take_leader_from";
+        let current = self
+            .get_leader(deadline)
+            .await
+            .map_err(|f| f.into_dcs(op))?;
+        let Some(obj) = current.as_ref() else {
+            return Err(DcsError::conflict("leader"));
+        };
+        let rec = LeaderRecord::from_annotations(&annotations(obj));
+        if token(obj) != lock.version || rec.holder().is_none() {
+            debug!(
+                read = %lock.version,
+                current = rv(obj),
+                "leader record changed since it was read: not taken over"
+            );
+            return Err(DcsError::conflict("leader"));
         }
-        Err(DcsError::unreachable(
-            op,
-            "the leader object kept changing under us",
-        ))
+        let new = self.new_record(&rec, true);
+        match self
+            .write_leader(deadline, current.as_ref(), &new, true, sent)
+            .await
+        {
+            Ok(_) => {
+                info!(
+                    replaced = ?rec.holder(),
+                    version = %lock.version,
+                    "took the leader record over by compare-and-set"
+                );
+                Ok(self.lock_lease())
+            }
+            Err(f) if f.is_status(409) || f.is_status(404) => Err(DcsError::conflict("leader")),
+            Err(f) => Err(f.into_dcs(op)),
+        }
+    }
+
+    /// Empties the leader record `lock` was read from, guarded by that
+    /// `resourceVersion`, whatever it names. No object, or a record naming
+    /// nobody, is a lock already gone.
+    async fn do_remove_at(&self, deadline: Instant, lock: &LeaderLock) -> Result<(), DcsError> {
+        let op = "remove_leader_at";
+        let current = self
+            .get_leader(deadline)
+            .await
+            .map_err(|f| f.into_dcs(op))?;
+        let Some(obj) = current.as_ref() else {
+            return Ok(());
+        };
+        let rec = LeaderRecord::from_annotations(&annotations(obj));
+        let Some(holder) = rec.holder() else {
+            debug!("leader record already empty");
+            return Ok(());
+        };
+        if token(obj) != lock.version {
+            debug!(
+                read = %lock.version,
+                current = rv(obj),
+                holder,
+                "leader record changed since it was read: not removed"
+            );
+            return Err(DcsError::conflict("leader"));
+        }
+        let mine = holder == self.name;
+        let holder = holder.to_string();
+        let mut body = self.meta_patch(&vec![(record::LEADER.to_string(), None)], Some(&rv(obj)));
+        if self.config.use_endpoints {
+            body["subsets"] = json!([]);
+        }
+        match self
+            .patch_kind(deadline, &self.object_name(Home::Leader), body, true)
+            .await
+        {
+            Ok(o) => {
+                let mut st = self.state();
+                if mine {
+                    st.own.clear();
+                }
+                st.leader_seen.observe(
+                    &(),
+                    &LeaderRecord::from_annotations(&annotations(&o)),
+                    Instant::now(),
+                );
+                drop(st);
+                info!(holder, version = %lock.version, "removed the leader record by compare-and-set");
+                Ok(())
+            }
+            Err(f) if f.is_status(409) => Err(DcsError::conflict("leader")),
+            Err(f) if f.is_status(404) => Ok(()),
+            Err(f) => Err(f.into_dcs(op)),
+        }
     }
 
     // ----- members -----
@@ -1394,9 +1466,22 @@ impl Dcs for K8sDcs {
             .await
     }
 
-    async fn take_leader(&self) -> Result<LockLease, DcsError> {
+    /// Nothing here is a lease: a leader record is alive while readers see
+    /// it change within its `ttl`, and `load` reports only such records, all
+    /// with `owner: None`. An unowned record means nothing on this engine.
+    fn locks_have_owners(&self) -> bool {
+        false
+    }
+
+    async fn take_leader_from(&self, lock: &LeaderLock) -> Result<LockLease, DcsError> {
         let sent = Instant::now();
-        self.bounded("take_leader", |d| self.do_take(d, sent)).await
+        self.bounded("take_leader_from", |d| self.do_take_from(d, sent, lock))
+            .await
+    }
+
+    async fn remove_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        self.bounded("remove_leader_at", |d| self.do_remove_at(d, lock))
+            .await
     }
 
     async fn touch_member(&self, data: &MemberData) -> Result<(), DcsError> {

@@ -35,7 +35,8 @@
 //! | `acquire_leader` | get the leader object; if the record names a holder whose record has not expired for this reader, `NotOwner`; else patch our record guarded by the `resourceVersion` read (or create the object); 409 → `NotOwner` naming the winner |
 //! | `renew_leader` | get; the record must name us **and** be one this client wrote (else `NotOwner`), written less than its `ttl` ago (else `SessionExpired`); patch a new `renewTime` guarded by `resourceVersion` |
 //! | `release_leader` | get; if it names us, patch `leader: null` guarded |
-//! | `take_leader` | get; patch our record without `resourceVersion` |
+//! | `take_leader_from` | get; if the object is still at the `resourceVersion` read, patch our record guarded by it; 409 (or a version moved) → `Conflict` |
+//! | `remove_leader_at` | get; no object or an empty record: `Ok`; at the `resourceVersion` read, patch `leader: null` guarded by it; else `Conflict` |
 //! | `touch_member` | patch our Pod: `status`, the heartbeat, the role labels |
 //! | `write` / `delete` | get the object; check the key against `Expect` (`Absent`: annotation absent, `Version`: the object's `resourceVersion`); patch guarded by it, or create the object (409 AlreadyExists → read again) |
 //! | `delete_cluster` | deletecollection of the kind by label selector (and the config Service); the member annotations and role labels are removed from the Pods, which are not ours to delete |
@@ -62,8 +63,11 @@
 //! synchronisation (each reader uses only its own clock), only clocks that
 //! run at the same rate over `ttl`. Readers that poll slowly, see stale
 //! caches or were partitioned see our record later, which only makes the
-//! lock last longer for them, never shorter. (`take_leader` is the
-//! exception the trait allows: it writes whatever is there.)
+//! lock last longer for them, never shorter. (`take_leader_from` and
+//! `remove_leader_at` replace or empty a record without waiting for it to
+//! expire, guarded by the `resourceVersion` they were given; the HA loop
+//! calls them only for unowned keys, which this engine never reports:
+//! `locks_have_owners` is `false`.)
 //!
 //! Consequences: a lock left by a dead holder is free for a reader `ttl`
 //! after that reader first saw the last record, so a reader that starts

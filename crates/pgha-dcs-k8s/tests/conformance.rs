@@ -288,7 +288,9 @@ mod endpoints {
         unreadable_values_are_reported_by_key,
         server_restart_is_survived,
         initialize_race_has_one_winner,
-        take_leader_overrides_the_holder,
+        take_leader_from_replaces_a_hand_written_key,
+        take_leader_from_refuses_a_changed_key,
+        remove_leader_at_removes_only_the_version_read,
         member_status_round_trips,
         shared_values_round_trip_and_cluster_deletes,
     );

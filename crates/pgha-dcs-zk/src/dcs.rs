@@ -39,6 +39,10 @@ const MAX_WATCH_ROUNDS: usize = 8;
 /// Upper bound on the znodes `delete_cluster` removes in one call.
 const MAX_TREE_NODES: usize = 100_000;
 
+/// The child created and deleted again inside a *persistent* leader znode,
+/// within the `multi` that replaces or deletes it (see `ZkDcs::guarded_delete`).
+const PROBE: &str = "pgha-cas-probe";
+
 /// How an operation treats a session that ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -140,6 +144,18 @@ fn zk_err(op: &'static str, e: zookeeper_client::Error) -> DcsError {
     }
 }
 
+/// Maps an error of a guarded `multi` that is neither "gone" nor "changed".
+fn guard_err(op: &'static str, e: zookeeper_client::Error) -> DcsError {
+    match e {
+        // The hand-written leader znode has children of its own: deleting
+        // it would need a recursive delete of someone else's data.
+        zookeeper_client::Error::NotEmpty => {
+            DcsError::rejected(op, "the leader znode has children; remove them by hand")
+        }
+        other => zk_err(op, other),
+    }
+}
+
 fn holder(data: &[u8]) -> String {
     String::from_utf8_lossy(data).into_owned()
 }
@@ -167,6 +183,36 @@ fn parent_of(path: &str) -> &str {
     match path.rfind('/') {
         Some(0) | None => "/",
         Some(i) => &path[..i],
+    }
+}
+
+/// Whether the leader znode `stat` describes is the lock `lock` was read
+/// as: the same write (`mzxid`, unique to it) and the same owner.
+fn is_lock_read(stat: &Stat, lock: &LeaderLock) -> bool {
+    Version::number(stat.mzxid) == lock.version && owner_of(stat) == lock.owner
+}
+
+/// What a `multi` of `ZkDcs::guarded_delete` (and what follows it) failing at
+/// one of its operations means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GuardFailed {
+    /// The leader znode is gone.
+    Gone,
+    /// Another znode is there now: the probe was refused under an
+    /// ephemeral one (`NoChildrenForEphemerals`), or the data version moved.
+    Changed,
+    /// Something else; the error as it came.
+    Other(zookeeper_client::Error),
+}
+
+impl GuardFailed {
+    fn of(e: zookeeper_client::MultiWriteError) -> Self {
+        use zookeeper_client::Error as E;
+        match zookeeper_client::Error::from(e) {
+            E::NoNode => GuardFailed::Gone,
+            E::NoChildrenForEphemerals | E::BadVersion | E::NodeExists => GuardFailed::Changed,
+            other => GuardFailed::Other(other),
+        }
     }
 }
 
@@ -433,6 +479,31 @@ impl ZkDcs {
             }
             other => other.map(|(s, _)| s),
         }
+    }
+
+    /// Adds to `txn` the deletion of the leader znode at `path`, guarded so
+    /// that it deletes only the znode `stat` was read from.
+    ///
+    /// ZooKeeper conditions a delete only on the data version, which every
+    /// new znode starts again at 0, so a lock created between the read and
+    /// the `multi` could be deleted in its place. For a *persistent* znode
+    /// (one written by hand, the case this is for) the `multi` first
+    /// creates and deletes a child of it: ZooKeeper refuses children of an
+    /// ephemeral znode, so a lock that replaced it fails the whole `multi`.
+    /// For an ephemeral znode no such proof exists: the data version is the
+    /// only guard (see the crate docs' limits).
+    fn guarded_delete(
+        &self,
+        txn: &mut zookeeper_client::MultiWriter<'_>,
+        path: &str,
+        stat: &Stat,
+    ) -> Result<(), zookeeper_client::Error> {
+        if stat.ephemeral_owner == 0 {
+            let probe = format!("{path}/{PROBE}");
+            txn.add_create(&probe, &[], &self.options(CreateMode::Persistent))?;
+            txn.add_delete(&probe, None)?;
+        }
+        txn.add_delete(path, Some(stat.version))
     }
 
     async fn load_with(&self, client: &Client) -> Result<Cluster, DcsError> {
@@ -768,51 +839,93 @@ impl Dcs for ZkDcs {
         result
     }
 
-    async fn take_leader(&self) -> Result<LockLease, DcsError> {
-        const OP: &str = "take_leader";
+    /// Every lock is an ephemeral znode in a session; a persistent `leader`
+    /// znode was created by hand (zkCli) or by a tool.
+    fn locks_have_owners(&self) -> bool {
+        true
+    }
+
+    async fn take_leader_from(&self, lock: &LeaderLock) -> Result<LockLease, DcsError> {
+        const OP: &str = "take_leader_from";
         let path = self.path(&ClusterKey::Leader);
         let path = path.as_str();
         let result = self
             .run(OP, Mode::Plain, |client| async move {
-                for _ in 0..MAX_RACE_RETRIES {
-                    let existing = client.check_stat(path).await.map_err(|e| zk_err(OP, e))?;
-                    let outcome = match existing {
-                        None => self
-                            .create(&client, path, self.name.as_bytes(), CreateMode::Ephemeral)
-                            .await
-                            .map(|_| ()),
-                        Some(_) => {
-                            // Atomically: whoever holds it loses it, we hold it.
-                            let options = self.options(CreateMode::Ephemeral);
-                            let mut txn = client.new_multi_writer();
-                            txn.add_delete(path, None).map_err(|e| zk_err(OP, e))?;
-                            txn.add_create(path, self.name.as_bytes(), &options)
-                                .map_err(|e| zk_err(OP, e))?;
-                            txn.commit()
-                                .await
-                                .map(|_| ())
-                                .map_err(zookeeper_client::Error::from)
-                        }
-                    };
-                    match outcome {
-                        Ok(()) => return Ok(lease(&client)),
-                        // Someone created or deleted it between our look and our write.
-                        Err(
-                            zookeeper_client::Error::NodeExists | zookeeper_client::Error::NoNode,
-                        ) => {
-                            continue;
-                        }
-                        Err(e) => return Err(zk_err(OP, e)),
-                    }
+                let Some((_, stat)) = Self::read_leader_synced(&client, path, OP).await? else {
+                    return Err(DcsError::conflict("leader"));
+                };
+                if !is_lock_read(&stat, lock) {
+                    return Err(DcsError::conflict("leader"));
                 }
-                Err(DcsError::conflict("leader"))
+                let mut txn = client.new_multi_writer();
+                self.guarded_delete(&mut txn, path, &stat)
+                    .map_err(|e| zk_err(OP, e))?;
+                txn.add_create(
+                    path,
+                    self.name.as_bytes(),
+                    &self.options(CreateMode::Ephemeral),
+                )
+                .map_err(|e| zk_err(OP, e))?;
+                match txn.commit().await.map_err(GuardFailed::of) {
+                    Ok(_) => Ok(lease(&client)),
+                    Err(GuardFailed::Gone | GuardFailed::Changed) => {
+                        Err(DcsError::conflict("leader"))
+                    }
+                    Err(GuardFailed::Other(e)) => Err(guard_err(OP, e)),
+                }
             })
             .await;
-        if result.is_ok() {
-            self.take_lost();
-            info!(member = %self.name, "took the leader lock");
+        match &result {
+            Ok(l) => {
+                // A lock held in this session supersedes any earlier loss.
+                self.take_lost();
+                info!(
+                    member = %self.name,
+                    replaced = %lock.name,
+                    replaced_owner = ?lock.owner,
+                    valid_for = ?l.valid_for,
+                    "took the leader znode over by compare-and-set"
+                );
+            }
+            Err(e) => debug!(member = %self.name, "take_leader_from: {e}"),
         }
         result
+    }
+
+    async fn remove_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        const OP: &str = "remove_leader_at";
+        let path = self.path(&ClusterKey::Leader);
+        let path = path.as_str();
+        let result = self
+            .run(OP, Mode::Plain, |client| async move {
+                let Some((_, stat)) = Self::read_leader_synced(&client, path, OP).await? else {
+                    return Ok(false);
+                };
+                if !is_lock_read(&stat, lock) {
+                    return Err(DcsError::conflict("leader"));
+                }
+                let mut txn = client.new_multi_writer();
+                self.guarded_delete(&mut txn, path, &stat)
+                    .map_err(|e| zk_err(OP, e))?;
+                match txn.commit().await.map_err(GuardFailed::of) {
+                    Ok(_) => Ok(true),
+                    Err(GuardFailed::Gone) => Ok(false),
+                    Err(GuardFailed::Changed) => Err(DcsError::conflict("leader")),
+                    Err(GuardFailed::Other(e)) => Err(guard_err(OP, e)),
+                }
+            })
+            .await;
+        match &result {
+            Ok(true) => info!(
+                member = %self.name,
+                holder = %lock.name,
+                owner = ?lock.owner,
+                "removed the leader znode by compare-and-set"
+            ),
+            Ok(false) => debug!(member = %self.name, "leader znode already gone"),
+            Err(e) => debug!(member = %self.name, "remove_leader_at: {e}"),
+        }
+        result.map(|_| ())
     }
 
     async fn touch_member(&self, data: &MemberData) -> Result<(), DcsError> {

@@ -16,7 +16,8 @@
 //! | `acquire_leader` | create ephemeral `leader` holding our name; `NodeExists` → read the holder → `NotOwner{holder}` |
 //! | `renew_leader` | `sync` + `getData(leader)` (one round trip, which also proves the session alive): succeeds only if the znode names us *and* its `ephemeralOwner` is our current session |
 //! | `release_leader` | the same check, then delete `leader` at the version read |
-//! | `take_leader` | one `multi`: delete `leader` (any owner) + create ephemeral ours, atomically |
+//! | `take_leader_from` | `sync` + `getData(leader)`: it must still be the znode read (same `mzxid`, same owner), else `Conflict`; then one `multi`: delete `leader` at its data version + create ephemeral ours. For a persistent (hand-written) znode the `multi` starts by creating and deleting a child of it, which ZooKeeper refuses under an ephemeral znode: a lock created meanwhile in its place is never replaced |
+//! | `remove_leader_at` | the same check (absent: `Ok`), then the same guarded delete without the create |
 //! | `touch_member` | `exists(members/<name>)`: absent → create it ephemeral in our session; ours → `setData` at its version; another session's (an old one of ours, or written by hand) → delete it and create it again, as Patroni does |
 //! | `write` / `delete` | `setData` / `delete` at the znode's data version; `Expect::Absent` = `create` |
 //! | `delete_cluster` | recursive delete of the base path |
@@ -93,9 +94,12 @@
 //!   which restarts at 0 for every new znode.** If, between our ownership
 //!   check and the delete (one round trip), our znode were deleted by
 //!   someone else and a new leader created at once, the delete would hit the
-//!   new one. Only `take_leader` (used right after bootstrap) or a person
-//!   deletes a live node's `leader`, so this does not arise in a working
-//!   cluster. ZooKeeper offers no delete guarded by creation zxid.
+//!   new one. Only the fence guard (`release_leader_at`, for its own
+//!   member's lock) or a person deletes a live node's `leader`, so this does
+//!   not arise in a working cluster. ZooKeeper offers no delete guarded by
+//!   creation zxid. `take_leader_from` and `remove_leader_at` share the
+//!   limit for an *ephemeral* znode read; for a persistent one (written by
+//!   hand, the case they are called for) the child probe closes it.
 //! - **No TLS** in this build: `use_ssl: true` is refused at configuration
 //!   time rather than silently falling back to plaintext. Digest (and other
 //!   `addauth`) credentials via `auth_data` and ACLs via `set_acls` are

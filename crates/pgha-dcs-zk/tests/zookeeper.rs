@@ -1,6 +1,7 @@
 //! ZooKeeper-specific behaviour beyond the conformance suite: session
 //! expiry while cut off, the negotiated session timeout, lazy connection,
-//! several hosts, and configuration.
+//! several hosts, configuration, and the server behaviour the guarded
+//! replacement of a hand-written leader znode relies on.
 
 mod common;
 
@@ -322,6 +323,79 @@ async fn auth_data_and_acls() -> anyhow::Result<()> {
     ensure!(
         c.config.is_some(),
         "config not readable with the credentials"
+    );
+    Ok(())
+}
+
+/// What `take_leader_from` / `remove_leader_at` rely on for a persistent
+/// (hand-written) leader znode: a `multi` that first creates and deletes a
+/// child of it fails as a whole when an ephemeral znode (a lock) took its
+/// place, even at the same data version, which alone would not tell them
+/// apart; and it succeeds on a persistent znode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_probe_tells_a_lock_from_a_hand_written_znode() -> anyhow::Result<()> {
+    use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError, MultiWriteError};
+    pgha_testkit::init_tracing();
+    let backend = ZkBackend::start().await?;
+    let scope = unique_scope("zk-probe");
+    let base = layout(&scope).base().to_string();
+    let leader = format!("{base}/leader");
+    let probe = format!("{leader}/pgha-cas-probe");
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let person = Client::connect(&backend.addr().to_string()).await?;
+    let holder = Client::connect(&backend.addr().to_string()).await?;
+    let taker = Client::connect(&backend.addr().to_string()).await?;
+    person.mkdir(&base, &persistent).await?;
+
+    // Read a hand-written znode, which is then replaced by a lock.
+    let (stat, _) = person.create(&leader, b"by-hand", &persistent).await?;
+    ensure!(stat.version == 0 && stat.ephemeral_owner == 0, "{stat:?}");
+    person.delete(&leader, None).await?;
+    let (lock, _) = holder.create(&leader, b"b", &ephemeral).await?;
+    ensure!(lock.version == stat.version, "{lock:?}");
+
+    let guarded = |with_probe: bool| {
+        let mut txn = taker.new_multi_writer();
+        if with_probe {
+            txn.add_create(&probe, &[], &persistent)?;
+            txn.add_delete(&probe, None)?;
+        }
+        txn.add_delete(&leader, Some(stat.version))?;
+        txn.add_create(&leader, b"a", &ephemeral)?;
+        Ok::<_, ZkError>(txn.commit())
+    };
+    let r = guarded(true)?.await;
+    ensure!(
+        matches!(
+            r,
+            Err(MultiWriteError::OperationFailed {
+                index: 0,
+                source: ZkError::NoChildrenForEphemerals
+            })
+        ),
+        "the probe under a lock gave {r:?}"
+    );
+    let (data, now) = person.get_data(&leader).await?;
+    ensure!(
+        data == b"b" && now.ephemeral_owner == holder.session_id().0,
+        "the lock was touched by a refused multi"
+    );
+
+    // A persistent znode at that version: the same multi replaces it.
+    holder.delete(&leader, None).await?;
+    person.create(&leader, b"by-hand", &persistent).await?;
+    guarded(true)?
+        .await
+        .context("the probe multi on a hand-written znode")?;
+    let (data, now) = person.get_data(&leader).await?;
+    ensure!(
+        data == b"a" && now.ephemeral_owner == taker.session_id().0,
+        "not replaced: {data:?} {now:?}"
+    );
+    ensure!(
+        person.list_children(&leader).await?.is_empty(),
+        "the probe was left behind"
     );
     Ok(())
 }

@@ -28,7 +28,7 @@ use futures::future::join_all;
 use pgha_core::dcs::{Dcs, DcsError, DcsExt, SharedKey, WatchOutcome};
 use pgha_core::model::{
     Cluster, DynamicConfig, Expect, Failover, Failsafe, History, HistoryEntry, KeyLayout,
-    MemberData, PgState, Role, Status, SyncState, Timing,
+    LeaderLock, MemberData, PgState, Role, Status, SyncState, Timing,
 };
 use tokio::time::Instant;
 
@@ -331,10 +331,7 @@ pub async fn non_owner_cannot_renew_or_release<B: Backend>(b: &B) -> anyhow::Res
 pub async fn renewing_keeps_the_lock<B: Backend>(b: &B) -> anyhow::Result<()> {
     let scope = unique_scope("renew-keeps");
     let timing = suite_timing();
-    let least = match b.capabilities().lock_lifetime {
-        LockLifetime::Ttl => timing.ttl,
-        LockLifetime::AtLeastHalfTtl => timing.ttl / 2,
-    };
+    let least = least_lifetime(b, timing);
     let ns = nodes(b, &scope, &["a", "b"], timing).await?;
     let (a, bb) = (&ns[0], &ns[1]);
     a.touch_member(&member("a", Role::Primary)).await?;
@@ -822,6 +819,7 @@ pub async fn unreachable_server_is_a_typed_error_within_retry_timeout<B: Backend
     let a = &ns[0];
     a.touch_member(&member("a", Role::Primary)).await?;
     a.acquire_leader().await?;
+    let held = load(a).await?.leader.context("a's lock")?;
     let bound = timing.retry_timeout + SLACK;
     for mode in [LinkMode::Blackhole, LinkMode::Refuse] {
         a.link.set(mode);
@@ -853,7 +851,8 @@ pub async fn unreachable_server_is_a_typed_error_within_retry_timeout<B: Backend
         check!("acquire_leader", a.acquire_leader());
         check!("renew_leader", a.renew_leader());
         check!("release_leader", a.release_leader());
-        check!("take_leader", a.take_leader());
+        check!("take_leader_from", a.take_leader_from(&held));
+        check!("remove_leader_at", a.remove_leader_at(&held));
         check!("touch_member", a.touch_member(&member("a", Role::Primary)));
         check!(
             "write config",
@@ -1001,28 +1000,341 @@ pub async fn initialize_race_has_one_winner<B: Backend>(b: &B) -> anyhow::Result
     Ok(())
 }
 
-/// `take_leader` takes the lock from whoever holds it; the old holder is
-/// then told it is not the owner.
-pub async fn take_leader_overrides_the_holder<B: Backend>(b: &B) -> anyhow::Result<()> {
-    let scope = unique_scope("take");
+/// Writes `value` into the leader key the way a person or a foreign tool
+/// would (`etcdctl put` without a lease, zkCli's persistent `create`, a plain
+/// Consul `PUT`, an annotation patch), and returns the key as `observer`
+/// loads it. The key must be free or unowned before: over a held lock, the
+/// tools of some engines keep the holder's session (Consul's plain `PUT`,
+/// ZooKeeper's `setData` on an ephemeral znode), so only a key planted where
+/// none is held is unowned on every engine.
+async fn plant_leader<B: Backend>(
+    b: &B,
+    scope: &str,
+    observer: &TestNode,
+    value: &str,
+) -> anyhow::Result<LeaderLock> {
+    b.write_raw(scope, "leader", value.as_bytes())
+        .await
+        .with_context(|| format!("write {value:?} into the leader key by hand"))?;
+    let lock = load(observer)
+        .await?
+        .leader
+        .with_context(|| format!("no leader key after writing {value:?} by hand"))?;
+    ensure!(
+        lock.name == value,
+        "the hand-written leader key reads as {lock:?}, expected {value:?}"
+    );
+    if observer.locks_have_owners() {
+        ensure!(
+            lock.owner.is_none(),
+            "a leader key written by hand (no lease or session) reads as owned: {lock:?}"
+        );
+    }
+    Ok(lock)
+}
+
+/// What a lock call may promise on this backend: `ttl`, or at least half
+/// of it ([`LockLifetime`]).
+fn least_lifetime<B: Backend>(b: &B, timing: Timing) -> Duration {
+    match b.capabilities().lock_lifetime {
+        LockLifetime::Ttl => timing.ttl,
+        LockLifetime::AtLeastHalfTtl => timing.ttl / 2,
+    }
+}
+
+/// [`Dcs::take_leader_from`] replaces a leader key written by hand (no lease
+/// or session) with a lock of the caller, which then behaves like one
+/// `acquire_leader` took: renewals work, others are refused, the key read
+/// before can no longer be replaced or removed by its old version, and the
+/// lock expires with the caller's lease or session when it stops. A
+/// renewal never adopts the hand-written key by itself. (Whether
+/// `acquire_leader` may take a key no session holds differs: Consul's
+/// `?acquire=` does, the other engines refuse; `ha::decide` never races for
+/// the lock while such a key is there.)
+pub async fn take_leader_from_replaces_a_hand_written_key<B: Backend>(b: &B) -> anyhow::Result<()> {
+    let scope = unique_scope("take-from");
+    let timing = suite_timing();
+    let ns = nodes(b, &scope, &["a", "b"], timing).await?;
+    let (a, bb) = (&ns[0], &ns[1]);
+    a.touch_member(&member("a", Role::Primary)).await?;
+    bb.touch_member(&member("b", Role::Replica)).await?;
+
+    let planted = plant_leader(b, &scope, a, "garbage").await?;
+    expect_not_owner(
+        a.renew_leader().await,
+        Some("garbage"),
+        "a renews while a hand-written key is in place",
+    )?;
+
+    let lease = a
+        .take_leader_from(&planted)
+        .await
+        .context("a takes the hand-written key over")?;
+    let least = least_lifetime(b, timing);
+    ensure!(
+        lease.valid_for >= least && lease.valid_for <= timing.ttl,
+        "take_leader_from promised {:?}; expected between {least:?} and ttl {:?}",
+        lease.valid_for,
+        timing.ttl
+    );
+    let taken = load(bb)
+        .await?
+        .leader
+        .context("leader after the takeover")?;
+    ensure!(
+        taken.name == "a" && taken.version != planted.version,
+        "after the takeover the leader key reads {taken:?} (planted: {planted:?})"
+    );
+    if bb.locks_have_owners() {
+        ensure!(
+            taken.owner.is_some(),
+            "the lock taken over is attached to no lease or session: {taken:?}"
+        );
+    }
+    a.renew_leader()
+        .await
+        .context("a renews the lock it took over")?;
+    expect_not_owner(
+        bb.acquire_leader().await,
+        Some("a"),
+        "b acquires a lock taken over",
+    )?;
+    expect_not_owner(bb.renew_leader().await, Some("a"), "b renews a's lock")?;
+    expect_conflict(
+        bb.take_leader_from(&planted).await,
+        "b takes over the hand-written key a already replaced",
+    )?;
+    expect_conflict(
+        bb.remove_leader_at(&planted).await,
+        "b removes the hand-written key a already replaced",
+    )?;
+    ensure!(
+        load(bb).await?.leader_name() == Some("a"),
+        "stale take_leader_from / remove_leader_at touched a's lock"
+    );
+
+    // a stops: the lock goes with its lease or session, not before it
+    // promised, within ttl + 1 s.
+    let sent_last = Instant::now();
+    let last = a.renew_leader().await.context("a's last renewal")?;
+    let refreshed = Instant::now();
+    a.link.set(LinkMode::Blackhole);
+    let promised = sent_last + last.valid_for;
+    let deadline = refreshed + timing.ttl + SLACK;
+    loop {
+        let probe = Instant::now();
+        if let Ok(c) = bb.load().await
+            && c.leader_name() != Some("a")
+        {
+            ensure!(
+                probe + Duration::from_millis(200) >= promised,
+                "the lock taken over vanished {:?} after the last renewal was sent, \
+                 but it promised {:?}",
+                probe - sent_last,
+                last.valid_for
+            );
+            ensure!(c.leader.is_none(), "leader after expiry: {:?}", c.leader);
+            break;
+        }
+        ensure!(
+            probe <= deadline,
+            "the lock taken over is still there {:?} after a's last renewal (ttl {:?})",
+            probe - refreshed,
+            timing.ttl
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bb.acquire_leader()
+        .await
+        .context("b acquires once a's lock expired")?;
+    a.link.set(LinkMode::Open);
+    Ok(())
+}
+
+/// [`Dcs::take_leader_from`] is a compare-and-set on the version read: a
+/// key rewritten, removed and acquired, re-acquired, or gone since the read
+/// is never replaced (`Conflict`), and whatever holds it now keeps it.
+pub async fn take_leader_from_refuses_a_changed_key<B: Backend>(b: &B) -> anyhow::Result<()> {
+    let scope = unique_scope("take-from-cas");
     let ns = nodes(b, &scope, &["a", "b"], suite_timing()).await?;
     let (a, bb) = (&ns[0], &ns[1]);
-    a.acquire_leader().await?;
-    bb.take_leader().await.context("b takes the lock")?;
+    a.touch_member(&member("a", Role::Primary)).await?;
+    bb.touch_member(&member("b", Role::Replica)).await?;
+
+    // Rewritten by hand since the read.
+    let first = plant_leader(b, &scope, a, "garbage").await?;
+    let second = plant_leader(b, &scope, a, "garbage2").await?;
     ensure!(
-        load(a).await?.leader_name() == Some("b"),
-        "lock not taken over"
+        second.version != first.version,
+        "rewriting the leader key kept its version: {first:?} / {second:?}"
     );
-    expect_not_owner(a.renew_leader().await, Some("b"), "old holder renews")?;
-    expect_not_owner(a.release_leader().await, Some("b"), "old holder releases")?;
-    bb.renew_leader().await.context("new holder renews")?;
+    expect_conflict(
+        a.take_leader_from(&first).await,
+        "a takes over a hand-written key rewritten since it was read",
+    )?;
+    let c = load(bb).await?;
     ensure!(
-        load(a).await?.leader_name() == Some("b"),
-        "lock changed hands again"
+        c.leader.as_ref() == Some(&second),
+        "a refused takeover changed the leader key: {:?}, expected {second:?}",
+        c.leader
     );
-    bb.take_leader()
+
+    // Removed and acquired by another node since the read.
+    bb.remove_leader_at(&second)
         .await
-        .context("take when already held by us")?;
+        .context("b removes the hand-written key")?;
+    bb.acquire_leader()
+        .await
+        .context("b acquires after the removal")?;
+    expect_conflict(
+        a.take_leader_from(&second).await,
+        "a takes over a key b acquired since it was read",
+    )?;
+    let held = load(a).await?.leader.context("b's lock")?;
+    ensure!(held.name == "b", "b's lock was replaced: {held:?}");
+    bb.renew_leader()
+        .await
+        .context("b still renews after a's refused takeover")?;
+
+    // Re-acquired since the read: another lock of the same holder.
+    bb.release_leader().await.context("b releases")?;
+    bb.acquire_leader().await.context("b acquires again")?;
+    expect_conflict(
+        a.take_leader_from(&held).await,
+        "a takes over b's earlier lock",
+    )?;
+    ensure!(
+        load(a).await?.leader_name() == Some("b"),
+        "b's later lock was replaced"
+    );
+    bb.renew_leader().await.context("b renews its later lock")?;
+
+    // Gone since the read.
+    let last = load(a).await?.leader.context("b's later lock")?;
+    bb.release_leader().await.context("b releases again")?;
+    expect_conflict(
+        a.take_leader_from(&last).await,
+        "a takes over a key gone since it was read",
+    )?;
+    ensure!(
+        load(a).await?.leader.is_none(),
+        "a refused takeover of a vanished key created one"
+    );
+    Ok(())
+}
+
+/// [`Dcs::remove_leader_at`] deletes exactly the version read, whatever it
+/// names: `Conflict` (and no change) for any other version, `Ok` when the
+/// key is already gone; after a removal anyone can acquire the lock.
+pub async fn remove_leader_at_removes_only_the_version_read<B: Backend>(
+    b: &B,
+) -> anyhow::Result<()> {
+    let scope = unique_scope("remove-at");
+    let ns = nodes(b, &scope, &["a", "b"], suite_timing()).await?;
+    let (a, bb) = (&ns[0], &ns[1]);
+    a.touch_member(&member("a", Role::Primary)).await?;
+    bb.touch_member(&member("b", Role::Replica)).await?;
+
+    let first = plant_leader(b, &scope, a, "garbage").await?;
+    let second = plant_leader(b, &scope, a, "garbage2").await?;
+    expect_conflict(
+        a.remove_leader_at(&first).await,
+        "a removes a hand-written key rewritten since it was read",
+    )?;
+    let c = load(bb).await?;
+    ensure!(
+        c.leader.as_ref() == Some(&second),
+        "a refused removal changed the leader key: {:?}, expected {second:?}",
+        c.leader
+    );
+    a.remove_leader_at(&second)
+        .await
+        .context("a removes the hand-written key as read")?;
+    ensure!(
+        load(bb).await?.leader.is_none(),
+        "the hand-written key is still there after its removal"
+    );
+    a.remove_leader_at(&second)
+        .await
+        .context("a removes a key already gone")?;
+
+    // A new key in its place is not the one read.
+    bb.acquire_leader()
+        .await
+        .context("b acquires after the removal")?;
+    expect_conflict(
+        a.remove_leader_at(&second).await,
+        "a removes, by an old version, the lock b acquired since",
+    )?;
+    bb.renew_leader()
+        .await
+        .context("b still renews after a's refused removal")?;
+
+    // Whatever the key names: a lock as read is removed too.
+    let theirs = load(a).await?.leader.context("b's lock")?;
+    a.remove_leader_at(&theirs)
+        .await
+        .context("a removes b's lock as read")?;
+    ensure!(
+        load(a).await?.leader.is_none(),
+        "b's lock is still there after its removal"
+    );
+    let r = bb.renew_leader().await;
+    ensure!(
+        matches!(&r, Err(e) if e.is_lost_race()),
+        "b renewed a lock that was removed: {r:?}"
+    );
+    a.acquire_leader()
+        .await
+        .context("a acquires after removing b's lock")?;
+    Ok(())
+}
+
+/// On engines whose locks always live in a lease or session
+/// ([`Dcs::locks_have_owners`]), `load` tells a key written by hand
+/// (`owner: None`) from a lock taken by `acquire_leader` or
+/// `take_leader_from` (`owner: Some`, this client's current lease or
+/// session: the same for both).
+pub async fn owner_tells_hand_written_keys_from_locks<B: Backend>(b: &B) -> anyhow::Result<()> {
+    let scope = unique_scope("owner");
+    let ns = nodes(b, &scope, &["a", "b"], suite_timing()).await?;
+    let (a, bb) = (&ns[0], &ns[1]);
+    if !a.locks_have_owners() {
+        // Kubernetes: locks are judged by their age; nothing to tell apart.
+        return Ok(());
+    }
+    a.touch_member(&member("a", Role::Primary)).await?;
+
+    let planted = plant_leader(b, &scope, bb, "by-hand").await?;
+    a.remove_leader_at(&planted)
+        .await
+        .context("remove the hand-written key")?;
+    a.acquire_leader().await.context("a acquires")?;
+    let acquired = load(bb).await?.leader.context("a's lock")?;
+    ensure!(
+        acquired.name == "a" && acquired.owner.is_some(),
+        "a lock taken by acquire_leader reads as {acquired:?}"
+    );
+    a.take_leader_from(&acquired)
+        .await
+        .context("a takes its own lock over by compare-and-set")?;
+    let taken = load(bb)
+        .await?
+        .leader
+        .context("a's lock after take_leader_from")?;
+    ensure!(
+        taken.name == "a" && taken.version != acquired.version && taken.owner == acquired.owner,
+        "a lock taken by take_leader_from reads as {taken:?}, expected a new version on \
+         a's lease or session {:?}",
+        acquired.owner
+    );
+    let member_owner = load(bb).await?.member("a").and_then(|m| m.owner.clone());
+    ensure!(
+        member_owner == taken.owner,
+        "a's lock ({:?}) and member key ({member_owner:?}) are on different leases or sessions",
+        taken.owner
+    );
+    a.renew_leader().await.context("a renews")?;
     Ok(())
 }
 
@@ -1285,7 +1597,10 @@ macro_rules! dcs_conformance_suite {
             unreachable_server_is_a_typed_error_within_retry_timeout,
             server_restart_is_survived,
             initialize_race_has_one_winner,
-            take_leader_overrides_the_holder,
+            take_leader_from_replaces_a_hand_written_key,
+            take_leader_from_refuses_a_changed_key,
+            remove_leader_at_removes_only_the_version_read,
+            owner_tells_hand_written_keys_from_locks,
             another_client_of_the_holder_releases_exactly_the_lock_it_read,
             member_status_round_trips,
             shared_values_round_trip_and_cluster_deletes,

@@ -513,15 +513,48 @@ impl Dcs for MemoryDcs {
         })
     }
 
-    async fn take_leader(&self) -> Result<LockLease, DcsError> {
-        self.gate("take_leader").await?;
+    /// Every lock lives in a lease, as in etcd; [`MemoryStore::write_raw`]
+    /// writes keys without one.
+    fn locks_have_owners(&self) -> bool {
+        true
+    }
+
+    async fn take_leader_from(&self, lock: &LeaderLock) -> Result<LockLease, DcsError> {
+        self.gate("take_leader_from").await?;
+        if self.faults.take_conflict() {
+            return Err(DcsError::conflict("leader"));
+        }
         let path = self.path(&ClusterKey::Leader);
+        let want = lock.version.as_number();
         self.store.with_state(|st, now| {
+            // The version is the key's mod_revision, unique to one write:
+            // whatever happened to the key since the read moved it.
+            let current = st.keys.get(&path).map(|e| e.mod_revision);
+            if want.is_none() || current != want {
+                return Err(DcsError::conflict("leader"));
+            }
             let (lease, _) = self.refresh_or_grant(st, now);
             st.put(&path, self.name.as_bytes().to_vec(), Some(lease));
             Ok(LockLease {
                 valid_for: Self::lease_ttl(st, lease),
             })
+        })
+    }
+
+    async fn remove_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
+        self.gate("remove_leader_at").await?;
+        if self.faults.take_conflict() {
+            return Err(DcsError::conflict("leader"));
+        }
+        let path = self.path(&ClusterKey::Leader);
+        let want = lock.version.as_number();
+        self.store.with_state(|st, _| match st.keys.get(&path) {
+            None => Ok(()),
+            Some(e) if want.is_some() && Some(e.mod_revision) == want => {
+                st.remove(&path);
+                Ok(())
+            }
+            Some(_) => Err(DcsError::conflict("leader")),
         })
     }
 

@@ -13,7 +13,8 @@
 //! | [`renew_leader`](Dcs::renew_leader) | lease keepalive, then txn `value(leader) == name` (re-attaching to our lease if needed) | session alive + `leader` znode's `ephemeralOwner` is our session | session renew + leader key's `Session` is ours | PATCH `renewTime` with `resourceVersion` while `leader` names us |
 //! | [`release_leader`](Dcs::release_leader) | txn delete if `value(leader) == name` | delete `leader` at the version we created, if `ephemeralOwner` is ours | `PUT leader?release=<session>` then CAS delete | PATCH `leader: ""` with `resourceVersion` while it names us |
 //! | [`release_leader_at`](Dcs::release_leader_at) (fence guard, another client of the same member) | txn delete if `value(leader) == name` and `mod_revision == version`, whatever lease it is on | `getData` + delete at the read znode version, only if the data names us and `czxid` is the version's; any session may delete an ephemeral znode | CAS `DELETE leader?cas=<ModifyIndex>` after checking the value names us; a session-locked key can be deleted by any client | PATCH `leader: ""` with `resourceVersion == version` while it names us |
-//! | [`take_leader`](Dcs::take_leader) | put with our lease | multi: delete `leader` (any owner) + create ephemeral | `PUT leader?acquire=` after deleting the old key | PATCH without `resourceVersion` |
+//! | [`take_leader_from`](Dcs::take_leader_from) (a key no lease backs, taken back) | lease keepalive, then txn `mod_revision(leader) == version` → put our name with our lease | `sync` + `getData`: same `mzxid` and owner as read; then one `multi`: delete `leader` at its data version + create ephemeral ours (a persistent key: first create and delete a child of it, which an ephemeral replacement would refuse) | session renew, then `PUT /v1/txn`: `check-index` at the `ModifyIndex` read, `delete`, `lock` with our session (`?cas=` cannot be combined with `?acquire=`) | PATCH our record guarded by the `resourceVersion` read |
+//! | [`remove_leader_at`](Dcs::remove_leader_at) (a key no lease backs, removed) | txn `mod_revision(leader) == version` → delete | the same check, then delete at its data version (a persistent key: inside the same child-probe `multi`) | `DELETE leader?cas=<ModifyIndex>` | PATCH `leader: null` guarded by the `resourceVersion` read |
 //! | [`touch_member`](Dcs::touch_member) | lease keepalive (grant a new lease if ours expired) + put `members/<name>` with it | create or set ephemeral `members/<name>` in our session | `PUT members/<name>?acquire=<session>` | PATCH our Pod's `status` annotation and `role` label |
 //! | [`write`](Dcs::write) / [`delete`](Dcs::delete) with [`Expect`] | txn on `mod_revision` (`Absent`: `create_revision == 0`) | `setData`/`delete` with znode version (`Absent`: `create`) | `?cas=<ModifyIndex>` (`Absent`: `cas=0`) | PATCH with `resourceVersion` (`Absent`: create the object, 409 if it exists) |
 //! | [`delete_cluster`](Dcs::delete_cluster) | delete range of the prefix | recursive delete | `DELETE <prefix>?recurse` | delete the cluster's ConfigMaps/Endpoints |
@@ -151,47 +152,41 @@ pub trait Dcs: Send + Sync + fmt::Debug {
     /// see `pgha-dcs-zk` for why that is enough for the guard.)
     async fn release_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError>;
 
-    /// Takes the lock whoever holds it. Only right after this node
-    /// bootstrapped the cluster (it won `initialize`), when no other holder
-    /// can be legitimate.
-    async fn take_leader(&self) -> Result<LockLease, DcsError>;
-
     /// Whether every lock this engine grants lives in a lease or session
     /// (etcd, ZooKeeper, Consul, the in-memory DCS), so that a leader key
     /// attached to none ([`LeaderLock::owner`] `None`) was written by hand
     /// or by a tool without one: nobody renews it and it never expires.
     /// `false` where locks are judged by their age instead (Kubernetes,
-    /// whose `load` reports only records still renewed).
-    fn locks_have_owners(&self) -> bool {
-        true
-    }
+    /// whose `load` reports only records still renewed). No default: each
+    /// backend states what its engine does, since `ha::decide` removes or
+    /// takes over a key it reads as unowned.
+    fn locks_have_owners(&self) -> bool;
 
     /// Replaces the leader key with a lock of this member on its current
     /// lease or session, if the key is still exactly `lock` as a
-    /// [`load`](Dcs::load) read it (same version). For a key no lease or
+    /// [`load`](Dcs::load) read it (same version), whatever it names and
+    /// whichever lease or session (if any) holds it. For a key no lease or
     /// session backs, taken back by the primary whose lock it overwrote
-    /// (see `ha::decide`). [`DcsError::Conflict`] and no change when the
-    /// key changed or vanished since it was read.
-    async fn take_leader_from(&self, lock: &LeaderLock) -> Result<LockLease, DcsError> {
-        let _ = lock;
-        Err(DcsError::rejected(
-            "take_leader_from",
-            "not implemented by this backend",
-        ))
-    }
+    /// (see `ha::decide`, step 3b).
+    ///
+    /// The replacement is one compare-and-set on the version read: a key
+    /// written, re-acquired, released or deleted since the read is never
+    /// replaced ([`DcsError::Conflict`] and no change, also when it is
+    /// gone). On success the lock is like one [`acquire_leader`](Dcs::acquire_leader)
+    /// took: [`renew_leader`](Dcs::renew_leader) and
+    /// [`release_leader`](Dcs::release_leader) work on it, and it expires
+    /// with this node's lease or session. The [`LockLease`] is as honest as
+    /// `acquire_leader`'s: measured from the moment this call was sent.
+    async fn take_leader_from(&self, lock: &LeaderLock) -> Result<LockLease, DcsError>;
 
     /// Deletes the leader key if it is still exactly `lock` as read (same
-    /// version), whatever it names. For a key no lease or session backs,
-    /// which would otherwise block every election forever.
-    /// [`DcsError::Conflict`] and no change when it changed since; `Ok`
-    /// when it is already gone.
-    async fn remove_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError> {
-        let _ = lock;
-        Err(DcsError::rejected(
-            "remove_leader_at",
-            "not implemented by this backend",
-        ))
-    }
+    /// version), whatever it names and whoever holds it. For a key no lease
+    /// or session backs, which would otherwise block every election
+    /// forever. [`DcsError::Conflict`] and no change when it changed since
+    /// (a new key in its place included); `Ok` when it is already gone, so
+    /// that the caller's next step, the usual race for the lock, is the same
+    /// either way.
+    async fn remove_leader_at(&self, lock: &LeaderLock) -> Result<(), DcsError>;
 
     /// Publishes this node's status under `members/<name>`, attached to its
     /// lease/session so the key vanishes when the node stops refreshing.
