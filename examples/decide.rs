@@ -37,6 +37,7 @@ fn main() {
         primary_start_timeout: Duration::from_secs(300),
         paused: false,
         not_streaming_limit: Duration::from_secs(50),
+        ttl: Duration::from_secs(30),
     };
     let local = LocalPostgres {
         data_dir: DataDir::Initialized {

@@ -13,7 +13,10 @@ use crate::postgres::{ConfRole, PgError, ShutdownMode};
 /// Why an action failed, as far as the next decision cares.
 pub(super) enum Failure {
     /// Renewing (or taking) the lock failed: decide again without it.
-    Lock(String),
+    /// `stale`: the DCS answered that the key is not what the snapshot
+    /// said (another holder, a key written by hand), so the next decision
+    /// needs a fresh snapshot.
+    Lock { why: String, stale: bool },
     /// The agent must stop.
     Exit(String),
     /// Someone else got there first (the lock, `initialize`): the next
@@ -57,6 +60,7 @@ impl Agent {
                     Ok(lease) => {
                         let deadline = sent + lease.valid_for;
                         self.memory.lock_held(deadline);
+                        self.lock_changed |= !matches!(action, Action::RenewLock);
                         if self.dynamic.pause() {
                             // Maintenance mode: no automatic action, the fence's included.
                             self.fence.disarm();
@@ -69,11 +73,18 @@ impl Agent {
                         if e.is_lost_race() && !matches!(action, Action::RenewLock) {
                             return Err(Failure::LostRace(format!("lost the race: {action}: {e}")));
                         }
-                        if !e.is_unreachable() {
-                            // The lock is not ours: no lifetime left to rely on.
+                        if !e.is_unreachable() && !matches!(e, DcsError::NotOwner { .. }) {
+                            // Our lease or session is gone: no lifetime
+                            // left to rely on. (NotOwner keeps it: nothing
+                            // in the protocol replaces a live lock, so the
+                            // key was changed by hand, and our lifetime,
+                            // if any is left, is still ours.)
                             self.memory.lock_gone();
                         }
-                        Err(Failure::Lock(format!("{action}: {e}")))
+                        Err(Failure::Lock {
+                            why: format!("{action}: {e}"),
+                            stale: !e.is_unreachable(),
+                        })
                     }
                 }
             }
@@ -92,6 +103,7 @@ impl Agent {
                         holder = %lock.name,
                         "removed a leader key that no lease or session backed"
                     );
+                    self.lock_changed = true;
                     Ok(())
                 }
                 Err(e) if e.is_lost_race() => Err(Failure::LostRace(format!(

@@ -88,6 +88,8 @@ pub struct Agent {
     /// `dynamic` is the cluster's, read from the DCS or its cache, not
     /// `bootstrap.dcs`: what to write back if the DCS loses the key.
     dynamic_known: bool,
+    /// This cycle took or removed the leader key: the next starts at once.
+    lock_changed: bool,
     /// Until when (monotonic) the loop looks again every [`QUICK_CHECK`]
     /// for a replica that should start streaming (see `next_cycle_at`).
     quick_checks_until: Option<Duration>,
@@ -187,6 +189,7 @@ impl Agent {
             dynamic_cached: None,
             members_seen: Vec::new(),
             quick_checks_until: None,
+            lock_changed: false,
             unsupported: Vec::new(),
             timing,
             expect_running: false,
@@ -282,7 +285,14 @@ impl Agent {
     /// again every second until it streams (for at most one `loop_wait`):
     /// its member key, its REST API and `pghactl list` then say it streams
     /// within a second of it, not a loop later.
+    ///
+    /// After this cycle changed who holds the lock, the next one starts at
+    /// once: what it publishes (the REST API's `/primary`, what HAProxy
+    /// checks) must not wait a loop to show it.
     fn next_cycle_at(&self, started: Duration) -> Duration {
+        if self.lock_changed {
+            return started;
+        }
         let mut regular = started + self.timing.loop_wait;
         if self
             .quick_checks_until
@@ -314,12 +324,13 @@ impl Agent {
 
     /// One cycle. Returns the watch cursor of the snapshot it read.
     async fn cycle(&mut self) -> Result<Option<Version>, String> {
+        self.lock_changed = false;
         self.reap_job().await;
         if self.reload_requested {
             self.reload_requested = false;
             self.reload_config().await;
         }
-        let cluster = match self.dcs.load().await {
+        let mut cluster = match self.dcs.load().await {
             Ok(c) => {
                 self.dcs_last_seen = Some(jiff::Timestamp::now().as_second());
                 Some(c)
@@ -349,6 +360,9 @@ impl Agent {
             _ => None,
         };
         self.memory.observe_initialize(cluster.as_ref(), system_id);
+        let unowned = cluster.as_ref().is_some_and(|c| self.leader_unowned(c));
+        self.memory
+            .observe_unowned_lock(cluster.as_ref(), unowned, self.clock.now());
         self.watch_streaming(cluster.as_ref(), &observed);
         let mut acted = false;
         let mut renew_failed: Option<String> = None;
@@ -356,7 +370,7 @@ impl Agent {
             let local = self.local_view(&observed);
             let peers = match &cluster {
                 Some(c)
-                    if (c.leader.is_none() || c.failover.is_some() || self.leader_unowned(c))
+                    if (c.leader.is_none() || c.failover.is_some())
                         && local.running
                         && self.memory.job.is_none() =>
                 {
@@ -386,12 +400,20 @@ impl Agent {
             acted = true;
             match self.execute(&decision.actions, cluster.as_ref()).await {
                 Ok(()) => break,
-                Err(Failure::Lock(why)) if renew_failed.is_none() => {
+                Err(Failure::Lock { why, stale }) if renew_failed.is_none() => {
                     tracing::warn!("leader lock: {why}");
                     renew_failed = Some(why);
+                    if stale && let Ok(fresh) = self.dcs.load().await {
+                        self.memory.observe_unowned_lock(
+                            Some(&fresh),
+                            self.leader_unowned(&fresh),
+                            self.clock.now(),
+                        );
+                        cluster = Some(fresh);
+                    }
                     observed = self.pg.observe().await;
                 }
-                Err(Failure::Lock(why)) | Err(Failure::Other(why)) => {
+                Err(Failure::Lock { why, .. }) | Err(Failure::Other(why)) => {
                     tracing::warn!("action failed: {why}");
                     break;
                 }
@@ -507,6 +529,7 @@ impl Agent {
             primary_start_timeout: Duration::from_secs(self.dynamic.primary_start_timeout()),
             paused: self.dynamic.pause(),
             not_streaming_limit: ha::not_streaming_limit(self.timing),
+            ttl: self.timing.ttl,
         }
     }
 

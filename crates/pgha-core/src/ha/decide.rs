@@ -12,7 +12,8 @@
 //! 3. a running background job is not interrupted, but the leader keeps
 //!    renewing its lock meanwhile;
 //!    3b. a leader key no lease or session backs is nobody's lock: the
-//!    primary it overwrote takes it back, else it is removed;
+//!    primary it overwrote takes it back, else it is removed once any lock
+//!    it overwrote has expired;
 //! 4. the data directory decides between bootstrap, clone, refusal;
 //! 5. a stopped PostgreSQL is started in the role the lock allows;
 //! 6. a running one is made to match the lock: the holder is primary,
@@ -325,14 +326,14 @@ fn decide_identity(o: &Observation<'_>, cluster: &Cluster, system_id: &str) -> O
 /// (Patroni's behaviour: until someone deletes it). It is replaced or
 /// removed by compare-and-set on the version read, so a real lock taken
 /// meanwhile is never touched. Neither can make a second primary:
-/// - the primary whose lock it overwrote is still within that lock's
-///   lifetime (no other node could have taken the lock before it ends):
-///   it takes the key back and goes on, without a gap;
-/// - while a member answers that it runs as primary, the others leave the
-///   key to it (it is the old holder: it takes it back, or, past its
-///   lifetime, removes it and races as the running primary);
-/// - otherwise nobody is writing under it: it is removed, and the usual
-///   race elects a leader.
+/// - the node whose lock it overwrote is still within that lock's lifetime
+///   (no other node could have acquired before it ends): as primary, it
+///   takes the key back at once, without a gap;
+/// - anyone else removes it only once it has seen it unchanged for `ttl`:
+///   by then any lock it overwrote has expired (its holder's renewals fail
+///   and a lock lives at most `ttl` past its last one), so its holder has
+///   stopped writing (step 1, or its fence), even one that was promoting
+///   when the key was written. The usual race then elects a leader.
 fn decide_unowned_lock(o: &Observation<'_>, lock: &crate::model::LeaderLock) -> Decision {
     let name = &lock.name;
     let within_lifetime = o
@@ -352,23 +353,26 @@ fn decide_unowned_lock(o: &Observation<'_>, lock: &crate::model::LeaderLock) -> 
             ),
         );
     }
-    if !o.local.is_primary()
-        && let Some(p) = o
-            .peers
-            .iter()
-            .find(|p| p.source == PeerSource::Rest && p.is_primary)
-    {
+    let seen_for = o
+        .memory
+        .unowned_lock_since
+        .as_ref()
+        .filter(|(version, _)| *version == lock.version)
+        .map_or(Duration::ZERO, |(_, since)| o.now.saturating_sub(*since));
+    if seen_for < o.settings.ttl {
         return Decision::idle(format!(
-            "the leader key names {name:?} but no lease or session backs it; {} runs as primary \
-             and will take it back or remove it",
-            p.name
+            "the leader key names {name:?} but no lease or session backs it: nobody holds it; \
+             removing it once it has been unchanged for ttl ({:?}), when any lock it overwrote has \
+             expired (seen for {seen_for:.1?})",
+            o.settings.ttl
         ));
     }
     Decision::new(
         vec![Action::RemoveUnownedLock { lock: lock.clone() }],
         format!(
-            "the leader key names {name:?} but no lease or session backs it: nobody holds it and it \
-             never expires; removing it so that a leader can be elected"
+            "the leader key names {name:?} but no lease or session backs it, unchanged for \
+             {seen_for:.1?} (more than ttl): nobody holds it and it never expires; removing it so \
+             that a leader can be elected"
         ),
     )
 }

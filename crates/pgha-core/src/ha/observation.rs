@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::replication::{ConfiguredUpstream, Endpoint, StreamingWatch};
-use crate::model::{Cluster, Tags};
+use crate::model::{Cluster, Tags, Version};
 
 /// The node's own settings that shape decisions (from its YAML file and
 /// the cluster's dynamic configuration).
@@ -34,6 +34,8 @@ pub struct NodeSettings {
     pub primary_start_timeout: Duration,
     /// Maintenance mode (`pause` in the dynamic configuration).
     pub paused: bool,
+    /// The cluster's `ttl`: no lock outlives it past its last renewal.
+    pub ttl: Duration,
     /// How long a replica may go without streaming from the leader before
     /// its replication counts as broken
     /// ([`super::replication::not_streaming_limit`]).
@@ -194,9 +196,34 @@ pub struct HaMemory {
     /// restored from an old backup), not that the cluster was never
     /// created. See [`HaMemory::observe_initialize`].
     pub belongs_to_cluster: bool,
+    /// The leader key attached to no lease or session, at this version,
+    /// has been seen since then (monotonic). See
+    /// [`HaMemory::observe_unowned_lock`].
+    pub unowned_lock_since: Option<(Version, Duration)>,
 }
 
 impl HaMemory {
+    /// Notes since when the leader key, unchanged, has been attached to no
+    /// lease or session (`unowned`). A key rewritten in between starts the
+    /// count again: only one seen unchanged for `ttl` can be removed by a
+    /// node that did not hold the lock it overwrote (see `ha::decide`).
+    pub fn observe_unowned_lock(
+        &mut self,
+        cluster: Option<&Cluster>,
+        unowned: bool,
+        now: Duration,
+    ) {
+        let Some(cluster) = cluster else { return };
+        match cluster.leader.as_ref().filter(|_| unowned) {
+            Some(lock) => {
+                if self.unowned_lock_since.as_ref().map(|(v, _)| v) != Some(&lock.version) {
+                    self.unowned_lock_since = Some((lock.version.clone(), now));
+                }
+            }
+            None => self.unowned_lock_since = None,
+        }
+    }
+
     /// A lock call succeeded: nobody else can hold the lock before
     /// `deadline` (monotonic). Whatever bootstrapping entitled this node
     /// to is spent now.

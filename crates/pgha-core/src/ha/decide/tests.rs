@@ -49,6 +49,7 @@ impl World {
                 primary_start_timeout: Duration::from_secs(300),
                 paused: false,
                 not_streaming_limit: Duration::from_secs(50),
+                ttl: Duration::from_secs(30),
             },
             entries: Vec::new(),
             dcs_down: false,
@@ -612,12 +613,23 @@ fn the_primary_whose_lock_was_overwritten_by_an_unowned_key_takes_it_back() {
     }
 }
 
+impl World {
+    /// The leader key (as set) is attached to no lease, and this node has
+    /// seen it unchanged for `secs`.
+    fn unowned_seen_for(&mut self, secs: u64) -> &mut Self {
+        self.leader_unowned = true;
+        let version = unowned_lock(self).version;
+        self.memory.unowned_lock_since = Some((version, self.now - Duration::from_secs(secs)));
+        self
+    }
+}
+
 #[test]
 fn a_primary_past_its_lifetime_never_reclaims_an_unowned_key() {
     let mut w = World::new("n1");
     w.primary();
     w.leader("n2");
-    w.leader_unowned = true;
+    w.unowned_seen_for(0);
     // Rule 1 first: past the lifetime it stops, whatever the key says.
     w.memory.lock_deadline = Some(w.now + FENCE_MARGIN / 2);
     assert_eq!(
@@ -626,36 +638,26 @@ fn a_primary_past_its_lifetime_never_reclaims_an_unowned_key() {
             mode: StopMode::Immediate
         }]
     );
-    // Without any lifetime (restarted agent): the key is removed, not taken;
-    // the running primary then races like anyone else.
+    // Without any lifetime (a restarted agent) it waits like anyone else.
     w.memory.lock_deadline = None;
-    assert_eq!(
-        actions(&w.decide()),
-        [Action::RemoveUnownedLock {
-            lock: unowned_lock(&w)
-        }]
+    assert_idle(
+        &w.decide(),
+        "removing it once it has been unchanged for ttl",
     );
 }
 
 #[test]
-fn others_remove_an_unowned_key_unless_a_primary_runs_to_take_it_back() {
+fn others_remove_an_unowned_key_only_once_any_lock_it_overwrote_has_expired() {
+    // The holder of the lock it overwrote may be promoting right now: only
+    // ttl after the key was first seen is its lifetime surely over.
     let mut w = World::new("n2");
     w.leader("n3");
-    w.leader_unowned = true;
-    w.peers.push(PeerStatus {
-        name: "n1".into(),
-        source: PeerSource::Rest,
-        is_primary: true,
-        running: true,
-        starting: false,
-        wal_position: Some(1000),
-        nofailover: false,
-        failover_priority: 1,
-        replication_broken: false,
-    });
-    assert_idle(&w.decide(), "n1 runs as primary and will take it back");
-    // What a member key says is not enough: only a primary that answers.
-    w.peers[0].source = PeerSource::MemberKey;
+    w.unowned_seen_for(29);
+    assert_idle(
+        &w.decide(),
+        "removing it once it has been unchanged for ttl (30s)",
+    );
+    w.unowned_seen_for(30);
     let d = w.decide();
     assert_eq!(
         actions(&d),
@@ -664,11 +666,11 @@ fn others_remove_an_unowned_key_unless_a_primary_runs_to_take_it_back() {
         }]
     );
     assert!(d.reason.contains("never expires"), "{}", d.reason);
-    // The named member itself, stopped or replica, does the same.
+    // The named member itself, stopped, does the same.
     let mut w = World::new("n3");
     w.leader("n3");
-    w.leader_unowned = true;
     w.stopped();
+    w.unowned_seen_for(31);
     assert_eq!(
         actions(&w.decide()),
         [Action::RemoveUnownedLock {
@@ -682,6 +684,30 @@ fn others_remove_an_unowned_key_unless_a_primary_runs_to_take_it_back() {
             .iter()
             .any(|a| matches!(a, Action::RemoveUnownedLock { .. })),
     );
+}
+
+#[test]
+fn the_unowned_key_count_restarts_when_the_key_changes() {
+    let mut m = HaMemory::default();
+    let mut w = World::new("n2");
+    w.leader("n3");
+    let t0 = w.now;
+    m.observe_unowned_lock(Some(&w.cluster()), true, t0);
+    m.observe_unowned_lock(Some(&w.cluster()), true, t0 + Duration::from_secs(10));
+    assert_eq!(m.unowned_lock_since.as_ref().map(|(_, t)| *t), Some(t0));
+    // Rewritten (a new version: the builder numbers keys by position): counted from now.
+    w.set("sync", r#"{"leader":"n1","sync_standby":null}"#);
+    w.set("leader", "n1");
+    m.observe_unowned_lock(Some(&w.cluster()), true, t0 + Duration::from_secs(20));
+    assert_eq!(
+        m.unowned_lock_since.as_ref().map(|(_, t)| *t),
+        Some(t0 + Duration::from_secs(20))
+    );
+    // Owned again, or no DCS this cycle: forgotten, or kept.
+    m.observe_unowned_lock(None, true, t0 + Duration::from_secs(25));
+    assert!(m.unowned_lock_since.is_some());
+    m.observe_unowned_lock(Some(&w.cluster()), false, t0 + Duration::from_secs(30));
+    assert!(m.unowned_lock_since.is_none());
 }
 
 #[test]
