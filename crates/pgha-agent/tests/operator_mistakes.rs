@@ -243,8 +243,13 @@ async fn etcd_a_leader_key_overwritten_by_hand_is_taken_back_by_the_primary() {
     let primary = c.nodes[p].name.clone();
     c.sql(p, "CREATE TABLE probe(i int)").await.unwrap();
     let other = c.nodes[(p + 1) % 3].name.clone();
-    for value in [other.as_str(), "garbage, nobody's name"] {
-        c.etcdctl(&["put", &c.key_path("leader"), value])
+    // Another member's name, a name nobody has, bytes that are no name.
+    use std::os::unix::ffi::OsStrExt;
+    let unreadable = std::ffi::OsStr::from_bytes(b"\xff\xfe not UTF-8");
+    let values: [&std::ffi::OsStr; 3] = [other.as_ref(), "nobody's name".as_ref(), unreadable];
+    for value in values {
+        let key = c.key_path("leader");
+        c.etcdctl(&["put".as_ref(), key.as_ref(), value])
             .await
             .unwrap();
         let took = wait_for_lock_of(&c, &primary, Duration::from_secs(20)).await;

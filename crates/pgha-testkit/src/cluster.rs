@@ -697,7 +697,10 @@ impl TestCluster {
     /// Runs etcd's own `etcdctl` (API v3) against the cluster's etcd, as
     /// an operator would: keys it writes carry no lease unless told to.
     /// Only for [`DcsKind::Etcd`]. Returns what it printed.
-    pub async fn etcdctl(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub async fn etcdctl<A: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+        &self,
+        args: &[A],
+    ) -> anyhow::Result<String> {
         let DcsServer::Etcd(e) = &self.dcs else {
             bail!("etcdctl needs an etcd cluster");
         };

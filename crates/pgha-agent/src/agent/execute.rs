@@ -238,7 +238,7 @@ impl Agent {
                     .follow(upstream.as_ref(), &self.dynamic)
                     .await
                     .map_err(|e| Failure::Other(format!("follow: {e}")))?;
-                self.expect_streaming_soon();
+                self.look_again_soon();
                 Ok(())
             }
             Action::Promote => {

@@ -123,7 +123,7 @@ impl Agent {
                 self.expect_running = true;
                 self.start_failed = false;
                 if !*as_primary {
-                    self.expect_streaming_soon();
+                    self.look_again_soon();
                 }
                 self.callbacks
                     .fire("on_start", if *as_primary { "primary" } else { "replica" });

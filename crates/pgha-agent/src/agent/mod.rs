@@ -284,7 +284,9 @@ impl Agent {
     /// A replica that was just started, or pointed at a new leader, looks
     /// again every second until it streams (for at most one `loop_wait`):
     /// its member key, its REST API and `pghactl list` then say it streams
-    /// within a second of it, not a loop later.
+    /// within a second of it, not a loop later. So does a node whose
+    /// decision says what it waits for is due at once
+    /// ([`Decision::look_again_soon`]).
     ///
     /// After this cycle changed who holds the lock, the next one starts at
     /// once: what it publishes (the REST API's `/primary`, what HAProxy
@@ -311,8 +313,9 @@ impl Agent {
     }
 
     /// From now for one `loop_wait`, cycles come every [`QUICK_CHECK`]
-    /// until the replica streams.
-    fn expect_streaming_soon(&mut self) {
+    /// (until the replica streams): what this node waits for is due
+    /// within a moment.
+    fn look_again_soon(&mut self) {
         self.quick_checks_until = Some(self.clock.now() + self.timing.loop_wait);
     }
 
@@ -394,6 +397,9 @@ impl Agent {
                 renew_failed.clone(),
             );
             self.log_decision(&decision);
+            if decision.look_again_soon {
+                self.look_again_soon();
+            }
             if decision.actions.is_empty() {
                 break;
             }

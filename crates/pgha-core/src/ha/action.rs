@@ -113,6 +113,10 @@ impl fmt::Display for Action {
 pub struct Decision {
     pub actions: Vec<Action>,
     pub reason: String,
+    /// What this node waits for is due within a moment (the leader is
+    /// about to publish its post-promotion checkpoint): the agent looks
+    /// again within a second instead of after `loop_wait`.
+    pub look_again_soon: bool,
 }
 
 impl Decision {
@@ -120,11 +124,18 @@ impl Decision {
         Decision {
             actions,
             reason: reason.into(),
+            look_again_soon: false,
         }
     }
 
     /// Nothing to do, and why.
     pub fn idle(reason: impl Into<String>) -> Self {
         Decision::new(Vec::new(), reason)
+    }
+
+    /// The same decision, to be looked at again within a second.
+    pub fn soon(mut self) -> Self {
+        self.look_again_soon = true;
+        self
     }
 }

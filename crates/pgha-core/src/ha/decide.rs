@@ -516,15 +516,19 @@ fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str
         ));
     }
     let leader_member = cluster.member(leader);
+    // Both are due within a moment of a promotion: look again soon rather
+    // than a loop later.
     if leader_member.is_none_or(|m| !m.data.is_running()) {
         return Decision::idle(format!(
             "waiting for leader {leader} to run before rewinding from it"
-        ));
+        ))
+        .soon();
     }
     if leader_member.is_some_and(|m| m.data.checkpoint_after_promote == Some(false)) {
         return Decision::idle(format!(
             "waiting for leader {leader} to checkpoint after its promotion before rewinding"
-        ));
+        ))
+        .soon();
     }
     Decision::new(
         vec![Action::Rewind {

@@ -1590,5 +1590,36 @@ fn a_diverged_replica_waits_for_the_leaders_checkpoint_after_promotion() {
     leader["timeline"] = json!(2);
     leader["checkpoint_after_promote"] = json!(false);
     w.set("members/n1", &leader.to_string());
-    assert_idle(&w.decide(), "to checkpoint after its promotion");
+    let d = w.decide();
+    assert_idle(&d, "to checkpoint after its promotion");
+    assert!(
+        d.look_again_soon,
+        "due within a moment: looked at again soon"
+    );
+}
+
+#[test]
+fn a_former_primary_waits_for_the_new_leaders_checkpoint_looking_again_soon() {
+    // The old primary's agent often starts while the new leader is still
+    // promoting: waiting a loop_wait for the checkpoint flag cost a rejoin
+    // at ttl 30 about 10 s.
+    let mut w = World::new("n2");
+    w.stopped().was_primary();
+    let mut leader: serde_json::Value =
+        serde_json::from_str(&member_json("primary", "running", 5000)).unwrap();
+    leader["checkpoint_after_promote"] = json!(false);
+    w.set("members/n1", &leader.to_string());
+    let d = w.decide();
+    assert_idle(&d, "to checkpoint after its promotion before rewinding");
+    assert!(d.look_again_soon);
+    leader["checkpoint_after_promote"] = json!(true);
+    w.set("members/n1", &leader.to_string());
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [Action::Rewind {
+            source: "n1".into()
+        }]
+    );
+    assert!(!d.look_again_soon);
 }
