@@ -6,6 +6,8 @@
 //! what it means and answers the REST request that asked for it, if any.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pgha_core::clock::Clock;
@@ -23,6 +25,10 @@ use crate::postgres::{ConfRole, Observed, PgError, ShutdownMode, Upstream};
 pub(super) struct RunningJob {
     pub(super) kind: Job,
     pub(super) handle: JoinHandle<Result<(), PgError>>,
+    /// Set by the job as it ends, before it wakes the loop: the task's
+    /// handle may not read as finished yet when the loop looks, and a job
+    /// left unreaped then would wait a whole loop_wait.
+    ended: Arc<AtomicBool>,
     /// The REST request waiting for this job's outcome.
     reply: Option<oneshot::Sender<Reply>>,
 }
@@ -40,8 +46,11 @@ impl Agent {
         F: Future<Output = Result<(), PgError>> + Send + 'static,
     {
         let done = self.job_done.clone();
+        let ended = Arc::new(AtomicBool::new(false));
+        let flag = ended.clone();
         let handle = tokio::spawn(async move {
             let r = fut.await;
+            flag.store(true, Ordering::Release);
             done.notify_one();
             r
         });
@@ -49,6 +58,7 @@ impl Agent {
         self.job = Some(RunningJob {
             kind,
             handle,
+            ended,
             reply,
         });
     }
@@ -68,7 +78,10 @@ impl Agent {
 
     /// Collects a finished job and records what it means.
     pub(super) async fn reap_job(&mut self) {
-        let Some(job) = self.job.take_if(|j| j.handle.is_finished()) else {
+        let Some(job) = self
+            .job
+            .take_if(|j| j.ended.load(Ordering::Acquire) || j.handle.is_finished())
+        else {
             return;
         };
         self.memory.job = None;
