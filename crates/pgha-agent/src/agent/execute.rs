@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use pgha_core::clock::Clock;
 use pgha_core::dcs::{DcsError, DcsExt, SharedKey};
-use pgha_core::ha::{self, Action, Job, StopMode};
+use pgha_core::ha::{self, Action, Job, LockCall, Outcome, StopMode};
 use pgha_core::model::{Cluster, Expect};
 
 use super::Agent;
@@ -51,16 +51,25 @@ impl Agent {
         match action {
             Action::AcquireLock | Action::RenewLock | Action::ReclaimLock { .. } => {
                 let sent = self.clock.now();
-                let r = match action {
-                    Action::AcquireLock => dcs.acquire_leader().await,
-                    Action::ReclaimLock { lock } => dcs.take_leader_from(lock).await,
-                    _ => dcs.renew_leader().await,
+                let (call, r) = match action {
+                    Action::AcquireLock => (LockCall::Acquire, dcs.acquire_leader().await),
+                    Action::ReclaimLock { lock } => {
+                        (LockCall::Reclaim, dcs.take_leader_from(lock).await)
+                    }
+                    _ => (LockCall::Renew, dcs.renew_leader().await),
                 };
+                let now = self.clock.now();
                 match r {
                     Ok(lease) => {
                         let deadline = sent + lease.valid_for;
-                        self.memory.lock_held(deadline);
-                        self.lock_changed |= !matches!(action, Action::RenewLock);
+                        self.node.handle(
+                            now,
+                            Outcome::LockGranted {
+                                call,
+                                sent,
+                                valid_for: lease.valid_for,
+                            },
+                        );
                         if self.dynamic.pause() {
                             // Maintenance mode: no automatic action, the fence's included.
                             self.fence.disarm();
@@ -70,16 +79,10 @@ impl Agent {
                         Ok(())
                     }
                     Err(e) => {
-                        if e.is_lost_race() && !matches!(action, Action::RenewLock) {
+                        self.node
+                            .handle(now, Outcome::LockFailed { call, error: &e });
+                        if e.is_lost_race() && call != LockCall::Renew {
                             return Err(Failure::LostRace(format!("lost the race: {action}: {e}")));
-                        }
-                        if !e.is_unreachable() && !matches!(e, DcsError::NotOwner { .. }) {
-                            // Our lease or session is gone: no lifetime
-                            // left to rely on. (NotOwner keeps it: nothing
-                            // in the protocol replaces a live lock, so the
-                            // key was changed by hand, and our lifetime,
-                            // if any is left, is still ours.)
-                            self.memory.lock_gone();
                         }
                         Err(Failure::Lock {
                             why: format!("{action}: {e}"),
@@ -93,7 +96,7 @@ impl Agent {
                     Ok(()) | Err(DcsError::NotOwner { .. }) => {}
                     Err(e) => return Err(Failure::Other(format!("release lock: {e}"))),
                 }
-                self.memory.lock_gone();
+                self.node.handle(self.clock.now(), Outcome::LockReleased);
                 self.fence.disarm();
                 Ok(())
             }
@@ -103,7 +106,8 @@ impl Agent {
                         holder = %lock.name,
                         "removed a leader key that no lease or session backed"
                     );
-                    self.lock_changed = true;
+                    self.node
+                        .handle(self.clock.now(), Outcome::UnownedLockRemoved);
                     Ok(())
                 }
                 Err(e) if e.is_lost_race() => Err(Failure::LostRace(format!(
@@ -194,7 +198,6 @@ impl Agent {
                 let timeout = self.config.postgresql.pg_ctl_timeout;
                 // A diverged replica still runs: pg_rewind needs it cleanly
                 // stopped (a replica's fast stop is clean).
-                self.expect_running = false;
                 self.spawn_job(
                     Job::Rewind {
                         source: source.clone(),
@@ -208,11 +211,7 @@ impl Agent {
             }
             Action::StartPrimary => {
                 self.watchdog_ready().await.map_err(Failure::Other)?;
-                if self.memory.primary_start_since.is_none() {
-                    self.memory.primary_start_since = Some(self.clock.now());
-                }
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
-                self.demoted = false;
                 self.spawn_job(Job::Start { as_primary: true }, async move {
                     pg.start(&ConfRole::Primary, &dynamic).await
                 });
@@ -238,7 +237,7 @@ impl Agent {
                     .follow(upstream.as_ref(), &self.dynamic)
                     .await
                     .map_err(|e| Failure::Other(format!("follow: {e}")))?;
-                self.look_again_soon();
+                self.node.handle(self.clock.now(), Outcome::Followed);
                 Ok(())
             }
             Action::Promote => {
@@ -246,7 +245,6 @@ impl Agent {
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
                 let pre_promote = self.config.postgresql.pre_promote.clone();
                 let scope = self.config.scope.clone();
-                self.checkpoint_pending = true;
                 self.spawn_job(Job::Promote, async move {
                     if let Some(script) = pre_promote {
                         super::callbacks::run(
@@ -255,7 +253,7 @@ impl Agent {
                             PRE_PROMOTE_TIMEOUT,
                         )
                         .await
-                        .map_err(|e| PgError::Unexpected(format!("{VETO}: {e}")))?;
+                        .map_err(PgError::Vetoed)?;
                     }
                     pg.promote(&dynamic).await?;
                     pg.checkpoint().await
@@ -271,7 +269,8 @@ impl Agent {
     /// lifetime: a fast stop that hangs in its checkpoint becomes immediate.
     async fn demote(&mut self, mode: StopMode) -> Result<(), Failure> {
         let left = self
-            .memory
+            .node
+            .memory()
             .lock_deadline
             .map(|d| {
                 d.saturating_sub(self.clock.now())
@@ -307,14 +306,10 @@ impl Agent {
                 )
             }
         };
-        self.expect_running = false;
-        self.demoted = true;
+        self.node.handle(self.clock.now(), Outcome::Demoting);
         let r = self.pg.stop(shutdown, timeout).await;
         self.fence.disarm();
         self.callbacks.fire("on_stop", "primary");
         r.map_err(|e| Failure::Other(format!("demote: {e}")))
     }
 }
-
-/// The start of a failed promotion's error when `pre_promote` vetoed it.
-pub(super) const VETO: &str = "pre_promote vetoed the promotion";

@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pgha_core::clock::Clock;
-use pgha_core::ha::Job;
+use pgha_core::ha::{Job, JobResult, Outcome};
 use pgha_core::model::Cluster;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::Agent;
 use super::command::{Command, Reply, RestartRequest, version_number};
-use super::{Agent, execute::VETO};
 use crate::postgres::{ConfRole, Observed, PgError, ShutdownMode, Upstream};
 
 /// A background job and what it was for.
@@ -54,7 +54,8 @@ impl Agent {
             done.notify_one();
             r
         });
-        self.memory.job = Some(kind.clone());
+        self.node
+            .handle(self.clock.now(), Outcome::JobStarted(kind.clone()));
         self.job = Some(RunningJob {
             kind,
             handle,
@@ -68,7 +69,6 @@ impl Agent {
         let pg = self.pg.clone();
         let timeout = self.config.postgresql.pg_ctl_timeout;
         let source = upstream.name.clone();
-        self.expect_running = false;
         self.spawn_job(Job::Reinitialize { source }, async move {
             pg.stop(ShutdownMode::Immediate, timeout).await?;
             pg.wipe()?;
@@ -84,17 +84,23 @@ impl Agent {
         else {
             return;
         };
-        self.memory.job = None;
         let result = match job.handle.await {
             Ok(r) => r,
             Err(e) => Err(PgError::Unexpected(format!("job failed: {e}"))),
         };
+        let outcome = match &result {
+            Ok(()) => JobResult::Succeeded,
+            Err(PgError::Vetoed(_)) => JobResult::Vetoed,
+            Err(_) => JobResult::Failed,
+        };
+        self.node.handle(
+            self.clock.now(),
+            Outcome::JobEnded(job.kind.clone(), outcome),
+        );
         let role = self.last_role.clone().unwrap_or_else(|| "replica".into());
         let reply: Reply = match (&job.kind, result) {
             (Job::Bootstrap, Ok(())) => {
                 tracing::info!("bootstrapped a new cluster");
-                self.memory.bootstrapped_here = true;
-                self.expect_running = true;
                 self.callbacks.fire("on_start", "primary");
                 (200, "bootstrapped".into())
             }
@@ -124,56 +130,40 @@ impl Agent {
             }
             (Job::Rewind { source }, Ok(())) => {
                 tracing::info!("rewound from {source}");
-                self.memory.rewound_against = Some(source.clone());
                 (200, "rewound".into())
             }
             (Job::Rewind { source }, Err(e)) => {
                 tracing::error!("pg_rewind from {source} failed: {e}");
-                self.memory.rewind_failed_against = Some(source.clone());
                 (503, format!("pg_rewind failed: {e}"))
             }
             (Job::Start { as_primary }, Ok(())) => {
-                self.expect_running = true;
-                self.start_failed = false;
-                if !*as_primary {
-                    self.look_again_soon();
-                }
                 self.callbacks
                     .fire("on_start", if *as_primary { "primary" } else { "replica" });
                 (200, "started".into())
             }
             (Job::Start { .. }, Err(e)) => {
                 tracing::error!("starting PostgreSQL failed: {e}");
-                self.start_failed = true;
                 (503, format!("start failed: {e}"))
             }
             (Job::Restart, Ok(())) => {
                 tracing::info!("PostgreSQL restarted");
-                self.expect_running = true;
-                self.start_failed = false;
                 self.callbacks.fire("on_restart", &role);
                 (200, "restarted successfully".into())
             }
             (Job::Restart, Err(e)) => {
                 tracing::error!("restarting PostgreSQL failed: {e}");
-                self.start_failed = true;
                 (503, format!("restart failed: {e}"))
             }
             (Job::Promote, Ok(())) => {
                 tracing::info!("promoted; checkpoint after promotion done");
-                self.checkpoint_pending = false;
-                self.demoted = false;
                 (200, "promoted".into())
             }
             (Job::Promote, Err(e)) => {
-                self.checkpoint_pending = false;
-                if e.to_string().contains(VETO) {
+                if outcome == JobResult::Vetoed {
                     tracing::error!("{e}; giving the leader lock up");
-                    self.memory.no_race_until = Some(self.clock.now() + self.timing.ttl);
                     if let Err(e) = self.dcs.release_leader().await {
                         tracing::warn!("could not release the leader lock: {e}");
                     }
-                    self.memory.lock_gone();
                     self.fence.disarm();
                     self.withdraw_as_candidate().await;
                 } else {
@@ -271,7 +261,7 @@ impl Agent {
             if let Some(job) = self.job.take() {
                 job.handle.abort();
             }
-            self.memory.job = None;
+            self.node.handle(self.clock.now(), Outcome::JobCancelled);
         }
         let source = if from_leader {
             leader.to_string()

@@ -43,7 +43,7 @@ impl Agent {
                 data.pending_restart_reason = Some(self.pending_restart_reason(&d.pending_restart));
             }
         }
-        if self.checkpoint_pending && self.holds_lock() {
+        if self.node.memory().checkpoint_pending && self.holds_lock() {
             data.checkpoint_after_promote = Some(false);
         }
         if self.dynamic.pause() {
@@ -79,7 +79,7 @@ impl Agent {
     }
 
     pub(super) fn pg_state(&self, o: &Observed) -> PgState {
-        match &self.memory.job {
+        match &self.node.memory().job {
             Some(Job::Bootstrap) => return PgState::InitializingNewCluster,
             Some(Job::Clone { .. } | Job::Reinitialize { .. }) => return PgState::CreatingReplica,
             Some(Job::Start { .. }) if o.db.is_none() => return PgState::Starting,
@@ -91,9 +91,9 @@ impl Agent {
             PgState::Running
         } else if o.postmaster.is_some() {
             PgState::Starting
-        } else if self.start_failed {
+        } else if self.node.memory().start_failed {
             PgState::StartFailed
-        } else if self.expect_running {
+        } else if self.node.memory().expect_running {
             PgState::Crashed
         } else {
             PgState::Stopped
@@ -110,7 +110,7 @@ impl Agent {
                 }
             }
             (None, DataDir::Empty) => Role::Uninitialized,
-            (None, _) if self.demoted => Role::Demoted,
+            (None, _) if self.node.memory().demoted => Role::Demoted,
             (
                 None,
                 DataDir::Initialized {

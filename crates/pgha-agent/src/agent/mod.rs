@@ -37,7 +37,7 @@ use std::time::Duration;
 use pgha_core::clock::{Clock, MonotonicClock};
 use pgha_core::dcs::{Dcs, DcsError};
 use pgha_core::ha::{
-    self, Decision, HaMemory, Job, LocalPostgres, NodeSettings, Observation, PgRole,
+    self, Decision, HaNode, Inputs, LocalPostgres, NodeSettings, Outcome, PeerStatus, PgRole,
 };
 use pgha_core::model::{
     Cluster, DynamicConfig, MemberData, PGHA_VERSION, Status, Timing, Unsupported, Version,
@@ -79,7 +79,9 @@ pub struct Agent {
     peers: PeerClient,
     callbacks: Callbacks,
     status: watch::Sender<Arc<NodeStatus>>,
-    memory: HaMemory,
+    /// The HA state machine: what this node remembers, changed only by
+    /// the outcomes reported to it.
+    node: HaNode,
     job: Option<RunningJob>,
     job_done: Arc<Notify>,
     /// The last good dynamic configuration: `bootstrap.dcs` until one is
@@ -88,11 +90,6 @@ pub struct Agent {
     /// `dynamic` is the cluster's, read from the DCS or its cache, not
     /// `bootstrap.dcs`: what to write back if the DCS loses the key.
     dynamic_known: bool,
-    /// This cycle took or removed the leader key: the next starts at once.
-    lock_changed: bool,
-    /// Until when (monotonic) the loop looks again every [`QUICK_CHECK`]
-    /// for a replica that should start streaming (see `next_cycle_at`).
-    quick_checks_until: Option<Duration>,
     /// The members of the last snapshot that had an `initialize` key (see
     /// [`Agent::race_peers`]).
     members_seen: Vec<pgha_core::model::Member>,
@@ -100,16 +97,6 @@ pub struct Agent {
     dynamic_cached: Option<DynamicConfig>,
     /// The keys of `dynamic` that pgha refuses, reported every cycle.
     unsupported: Vec<Unsupported>,
-    timing: Timing,
-    /// PostgreSQL should be running (we started it or saw it run), so its
-    /// absence is a crash.
-    expect_running: bool,
-    /// The last start failed.
-    start_failed: bool,
-    /// Stopped by a demotion (shown as role `demoted`).
-    demoted: bool,
-    /// A post-promotion checkpoint is still due.
-    checkpoint_pending: bool,
     /// The role last reported to `on_role_change`.
     last_role: Option<String>,
     last_status: Option<Status>,
@@ -181,21 +168,14 @@ impl Agent {
             peers: peer_client,
             callbacks,
             status,
-            memory: HaMemory::default(),
+            node: HaNode::new(timing),
             job: None,
             job_done: Arc::new(Notify::new()),
             dynamic,
             dynamic_known,
             dynamic_cached: None,
             members_seen: Vec::new(),
-            quick_checks_until: None,
-            lock_changed: false,
             unsupported: Vec::new(),
-            timing,
-            expect_running: false,
-            start_failed: false,
-            demoted: false,
-            checkpoint_pending: false,
             last_role: None,
             last_status: None,
             slot_orphaned_since: HashMap::new(),
@@ -223,16 +203,15 @@ impl Agent {
             self.config.name,
             self.config.scope,
             self.config.layout().base(),
-            self.timing.ttl,
-            self.timing.loop_wait,
-            self.timing.retry_timeout
+            self.node.timing().ttl,
+            self.node.timing().loop_wait,
+            self.node.timing().retry_timeout
         );
         self.guard.wait_started(Duration::from_secs(6)).await;
         if let Some(why) = self.guard.unfenced(self.clock.now()) {
             tracing::error!("{why}: this node will not become primary until it runs");
         }
         loop {
-            let started = self.clock.now();
             let cursor = match self.cycle().await {
                 Ok(c) => c,
                 Err(reason) => {
@@ -246,7 +225,7 @@ impl Agent {
                     return Err(AgentExit::Refused(reason));
                 }
             };
-            let wake_at = self.next_cycle_at(started);
+            let wake_at = self.node.poll_timeout(self.clock.now());
             let job_done = self.job_done.clone();
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => {
@@ -275,59 +254,13 @@ impl Agent {
         }
     }
 
-    /// When the next cycle starts: `loop_wait` after this one started, or
-    /// earlier if the lock we hold would otherwise run out before a renewal
-    /// that takes up to `retry_timeout` could land. (A lease shorter than
-    /// `loop_wait + retry_timeout` happens with Consul, whose sessions are
-    /// only guaranteed for ttl/2.)
-    ///
-    /// A replica that was just started, or pointed at a new leader, looks
-    /// again every second until it streams (for at most one `loop_wait`):
-    /// its member key, its REST API and `pghactl list` then say it streams
-    /// within a second of it, not a loop later. So does a node whose
-    /// decision says what it waits for is due at once
-    /// ([`Decision::look_again_soon`]).
-    ///
-    /// After this cycle changed who holds the lock, the next one starts at
-    /// once: what it publishes (the REST API's `/primary`, what HAProxy
-    /// checks) must not wait a loop to show it.
-    fn next_cycle_at(&self, started: Duration) -> Duration {
-        if self.lock_changed {
-            return started;
-        }
-        let mut regular = started + self.timing.loop_wait;
-        if self
-            .quick_checks_until
-            .is_some_and(|until| until > self.clock.now())
-        {
-            regular = regular.min(started + QUICK_CHECK);
-        }
-        match self.memory.lock_deadline.filter(|_| self.holds_lock()) {
-            Some(deadline) => {
-                let renew_by =
-                    deadline.saturating_sub(self.timing.retry_timeout + ha::FENCE_MARGIN);
-                regular.min(renew_by.max(self.clock.now() + Duration::from_millis(100)))
-            }
-            None => regular,
-        }
-    }
-
-    /// From now for one `loop_wait`, cycles come every [`QUICK_CHECK`]
-    /// (until the replica streams): what this node waits for is due
-    /// within a moment.
-    fn look_again_soon(&mut self) {
-        self.quick_checks_until = Some(self.clock.now() + self.timing.loop_wait);
-    }
-
     fn holds_lock(&self) -> bool {
-        self.memory
-            .lock_deadline
-            .is_some_and(|d| d > self.clock.now())
+        self.node.holds_lock(self.clock.now())
     }
 
     /// One cycle. Returns the watch cursor of the snapshot it read.
     async fn cycle(&mut self) -> Result<Option<Version>, String> {
-        self.lock_changed = false;
+        self.node.begin_cycle(self.clock.now());
         self.reap_job().await;
         if self.reload_requested {
             self.reload_requested = false;
@@ -358,48 +291,39 @@ impl Agent {
         let want = self.watchdog_want();
         self.fence.set_watchdog(want);
         let mut observed = self.pg.observe().await;
-        let system_id = match &observed.data_dir {
-            ha::DataDir::Initialized { system_id, .. } => Some(system_id.as_str()),
-            _ => None,
-        };
-        self.memory.observe_initialize(cluster.as_ref(), system_id);
-        let unowned = cluster.as_ref().is_some_and(|c| self.leader_unowned(c));
-        self.memory
-            .observe_unowned_lock(cluster.as_ref(), unowned, self.clock.now());
-        self.watch_streaming(cluster.as_ref(), &observed);
         let mut acted = false;
         let mut renew_failed: Option<String> = None;
         for _ in 0..3 {
             let local = self.local_view(&observed);
+            let settings = self.settings();
+            let inputs = self.inputs(&settings, cluster.as_ref(), &local, &[], None);
+            let streaming = self.node.observe(self.clock.now(), &inputs);
+            self.log_streaming(streaming, &observed, &local);
             let peers = match &cluster {
                 Some(c)
                     if (c.leader.is_none() || c.failover.is_some())
                         && local.running
-                        && self.memory.job.is_none() =>
+                        && self.node.memory().job.is_none() =>
                 {
                     self.peers
                         .statuses(
                             &self.race_peers(c),
                             &self.config.name,
-                            peer_timeout(self.timing),
+                            peer_timeout(self.node.timing()),
                         )
                         .await
                 }
                 _ => Vec::new(),
             };
-            let settings = self.settings();
-            let decision = self.decide_now(
+            let inputs = self.inputs(
                 &settings,
                 cluster.as_ref(),
                 &local,
                 &peers,
-                &observed,
                 renew_failed.clone(),
             );
+            let decision = self.node.decide(self.clock.now(), inputs);
             self.log_decision(&decision);
-            if decision.look_again_soon {
-                self.look_again_soon();
-            }
             if decision.actions.is_empty() {
                 break;
             }
@@ -410,11 +334,6 @@ impl Agent {
                     tracing::warn!("leader lock: {why}");
                     renew_failed = Some(why);
                     if stale && let Ok(fresh) = self.dcs.load().await {
-                        self.memory.observe_unowned_lock(
-                            Some(&fresh),
-                            self.leader_unowned(&fresh),
-                            self.clock.now(),
-                        );
                         cluster = Some(fresh);
                     }
                     observed = self.pg.observe().await;
@@ -456,41 +375,32 @@ impl Agent {
             }
         }
         if member.replication_state.as_deref() == Some("streaming") {
-            self.quick_checks_until = None;
+            self.node
+                .handle(self.clock.now(), Outcome::StreamsFromLeader);
         }
         self.publish(cluster.as_ref(), observed, member);
         Ok(cluster.map(|c| c.watch_cursor.clone()))
     }
 
-    fn decide_now(
+    /// What this cycle hands the state machine.
+    fn inputs<'a>(
         &self,
-        settings: &NodeSettings,
-        cluster: Option<&Cluster>,
-        local: &LocalPostgres,
-        peers: &[ha::PeerStatus],
-        observed: &Observed,
+        settings: &'a NodeSettings,
+        cluster: Option<&'a Cluster>,
+        local: &'a LocalPostgres,
+        peers: &'a [PeerStatus],
         renew_failed: Option<String>,
-    ) -> Decision {
-        // A postmaster that is up but not answering yet is starting (or in
-        // crash recovery): treat it like a start job in progress.
-        let mut memory = self.memory.clone();
-        if memory.job.is_none() && observed.postmaster.is_some() && observed.db.is_none() {
-            memory.job = Some(Job::Start {
-                as_primary: !self.pg.data_dir().join("standby.signal").exists(),
-            });
-        }
-        ha::decide(&Observation {
-            now: self.clock.now(),
+    ) -> Inputs<'a> {
+        Inputs {
             settings,
             cluster,
             local,
-            memory: &memory,
             peers,
             renew_failed,
             wall_now: jiff::Timestamp::now(),
             unfenced: self.unfenced(),
             leader_unowned: cluster.is_some_and(|c| self.leader_unowned(c)),
-        })
+        }
     }
 
     fn log_decision(&mut self, d: &Decision) {
@@ -534,8 +444,8 @@ impl Agent {
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover(),
             primary_start_timeout: Duration::from_secs(self.dynamic.primary_start_timeout()),
             paused: self.dynamic.pause(),
-            not_streaming_limit: ha::not_streaming_limit(self.timing),
-            ttl: self.timing.ttl,
+            not_streaming_limit: ha::not_streaming_limit(self.node.timing()),
+            ttl: self.node.timing().ttl,
         }
     }
 
@@ -566,7 +476,7 @@ impl Agent {
         for n in notes {
             tracing::warn!("dynamic configuration: {n}");
         }
-        if timing != self.timing {
+        if timing != self.node.timing() {
             tracing::info!(
                 "timings changed: ttl {:?}, loop_wait {:?}, retry_timeout {:?}",
                 timing.ttl,
@@ -574,7 +484,7 @@ impl Agent {
                 timing.retry_timeout
             );
             self.dcs.set_timing(timing);
-            self.timing = timing;
+            self.node.set_timing(timing);
         }
         self.dynamic = cfg.value.clone();
     }
@@ -624,7 +534,7 @@ impl Agent {
     /// replica would find nobody ahead and promote beside it.
     fn race_peers(&self, cluster: &Cluster) -> Vec<pgha_core::model::Member> {
         let mut members = cluster.members.clone();
-        if cluster.initialize.is_none() && self.memory.belongs_to_cluster {
+        if cluster.initialize.is_none() && self.node.memory().belongs_to_cluster {
             for m in &self.members_seen {
                 if cluster.member(&m.name).is_none() {
                     members.push(m.clone());
@@ -657,11 +567,6 @@ impl Agent {
     /// What `decide` needs to know about PostgreSQL.
     fn local_view(&mut self, o: &Observed) -> LocalPostgres {
         let db = o.db.as_ref();
-        if db.is_some() {
-            self.expect_running = true;
-            self.start_failed = false;
-        }
-        let crashed = self.expect_running && o.postmaster.is_none();
         let role = db.map(|d| {
             if d.in_recovery {
                 PgRole::Replica
@@ -669,13 +574,21 @@ impl Agent {
                 PgRole::Primary
             }
         });
-        if role == Some(PgRole::Primary) {
-            self.memory.primary_start_since = None;
-        }
+        self.node
+            .handle(self.clock.now(), Outcome::PostgresSeen { role });
+        // A postmaster that is up but not answering yet is starting (or in
+        // crash recovery), in the role its signal file says.
+        let starting = (db.is_none() && o.postmaster.is_some()).then(|| {
+            if self.pg.data_dir().join("standby.signal").exists() {
+                PgRole::Replica
+            } else {
+                PgRole::Primary
+            }
+        });
         LocalPostgres {
             data_dir: o.data_dir.clone(),
             running: db.is_some(),
-            crashed,
+            crashed: self.node.crashed(o.postmaster.is_some()),
             role,
             timeline: db
                 .and_then(|d| d.timeline)
@@ -685,6 +598,7 @@ impl Agent {
             replication_state: db.and_then(|d| replication::state(d, None)),
             receiver_sender: db.and_then(replication::sender),
             configured_upstream: db.and_then(|d| d.configured_upstream.clone()),
+            starting,
         }
     }
 
@@ -732,7 +646,7 @@ impl Agent {
             paused: self.dynamic.pause(),
             dynamic: self.dynamic.clone(),
             unsupported: self.unsupported.clone(),
-            timing: self.timing,
+            timing: self.node.timing(),
             last_cycle: Some(self.clock.now()),
             last_reason: self.last_reason.clone(),
         };
@@ -761,7 +675,7 @@ impl Agent {
             tracing::error!("stopping PostgreSQL failed: {e}");
         }
         self.fence.disarm();
-        self.expect_running = false;
+        self.node.handle(self.clock.now(), Outcome::ShuttingDown);
         self.callbacks
             .fire("on_stop", self.last_role.as_deref().unwrap_or("replica"));
         let stopped = self.pg.observe().await;
@@ -769,7 +683,7 @@ impl Agent {
         if let Err(e) = self.dcs.touch_member(&member).await {
             tracing::debug!("could not publish the stopped state: {e}");
         }
-        if self.memory.lock_deadline.is_some() {
+        if self.node.memory().lock_deadline.is_some() {
             match self.dcs.release_leader().await {
                 Ok(()) | Err(DcsError::NotOwner { .. }) => {}
                 Err(e) => tracing::warn!("could not release the leader lock: {e}"),
@@ -779,9 +693,6 @@ impl Agent {
         tracing::info!("pgha stopped");
     }
 }
-
-/// How soon a replica that should start streaming is looked at again.
-const QUICK_CHECK: Duration = Duration::from_secs(1);
 
 /// How long to wait for a peer's `GET /patroni` during the leader race.
 fn peer_timeout(t: Timing) -> Duration {

@@ -4,9 +4,8 @@
 //! itself (repair `primary_conninfo`, stay out of the race) is
 //! `pgha_core::ha::decide`'s.
 
-use pgha_core::clock::Clock;
 use pgha_core::ha::replication::{self as core, BROKEN_FIELD};
-use pgha_core::ha::{Endpoint, not_streaming_limit};
+use pgha_core::ha::{Endpoint, LocalPostgres, not_streaming_limit};
 use pgha_core::model::{Cluster, MemberData};
 use serde_json::Value;
 
@@ -14,23 +13,18 @@ use super::Agent;
 use crate::postgres::{DbState, Observed};
 
 impl Agent {
-    /// Updates the count of time without streaming from the leader, once a
-    /// cycle, before deciding; logs when the replication breaks or heals.
-    pub(super) fn watch_streaming(&mut self, cluster: Option<&Cluster>, observed: &Observed) {
-        let local = self.local_view(observed);
-        let limit = not_streaming_limit(self.timing);
-        let was_broken = self.memory.streaming.broken(limit);
-        let job_running = self.memory.job.is_some();
-        self.memory.streaming.update(
-            self.clock.now(),
-            &self.config.name,
-            cluster,
-            &local,
-            job_running,
-        );
-        let watch = &self.memory.streaming;
+    /// Logs when the replication breaks or heals: `(was_broken, broken)`
+    /// as [`pgha_core::ha::HaNode::observe`] counted it.
+    pub(super) fn log_streaming(
+        &self,
+        (was_broken, broken): (bool, bool),
+        observed: &Observed,
+        local: &LocalPostgres,
+    ) {
+        let limit = not_streaming_limit(self.node.timing());
+        let watch = &self.node.memory().streaming;
         let leader = watch.leader.as_deref().unwrap_or("the leader");
-        if !was_broken && watch.broken(limit) {
+        if !was_broken && broken {
             let receiver = observed
                 .db
                 .as_ref()
@@ -50,7 +44,7 @@ impl Agent {
                     .as_ref()
                     .map_or_else(|| "nothing".into(), ToString::to_string),
             );
-        } else if was_broken && !watch.broken(limit) && watch.leader.is_some() {
+        } else if was_broken && !broken && watch.leader.is_some() {
             tracing::info!("replication repaired: streaming from {leader} again");
         }
     }
@@ -59,9 +53,10 @@ impl Agent {
     pub(super) fn publish_streaming(&self, data: &mut MemberData) {
         if data.replication_state.is_some()
             && self
-                .memory
+                .node
+                .memory()
                 .streaming
-                .broken(not_streaming_limit(self.timing))
+                .broken(not_streaming_limit(self.node.timing()))
         {
             data.extra.insert(BROKEN_FIELD.into(), Value::Bool(true));
         }

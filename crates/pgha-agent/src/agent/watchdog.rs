@@ -32,9 +32,9 @@ impl Agent {
             return None;
         }
         match config.timeout(
-            self.timing.ttl,
-            self.timing.loop_wait,
-            self.timing.retry_timeout,
+            self.node.timing().ttl,
+            self.node.timing().loop_wait,
+            self.node.timing().retry_timeout,
         ) {
             Ok(timeout_s) => {
                 self.watchdog_problem = None;

@@ -2,9 +2,10 @@
 //!
 //! `decide` is a pure function: no I/O, no clock of its own, no hidden
 //! state. The agent observes (the DCS, the local PostgreSQL, the peers),
-//! calls `decide`, carries the actions out, and comes back next cycle. The
-//! same function runs in unit tests, in whole-cluster simulations, and in
-//! production.
+//! asks its [`super::HaNode`] (which calls `decide` with the node's
+//! memory), carries the actions out, and comes back next cycle. The same
+//! function runs in unit tests and in production, and can run in a
+//! simulation that drives `HaNode` on a simulated clock.
 //!
 //! The order of the checks is the safety argument in code form:
 //! 1. a primary whose lock lifetime is over stops at once, whatever else;
@@ -35,15 +36,15 @@ pub const FENCE_MARGIN: Duration = Duration::from_millis(1000);
 
 /// Decides what this node does this cycle. See the module docs.
 pub fn decide(o: &Observation<'_>) -> Decision {
-    let me = o.settings.name.as_str();
+    let me = o.inputs.settings.name.as_str();
 
     // 1. The lock's lifetime is over (or about to be): nothing may keep a
     //    primary writing past it.
     // (Not in maintenance mode: every node is paused and none races for
     // the lock, so an expiring lock cannot give the cluster a second
     // primary; Patroni keeps such a primary running too.)
-    if o.local.is_primary()
-        && !o.settings.paused
+    if o.inputs.local.is_primary()
+        && !o.inputs.settings.paused
         && let Some(deadline) = o.memory.lock_deadline
         && o.now + FENCE_MARGIN >= deadline
     {
@@ -60,12 +61,12 @@ pub fn decide(o: &Observation<'_>) -> Decision {
 
     // 1b. A primary that could not be fenced if its agent died: without
     //     its guard, a killed agent would leave it writing past the lock.
-    if !o.settings.paused
+    if !o.inputs.settings.paused
         && o.memory.job.is_none()
-        && let Some(why) = &o.unfenced
+        && let Some(why) = &o.inputs.unfenced
     {
-        let i_lead = o.cluster.is_some_and(|c| c.is_leader(me));
-        if o.local.is_primary() {
+        let i_lead = o.inputs.cluster.is_some_and(|c| c.is_leader(me));
+        if o.inputs.local.is_primary() {
             let mut actions = vec![Action::Demote {
                 mode: StopMode::Fast,
             }];
@@ -88,11 +89,11 @@ pub fn decide(o: &Observation<'_>) -> Decision {
     }
 
     // 2. No DCS this cycle.
-    let Some(cluster) = o.cluster else {
-        if o.settings.paused {
+    let Some(cluster) = o.inputs.cluster else {
+        if o.inputs.settings.paused {
             return Decision::idle("DCS is not accessible; paused: no automatic action");
         }
-        if o.local.is_primary() {
+        if o.inputs.local.is_primary() {
             return Decision::new(
                 vec![Action::Demote {
                     mode: StopMode::Fast,
@@ -107,8 +108,8 @@ pub fn decide(o: &Observation<'_>) -> Decision {
     // 3. A background job is running.
     if let Some(job) = &o.memory.job {
         if i_lead {
-            if let Some(why) = &o.renew_failed {
-                if o.local.is_primary() {
+            if let Some(why) = &o.inputs.renew_failed {
+                if o.inputs.local.is_primary() {
                     return Decision::new(
                         vec![Action::Demote {
                             mode: StopMode::Fast,
@@ -133,15 +134,15 @@ pub fn decide(o: &Observation<'_>) -> Decision {
     }
 
     // 3b. A leader key no lease or session backs.
-    if o.leader_unowned
-        && !o.settings.paused
+    if o.inputs.leader_unowned
+        && !o.inputs.settings.paused
         && let Some(lock) = &cluster.leader
     {
         return decide_unowned_lock(o, lock);
     }
 
     // 4. The data directory.
-    match &o.local.data_dir {
+    match &o.inputs.local.data_dir {
         DataDir::Unusable(why) => {
             let reason = format!(
                 "data directory is unusable ({why}); not starting PostgreSQL (reinitialize the node)"
@@ -164,7 +165,7 @@ pub fn decide(o: &Observation<'_>) -> Decision {
     }
 
     // 5. Initialized, but PostgreSQL is not running.
-    if !o.local.running {
+    if !o.inputs.local.running {
         return decide_stopped(o, cluster);
     }
 
@@ -188,14 +189,14 @@ fn job_name(job: &Job) -> String {
 
 /// Empty data directory: bootstrap the cluster, or clone a replica.
 fn decide_empty(o: &Observation<'_>, cluster: &Cluster) -> Decision {
-    let me = o.settings.name.as_str();
+    let me = o.inputs.settings.name.as_str();
     if cluster.is_leader(me) {
         return Decision::new(
             vec![Action::ReleaseLock],
             "releasing the leader lock: my data directory is empty",
         );
     }
-    if o.settings.paused {
+    if o.inputs.settings.paused {
         return Decision::idle("paused: not bootstrapping or cloning an empty data directory");
     }
     if let Some(p) = cluster.problem(&ClusterKey::Initialize) {
@@ -207,15 +208,15 @@ fn decide_empty(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     let initialized = cluster.initialize.as_ref().map(|v| v.value.as_str());
     match (initialized, cluster.leader_name()) {
         (None, None) => {
-            if let Some(why) = &o.settings.new_cluster_refused {
+            if let Some(why) = &o.inputs.settings.new_cluster_refused {
                 Decision::idle(format!(
                     "cluster is not initialized, and this node will not create it: {why}"
                 ))
-            } else if !o.settings.can_bootstrap {
+            } else if !o.inputs.settings.can_bootstrap {
                 Decision::idle(
                     "cluster is not initialized and this node has no bootstrap section: waiting",
                 )
-            } else if o.settings.tags.nofailover() {
+            } else if o.inputs.settings.tags.nofailover() {
                 Decision::idle(
                     "cluster is not initialized and this node may not become primary (nofailover): waiting",
                 )
@@ -263,14 +264,14 @@ fn clone_source(cluster: &Cluster, me: &str) -> Option<String> {
 
 /// The data directory holds a cluster: is it this cluster?
 fn decide_identity(o: &Observation<'_>, cluster: &Cluster, system_id: &str) -> Option<Decision> {
-    let me = o.settings.name.as_str();
+    let me = o.inputs.settings.name.as_str();
     match cluster.initialize.as_ref().map(|v| v.value.as_str()) {
         Some(stored) if !stored.is_empty() && stored != system_id => {
             let reason = format!(
                 "system ID mismatch: my data directory has system ID {system_id}, \
                  but the cluster's initialize key says {stored}; refusing to start"
             );
-            if o.settings.paused {
+            if o.inputs.settings.paused {
                 return Some(if cluster.is_leader(me) {
                     Decision::new(
                         vec![Action::ReleaseLock],
@@ -289,9 +290,9 @@ fn decide_identity(o: &Observation<'_>, cluster: &Cluster, system_id: &str) -> O
         }
         None if cluster.problem(&ClusterKey::Initialize).is_none()
             && cluster.leader.is_none()
-            && !o.settings.paused =>
+            && !o.inputs.settings.paused =>
         {
-            if o.local.is_replica() {
+            if o.inputs.local.is_replica() {
                 if o.memory.belongs_to_cluster {
                     // The DCS lost the cluster's keys under a running
                     // cluster: carry on; the primary restores them, or
@@ -340,7 +341,7 @@ fn decide_unowned_lock(o: &Observation<'_>, lock: &crate::model::LeaderLock) -> 
         .memory
         .lock_deadline
         .is_some_and(|d| o.now + FENCE_MARGIN < d);
-    if o.local.is_primary() && within_lifetime {
+    if o.inputs.local.is_primary() && within_lifetime {
         return Decision::new(
             vec![Action::ReclaimLock { lock: lock.clone() }],
             format!(
@@ -359,12 +360,12 @@ fn decide_unowned_lock(o: &Observation<'_>, lock: &crate::model::LeaderLock) -> 
         .as_ref()
         .filter(|(version, _)| *version == lock.version)
         .map_or(Duration::ZERO, |(_, since)| o.now.saturating_sub(*since));
-    if seen_for < o.settings.ttl {
+    if seen_for < o.inputs.settings.ttl {
         return Decision::idle(format!(
             "the leader key names {name:?} but no lease or session backs it: nobody holds it; \
              removing it once it has been unchanged for ttl ({:?}), when any lock it overwrote has \
              expired (seen for {seen_for:.1?})",
-            o.settings.ttl
+            o.inputs.settings.ttl
         ));
     }
     Decision::new(
@@ -379,39 +380,39 @@ fn decide_unowned_lock(o: &Observation<'_>, lock: &crate::model::LeaderLock) -> 
 
 /// PostgreSQL is not running: start it in the role the lock allows.
 fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
-    let me = o.settings.name.as_str();
+    let me = o.inputs.settings.name.as_str();
     let was_primary = matches!(
-        o.local.data_dir,
+        o.inputs.local.data_dir,
         DataDir::Initialized {
             was_primary: true,
             ..
         }
     );
-    let what = if o.local.crashed {
+    let what = if o.inputs.local.crashed {
         "crashed"
     } else {
         "not running"
     };
 
     if cluster.is_leader(me) {
-        if o.settings.paused {
+        if o.inputs.settings.paused {
             return Decision::new(
                 vec![Action::ReleaseLock],
                 format!("paused and PostgreSQL is {what}: releasing the leader lock"),
             );
         }
         if let Some(since) = o.memory.primary_start_since
-            && o.now.saturating_sub(since) > o.settings.primary_start_timeout
+            && o.now.saturating_sub(since) > o.inputs.settings.primary_start_timeout
         {
             return Decision::new(
                 vec![Action::ReleaseLock],
                 format!(
                     "PostgreSQL did not start within primary_start_timeout ({:?}): releasing the leader lock so a replica can take over",
-                    o.settings.primary_start_timeout
+                    o.inputs.settings.primary_start_timeout
                 ),
             );
         }
-        if let Some(why) = &o.renew_failed {
+        if let Some(why) = &o.inputs.renew_failed {
             return Decision::idle(format!(
                 "not starting PostgreSQL as primary: renewing the leader lock failed: {why}"
             ));
@@ -431,7 +432,7 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         };
     }
 
-    if o.settings.paused {
+    if o.inputs.settings.paused {
         return Decision::idle(format!("paused: PostgreSQL is {what}; no automatic start"));
     }
 
@@ -471,7 +472,7 @@ fn decide_rejoin(o: &Observation<'_>, cluster: &Cluster, leader: &str) -> Decisi
 /// (`remove_data_directory_on_rewind_failure` after a failed rewind;
 /// without pg_rewind, that or `remove_data_directory_on_diverged_timelines`).
 fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str) -> Decision {
-    let s = o.settings;
+    let s = o.inputs.settings;
     let reinitialize = |reason: String| {
         Decision::new(
             vec![Action::Reinitialize {
@@ -488,7 +489,7 @@ fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str
                 "{why}, and use_pg_rewind is off: reinitializing from {leader}"
             ));
         }
-        if o.local.running {
+        if o.inputs.local.running {
             return Decision::idle(format!(
                 "{why}, and use_pg_rewind and remove_data_directory_on_diverged_timelines are off: \
                  this replica cannot stream from {leader}; reinitialize it (pghactl reinit)"
@@ -540,13 +541,13 @@ fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str
 
 /// PostgreSQL runs: make its role match the lock.
 fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
-    let me = o.settings.name.as_str();
-    let primary = o.local.is_primary();
+    let me = o.inputs.settings.name.as_str();
+    let primary = o.inputs.local.is_primary();
     let mut repair = Vec::new();
 
     if cluster.is_leader(me) {
         // Finish what bootstrap or a lost DCS left undone.
-        if let Some(sysid) = o.local.system_id() {
+        if let Some(sysid) = o.inputs.local.system_id() {
             let stored = cluster.initialize.as_ref().map(|v| v.value.as_str());
             if (stored.is_none() && cluster.problem(&ClusterKey::Initialize).is_none())
                 || stored == Some("")
@@ -567,7 +568,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     // other: it is theirs.
     if o.memory.bootstrapped_here && primary && cluster.leader.is_none() {
         let mut actions = vec![Action::AcquireLock];
-        if let Some(sysid) = o.local.system_id() {
+        if let Some(sysid) = o.inputs.local.system_id() {
             actions.push(Action::RecordSystemId {
                 system_id: sysid.to_string(),
             });
@@ -578,7 +579,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         return Decision::new(actions, "initialized a new cluster: taking the leader lock");
     }
 
-    if o.settings.paused {
+    if o.inputs.settings.paused {
         if cluster.is_leader(me) {
             if !primary {
                 return Decision::new(
@@ -590,7 +591,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             actions.extend(repair);
             // A manual switchover to a named candidate still works in maintenance mode.
             return match switchover::for_leader(o, cluster) {
-                LeaderStep::HandOver(reason) if o.renew_failed.is_none() => {
+                LeaderStep::HandOver(reason) if o.inputs.renew_failed.is_none() => {
                     actions.extend([
                         Action::Demote {
                             mode: StopMode::Graceful,
@@ -626,7 +627,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     }
 
     if cluster.is_leader(me) {
-        if let Some(why) = &o.renew_failed {
+        if let Some(why) = &o.inputs.renew_failed {
             return if primary {
                 Decision::new(
                     vec![Action::Demote {
@@ -686,7 +687,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                 format!("demoting at once: {leader} holds the leader lock and I run as primary"),
             );
         }
-        if o.local.following.as_deref() != Some(leader) {
+        if o.inputs.local.following.as_deref() != Some(leader) {
             return Decision::new(
                 vec![Action::Follow {
                     leader: Some(leader.to_string()),
@@ -697,11 +698,11 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         if let Some(d) = decide_not_streaming(o, cluster, leader) {
             return d;
         }
-        if replication::streams_from_leader(o.local, Some(cluster)) == Some(false) {
+        if replication::streams_from_leader(o.inputs.local, Some(cluster)) == Some(false) {
             return Decision::idle(format!(
                 "no action: I am {me}, a replica following {leader}, but not streaming from it \
                  for {:.1?} (repaired or dropped as a candidate after {:?})",
-                o.memory.streaming.not_streaming_for, o.settings.not_streaming_limit
+                o.memory.streaming.not_streaming_for, o.inputs.settings.not_streaming_limit
             ));
         }
         return Decision::idle(format!(
@@ -746,7 +747,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
 /// missing slot, diverged timelines...). `None` while replication is fine.
 fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) -> Option<Decision> {
     let watch = &o.memory.streaming;
-    let limit = o.settings.not_streaming_limit;
+    let limit = o.inputs.settings.not_streaming_limit;
     if watch.leader.as_deref() != Some(leader) || !watch.broken(limit) {
         return None;
     }
@@ -754,7 +755,7 @@ fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) ->
         "not streaming from leader {leader} for {:.1?} (more than {limit:?})",
         watch.not_streaming_for
     );
-    if let Some(div) = divergence::diverged(o.local, cluster) {
+    if let Some(div) = divergence::diverged(o.inputs.local, cluster) {
         return Some(decide_rewind(
             o,
             cluster,
@@ -767,7 +768,7 @@ fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) ->
             "{what}, and its member key has no usable conn_url: cannot repair primary_conninfo"
         )));
     };
-    match &o.local.configured_upstream {
+    match &o.inputs.local.configured_upstream {
         Some(configured) if *configured != ConfiguredUpstream::At(wanted.clone()) => {
             Some(Decision::new(
                 vec![Action::Follow {
@@ -793,15 +794,15 @@ fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) ->
 /// Whether this node may race for the lock: `Ok` with a short
 /// justification, or `Err` saying why not.
 pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, String> {
-    let me = o.settings.name.as_str();
-    let tags = &o.settings.tags;
+    let me = o.inputs.settings.name.as_str();
+    let tags = &o.inputs.settings.tags;
     if let Some(until) = o.memory.no_race_until.filter(|u| *u > o.now) {
         return Err(format!(
             "my promotion was vetoed by pre_promote; staying out of the race for {:?}",
             until - o.now
         ));
     }
-    if let Some(why) = &o.unfenced {
+    if let Some(why) = &o.inputs.unfenced {
         return Err(format!("I could not be fenced if my agent failed ({why})"));
     }
     match switchover::race_gate(o, cluster) {
@@ -812,7 +813,7 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
             if tags.nofailover() {
                 return Err("I am the requested candidate, but tagged nofailover".into());
             }
-            if !o.local.running {
+            if !o.inputs.local.running {
                 return Err("I am the requested candidate, but PostgreSQL is not running".into());
             }
             return Ok("the requested switchover candidate".into());
@@ -828,34 +829,34 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
             },
         );
     }
-    if !o.local.running {
+    if !o.inputs.local.running {
         return Err("PostgreSQL is not running".into());
     }
     let watch = &o.memory.streaming;
-    if watch.broken(o.settings.not_streaming_limit) {
+    if watch.broken(o.inputs.settings.not_streaming_limit) {
         // My WAL may not be the cluster's (a wrong host, an old primary);
         // an operator can still name me in a failover (the branch above).
         return Err(format!(
             "I was not streaming from {} for {:.1?} (more than {:?}): not a failover candidate",
             watch.leader.as_deref().unwrap_or("the leader"),
             watch.not_streaming_for,
-            o.settings.not_streaming_limit
+            o.inputs.settings.not_streaming_limit
         ));
     }
-    let Some(mine) = o.local.wal_position else {
+    let Some(mine) = o.inputs.local.wal_position else {
         return Err("my WAL position is unknown".into());
     };
     if let Some(leader_lsn) = cluster.last_leader_lsn() {
         let lag = leader_lsn.saturating_sub(mine);
-        if lag > o.settings.maximum_lag_on_failover {
+        if lag > o.inputs.settings.maximum_lag_on_failover {
             return Err(format!(
                 "I am {lag} bytes behind the last known leader position, more than maximum_lag_on_failover ({})",
-                o.settings.maximum_lag_on_failover
+                o.inputs.settings.maximum_lag_on_failover
             ));
         }
     }
     let my_priority = tags.failover_priority();
-    for peer in o.peers.iter().filter(|p| p.name != me) {
+    for peer in o.inputs.peers.iter().filter(|p| p.name != me) {
         if peer.source == PeerSource::Rest && peer.is_primary {
             return Err(format!("{} still runs as a primary", peer.name));
         }

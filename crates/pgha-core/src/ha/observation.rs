@@ -92,6 +92,10 @@ pub struct LocalPostgres {
     /// Where the `primary_conninfo` PostgreSQL runs with points (whichever
     /// file set it: a hand edit, `ALTER SYSTEM`); `None` when unknown.
     pub configured_upstream: Option<ConfiguredUpstream>,
+    /// The postmaster is up but does not answer queries yet (starting up,
+    /// or in crash recovery), and will run in this role: a start in
+    /// progress, whoever began it.
+    pub starting: Option<PgRole>,
 }
 
 impl LocalPostgres {
@@ -200,6 +204,17 @@ pub struct HaMemory {
     /// has been seen since then (monotonic). See
     /// [`HaMemory::observe_unowned_lock`].
     pub unowned_lock_since: Option<(Version, Duration)>,
+    /// PostgreSQL should be running (this node started it, or saw it
+    /// answer), so finding its postmaster gone is a crash.
+    pub expect_running: bool,
+    /// The last start (or restart) of PostgreSQL failed.
+    pub start_failed: bool,
+    /// PostgreSQL was stopped by a demotion (published as role `demoted`).
+    pub demoted: bool,
+    /// A promotion is under way and its checkpoint is not done yet: a
+    /// former primary must not `pg_rewind` against this node before it
+    /// (published as `checkpoint_after_promote: false`).
+    pub checkpoint_pending: bool,
 }
 
 impl HaMemory {
@@ -207,7 +222,7 @@ impl HaMemory {
     /// lease or session (`unowned`). A key rewritten in between starts the
     /// count again: only one seen unchanged for `ttl` can be removed by a
     /// node that did not hold the lock it overwrote (see `ha::decide`).
-    pub fn observe_unowned_lock(
+    pub(crate) fn observe_unowned_lock(
         &mut self,
         cluster: Option<&Cluster>,
         unowned: bool,
@@ -227,21 +242,25 @@ impl HaMemory {
     /// A lock call succeeded: nobody else can hold the lock before
     /// `deadline` (monotonic). Whatever bootstrapping entitled this node
     /// to is spent now.
-    pub fn lock_held(&mut self, deadline: Duration) {
+    pub(crate) fn lock_held(&mut self, deadline: Duration) {
         self.lock_deadline = Some(deadline);
         self.bootstrapped_here = false;
     }
 
     /// The lock is not ours (released, lost, or never granted): no
     /// lifetime is left to rely on.
-    pub fn lock_gone(&mut self) {
+    pub(crate) fn lock_gone(&mut self) {
         self.lock_deadline = None;
     }
 
     /// Notes whether the cluster's `initialize` key holds `system_id` (the
     /// local data directory's). Only ever turns `belongs_to_cluster` on: a
     /// key that disappears afterwards does not make the data a stranger's.
-    pub fn observe_initialize(&mut self, cluster: Option<&Cluster>, system_id: Option<&str>) {
+    pub(crate) fn observe_initialize(
+        &mut self,
+        cluster: Option<&Cluster>,
+        system_id: Option<&str>,
+    ) {
         let stored = cluster
             .and_then(|c| c.initialize.as_ref())
             .map(|v| v.value.as_str());
@@ -251,16 +270,16 @@ impl HaMemory {
     }
 }
 
-/// Everything `decide` looks at.
+/// What the shell observed this cycle and hands the HA decision: the
+/// cluster snapshot, the local PostgreSQL, the peers, the node's settings.
+/// Everything else `decide` looks at is the node's own memory and the time
+/// ([`Observation`]), which the state machine ([`super::HaNode`]) supplies.
 #[derive(Clone, Debug)]
-pub struct Observation<'a> {
-    /// Monotonic time.
-    pub now: Duration,
+pub struct Inputs<'a> {
     pub settings: &'a NodeSettings,
     /// `None`: the DCS could not be read this cycle.
     pub cluster: Option<&'a Cluster>,
     pub local: &'a LocalPostgres,
-    pub memory: &'a HaMemory,
     /// The other members' status, gathered when the cluster has no leader
     /// or a switchover/failover is requested (empty otherwise).
     pub peers: &'a [PeerStatus],
@@ -279,4 +298,14 @@ pub struct Observation<'a> {
     /// was written by hand or by a tool without a lease, nobody holds it,
     /// and it never expires.
     pub leader_unowned: bool,
+}
+
+/// Everything `decide` looks at: what was observed, what the node
+/// remembers, and the monotonic time.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// Monotonic time.
+    pub now: Duration,
+    pub memory: &'a HaMemory,
+    pub inputs: Inputs<'a>,
 }

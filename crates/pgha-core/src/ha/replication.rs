@@ -364,6 +364,7 @@ mod tests {
             replication_state: Some(STREAMING.into()),
             receiver_sender: Some(Endpoint::new("10.0.0.1", 5432)),
             configured_upstream: Some(ConfiguredUpstream::At(Endpoint::new("10.0.0.1", 5432))),
+            starting: None,
         }
     }
 

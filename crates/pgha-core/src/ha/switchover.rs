@@ -36,7 +36,7 @@ fn request(cluster: &Cluster) -> Option<&Failover> {
 
 /// The leader's step for the current `failover` key.
 pub fn for_leader(o: &Observation<'_>, cluster: &Cluster) -> LeaderStep {
-    let me = o.settings.name.as_str();
+    let me = o.inputs.settings.name.as_str();
     let Some(f) = request(cluster) else {
         return LeaderStep::Nothing;
     };
@@ -58,18 +58,23 @@ pub fn for_leader(o: &Observation<'_>, cluster: &Cluster) -> LeaderStep {
         Err(e) => {
             return LeaderStep::Clear(format!("the requested switchover cannot be read: {e}"));
         }
-        Ok(Some(at)) if at > o.wall_now => {
+        Ok(Some(at)) if at > o.inputs.wall_now => {
             return LeaderStep::Wait(format!("switchover scheduled at {at}"));
         }
         Ok(_) => {}
     }
-    if o.settings.paused && candidate.is_none() {
+    if o.inputs.settings.paused && candidate.is_none() {
         return LeaderStep::Clear(
             "paused: a switchover must name a candidate; removing the request".into(),
         );
     }
     let me_name = me.to_string();
-    let others: Vec<&PeerStatus> = o.peers.iter().filter(|p| p.name != me_name).collect();
+    let others: Vec<&PeerStatus> = o
+        .inputs
+        .peers
+        .iter()
+        .filter(|p| p.name != me_name)
+        .collect();
     let judged: Vec<(String, Option<String>)> = match candidate {
         Some(c) => vec![(
             c.to_string(),
@@ -158,7 +163,7 @@ pub enum RaceGate {
 
 /// The race gate for this node while the lock is free.
 pub fn race_gate(o: &Observation<'_>, cluster: &Cluster) -> RaceGate {
-    let me = o.settings.name.as_str();
+    let me = o.inputs.settings.name.as_str();
     let Some(f) = request(cluster).filter(|f| !f.is_empty()) else {
         return RaceGate::Open;
     };
@@ -170,6 +175,7 @@ pub fn race_gate(o: &Observation<'_>, cluster: &Cluster) -> RaceGate {
         Some(c) => {
             // The candidate decides, unless it is clearly not there to do it.
             let available = o
+                .inputs
                 .peers
                 .iter()
                 .any(|p| p.name == c && p.source == PeerSource::Rest && p.running);

@@ -7,177 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::ha::observation::*;
 use crate::ha::replication::{ConfiguredUpstream, Endpoint};
-use crate::model::{Cluster, ClusterKey, RawEntry, Tags, Version};
-
-const SYSID: &str = "7312345678901234567";
-
-/// A world seen from node `me`: by default a healthy 3-node cluster led by
-/// `n1`, with `me` running as a replica following it.
-struct World {
-    settings: NodeSettings,
-    entries: Vec<(String, String)>,
-    dcs_down: bool,
-    local: LocalPostgres,
-    memory: HaMemory,
-    peers: Vec<PeerStatus>,
-    now: Duration,
-    renew_failed: Option<String>,
-    wall_now: jiff::Timestamp,
-    unfenced: Option<String>,
-    /// The leader key has no lease or session behind it.
-    leader_unowned: bool,
-}
-
-fn member_json(role: &str, state: &str, wal: u64) -> String {
-    json!({"conn_url": "postgres://127.0.0.1:5432/postgres", "api_url": "http://127.0.0.1:8008/patroni",
-           "state": state, "role": role, "version": "4.1.4", "xlog_location": wal, "timeline": 1})
-    .to_string()
-}
-
-impl World {
-    fn new(me: &str) -> Self {
-        let mut w = World {
-            settings: NodeSettings {
-                name: me.into(),
-                tags: Tags::default(),
-                can_bootstrap: true,
-                new_cluster_refused: None,
-                use_pg_rewind: true,
-                remove_data_directory_on_rewind_failure: false,
-                remove_data_directory_on_diverged_timelines: false,
-                maximum_lag_on_failover: 1_048_576,
-                primary_start_timeout: Duration::from_secs(300),
-                paused: false,
-                not_streaming_limit: Duration::from_secs(50),
-                ttl: Duration::from_secs(30),
-            },
-            entries: Vec::new(),
-            dcs_down: false,
-            local: LocalPostgres {
-                data_dir: DataDir::Initialized {
-                    system_id: SYSID.into(),
-                    was_primary: false,
-                    timeline: 1,
-                },
-                running: true,
-                crashed: false,
-                role: Some(PgRole::Replica),
-                timeline: Some(1),
-                wal_position: Some(1000),
-                following: Some("n1".into()),
-                replication_state: Some("streaming".into()),
-                receiver_sender: Some(Endpoint::new("127.0.0.1", 5432)),
-                configured_upstream: Some(ConfiguredUpstream::At(Endpoint::new("127.0.0.1", 5432))),
-            },
-            memory: HaMemory::default(),
-            peers: Vec::new(),
-            now: Duration::from_secs(100),
-            renew_failed: None,
-            wall_now: "2026-11-21T12:00:00Z".parse().unwrap(),
-            unfenced: None,
-            leader_unowned: false,
-        };
-        w.set("initialize", SYSID);
-        w.set("config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#);
-        w.set("leader", "n1");
-        for n in ["n1", "n2", "n3"] {
-            let role = if n == "n1" { "primary" } else { "replica" };
-            w.set(&format!("members/{n}"), &member_json(role, "running", 1000));
-        }
-        w
-    }
-
-    fn set(&mut self, key: &str, value: &str) -> &mut Self {
-        self.entries.retain(|(k, _)| k != key);
-        self.entries.push((key.into(), value.into()));
-        self
-    }
-
-    fn unset(&mut self, key: &str) -> &mut Self {
-        self.entries.retain(|(k, _)| k != key);
-        self
-    }
-
-    fn leader(&mut self, name: &str) -> &mut Self {
-        self.set("leader", name)
-    }
-
-    fn no_leader(&mut self) -> &mut Self {
-        self.unset("leader")
-    }
-
-    fn primary(&mut self) -> &mut Self {
-        self.local.role = Some(PgRole::Primary);
-        self.local.following = None;
-        self.local.replication_state = None;
-        self
-    }
-
-    fn stopped(&mut self) -> &mut Self {
-        self.local.running = false;
-        self.local.role = None;
-        self.local.wal_position = None;
-        self
-    }
-
-    fn was_primary(&mut self) -> &mut Self {
-        if let DataDir::Initialized { was_primary, .. } = &mut self.local.data_dir {
-            *was_primary = true;
-        }
-        self
-    }
-
-    fn peer(&mut self, name: &str, wal: u64, priority: i64) -> &mut Self {
-        self.peers.push(PeerStatus {
-            name: name.into(),
-            source: PeerSource::Rest,
-            is_primary: false,
-            running: true,
-            starting: false,
-            wal_position: Some(wal),
-            nofailover: priority <= 0,
-            failover_priority: priority,
-            replication_broken: false,
-        });
-        self
-    }
-
-    fn tags(&mut self, v: serde_json::Value) -> &mut Self {
-        self.settings.tags = Tags(v.as_object().unwrap().clone());
-        self
-    }
-
-    fn cluster(&self) -> Cluster {
-        Cluster::from_entries(
-            self.entries.iter().enumerate().map(|(i, (k, v))| RawEntry {
-                key: ClusterKey::parse(k).unwrap(),
-                value: v.as_bytes().to_vec(),
-                version: Version::number(i as i64 + 1),
-                owner: None,
-            }),
-            Version::number(100),
-        )
-    }
-
-    fn decide(&self) -> Decision {
-        let cluster = self.cluster();
-        let o = Observation {
-            now: self.now,
-            settings: &self.settings,
-            cluster: (!self.dcs_down).then_some(&cluster),
-            local: &self.local,
-            memory: &self.memory,
-            peers: &self.peers,
-            renew_failed: self.renew_failed.clone(),
-            wall_now: self.wall_now,
-            unfenced: self.unfenced.clone(),
-            leader_unowned: self.leader_unowned,
-        };
-        let d = decide(&o);
-        assert!(!d.reason.is_empty(), "every decision says why");
-        d
-    }
-}
+use crate::ha::world::*;
 
 fn actions(d: &Decision) -> &[Action] {
     &d.actions
@@ -434,15 +264,17 @@ fn an_unreadable_initialize_key_blocks_bootstrap_and_clone() {
     });
     let o = Observation {
         now: w.now,
-        settings: &w.settings,
-        cluster: Some(&c),
-        local: &w.local,
         memory: &w.memory,
-        peers: &w.peers,
-        renew_failed: None,
-        wall_now: w.wall_now,
-        unfenced: None,
-        leader_unowned: false,
+        inputs: Inputs {
+            settings: &w.settings,
+            cluster: Some(&c),
+            local: &w.local,
+            peers: &w.peers,
+            renew_failed: None,
+            wall_now: w.wall_now,
+            unfenced: None,
+            leader_unowned: false,
+        },
     };
     assert_idle(&decide(&o), "initialize key is unreadable");
 }
