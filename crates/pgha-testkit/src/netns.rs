@@ -72,20 +72,23 @@ impl Network {
         let sw = net.ns("sw");
         ip(&["netns", "add", &sw])?;
         net.members.push("sw".into());
-        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        ip_in(&sw, &["link", "add", "br0", "type", "bridge"])?;
+        ip_in(&sw, &["link", "set", "br0", "up"])?;
         for m in &members {
             let ns = net.ns(m);
             ip(&["netns", "add", &ns])?;
             net.members.push(m.clone());
-            ip(&[
-                "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", m, "netns", &sw,
-            ])?;
-            ip(&["-n", &sw, "link", "set", m, "master", "br0", "up"])?;
+            ip_in(
+                &ns,
+                &[
+                    "link", "add", "eth0", "type", "veth", "peer", "name", m, "netns", &sw,
+                ],
+            )?;
+            ip_in(&sw, &["link", "set", m, "master", "br0", "up"])?;
             let addr = format!("{}/24", net.addr(m)?);
-            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            ip_in(&ns, &["addr", "add", &addr, "dev", "eth0"])?;
+            ip_in(&ns, &["link", "set", "eth0", "up"])?;
+            ip_in(&ns, &["link", "set", "lo", "up"])?;
         }
         net.check()?;
         Ok(net)
@@ -95,7 +98,7 @@ impl Network {
     /// interface in the subnet.
     fn check(&self) -> anyhow::Result<()> {
         for m in self.members.iter().filter(|m| *m != "sw") {
-            let out = ip_output(&["-n", &self.ns(m), "-4", "addr", "show", "dev", "eth0"])?;
+            let out = ip_in(&self.ns(m), &["-4", "addr", "show", "dev", "eth0"])?;
             let want = self.addr(m)?.to_string();
             if !out.contains(&format!("inet {want}/24")) {
                 bail!("namespace {}: eth0 lacks {want}: {out}", self.ns(m));
@@ -176,8 +179,9 @@ impl Network {
 
     /// Runs `nft <args>` inside `member`'s namespace.
     fn nft(&self, member: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns(member), "nft"])
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns(member)))
+            .arg("nft")
             .args(args)
             .output()
             .context("running nft")?;
@@ -247,6 +251,27 @@ fn remove_stale() {
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     ip_output(args).map(drop)
+}
+
+/// `ip <args>` inside namespace `ns`, entered with `nsenter` rather than
+/// `ip -n`/`ip netns exec`: those also remount `/` and `/sys` in a mount
+/// namespace of their own, which fails where `/` is no mount point (a
+/// chroot, as in `fresh-debian.sh`).
+fn ip_in(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg("ip")
+        .args(args)
+        .output()
+        .context("running nsenter ip (util-linux, iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip (in {ns}) {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn ip_output(args: &[&str]) -> anyhow::Result<String> {
