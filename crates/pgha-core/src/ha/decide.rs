@@ -109,7 +109,9 @@ pub fn decide(o: &Observation<'_>) -> Decision {
     if let Some(job) = &o.memory.job {
         if i_lead {
             if let Some(why) = &o.inputs.renew_failed {
-                if o.inputs.local.is_primary() {
+                // (Not in maintenance mode: a failed renewal demotes no
+                // paused primary, job or not; see step 6.)
+                if o.inputs.local.is_primary() && !o.inputs.settings.paused {
                     return Decision::new(
                         vec![Action::Demote {
                             mode: StopMode::Fast,
@@ -906,5 +908,7 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
     Ok(format!("WAL {mine}, nobody ahead"))
 }
 
+#[cfg(test)]
+mod invariants;
 #[cfg(test)]
 mod tests;

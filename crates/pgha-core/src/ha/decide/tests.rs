@@ -143,6 +143,11 @@ fn a_leader_keeps_renewing_during_a_job_and_others_wait() {
         }]
     );
 
+    // Paused: a failed renewal demotes no primary, job or not (found by
+    // the invariant sweep: only the job branch did).
+    w.settings.paused = true;
+    assert_idle(&w.decide(), "renewing the leader lock failed");
+
     let mut w = World::new("n2");
     w.memory.job = Some(Job::Clone {
         source: "n1".into(),
