@@ -1,6 +1,7 @@
 //! The HA decision is a pure function: give it a cluster snapshot and the
-//! local PostgreSQL's state, and it says what to do and why. This example
-//! builds observations by hand, as a simulation or a what-if tool would.
+//! local PostgreSQL's state, and it says what to do, by which rule, and
+//! why. This example builds observations by hand, as a simulation or a
+//! what-if tool would, and asks a fresh node's state machine (`HaNode`).
 //!
 //! ```text
 //! cargo run -p pgha-examples --example decide
@@ -9,10 +10,9 @@
 use std::time::Duration;
 
 use pgha_core::ha::{
-    DataDir, HaMemory, LocalPostgres, NodeSettings, Observation, PeerSource, PeerStatus, PgRole,
-    decide,
+    DataDir, HaNode, Inputs, LocalPostgres, NodeSettings, PeerSource, PeerStatus, PgRole,
 };
-use pgha_core::model::{Cluster, ClusterKey, RawEntry, Tags, Version};
+use pgha_core::model::{Cluster, ClusterKey, RawEntry, Tags, Timing, Version};
 
 fn cluster(entries: &[(&str, &str)]) -> Cluster {
     let raw = entries.iter().map(|(k, v)| RawEntry {
@@ -54,9 +54,9 @@ fn main() {
         replication_state: Some("streaming".into()),
         receiver_sender: None,
         configured_upstream: None,
+        starting: None,
     };
     let member = r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","state":"running","role":"primary","xlog_location":5000}"#;
-    let memory = HaMemory::default();
 
     let scenarios: Vec<(&str, Cluster, Vec<PeerStatus>)> = vec![
         (
@@ -85,23 +85,26 @@ fn main() {
         ),
     ];
     for (what, c, peers) in scenarios {
-        let d = decide(&Observation {
-            now: Duration::from_secs(100),
-            settings: &settings,
-            cluster: Some(&c),
-            local: &local,
-            memory: &memory,
-            peers: &peers,
-            renew_failed: None,
-            wall_now: jiff::Timestamp::now(),
-            // An embedding service that runs its own fencing says so here;
-            // `Some(why)` keeps the node from being primary.
-            unfenced: None,
-            leader_unowned: false,
-        });
+        let mut node = HaNode::new(Timing::default());
+        let d = node.decide(
+            Duration::from_secs(100),
+            Inputs {
+                settings: &settings,
+                cluster: Some(&c),
+                local: &local,
+                peers: &peers,
+                renew_failed: None,
+                wall_now: jiff::Timestamp::now(),
+                // An embedding service that runs its own fencing says so
+                // here; `Some(why)` keeps the node from being primary.
+                unfenced: None,
+                leader_unowned: false,
+            },
+        );
         let actions: Vec<String> = d.actions.iter().map(ToString::to_string).collect();
         println!(
-            "{what}:\n  -> {}\n     [{}]\n",
+            "{what}:\n  -> [{}] {}\n     [{}]\n",
+            d.rule,
             d.reason,
             actions.join(", ")
         );

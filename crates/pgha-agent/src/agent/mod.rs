@@ -406,9 +406,9 @@ impl Agent {
     fn log_decision(&mut self, d: &Decision) {
         let actions: Vec<String> = d.actions.iter().map(ToString::to_string).collect();
         if actions.is_empty() {
-            tracing::info!(target: "pgha::ha", "{}", d.reason);
+            tracing::info!(target: "pgha::ha", rule = %d.rule, "{}", d.reason);
         } else {
-            tracing::info!(target: "pgha::ha", "{} [{}]", d.reason, actions.join(", "));
+            tracing::info!(target: "pgha::ha", rule = %d.rule, "{} [{}]", d.reason, actions.join(", "));
         }
         self.last_reason = d.reason.clone();
     }

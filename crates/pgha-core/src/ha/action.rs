@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::rule::Rule;
 use crate::model::LeaderLock;
 
 /// How to stop a primary that must stop accepting writes.
@@ -108,10 +109,12 @@ impl fmt::Display for Action {
     }
 }
 
-/// The outcome of one HA decision: what to do, and one line saying why.
+/// The outcome of one HA decision: what to do, which rule decided it, and
+/// one line saying why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub actions: Vec<Action>,
+    pub rule: Rule,
     pub reason: String,
     /// What this node waits for is due within a moment (the leader is
     /// about to publish its post-promotion checkpoint): the agent looks
@@ -120,17 +123,18 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub fn new(actions: Vec<Action>, reason: impl Into<String>) -> Self {
+    pub fn new(rule: Rule, actions: Vec<Action>, reason: impl Into<String>) -> Self {
         Decision {
             actions,
+            rule,
             reason: reason.into(),
             look_again_soon: false,
         }
     }
 
     /// Nothing to do, and why.
-    pub fn idle(reason: impl Into<String>) -> Self {
-        Decision::new(Vec::new(), reason)
+    pub fn idle(rule: Rule, reason: impl Into<String>) -> Self {
+        Decision::new(rule, Vec::new(), reason)
     }
 
     /// The same decision, to be looked at again within a second.

@@ -27,6 +27,7 @@ use super::action::{Action, Decision, StopMode};
 use super::divergence;
 use super::observation::{DataDir, Job, Observation, PeerSource};
 use super::replication::{self, ConfiguredUpstream};
+use super::rule::Rule;
 use super::switchover::{self, LeaderStep, RaceGate};
 use crate::model::{Cluster, ClusterKey};
 
@@ -49,6 +50,7 @@ pub fn decide(o: &Observation<'_>) -> Decision {
         && o.now + FENCE_MARGIN >= deadline
     {
         return Decision::new(
+            Rule::LockExpiring,
             vec![Action::Demote {
                 mode: StopMode::Immediate,
             }],
@@ -74,12 +76,14 @@ pub fn decide(o: &Observation<'_>) -> Decision {
                 actions.push(Action::ReleaseLock);
             }
             return Decision::new(
+                Rule::Unfenced,
                 actions,
                 format!("demoting: I could not be fenced if my agent failed ({why})"),
             );
         }
         if i_lead {
             return Decision::new(
+                Rule::Unfenced,
                 vec![Action::ReleaseLock],
                 format!(
                     "releasing the leader lock: I could not be fenced if my agent failed ({why})"
@@ -91,17 +95,21 @@ pub fn decide(o: &Observation<'_>) -> Decision {
     // 2. No DCS this cycle.
     let Some(cluster) = o.inputs.cluster else {
         if o.inputs.settings.paused {
-            return Decision::idle("DCS is not accessible; paused: no automatic action");
+            return Decision::idle(
+                Rule::NoDcs,
+                "DCS is not accessible; paused: no automatic action",
+            );
         }
         if o.inputs.local.is_primary() {
             return Decision::new(
+                Rule::NoDcs,
                 vec![Action::Demote {
                     mode: StopMode::Fast,
                 }],
                 "demoting: the DCS is not accessible, so I cannot prove I still hold the leader lock",
             );
         }
-        return Decision::idle("DCS is not accessible; no action as a replica");
+        return Decision::idle(Rule::NoDcs, "DCS is not accessible; no action as a replica");
     };
     let i_lead = cluster.is_leader(me);
 
@@ -113,6 +121,7 @@ pub fn decide(o: &Observation<'_>) -> Decision {
                 // paused primary, job or not; see step 6.)
                 if o.inputs.local.is_primary() && !o.inputs.settings.paused {
                     return Decision::new(
+                        Rule::JobInProgress,
                         vec![Action::Demote {
                             mode: StopMode::Fast,
                         }],
@@ -122,17 +131,24 @@ pub fn decide(o: &Observation<'_>) -> Decision {
                         ),
                     );
                 }
-                return Decision::idle(format!(
-                    "{} in progress; renewing the leader lock failed: {why}",
-                    job_name(job)
-                ));
+                return Decision::idle(
+                    Rule::JobInProgress,
+                    format!(
+                        "{} in progress; renewing the leader lock failed: {why}",
+                        job_name(job)
+                    ),
+                );
             }
             return Decision::new(
+                Rule::JobInProgress,
                 vec![Action::RenewLock],
                 format!("renewing the leader lock during {}", job_name(job)),
             );
         }
-        return Decision::idle(format!("{} in progress", job_name(job)));
+        return Decision::idle(
+            Rule::JobInProgress,
+            format!("{} in progress", job_name(job)),
+        );
     }
 
     // 3b. A leader key no lease or session backs.
@@ -151,11 +167,12 @@ pub fn decide(o: &Observation<'_>) -> Decision {
             );
             return if i_lead {
                 Decision::new(
+                    Rule::UnusableDataDir,
                     vec![Action::ReleaseLock],
                     format!("releasing the leader lock: {reason}"),
                 )
             } else {
-                Decision::idle(reason)
+                Decision::idle(Rule::UnusableDataDir, reason)
             };
         }
         DataDir::Empty => return decide_empty(o, cluster),
@@ -194,53 +211,71 @@ fn decide_empty(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     let me = o.inputs.settings.name.as_str();
     if cluster.is_leader(me) {
         return Decision::new(
+            Rule::EmptyDataDir,
             vec![Action::ReleaseLock],
             "releasing the leader lock: my data directory is empty",
         );
     }
     if o.inputs.settings.paused {
-        return Decision::idle("paused: not bootstrapping or cloning an empty data directory");
+        return Decision::idle(
+            Rule::EmptyDataDir,
+            "paused: not bootstrapping or cloning an empty data directory",
+        );
     }
     if let Some(p) = cluster.problem(&ClusterKey::Initialize) {
-        return Decision::idle(format!(
-            "not bootstrapping or cloning: the initialize key is unreadable ({}); repair it first",
-            p.reason
-        ));
+        return Decision::idle(
+            Rule::EmptyDataDir,
+            format!(
+                "not bootstrapping or cloning: the initialize key is unreadable ({}); repair it first",
+                p.reason
+            ),
+        );
     }
     let initialized = cluster.initialize.as_ref().map(|v| v.value.as_str());
     match (initialized, cluster.leader_name()) {
         (None, None) => {
             if let Some(why) = &o.inputs.settings.new_cluster_refused {
-                Decision::idle(format!(
-                    "cluster is not initialized, and this node will not create it: {why}"
-                ))
+                Decision::idle(
+                    Rule::Bootstrap,
+                    format!("cluster is not initialized, and this node will not create it: {why}"),
+                )
             } else if !o.inputs.settings.can_bootstrap {
                 Decision::idle(
+                    Rule::Bootstrap,
                     "cluster is not initialized and this node has no bootstrap section: waiting",
                 )
             } else if o.inputs.settings.tags.nofailover() {
                 Decision::idle(
+                    Rule::Bootstrap,
                     "cluster is not initialized and this node may not become primary (nofailover): waiting",
                 )
             } else {
                 Decision::new(
+                    Rule::Bootstrap,
                     vec![Action::RaceInitialize, Action::Bootstrap],
                     "cluster is not initialized: racing to bootstrap it",
                 )
             }
         }
-        (Some(""), None) => Decision::idle("waiting for the leader to finish bootstrapping"),
+        (Some(""), None) => Decision::idle(
+            Rule::Bootstrap,
+            "waiting for the leader to finish bootstrapping",
+        ),
         (_, leader) => match clone_source(cluster, me) {
             Some(source) => Decision::new(
+                Rule::Clone,
                 vec![Action::Clone {
                     source: source.clone(),
                 }],
                 format!("creating a replica: cloning from {source}"),
             ),
-            None => Decision::idle(match leader {
-                Some(l) => format!("waiting for leader {l} to run before cloning from it"),
-                None => "waiting for a leader to clone from".into(),
-            }),
+            None => Decision::idle(
+                Rule::Clone,
+                match leader {
+                    Some(l) => format!("waiting for leader {l} to run before cloning from it"),
+                    None => "waiting for a leader to clone from".into(),
+                },
+            ),
         },
     }
 }
@@ -276,14 +311,16 @@ fn decide_identity(o: &Observation<'_>, cluster: &Cluster, system_id: &str) -> O
             if o.inputs.settings.paused {
                 return Some(if cluster.is_leader(me) {
                     Decision::new(
+                        Rule::SystemIdMismatch,
                         vec![Action::ReleaseLock],
                         format!("releasing the leader lock: {reason}"),
                     )
                 } else {
-                    Decision::idle(reason)
+                    Decision::idle(Rule::SystemIdMismatch, reason)
                 });
             }
             Some(Decision::new(
+                Rule::SystemIdMismatch,
                 vec![Action::Exit {
                     reason: reason.clone(),
                 }],
@@ -304,6 +341,7 @@ fn decide_identity(o: &Observation<'_>, cluster: &Cluster, system_id: &str) -> O
                 let reason = "the cluster has no initialize key and my PostgreSQL runs as a replica: \
                               start the agent on the node running as primary first";
                 return Some(Decision::new(
+                    Rule::NoInitializeKey,
                     vec![Action::Exit {
                         reason: reason.into(),
                     }],
@@ -311,6 +349,7 @@ fn decide_identity(o: &Observation<'_>, cluster: &Cluster, system_id: &str) -> O
                 ));
             }
             Some(Decision::new(
+                Rule::NoInitializeKey,
                 vec![Action::RecordSystemId {
                     system_id: system_id.to_string(),
                 }],
@@ -345,6 +384,7 @@ fn decide_unowned_lock(o: &Observation<'_>, lock: &crate::model::LeaderLock) -> 
         .is_some_and(|d| o.now + FENCE_MARGIN < d);
     if o.inputs.local.is_primary() && within_lifetime {
         return Decision::new(
+            Rule::UnownedLock,
             vec![Action::ReclaimLock { lock: lock.clone() }],
             format!(
                 "the leader key names {name:?} but no lease or session backs it: it overwrote my lock, \
@@ -363,14 +403,18 @@ fn decide_unowned_lock(o: &Observation<'_>, lock: &crate::model::LeaderLock) -> 
         .filter(|(version, _)| *version == lock.version)
         .map_or(Duration::ZERO, |(_, since)| o.now.saturating_sub(*since));
     if seen_for < o.inputs.settings.ttl {
-        return Decision::idle(format!(
-            "the leader key names {name:?} but no lease or session backs it: nobody holds it; \
+        return Decision::idle(
+            Rule::UnownedLock,
+            format!(
+                "the leader key names {name:?} but no lease or session backs it: nobody holds it; \
              removing it once it has been unchanged for ttl ({:?}), when any lock it overwrote has \
              expired (seen for {seen_for:.1?})",
-            o.inputs.settings.ttl
-        ));
+                o.inputs.settings.ttl
+            ),
+        );
     }
     Decision::new(
+        Rule::UnownedLock,
         vec![Action::RemoveUnownedLock { lock: lock.clone() }],
         format!(
             "the leader key names {name:?} but no lease or session backs it, unchanged for \
@@ -399,6 +443,7 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     if cluster.is_leader(me) {
         if o.inputs.settings.paused {
             return Decision::new(
+                Rule::Paused,
                 vec![Action::ReleaseLock],
                 format!("paused and PostgreSQL is {what}: releasing the leader lock"),
             );
@@ -407,6 +452,7 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             && o.now.saturating_sub(since) > o.inputs.settings.primary_start_timeout
         {
             return Decision::new(
+                Rule::PrimaryStartTimeout,
                 vec![Action::ReleaseLock],
                 format!(
                     "PostgreSQL did not start within primary_start_timeout ({:?}): releasing the leader lock so a replica can take over",
@@ -415,17 +461,22 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             );
         }
         if let Some(why) = &o.inputs.renew_failed {
-            return Decision::idle(format!(
-                "not starting PostgreSQL as primary: renewing the leader lock failed: {why}"
-            ));
+            return Decision::idle(
+                Rule::RenewFailed,
+                format!(
+                    "not starting PostgreSQL as primary: renewing the leader lock failed: {why}"
+                ),
+            );
         }
         return if was_primary {
             Decision::new(
+                Rule::Stopped,
                 vec![Action::RenewLock, Action::StartPrimary],
                 format!("PostgreSQL is {what} and I hold the leader lock: starting it as primary"),
             )
         } else {
             Decision::new(
+                Rule::Stopped,
                 vec![Action::RenewLock, Action::StartReplica { leader: None }],
                 format!(
                     "PostgreSQL is {what} and I hold the leader lock: starting it read-only, then promoting"
@@ -435,11 +486,15 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     }
 
     if o.inputs.settings.paused {
-        return Decision::idle(format!("paused: PostgreSQL is {what}; no automatic start"));
+        return Decision::idle(
+            Rule::Stopped,
+            format!("paused: PostgreSQL is {what}; no automatic start"),
+        );
     }
 
     let Some(leader) = cluster.leader_name() else {
         return Decision::new(
+            Rule::Stopped,
             vec![Action::StartReplica { leader: None }],
             format!("PostgreSQL is {what} and there is no leader: starting as a replica"),
         );
@@ -450,6 +505,7 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         return decide_rejoin(o, cluster, leader);
     }
     Decision::new(
+        Rule::Stopped,
         vec![Action::StartReplica {
             leader: Some(leader.to_string()),
         }],
@@ -477,6 +533,7 @@ fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str
     let s = o.inputs.settings;
     let reinitialize = |reason: String| {
         Decision::new(
+            Rule::Rewind,
             vec![Action::Reinitialize {
                 source: leader.to_string(),
             }],
@@ -492,12 +549,16 @@ fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str
             ));
         }
         if o.inputs.local.running {
-            return Decision::idle(format!(
-                "{why}, and use_pg_rewind and remove_data_directory_on_diverged_timelines are off: \
+            return Decision::idle(
+                Rule::Rewind,
+                format!(
+                    "{why}, and use_pg_rewind and remove_data_directory_on_diverged_timelines are off: \
                  this replica cannot stream from {leader}; reinitialize it (pghactl reinit)"
-            ));
+                ),
+            );
         }
         return Decision::new(
+            Rule::Rewind,
             vec![Action::StartReplica {
                 leader: Some(leader.to_string()),
             }],
@@ -513,27 +574,35 @@ fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str
                 "rewind from {leader} failed: reinitializing from it (remove_data_directory_on_rewind_failure)"
             ));
         }
-        return Decision::idle(format!(
-            "rewind from {leader} failed and remove_data_directory_on_rewind_failure is off: \
+        return Decision::idle(
+            Rule::Rewind,
+            format!(
+                "rewind from {leader} failed and remove_data_directory_on_rewind_failure is off: \
              not starting; reinitialize this node"
-        ));
+            ),
+        );
     }
     let leader_member = cluster.member(leader);
     // Both are due within a moment of a promotion: look again soon rather
     // than a loop later.
     if leader_member.is_none_or(|m| !m.data.is_running()) {
-        return Decision::idle(format!(
-            "waiting for leader {leader} to run before rewinding from it"
-        ))
+        return Decision::idle(
+            Rule::Rewind,
+            format!("waiting for leader {leader} to run before rewinding from it"),
+        )
         .soon();
     }
     if leader_member.is_some_and(|m| m.data.checkpoint_after_promote == Some(false)) {
-        return Decision::idle(format!(
-            "waiting for leader {leader} to checkpoint after its promotion before rewinding"
-        ))
+        return Decision::idle(
+            Rule::Rewind,
+            format!(
+                "waiting for leader {leader} to checkpoint after its promotion before rewinding"
+            ),
+        )
         .soon();
     }
     Decision::new(
+        Rule::Rewind,
         vec![Action::Rewind {
             source: leader.to_string(),
         }],
@@ -578,13 +647,18 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         if cluster.config.is_none() && cluster.problem(&ClusterKey::Config).is_none() {
             actions.push(Action::WriteConfig);
         }
-        return Decision::new(actions, "initialized a new cluster: taking the leader lock");
+        return Decision::new(
+            Rule::AfterBootstrap,
+            actions,
+            "initialized a new cluster: taking the leader lock",
+        );
     }
 
     if o.inputs.settings.paused {
         if cluster.is_leader(me) {
             if !primary {
                 return Decision::new(
+                    Rule::Paused,
                     vec![Action::ReleaseLock],
                     "paused and PostgreSQL is not a primary: releasing the leader lock",
                 );
@@ -600,16 +674,18 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                         },
                         Action::ReleaseLock,
                     ]);
-                    Decision::new(actions, format!("paused, but {reason}"))
+                    Decision::new(Rule::Paused, actions, format!("paused, but {reason}"))
                 }
                 LeaderStep::Clear(reason) => {
                     actions.push(Action::ClearFailover);
                     Decision::new(
+                        Rule::Paused,
                         actions,
                         format!("paused: keeping the leader lock; {reason}"),
                     )
                 }
                 _ => Decision::new(
+                    Rule::Paused,
                     actions,
                     "paused: keeping the leader lock; no automatic action",
                 ),
@@ -621,26 +697,29 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                 actions.push(Action::Promote);
             }
             return Decision::new(
+                Rule::Paused,
                 actions,
                 "paused, but I am the requested switchover candidate: taking the lock",
             );
         }
-        return Decision::idle("paused: no automatic action");
+        return Decision::idle(Rule::Paused, "paused: no automatic action");
     }
 
     if cluster.is_leader(me) {
         if let Some(why) = &o.inputs.renew_failed {
             return if primary {
                 Decision::new(
+                    Rule::RenewFailed,
                     vec![Action::Demote {
                         mode: StopMode::Fast,
                     }],
                     format!("demoting: renewing the leader lock failed: {why}"),
                 )
             } else {
-                Decision::idle(format!(
-                    "not promoting: renewing the leader lock failed: {why}"
-                ))
+                Decision::idle(
+                    Rule::RenewFailed,
+                    format!("not promoting: renewing the leader lock failed: {why}"),
+                )
             };
         }
         let mut actions = vec![Action::RenewLock];
@@ -654,20 +733,23 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                         },
                         Action::ReleaseLock,
                     ]);
-                    Decision::new(actions, reason)
+                    Decision::new(Rule::Switchover, actions, reason)
                 }
                 LeaderStep::Clear(reason) => {
                     actions.push(Action::ClearFailover);
                     Decision::new(
+                        Rule::Switchover,
                         actions,
                         format!("I am {me}, the leader with the lock; {reason}"),
                     )
                 }
                 LeaderStep::Wait(reason) => Decision::new(
+                    Rule::Switchover,
                     actions,
                     format!("I am {me}, the leader with the lock; {reason}"),
                 ),
                 LeaderStep::Nothing => Decision::new(
+                    Rule::Leader,
                     actions,
                     format!("no action: I am {me}, the leader with the lock"),
                 ),
@@ -675,6 +757,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         }
         actions.push(Action::Promote);
         return Decision::new(
+            Rule::HolderPromotes,
             actions,
             "promoting: I hold the leader lock and run as a replica",
         );
@@ -683,6 +766,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     if let Some(leader) = cluster.leader_name() {
         if primary {
             return Decision::new(
+                Rule::OtherHolder,
                 vec![Action::Demote {
                     mode: StopMode::Immediate,
                 }],
@@ -691,6 +775,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         }
         if o.inputs.local.following.as_deref() != Some(leader) {
             return Decision::new(
+                Rule::Follow,
                 vec![Action::Follow {
                     leader: Some(leader.to_string()),
                 }],
@@ -701,15 +786,19 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             return d;
         }
         if replication::streams_from_leader(o.inputs.local, Some(cluster)) == Some(false) {
-            return Decision::idle(format!(
-                "no action: I am {me}, a replica following {leader}, but not streaming from it \
+            return Decision::idle(
+                Rule::Follow,
+                format!(
+                    "no action: I am {me}, a replica following {leader}, but not streaming from it \
                  for {:.1?} (repaired or dropped as a candidate after {:?})",
-                o.memory.streaming.not_streaming_for, o.inputs.settings.not_streaming_limit
-            ));
+                    o.memory.streaming.not_streaming_for, o.inputs.settings.not_streaming_limit
+                ),
+            );
         }
-        return Decision::idle(format!(
-            "no action: I am {me}, a replica following {leader}"
-        ));
+        return Decision::idle(
+            Rule::Follow,
+            format!("no action: I am {me}, a replica following {leader}"),
+        );
     }
 
     // No leader: race if, and only if, this node is the healthiest.
@@ -724,18 +813,19 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                     "no leader: I am the healthiest node ({why}); taking the lock and promoting"
                 )
             };
-            Decision::new(actions, reason)
+            Decision::new(Rule::Race, actions, reason)
         }
         Err(why) => {
             if primary {
                 Decision::new(
+                    Rule::Race,
                     vec![Action::Demote {
                         mode: StopMode::Fast,
                     }],
                     format!("demoting: there is no leader and I may not take the lock: {why}"),
                 )
             } else {
-                Decision::idle(format!("no leader, not racing: {why}"))
+                Decision::idle(Rule::Race, format!("no leader, not racing: {why}"))
             }
         }
     }
@@ -766,13 +856,17 @@ fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) ->
         ));
     }
     let Some(wanted) = replication::leader_endpoint(cluster) else {
-        return Some(Decision::idle(format!(
-            "{what}, and its member key has no usable conn_url: cannot repair primary_conninfo"
-        )));
+        return Some(Decision::idle(
+            Rule::NotStreaming,
+            format!(
+                "{what}, and its member key has no usable conn_url: cannot repair primary_conninfo"
+            ),
+        ));
     };
     match &o.inputs.local.configured_upstream {
         Some(configured) if *configured != ConfiguredUpstream::At(wanted.clone()) => {
             Some(Decision::new(
+                Rule::NotStreaming,
                 vec![Action::Follow {
                     leader: Some(leader.to_string()),
                 }],
@@ -782,14 +876,20 @@ fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) ->
                 ),
             ))
         }
-        Some(_) => Some(Decision::idle(format!(
-            "{what}, though primary_conninfo points at it ({wanted}): not a failover candidate \
+        Some(_) => Some(Decision::idle(
+            Rule::NotStreaming,
+            format!(
+                "{what}, though primary_conninfo points at it ({wanted}): not a failover candidate \
              until it streams again (check the leader's pg_hba.conf, the network, the slot, the timeline)"
-        ))),
-        None => Some(Decision::idle(format!(
-            "{what}; the primary_conninfo PostgreSQL runs with cannot be read: not a failover \
+            ),
+        )),
+        None => Some(Decision::idle(
+            Rule::NotStreaming,
+            format!(
+                "{what}; the primary_conninfo PostgreSQL runs with cannot be read: not a failover \
              candidate until it streams again"
-        ))),
+            ),
+        )),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod divergence;
 pub mod node;
 pub mod observation;
 pub mod replication;
+pub mod rule;
 pub mod switchover;
 #[cfg(test)]
 pub(crate) mod world;
@@ -27,3 +28,4 @@ pub use observation::{
     PeerStatus, PgRole,
 };
 pub use replication::{ConfiguredUpstream, Endpoint, StreamingWatch, not_streaming_limit};
+pub use rule::Rule;

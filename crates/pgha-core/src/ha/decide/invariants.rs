@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::ha::observation::*;
+use crate::ha::rule::Rule;
 use crate::ha::world::*;
 
 const ME: &str = "n2";
@@ -296,6 +297,21 @@ fn check(p: &Point, d: &Decision) -> Result<(), String> {
     {
         return Err("an automatic action while paused".into());
     }
+    // The rule named is the step of the chain that applies first.
+    let first_step = if primary && !p.paused && lock_over {
+        Some(Rule::LockExpiring)
+    } else if p.dcs_down && !(p.unfenced && !p.paused && p.job.is_none()) {
+        Some(Rule::NoDcs)
+    } else if p.job.is_some() && !p.dcs_down {
+        Some(Rule::JobInProgress)
+    } else {
+        None
+    };
+    if let Some(rule) = first_step
+        && d.rule != rule
+    {
+        return Err(format!("decided by {} where {rule} applies first", d.rule));
+    }
     // A job in progress is not interrupted except by a demotion.
     if p.job.is_some()
         && !lock_over
@@ -350,6 +366,6 @@ fn the_sweep_catches_a_promotion_without_the_lock() {
         .into_iter()
         .find(|p| p.leader.is_none() && matches!(p.local, Local::Replica))
         .expect("the grid has such a point");
-    let wrong = Decision::new(vec![Action::Promote], "promoting");
+    let wrong = Decision::new(Rule::Race, vec![Action::Promote], "promoting");
     assert!(check(&p, &wrong).is_err());
 }

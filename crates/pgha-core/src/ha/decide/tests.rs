@@ -7,6 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::ha::observation::*;
 use crate::ha::replication::{ConfiguredUpstream, Endpoint};
+use crate::ha::rule::Rule;
 use crate::ha::world::*;
 
 fn actions(d: &Decision) -> &[Action] {
@@ -1459,4 +1460,159 @@ fn a_former_primary_waits_for_the_new_leaders_checkpoint_looking_again_soon() {
         }]
     );
     assert!(!d.look_again_soon);
+}
+
+// ---- rules
+
+/// How a case changes the default world.
+type Setup = Box<dyn Fn(&mut World)>;
+
+/// Each rule of the chain, reached by the smallest world that reaches it:
+/// the rule is asserted, not the wording of the reason.
+#[test]
+fn every_rule_is_reached_and_named() {
+    let secs = Duration::from_secs;
+    let cases: Vec<(Rule, Setup)> = vec![
+        (
+            Rule::LockExpiring,
+            Box::new(|w| {
+                w.primary();
+                w.memory.lock_deadline = Some(w.now);
+            }),
+        ),
+        (
+            Rule::Unfenced,
+            Box::new(|w| {
+                w.primary();
+                w.unfenced = Some("guard down".into());
+            }),
+        ),
+        (Rule::NoDcs, Box::new(|w| w.dcs_down = true)),
+        (
+            Rule::JobInProgress,
+            Box::new(|w| w.memory.job = Some(Job::Restart)),
+        ),
+        (Rule::UnownedLock, Box::new(|w| w.leader_unowned = true)),
+        (
+            Rule::UnusableDataDir,
+            Box::new(|w| w.local.data_dir = DataDir::Unusable("no PG_VERSION".into())),
+        ),
+        (
+            Rule::EmptyDataDir,
+            Box::new(|w| {
+                w.stopped().leader("n2");
+                w.local.data_dir = DataDir::Empty;
+            }),
+        ),
+        (
+            Rule::Bootstrap,
+            Box::new(|w| {
+                w.stopped().no_leader().unset("initialize");
+                w.local.data_dir = DataDir::Empty;
+            }),
+        ),
+        (
+            Rule::Clone,
+            Box::new(|w| {
+                w.stopped();
+                w.local.data_dir = DataDir::Empty;
+            }),
+        ),
+        (
+            Rule::SystemIdMismatch,
+            Box::new(|w| {
+                w.set("initialize", "42");
+            }),
+        ),
+        (
+            Rule::NoInitializeKey,
+            Box::new(|w| {
+                w.stopped().no_leader().unset("initialize");
+            }),
+        ),
+        (
+            Rule::Stopped,
+            Box::new(|w| {
+                w.stopped();
+            }),
+        ),
+        (
+            Rule::PrimaryStartTimeout,
+            Box::new(move |w| {
+                w.stopped().was_primary().leader("n2");
+                w.now = secs(1000);
+                w.memory.primary_start_since = Some(w.now - secs(301));
+            }),
+        ),
+        (
+            Rule::Rewind,
+            Box::new(|w| {
+                w.stopped().was_primary();
+            }),
+        ),
+        (
+            Rule::AfterBootstrap,
+            Box::new(|w| {
+                w.primary().no_leader();
+                w.memory.bootstrapped_here = true;
+            }),
+        ),
+        (Rule::Paused, Box::new(|w| w.settings.paused = true)),
+        (
+            Rule::RenewFailed,
+            Box::new(|w| {
+                w.primary().leader("n2");
+                w.renew_failed = Some("DCS unreachable".into());
+            }),
+        ),
+        (
+            Rule::Switchover,
+            Box::new(|w| {
+                w.primary().leader("n2");
+                w.set("failover", r#"{"leader":"n2","member":"n9"}"#);
+            }),
+        ),
+        (
+            Rule::Leader,
+            Box::new(|w| {
+                w.primary().leader("n2");
+            }),
+        ),
+        (
+            Rule::HolderPromotes,
+            Box::new(|w| {
+                w.leader("n2");
+            }),
+        ),
+        (
+            Rule::OtherHolder,
+            Box::new(|w| {
+                w.primary();
+            }),
+        ),
+        (Rule::Follow, Box::new(|_| {})),
+        (
+            Rule::NotStreaming,
+            Box::new(move |w| {
+                w.memory.streaming.leader = Some("n1".into());
+                w.memory.streaming.not_streaming_for = secs(60);
+            }),
+        ),
+        (
+            Rule::Race,
+            Box::new(|w| {
+                w.no_leader();
+            }),
+        ),
+    ];
+    for (rule, setup) in &cases {
+        let mut w = World::new("n2");
+        setup(&mut w);
+        let d = w.decide();
+        assert_eq!(d.rule, *rule, "{d:?}");
+    }
+    let mut ids: Vec<&str> = cases.iter().map(|(r, _)| r.id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 24, "every rule once, each with its own id");
 }
