@@ -37,26 +37,42 @@ impl Callbacks {
     }
 }
 
+/// Why a script did not succeed. Any of them vetoes a `pre_promote`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error("empty command")]
+    Empty,
+    #[error("cannot run it: {0}")]
+    Spawn(String),
+    #[error("still running after {0:?}; killed")]
+    TimedOut(Duration),
+    #[error("failed while waiting for it: {0}")]
+    Wait(String),
+    #[error("exited with {status}: {stderr}")]
+    Exited { status: String, stderr: String },
+}
+
 /// Runs `script` (its own words split on whitespace, then `args`) within
 /// `timeout`; kills it when the time is up.
-pub async fn run(script: &str, args: &[&str], timeout: Duration) -> Result<(), String> {
+pub async fn run(script: &str, args: &[&str], timeout: Duration) -> Result<(), CallbackError> {
     let mut words = script.split_whitespace();
-    let program = words.next().ok_or("empty command")?;
+    let program = words.next().ok_or(CallbackError::Empty)?;
     let mut cmd = Command::new(program);
     cmd.args(words)
         .args(args)
         .kill_on_drop(true)
         .stdin(std::process::Stdio::null());
-    let child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| CallbackError::Spawn(e.to_string()))?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => Err(format!("still running after {timeout:?}; killed")),
-        Ok(Err(e)) => Err(format!("failed: {e}")),
+        Err(_) => Err(CallbackError::TimedOut(timeout)),
+        Ok(Err(e)) => Err(CallbackError::Wait(e.to_string())),
         Ok(Ok(out)) if out.status.success() => Ok(()),
-        Ok(Ok(out)) => Err(format!(
-            "exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        Ok(Ok(out)) => Err(CallbackError::Exited {
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }),
     }
 }
 
@@ -75,21 +91,21 @@ mod tests {
             .await
             .is_ok()
         );
-        assert!(
-            run("false", &[], Duration::from_secs(5))
-                .await
-                .unwrap_err()
-                .contains("exited")
+        assert!(matches!(
+            run("false", &[], Duration::from_secs(5)).await,
+            Err(CallbackError::Exited { .. })
+        ));
+        assert_eq!(
+            run("sleep 10", &[], Duration::from_millis(200)).await,
+            Err(CallbackError::TimedOut(Duration::from_millis(200)))
         );
-        let e = run("sleep 10", &[], Duration::from_millis(200))
-            .await
-            .unwrap_err();
-        assert!(e.contains("killed"), "{e}");
-        assert!(
-            run("/nonexistent/script", &[], Duration::from_secs(1))
-                .await
-                .unwrap_err()
-                .contains("cannot run")
+        assert!(matches!(
+            run("/nonexistent/script", &[], Duration::from_secs(1)).await,
+            Err(CallbackError::Spawn(_))
+        ));
+        assert_eq!(
+            run("  ", &[], Duration::from_secs(1)).await,
+            Err(CallbackError::Empty)
         );
     }
 }

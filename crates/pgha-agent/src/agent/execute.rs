@@ -8,6 +8,7 @@ use pgha_core::ha::{self, Action, Job, LockCall, Outcome, StopMode};
 use pgha_core::model::{Cluster, Expect};
 
 use super::Agent;
+use super::jobs::JobError;
 use crate::postgres::{ConfRole, PgError, ShutdownMode};
 
 /// Why an action failed, as far as the next decision cares.
@@ -253,10 +254,10 @@ impl Agent {
                             PRE_PROMOTE_TIMEOUT,
                         )
                         .await
-                        .map_err(PgError::Vetoed)?;
+                        .map_err(JobError::Vetoed)?;
                     }
                     pg.promote(&dynamic).await?;
-                    pg.checkpoint().await
+                    Ok::<(), JobError>(pg.checkpoint().await?)
                 });
                 Ok(())
             }

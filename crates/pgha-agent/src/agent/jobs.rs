@@ -17,14 +17,29 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::Agent;
+use super::callbacks::CallbackError;
 use super::command::{Command, Reply, RestartRequest, version_number};
 use crate::postgres::{ConfRole, Observed, PgError, ShutdownMode, Upstream};
+
+/// Why a background job failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum JobError {
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    /// The `pre_promote` script refused (failed or timed out): this node
+    /// must not become primary now.
+    #[error("pre_promote vetoed the promotion: {0}")]
+    Vetoed(CallbackError),
+    /// The job's task panicked or was cancelled.
+    #[error("job failed: {0}")]
+    Aborted(String),
+}
 
 /// A background job and what it was for.
 #[derive(Debug)]
 pub(super) struct RunningJob {
     pub(super) kind: Job,
-    pub(super) handle: JoinHandle<Result<(), PgError>>,
+    pub(super) handle: JoinHandle<Result<(), JobError>>,
     /// Set by the job as it ends, before it wakes the loop: the task's
     /// handle may not read as finished yet when the loop looks, and a job
     /// left unreaped then would wait a whole loop_wait.
@@ -34,22 +49,24 @@ pub(super) struct RunningJob {
 }
 
 impl Agent {
-    pub(super) fn spawn_job<F>(&mut self, kind: Job, fut: F)
+    pub(super) fn spawn_job<F, E>(&mut self, kind: Job, fut: F)
     where
-        F: Future<Output = Result<(), PgError>> + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<JobError>,
     {
         self.spawn_job_replying(kind, fut, None);
     }
 
-    fn spawn_job_replying<F>(&mut self, kind: Job, fut: F, reply: Option<oneshot::Sender<Reply>>)
+    fn spawn_job_replying<F, E>(&mut self, kind: Job, fut: F, reply: Option<oneshot::Sender<Reply>>)
     where
-        F: Future<Output = Result<(), PgError>> + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<JobError>,
     {
         let done = self.job_done.clone();
         let ended = Arc::new(AtomicBool::new(false));
         let flag = ended.clone();
         let handle = tokio::spawn(async move {
-            let r = fut.await;
+            let r = fut.await.map_err(Into::into);
             flag.store(true, Ordering::Release);
             done.notify_one();
             r
@@ -86,11 +103,11 @@ impl Agent {
         };
         let result = match job.handle.await {
             Ok(r) => r,
-            Err(e) => Err(PgError::Unexpected(format!("job failed: {e}"))),
+            Err(e) => Err(JobError::Aborted(e.to_string())),
         };
         let outcome = match &result {
             Ok(()) => JobResult::Succeeded,
-            Err(PgError::Vetoed(_)) => JobResult::Vetoed,
+            Err(JobError::Vetoed(_)) => JobResult::Vetoed,
             Err(_) => JobResult::Failed,
         };
         self.node.handle(

@@ -41,10 +41,6 @@ pub enum PgError {
     Io { path: String, reason: String },
     #[error("PostgreSQL: {0}")]
     Query(String),
-    /// The `pre_promote` script refused (failed or timed out): this node
-    /// must not become primary now.
-    #[error("pre_promote vetoed the promotion: {0}")]
-    Vetoed(String),
     #[error("{0}")]
     Unexpected(String),
 }
