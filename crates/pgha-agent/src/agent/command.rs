@@ -27,8 +27,43 @@ pub struct RestartRequest {
     pub restart_pending: bool,
 }
 
-/// The loop's answer: an HTTP status and Patroni's message.
-pub type Reply = (u16, String);
+/// The loop's answer to a restart request. The REST API turns it into
+/// Patroni's status code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartAnswer {
+    /// PostgreSQL was stopped and started again.
+    Restarted,
+    /// The restart will happen at the requested time.
+    Scheduled,
+    /// Another restart is already scheduled: nothing changed.
+    AlreadyScheduled,
+    /// PostgreSQL does not run: there is nothing to restart.
+    NotRunning,
+    /// The request's conditions (role, version, pending restart) do not
+    /// hold: why.
+    ConditionsNotMet(String),
+    /// A newer restart request replaced this one before it started.
+    Superseded,
+    /// The restart failed: why.
+    Failed(String),
+}
+
+/// The loop's answer to a reinitialize request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReinitializeAnswer {
+    /// The data directory is being wiped and cloned again.
+    Started,
+    /// The cluster has not been read from the DCS yet.
+    ClusterUnknown,
+    /// Nobody leads: there is nothing to clone from.
+    NoLeader,
+    /// This node leads: it must not wipe the cluster's primary.
+    IsLeader,
+    /// Another job runs (its name) and `force` was not given.
+    Busy(&'static str),
+    /// The source cannot be used: why.
+    Impossible(String),
+}
 
 /// A request for the HA loop.
 #[derive(Debug)]
@@ -36,7 +71,7 @@ pub enum Command {
     /// Restart PostgreSQL now (answered when done) or at `schedule`.
     Restart {
         request: RestartRequest,
-        reply: oneshot::Sender<Reply>,
+        reply: oneshot::Sender<RestartAnswer>,
     },
     /// Drop a scheduled restart; answers whether there was one.
     CancelRestart { reply: oneshot::Sender<bool> },
@@ -46,7 +81,7 @@ pub enum Command {
     Reinitialize {
         force: bool,
         from_leader: bool,
-        reply: oneshot::Sender<Reply>,
+        reply: oneshot::Sender<ReinitializeAnswer>,
     },
     /// Run a cycle now (the DCS changed under us: a switchover, a config edit).
     Wakeup,

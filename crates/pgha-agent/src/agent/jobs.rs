@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::Agent;
 use super::callbacks::CallbackError;
-use super::command::{Command, Reply, RestartRequest, version_number};
+use super::command::{Command, ReinitializeAnswer, RestartAnswer, RestartRequest, version_number};
 use crate::postgres::{ConfRole, Observed, PgError, ShutdownMode, Upstream};
 
 /// Why a background job failed.
@@ -44,8 +44,8 @@ pub(super) struct RunningJob {
     /// handle may not read as finished yet when the loop looks, and a job
     /// left unreaped then would wait a whole loop_wait.
     ended: Arc<AtomicBool>,
-    /// The REST request waiting for this job's outcome.
-    reply: Option<oneshot::Sender<Reply>>,
+    /// The restart request waiting for this job's outcome.
+    reply: Option<oneshot::Sender<RestartAnswer>>,
 }
 
 impl Agent {
@@ -57,8 +57,12 @@ impl Agent {
         self.spawn_job_replying(kind, fut, None);
     }
 
-    fn spawn_job_replying<F, E>(&mut self, kind: Job, fut: F, reply: Option<oneshot::Sender<Reply>>)
-    where
+    fn spawn_job_replying<F, E>(
+        &mut self,
+        kind: Job,
+        fut: F,
+        reply: Option<oneshot::Sender<RestartAnswer>>,
+    ) where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<JobError>,
     {
@@ -115,11 +119,16 @@ impl Agent {
             Outcome::JobEnded(job.kind.clone(), outcome),
         );
         let role = self.last_role.clone().unwrap_or_else(|| "replica".into());
-        let reply: Reply = match (&job.kind, result) {
+        if let Some(tx) = job.reply {
+            let _ = tx.send(match &result {
+                Ok(()) => RestartAnswer::Restarted,
+                Err(e) => RestartAnswer::Failed(e.to_string()),
+            });
+        }
+        match (&job.kind, result) {
             (Job::Bootstrap, Ok(())) => {
                 tracing::info!("bootstrapped a new cluster");
                 self.callbacks.fire("on_start", "primary");
-                (200, "bootstrapped".into())
             }
             (Job::Bootstrap, Err(e)) => {
                 tracing::error!(
@@ -135,45 +144,35 @@ impl Agent {
                 if let Err(e) = pgha_core::dcs::DcsExt::cancel_initialize(&*self.dcs).await {
                     tracing::error!("cannot remove the initialize key: {e}");
                 }
-                (503, format!("bootstrap failed: {e}"))
             }
             (Job::Clone { source } | Job::Reinitialize { source }, Ok(())) => {
                 tracing::info!("replica created from {source}");
-                (200, "replica created".into())
             }
             (Job::Clone { source } | Job::Reinitialize { source }, Err(e)) => {
                 tracing::error!("creating a replica from {source} failed: {e}");
-                (503, format!("creating a replica from {source} failed: {e}"))
             }
             (Job::Rewind { source }, Ok(())) => {
                 tracing::info!("rewound from {source}");
-                (200, "rewound".into())
             }
             (Job::Rewind { source }, Err(e)) => {
                 tracing::error!("pg_rewind from {source} failed: {e}");
-                (503, format!("pg_rewind failed: {e}"))
             }
             (Job::Start { as_primary }, Ok(())) => {
                 self.callbacks
                     .fire("on_start", if *as_primary { "primary" } else { "replica" });
-                (200, "started".into())
             }
             (Job::Start { .. }, Err(e)) => {
                 tracing::error!("starting PostgreSQL failed: {e}");
-                (503, format!("start failed: {e}"))
             }
             (Job::Restart, Ok(())) => {
                 tracing::info!("PostgreSQL restarted");
                 self.callbacks.fire("on_restart", &role);
-                (200, "restarted successfully".into())
             }
             (Job::Restart, Err(e)) => {
                 tracing::error!("restarting PostgreSQL failed: {e}");
-                (503, format!("restart failed: {e}"))
             }
             (Job::Promote, Ok(())) => {
                 tracing::info!("promoted; checkpoint after promotion done");
-                (200, "promoted".into())
             }
             (Job::Promote, Err(e)) => {
                 if outcome == JobResult::Vetoed {
@@ -186,18 +185,9 @@ impl Agent {
                 } else {
                     tracing::error!("promotion failed: {e}");
                 }
-                (503, format!("promotion failed: {e}"))
             }
-            (Job::Stop, r) => match r {
-                Ok(()) => (200, "stopped".into()),
-                Err(e) => {
-                    tracing::error!("stopping PostgreSQL failed: {e}");
-                    (503, format!("stop failed: {e}"))
-                }
-            },
-        };
-        if let Some(tx) = job.reply {
-            let _ = tx.send(reply);
+            (Job::Stop, Ok(())) => {}
+            (Job::Stop, Err(e)) => tracing::error!("stopping PostgreSQL failed: {e}"),
         }
     }
 
@@ -236,16 +226,16 @@ impl Agent {
             Command::Restart { request, reply } => {
                 if request.schedule.is_some() {
                     if self.scheduled_restart.is_some() {
-                        let _ = reply.send((409, "Another restart is already scheduled".into()));
+                        let _ = reply.send(RestartAnswer::AlreadyScheduled);
                     } else {
                         tracing::info!("restart scheduled at {:?}", request.schedule);
                         self.scheduled_restart = Some(request);
-                        let _ = reply.send((202, "Restart scheduled".into()));
+                        let _ = reply.send(RestartAnswer::Scheduled);
                     }
                 } else if let Some((_, old)) =
                     self.pending_restart_request.replace((request, reply))
                 {
-                    let _ = old.send((503, "superseded by another restart request".into()));
+                    let _ = old.send(RestartAnswer::Superseded);
                 }
             }
             Command::Reinitialize {
@@ -259,20 +249,20 @@ impl Agent {
     }
 
     /// `POST /reinitialize`: wipe and reclone this replica.
-    fn reinitialize(&mut self, force: bool, from_leader: bool) -> Reply {
+    fn reinitialize(&mut self, force: bool, from_leader: bool) -> ReinitializeAnswer {
         let status = self.status.borrow().clone();
         let Some(cluster) = status.cluster.as_deref() else {
-            return (503, "the cluster has not been read from the DCS yet".into());
+            return ReinitializeAnswer::ClusterUnknown;
         };
         let Some(leader) = cluster.leader_name() else {
-            return (503, "Cluster has no leader, can not reinitialize".into());
+            return ReinitializeAnswer::NoLeader;
         };
         if leader == self.config.name {
-            return (503, "I am the leader, can not reinitialize".into());
+            return ReinitializeAnswer::IsLeader;
         }
         if let Some(job) = &self.job {
             if !force {
-                return (503, format!("{} already in progress", job_name(&job.kind)));
+                return ReinitializeAnswer::Busy(job_name(&job.kind));
             }
             tracing::warn!("reinitialize (force): cancelling {}", job_name(&job.kind));
             if let Some(job) = self.job.take() {
@@ -295,10 +285,10 @@ impl Agent {
             Ok(upstream) => {
                 tracing::info!("reinitializing from {source} as requested");
                 self.spawn_reinitialize(upstream);
-                (200, "reinitialize started".into())
+                ReinitializeAnswer::Started
             }
-            Err(super::execute::Failure::Other(why)) => (503, why),
-            Err(_) => (503, "cannot reinitialize now".into()),
+            Err(super::execute::Failure::Other(why)) => ReinitializeAnswer::Impossible(why),
+            Err(_) => ReinitializeAnswer::Impossible("cannot reinitialize now".into()),
         }
     }
 
@@ -324,21 +314,18 @@ impl Agent {
         } else {
             return false;
         };
-        let answer = |reply: Option<oneshot::Sender<Reply>>, r: Reply| {
+        let answer = |reply: Option<oneshot::Sender<RestartAnswer>>, r: RestartAnswer| {
             if let Some(tx) = reply {
                 let _ = tx.send(r);
             }
         };
         let Some(db) = observed.db.as_ref() else {
-            answer(reply, (503, "postgres is not running".into()));
+            answer(reply, RestartAnswer::NotRunning);
             return false;
         };
         if let Err(why) = restart_matches(&request, db) {
             tracing::info!("restart not done: {why}");
-            answer(
-                reply,
-                (503, format!("restart conditions are not satisfied: {why}")),
-            );
+            answer(reply, RestartAnswer::ConditionsNotMet(why));
             return false;
         }
         let role = if db.in_recovery {

@@ -48,7 +48,7 @@ use crate::config::Config;
 use crate::guard::{GuardCommand, GuardLink};
 use crate::postgres::{Observed, Postgres, ShutdownMode, Upstream, files};
 pub use callbacks::Callbacks;
-pub use command::{Command, Reply, RestartRequest};
+pub use command::{Command, ReinitializeAnswer, RestartAnswer, RestartRequest};
 use execute::Failure;
 pub use fence::Fence;
 use jobs::RunningJob;
@@ -109,7 +109,7 @@ pub struct Agent {
     /// A restart requested for later (`POST /restart` with `schedule`).
     scheduled_restart: Option<RestartRequest>,
     /// A restart requested now, waiting for the next cycle to start it.
-    pending_restart_request: Option<(RestartRequest, tokio::sync::oneshot::Sender<Reply>)>,
+    pending_restart_request: Option<(RestartRequest, tokio::sync::oneshot::Sender<RestartAnswer>)>,
     /// A configuration reload was asked for (SIGHUP, `POST /reload`).
     reload_requested: bool,
     last_reason: String,

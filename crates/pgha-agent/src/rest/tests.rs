@@ -347,10 +347,10 @@ mod write_side {
             while let Some(c) = rx.recv().await {
                 match c {
                     Command::Restart { reply, .. } => {
-                        let _ = reply.send((200, "restarted successfully".into()));
+                        let _ = reply.send(crate::agent::RestartAnswer::Restarted);
                     }
                     Command::Reinitialize { reply, .. } => {
-                        let _ = reply.send((503, "I am the leader, can not reinitialize".into()));
+                        let _ = reply.send(crate::agent::ReinitializeAnswer::IsLeader);
                     }
                     Command::CancelRestart { reply } => {
                         let _ = reply.send(false);

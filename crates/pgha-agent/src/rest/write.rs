@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::ApiState;
 use crate::agent::command::version_number;
-use crate::agent::{Command, Reply, RestartRequest};
+use crate::agent::{Command, ReinitializeAnswer, RestartAnswer, RestartRequest};
 
 /// A JSON error response: `{"error": "..."}`.
 pub fn error(code: StatusCode, message: impl Into<String>) -> Response {
@@ -63,12 +63,46 @@ fn text(code: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn reply(r: Reply) -> Response {
-    let code = StatusCode::from_u16(r.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if code.is_success() {
-        text(code, r.1)
-    } else {
-        error(code, r.1)
+/// Patroni's status and message for the loop's answer to a restart.
+fn restart_response(answer: RestartAnswer) -> Response {
+    match answer {
+        RestartAnswer::Restarted => text(StatusCode::OK, "restarted successfully"),
+        RestartAnswer::Scheduled => text(StatusCode::ACCEPTED, "Restart scheduled"),
+        RestartAnswer::AlreadyScheduled => {
+            error(StatusCode::CONFLICT, "Another restart is already scheduled")
+        }
+        RestartAnswer::NotRunning => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "postgres is not running")
+        }
+        RestartAnswer::ConditionsNotMet(why) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("restart conditions are not satisfied: {why}"),
+        ),
+        RestartAnswer::Superseded => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "superseded by another restart request",
+        ),
+        RestartAnswer::Failed(why) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("restart failed: {why}"),
+        ),
+    }
+}
+
+/// Patroni's status and message for the loop's answer to a reinitialize.
+fn reinitialize_response(answer: ReinitializeAnswer) -> Response {
+    let unavailable = |message: String| error(StatusCode::SERVICE_UNAVAILABLE, message);
+    match answer {
+        ReinitializeAnswer::Started => text(StatusCode::OK, "reinitialize started"),
+        ReinitializeAnswer::ClusterUnknown => {
+            unavailable("the cluster has not been read from the DCS yet".into())
+        }
+        ReinitializeAnswer::NoLeader => {
+            unavailable("Cluster has no leader, can not reinitialize".into())
+        }
+        ReinitializeAnswer::IsLeader => unavailable("I am the leader, can not reinitialize".into()),
+        ReinitializeAnswer::Busy(job) => unavailable(format!("{job} already in progress")),
+        ReinitializeAnswer::Impossible(why) => unavailable(why),
     }
 }
 
@@ -533,15 +567,24 @@ pub async fn restart(state: &ApiState, body: &[u8]) -> Response {
     }
     let wait = request.timeout.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(60);
     let (tx, rx) = oneshot::channel();
-    ask(state, Command::Restart { request, reply: tx }, rx, wait).await
+    ask(
+        state,
+        Command::Restart { request, reply: tx },
+        rx,
+        wait,
+        restart_response,
+    )
+    .await
 }
 
-/// Sends a command to the HA loop and waits (bounded) for its answer.
-async fn ask(
+/// Sends a command to the HA loop and waits (bounded) for its answer,
+/// which `respond` turns into the HTTP response.
+async fn ask<A>(
     state: &ApiState,
     command: Command,
-    rx: oneshot::Receiver<Reply>,
+    rx: oneshot::Receiver<A>,
     wait: Duration,
+    respond: fn(A) -> Response,
 ) -> Response {
     if state.commands.send(command).await.is_err() {
         return error(
@@ -550,7 +593,7 @@ async fn ask(
         );
     }
     match tokio::time::timeout(wait, rx).await {
-        Ok(Ok(r)) => reply(r),
+        Ok(Ok(answer)) => respond(answer),
         Ok(Err(_)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the HA loop dropped the request",
@@ -621,6 +664,7 @@ pub async fn reinitialize(state: &ApiState, body: &[u8]) -> Response {
         },
         rx,
         Duration::from_secs(30),
+        reinitialize_response,
     )
     .await
 }
