@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::agent::{Agent, Command, NodeStatus};
 use crate::config::Config;
+use crate::guard::GuardMode;
 use crate::rest;
 
 /// Why the agent could not start or had to stop.
@@ -105,7 +106,10 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
             }
         }
     });
-    Agent::new(config, config_path, dcs, status_tx)
+    let guard = GuardMode::ThisProgram {
+        config_path: config_path.clone(),
+    };
+    Agent::new(config, config_path, dcs, guard, status_tx)
         .run(stop_rx, commands_rx)
         .await?;
     Ok(())

@@ -45,7 +45,7 @@ use pgha_core::model::{
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::Config;
-use crate::guard::{GuardCommand, GuardLink};
+use crate::guard::{GuardLink, GuardMode};
 use crate::postgres::{Observed, Postgres, ShutdownMode, Upstream, files};
 pub use callbacks::Callbacks;
 pub use command::{Command, ReinitializeAnswer, RestartAnswer, RestartRequest};
@@ -122,22 +122,18 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// `guard` says which program runs this node's fence guard.
     pub fn new(
         config: Arc<Config>,
         config_path: Option<PathBuf>,
         dcs: Arc<dyn Dcs>,
+        guard: GuardMode,
         status: watch::Sender<Arc<NodeStatus>>,
     ) -> Self {
         let clock = Arc::new(MonotonicClock::new());
         let pg = Arc::new(Postgres::new(config.clone()));
         let fence = Fence::start(pg.ctl.clone(), clock.clone());
-        let guard = GuardLink::start(
-            GuardCommand {
-                config_path: config_path.clone(),
-            },
-            fence.guard_input(),
-            clock.clone(),
-        );
+        let guard = GuardLink::start(guard, fence.guard_input(), clock.clone());
         // Like Patroni, the last configuration read from the DCS is kept in
         // the data directory: it survives a restart of the agent and is
         // what a leader writes back if the DCS lost it.

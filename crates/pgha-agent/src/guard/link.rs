@@ -2,6 +2,8 @@
 //! deadline, restarts it when it dies, and says whether this node can fence
 //! itself right now (a node that cannot must not be primary).
 
+use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -53,25 +55,61 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 const RESPAWN_PAUSE: Duration = Duration::from_millis(200);
 
-/// How to start the guard: this very program (through `/proc/self/exe`,
-/// which works even when a package upgrade replaced the file) with
-/// `--guard` and the agent's configuration file, or with
-/// `PATRONI_CONFIGURATION` inherited from the agent's environment.
-#[derive(Debug, Clone)]
-pub struct GuardCommand {
-    pub config_path: Option<PathBuf>,
+/// Which program runs the fence guard. The guard must be a process of its
+/// own (it fences when the agent's process dies or freezes); which program
+/// that is depends on who embeds the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardMode {
+    /// This very program, through `/proc/self/exe` (which works even when a
+    /// package upgrade replaced the file), with `--guard` and the agent's
+    /// configuration file (or `PATRONI_CONFIGURATION` inherited from the
+    /// agent's environment). Only for a program that runs the guard when
+    /// given `--guard`: the `pgha` binary. Another program would be started
+    /// with an argument it does not know and never answer as a guard.
+    ThisProgram { config_path: Option<PathBuf> },
+    /// `program args...`, e.g. `/usr/bin/pgha --guard /etc/pgha.yml`: for
+    /// a service that embeds the node in a binary of its own.
+    Program {
+        program: PathBuf,
+        args: Vec<OsString>,
+    },
 }
 
-impl GuardCommand {
+impl fmt::Display for GuardMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GuardMode::ThisProgram { .. } => f.write_str("/proc/self/exe --guard"),
+            GuardMode::Program { program, args } => {
+                write!(f, "{}", program.display())?;
+                for a in args {
+                    write!(f, " {}", a.to_string_lossy())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl GuardMode {
     fn command(&self) -> Command {
-        let mut cmd = Command::new("/proc/self/exe");
-        if let Ok(exe) = std::env::current_exe() {
-            cmd.arg0(exe);
-        }
-        cmd.arg("--guard");
-        if let Some(p) = &self.config_path {
-            cmd.arg(p);
-        }
+        let mut cmd = match self {
+            GuardMode::ThisProgram { config_path } => {
+                let mut cmd = Command::new("/proc/self/exe");
+                if let Ok(exe) = std::env::current_exe() {
+                    cmd.arg0(exe);
+                }
+                cmd.arg("--guard");
+                if let Some(p) = config_path {
+                    cmd.arg(p);
+                }
+                cmd
+            }
+            GuardMode::Program { program, args } => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+        };
         // Its own process group: a Ctrl-C or a signal to the agent's group
         // does not reach it, and it outlives the agent.
         cmd.process_group(0)
@@ -94,7 +132,7 @@ pub struct GuardLink {
 impl GuardLink {
     /// Starts the task that runs the guard and feeds it `input`.
     pub fn start(
-        command: GuardCommand,
+        command: GuardMode,
         input: watch::Receiver<GuardInput>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -191,7 +229,7 @@ struct Reports {
 }
 
 async fn supervise(
-    command: GuardCommand,
+    command: GuardMode,
     mut input: watch::Receiver<GuardInput>,
     clock: Arc<dyn Clock>,
     reports: Reports,
@@ -274,11 +312,11 @@ async fn supervise(
 
 type GuardStdout = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
 
-async fn spawn(command: &GuardCommand) -> Result<(Child, ChildStdin, GuardStdout, u32), String> {
+async fn spawn(command: &GuardMode) -> Result<(Child, ChildStdin, GuardStdout, u32), String> {
     let mut child = command
         .command()
         .spawn()
-        .map_err(|e| format!("cannot run /proc/self/exe --guard: {e}"))?;
+        .map_err(|e| format!("cannot run the fence guard ({command}): {e}"))?;
     let pid = child.id().unwrap_or(0);
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         let _ = child.start_kill();
@@ -352,5 +390,34 @@ mod tests {
         );
         let none = beat(GuardInput::default(), &clock);
         assert_eq!(none.lock_until_ns, None);
+    }
+
+    fn program(shell: &str) -> GuardMode {
+        GuardMode::Program {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), shell.into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_embedder_names_the_program_that_runs_the_guard() {
+        // A program that speaks the guard's first line is taken as one.
+        let ready = program(&format!("echo {READY}; cat >/dev/null"));
+        let (mut child, stdin, _, _) = spawn(&ready).await.expect("a ready guard");
+        drop(stdin);
+        let _ = child.wait().await;
+        // One that does not (the embedding binary itself, given an
+        // argument it does not know) is refused, naming the command.
+        let why = spawn(&program("echo usage: myservice [OPTIONS]"))
+            .await
+            .expect_err("not a guard");
+        assert!(why.contains("did not say it was ready"), "{why}");
+        let why = spawn(&GuardMode::Program {
+            program: "/nonexistent/pgha".into(),
+            args: vec!["--guard".into()],
+        })
+        .await
+        .expect_err("no such program");
+        assert!(why.contains("/nonexistent/pgha --guard"), "{why}");
     }
 }

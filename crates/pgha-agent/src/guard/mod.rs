@@ -36,5 +36,5 @@ pub mod protocol;
 pub mod stop;
 pub mod watchdog;
 
-pub use link::{GuardCommand, GuardHealth, GuardInput, GuardLink};
+pub use link::{GuardHealth, GuardInput, GuardLink, GuardMode};
 pub use protocol::{WatchdogReport, WatchdogWant};
