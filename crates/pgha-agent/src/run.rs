@@ -141,7 +141,7 @@ pub fn check_environment(config: &Config) -> Vec<String> {
         "pg_controldata",
         "pg_basebackup",
     ];
-    if config.postgresql.use_pg_rewind.unwrap_or_else(|| {
+    if config.postgresql_ha.use_pg_rewind.unwrap_or_else(|| {
         config
             .bootstrap
             .as_ref()

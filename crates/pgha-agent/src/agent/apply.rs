@@ -40,14 +40,14 @@ impl Agent {
             }
         };
         let dir = self.pg.data_dir();
-        let conf = files::render(&self.config, &self.dynamic, &role);
-        let hba = files::render_hba(&self.config, &self.dynamic);
+        let conf = files::render(&self.config.postgresql, &self.dynamic, &role);
+        let hba = files::render_hba(&self.config.postgresql, &self.dynamic);
         let current_conf = std::fs::read_to_string(dir.join("postgresql.conf")).unwrap_or_default();
         let current_hba = std::fs::read_to_string(dir.join("pg_hba.conf")).unwrap_or_default();
         if conf == current_conf && hba.as_ref().is_none_or(|h| *h == current_hba) {
             return false;
         }
-        if let Err(e) = files::write_config(&self.config, &self.dynamic, &role) {
+        if let Err(e) = files::write_config(&self.config.postgresql, &self.dynamic, &role) {
             tracing::error!("cannot write the changed configuration: {e}");
             return false;
         }
@@ -113,10 +113,10 @@ impl Agent {
         }
         let new = Arc::new(new);
         self.callbacks = Callbacks {
-            scripts: new.postgresql.callbacks.clone(),
+            scripts: new.postgresql_ha.callbacks.clone(),
             scope: new.scope.clone(),
         };
-        self.pg = Arc::new(Postgres::new(new.clone()));
+        self.pg = Arc::new(Postgres::new(Arc::new(new.postgresql.clone())));
         self.config = new;
         tracing::info!("configuration reloaded from {}", path.display());
     }

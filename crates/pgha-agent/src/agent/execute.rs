@@ -244,7 +244,7 @@ impl Agent {
             Action::Promote => {
                 self.watchdog_ready().await.map_err(Failure::Other)?;
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
-                let pre_promote = self.config.postgresql.pre_promote.clone();
+                let pre_promote = self.config.postgresql_ha.pre_promote.clone();
                 let scope = self.config.scope.clone();
                 self.spawn_job(Job::Promote, async move {
                     if let Some(script) = pre_promote {

@@ -67,7 +67,7 @@ impl Agent {
 
     /// `{"max_connections": {"old_value": "100", "new_value": "200"}}`, as Patroni reports it.
     fn pending_restart_reason(&self, pending: &[(String, String)]) -> Value {
-        let wanted = files::effective_parameters(&self.config, &self.dynamic);
+        let wanted = files::effective_parameters(&self.config.postgresql, &self.dynamic);
         let mut out = Map::new();
         for (name, running) in pending {
             out.insert(

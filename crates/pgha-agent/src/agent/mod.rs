@@ -131,7 +131,7 @@ impl Agent {
         status: watch::Sender<Arc<NodeStatus>>,
     ) -> Self {
         let clock = Arc::new(MonotonicClock::new());
-        let pg = Arc::new(Postgres::new(config.clone()));
+        let pg = Arc::new(Postgres::new(Arc::new(config.postgresql.clone())));
         let fence = Fence::start(pg.ctl.clone(), clock.clone());
         let guard = GuardLink::start(guard, fence.guard_input(), clock.clone());
         // Like Patroni, the last configuration read from the DCS is kept in
@@ -150,7 +150,7 @@ impl Agent {
         dcs.set_timing(timing);
         let peer_client = PeerClient::new(&config.client_tls).unwrap_or_default();
         let callbacks = Callbacks {
-            scripts: config.postgresql.callbacks.clone(),
+            scripts: config.postgresql_ha.callbacks.clone(),
             scope: config.scope.clone(),
         };
         Agent {
@@ -410,7 +410,7 @@ impl Agent {
     }
 
     fn settings(&self) -> NodeSettings {
-        let pg = &self.config.postgresql;
+        let pg = &self.config.postgresql_ha;
         NodeSettings {
             name: self.config.name.clone(),
             tags: self.config.tags.clone(),
@@ -447,7 +447,7 @@ impl Agent {
 
     fn use_slots(&self) -> bool {
         self.config
-            .postgresql
+            .postgresql_ha
             .use_slots
             .unwrap_or_else(|| self.dynamic.use_slots())
     }

@@ -6,7 +6,6 @@
 //! the timing rule) → the typed [`Config`]. Nothing is started and nothing
 //! is touched until a file passes.
 
-pub mod address;
 pub mod env;
 pub mod schema;
 pub mod watchdog;
@@ -18,8 +17,11 @@ use std::time::Duration;
 use pgha_core::model::{DynamicConfig, KeyLayout, Review, Tags, Unsupported};
 use serde_json::{Map, Value};
 
+pub use crate::postgres::address::{HostPort, PgListen};
+pub use crate::postgres::settings::{
+    BootstrapUser, Credentials, NewCluster, PgSettings, ReplicaMethod,
+};
 use crate::rest::access::AllowEntry;
-pub use address::{HostPort, PgListen};
 use schema::{Findings, scalar_text, text_list};
 pub use watchdog::{WatchdogConfig, WatchdogMode};
 
@@ -32,69 +34,20 @@ pub struct ConfigError {
     pub warnings: Vec<String>,
 }
 
-/// PostgreSQL login settings for one role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: Option<String>,
-    /// libpq settings besides user and password (`sslmode`, `sslcert`, ...).
-    pub ssl: BTreeMap<String, String>,
-}
-
 /// The `bootstrap` section: how the first node creates the cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bootstrap {
     /// Written to the DCS as `config` once, by the node that bootstraps.
     pub dcs: DynamicConfig,
-    /// initdb options, as command-line flags (`--encoding=UTF8`, `--data-checksums`).
-    pub initdb: Vec<String>,
-    /// pg_hba lines for the new cluster (Patroni 3's `bootstrap.pg_hba`).
-    pub pg_hba: Option<Vec<String>>,
-    /// Roles to create (Patroni 3's `bootstrap.users`).
-    pub users: Vec<BootstrapUser>,
-    /// A script run once after bootstrap, with a connection URL argument.
-    pub post_bootstrap: Option<String>,
+    /// How PostgreSQL makes the new cluster; also in
+    /// `postgresql.new_cluster`, which is what PostgreSQL control reads.
+    pub new_cluster: NewCluster,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootstrapUser {
-    pub name: String,
-    pub password: Option<String>,
-    pub options: Vec<String>,
-}
-
-/// One way of creating a replica, tried in the order configured.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReplicaMethod {
-    /// pg_basebackup with these extra flags.
-    Basebackup { options: Vec<String> },
-    /// A user command, called like Patroni calls it.
-    Custom {
-        name: String,
-        command: String,
-        keep_data: bool,
-        no_params: bool,
-        params: Map<String, Value>,
-    },
-}
-
-/// The `postgresql` section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Postgresql {
-    pub listen: PgListen,
-    pub connect_address: HostPort,
-    pub data_dir: PathBuf,
-    pub bin_dir: Option<PathBuf>,
-    /// Per-binary overrides (`bin_name.pg_ctl`).
-    pub bin_name: BTreeMap<String, String>,
-    pub pgpass: PathBuf,
-    pub superuser: Credentials,
-    pub replication: Credentials,
-    pub rewind: Option<Credentials>,
-    pub parameters: Map<String, Value>,
-    pub pg_hba: Option<Vec<String>>,
-    pub pg_ident: Option<Vec<String>>,
-    pub pg_ctl_timeout: Duration,
+/// What the `postgresql` section says about the HA behaviour around
+/// PostgreSQL (how PostgreSQL itself is run is [`Config::postgresql`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PostgresqlHa {
     /// Local override of the dynamic configuration's `postgresql.use_pg_rewind`.
     pub use_pg_rewind: Option<bool>,
     pub use_slots: Option<bool>,
@@ -102,8 +55,6 @@ pub struct Postgresql {
     /// names (off when neither sets them).
     pub remove_data_directory_on_rewind_failure: Option<bool>,
     pub remove_data_directory_on_diverged_timelines: Option<bool>,
-    pub create_replica_methods: Vec<ReplicaMethod>,
-    pub use_unix_socket: bool,
     /// `callbacks`: event name (`on_start`, ...) to script.
     pub callbacks: BTreeMap<String, String>,
     /// Run before a promotion; a non-zero exit vetoes it.
@@ -186,7 +137,11 @@ pub struct Config {
     pub client_tls: ClientTls,
     pub dcs: DcsSection,
     pub bootstrap: Option<Bootstrap>,
-    pub postgresql: Postgresql,
+    /// How PostgreSQL is run (the `postgresql` section, with `name`,
+    /// `scope` and `bootstrap`'s initdb, users and pg_hba copied in).
+    pub postgresql: PgSettings,
+    /// What the `postgresql` section says about HA behaviour.
+    pub postgresql_ha: PostgresqlHa,
     pub tags: Tags,
     /// The `watchdog` section.
     pub watchdog: WatchdogConfig,
@@ -274,15 +229,7 @@ impl Config {
 
     /// The full path of a PostgreSQL binary (`pg_ctl`, `initdb`, ...).
     pub fn binary(&self, name: &str) -> PathBuf {
-        let file = self
-            .postgresql
-            .bin_name
-            .get(name)
-            .map_or(name, String::as_str);
-        match &self.postgresql.bin_dir {
-            Some(dir) if !file.contains('/') => dir.join(file),
-            _ => PathBuf::from(file),
-        }
+        self.postgresql.binary(name)
     }
 }
 
@@ -341,7 +288,13 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
             "{u}: this node will not create a new cluster while it is set"
         ));
     }
-    let postgresql = build_postgresql(doc, pg_listen, pg_connect, errors, warnings);
+    let postgresql =
+        build_postgresql(doc, pg_listen, pg_connect, errors, warnings).map(|(mut pg, ha)| {
+            pg.member.clone_from(&name);
+            pg.scope.clone_from(&scope);
+            pg.new_cluster = bootstrap.as_ref().map(|b| b.new_cluster.clone());
+            (pg, ha)
+        });
 
     let tags = match get(doc, &["tags"]) {
         Some(Value::Object(map)) => Tags(map.clone()),
@@ -354,6 +307,7 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         ));
     }
 
+    let (postgresql, postgresql_ha) = postgresql?;
     Some(Config {
         name,
         scope,
@@ -368,7 +322,8 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         client_tls: client_tls(doc),
         dcs: dcs?,
         bootstrap,
-        postgresql: postgresql?,
+        postgresql,
+        postgresql_ha,
         tags,
         watchdog: watchdog::build(get(doc, &["watchdog"]), errors),
         warnings: Vec::new(),
@@ -582,10 +537,12 @@ fn build_bootstrap(b: &Value, errors: &mut Vec<String>, warnings: &mut Vec<Strin
         .and_then(scalar_text);
     Bootstrap {
         dcs,
-        initdb,
-        pg_hba,
-        users,
-        post_bootstrap,
+        new_cluster: NewCluster {
+            initdb,
+            pg_hba,
+            users,
+            post_bootstrap,
+        },
     }
 }
 
@@ -635,7 +592,7 @@ fn build_postgresql(
     connect_address: Option<HostPort>,
     errors: &mut Vec<String>,
     warnings: &mut Vec<String>,
-) -> Option<Postgresql> {
+) -> Option<(PgSettings, PostgresqlHa)> {
     let data_dir = text(doc, &["postgresql", "data_dir"]).map(PathBuf::from);
     if let Some(d) = &data_dir
         && d.is_relative()
@@ -736,7 +693,9 @@ fn build_postgresql(
         .and_then(|s| u64::try_from(s).ok())
         .unwrap_or(60);
 
-    Some(Postgresql {
+    let pg = PgSettings {
+        member: String::new(),
+        scope: String::new(),
         listen: listen?,
         connect_address: connect_address?,
         data_dir: data_dir?,
@@ -750,6 +709,11 @@ fn build_postgresql(
         pg_hba: lines("pg_hba"),
         pg_ident: lines("pg_ident"),
         pg_ctl_timeout: Duration::from_secs(pg_ctl_timeout),
+        create_replica_methods: methods,
+        use_unix_socket: flag(doc, &["postgresql", "use_unix_socket"]).unwrap_or(false),
+        new_cluster: None,
+    };
+    let ha = PostgresqlHa {
         use_pg_rewind: flag(doc, &["postgresql", "use_pg_rewind"]),
         use_slots: flag(doc, &["postgresql", "use_slots"]),
         remove_data_directory_on_rewind_failure: flag(
@@ -760,8 +724,6 @@ fn build_postgresql(
             doc,
             &["postgresql", "remove_data_directory_on_diverged_timelines"],
         ),
-        create_replica_methods: methods,
-        use_unix_socket: flag(doc, &["postgresql", "use_unix_socket"]).unwrap_or(false),
         callbacks: match get(doc, &["postgresql", "callbacks"]) {
             Some(Value::Object(m)) => m
                 .iter()
@@ -770,7 +732,8 @@ fn build_postgresql(
             _ => BTreeMap::new(),
         },
         pre_promote: text(doc, &["postgresql", "pre_promote"]),
-    })
+    };
+    Some((pg, ha))
 }
 
 /// pg_basebackup flags from Patroni's `basebackup` setting: a list of

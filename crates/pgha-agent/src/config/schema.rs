@@ -388,15 +388,7 @@ pub fn text_list(v: &Value) -> Vec<String> {
     }
 }
 
-/// The text of a scalar (`5432` → `"5432"`).
-pub fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
+pub use pgha_core::model::lenient::text as scalar_text;
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {

@@ -23,7 +23,15 @@ fn a_patroni_example_config_is_accepted() {
     assert_eq!(c.api_url(), "http://127.0.0.1:8008/patroni");
     assert!(matches!(c.dcs, DcsSection::Etcd3(_)));
     let b = c.bootstrap.as_ref().unwrap();
-    assert_eq!(b.initdb, vec!["--encoding=UTF8", "--data-checksums"]);
+    assert_eq!(
+        b.new_cluster.initdb,
+        vec!["--encoding=UTF8", "--data-checksums"]
+    );
+    // PostgreSQL control gets the node's identity and how to make a new
+    // cluster without reading the rest of the configuration.
+    assert_eq!(c.postgresql.member, c.name);
+    assert_eq!(c.postgresql.scope, c.scope);
+    assert_eq!(c.postgresql.new_cluster.as_ref(), Some(&b.new_cluster));
     assert_eq!(b.dcs.timing().0.ttl.as_secs(), 30);
     assert!(b.dcs.use_pg_rewind());
     assert_eq!(c.postgresql.superuser.username, "postgres");

@@ -60,7 +60,7 @@ impl ControlData {
             min_recovery_timeline: number("Minimum recovery ending loc's timeline").unwrap_or(0),
             checkpoint_lsn: all
                 .get("Latest checkpoint location")
-                .and_then(|v| crate::agent::parse_lsn(v)),
+                .and_then(|v| pgha_core::model::lsn::parse(v)),
             all,
         })
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::PgError;
-use crate::config::{Config, Credentials};
+use super::settings::{Credentials, PgSettings};
 
 /// The file initdb's configuration is kept in.
 pub const BASE_CONF: &str = "postgresql.base.conf";
@@ -71,7 +71,7 @@ pub enum ConfRole {
 /// configuration, then the node's own file (which cannot change the
 /// cluster-wide ones, nor the ones pgha manages).
 pub fn effective_parameters(
-    config: &Config,
+    settings: &PgSettings,
     dynamic: &pgha_core::model::DynamicConfig,
 ) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = CLUSTER_WIDE
@@ -85,7 +85,7 @@ pub fn effective_parameters(
             out.insert(k.clone(), v);
         }
     }
-    for (k, v) in &config.postgresql.parameters {
+    for (k, v) in &settings.parameters {
         if CLUSTER_WIDE.iter().any(|(c, _)| c == k) && dynamic_params.contains_key(k) {
             continue;
         }
@@ -147,11 +147,11 @@ pub fn conninfo(
 /// (removing it for a primary). Moves initdb's own `postgresql.conf` aside
 /// to `postgresql.base.conf` the first time.
 pub fn write_config(
-    config: &Config,
+    settings: &PgSettings,
     dynamic: &pgha_core::model::DynamicConfig,
     role: &ConfRole,
 ) -> Result<(), PgError> {
-    let dir = &config.postgresql.data_dir;
+    let dir = &settings.data_dir;
     let conf = dir.join("postgresql.conf");
     let base = dir.join(BASE_CONF);
     if !base.exists() {
@@ -166,7 +166,7 @@ pub fn write_config(
             std::fs::rename(&conf, &base).or_else(|_| write_file(&base, &current))?;
         }
     }
-    write_file(&conf, &render(config, dynamic, role))?;
+    write_file(&conf, &render(settings, dynamic, role))?;
     let signal = dir.join("standby.signal");
     match role {
         ConfRole::Primary => {
@@ -176,22 +176,22 @@ pub fn write_config(
         }
         ConfRole::Replica(_) => write_file(&signal, "")?,
     }
-    write_hba(config, dynamic)?;
+    write_hba(settings, dynamic)?;
     Ok(())
 }
 
 /// The text of pgha's `postgresql.conf`.
 pub fn render(
-    config: &Config,
+    settings: &PgSettings,
     dynamic: &pgha_core::model::DynamicConfig,
     role: &ConfRole,
 ) -> String {
-    let pg = &config.postgresql;
+    let pg = settings;
     let mut s = String::new();
     let _ = writeln!(
         s,
         "# Managed by pgha for member {:?} of cluster {:?}. Do not edit:",
-        config.name, config.scope
+        settings.member, settings.scope
     );
     let _ = writeln!(
         s,
@@ -205,9 +205,9 @@ pub fn render(
     let _ = writeln!(s);
     let _ = writeln!(s, "listen_addresses = {}", quote(&pg.listen.addresses));
     let _ = writeln!(s, "port = {}", pg.listen.port);
-    let _ = writeln!(s, "cluster_name = {}", quote(&config.scope));
+    let _ = writeln!(s, "cluster_name = {}", quote(&settings.scope));
     let _ = writeln!(s, "hot_standby = 'on'");
-    for (k, v) in effective_parameters(config, dynamic) {
+    for (k, v) in effective_parameters(settings, dynamic) {
         let _ = writeln!(s, "{k} = {}", quote(&v));
     }
     if let ConfRole::Replica(upstream) = role {
@@ -219,7 +219,7 @@ pub fn render(
                     &u.host,
                     u.port,
                     &pg.replication,
-                    &[("application_name", &config.name)],
+                    &[("application_name", &settings.member)],
                 );
                 let _ = writeln!(s, "primary_conninfo = {}", quote(&info));
                 if let Some(slot) = &u.slot {
@@ -246,7 +246,7 @@ pub fn following(data_dir: &Path) -> Option<String> {
 /// Writes `pg_hba.conf` (and `pg_ident.conf`) when the configuration gives
 /// lines: the node's own, else the dynamic configuration's, else bootstrap's.
 pub fn write_hba(
-    config: &Config,
+    settings: &PgSettings,
     dynamic: &pgha_core::model::DynamicConfig,
 ) -> Result<(), PgError> {
     let from_dynamic = |key: &str| -> Option<Vec<String>> {
@@ -260,12 +260,11 @@ pub fn write_hba(
                     .collect()
             })
     };
-    let dir = &config.postgresql.data_dir;
-    if let Some(text) = render_hba(config, dynamic) {
+    let dir = &settings.data_dir;
+    if let Some(text) = render_hba(settings, dynamic) {
         write_file(&dir.join("pg_hba.conf"), &text)?;
     }
-    if let Some(lines) = config
-        .postgresql
+    if let Some(lines) = settings
         .pg_ident
         .clone()
         .or_else(|| from_dynamic("pg_ident"))
@@ -280,8 +279,11 @@ pub fn write_hba(
 
 /// The text of `pg_hba.conf` when the configuration gives its lines: the
 /// node's own, else the dynamic configuration's, else bootstrap's.
-pub fn render_hba(config: &Config, dynamic: &pgha_core::model::DynamicConfig) -> Option<String> {
-    let lines = config.postgresql.pg_hba.clone().or_else(|| {
+pub fn render_hba(
+    settings: &PgSettings,
+    dynamic: &pgha_core::model::DynamicConfig,
+) -> Option<String> {
+    let lines = settings.pg_hba.clone().or_else(|| {
         dynamic
             .postgresql()
             .and_then(|p| p.get("pg_hba"))
@@ -292,7 +294,7 @@ pub fn render_hba(config: &Config, dynamic: &pgha_core::model::DynamicConfig) ->
                     .collect()
             })
     });
-    let lines = lines.or_else(|| config.bootstrap.as_ref().and_then(|b| b.pg_hba.clone()))?;
+    let lines = lines.or_else(|| settings.new_cluster.as_ref().and_then(|b| b.pg_hba.clone()))?;
     Some(format!("# Managed by pgha.\n{}\n", lines.join("\n")))
 }
 
@@ -365,23 +367,21 @@ mod tests {
     use super::*;
     use pgha_core::model::DynamicConfig;
 
-    fn config() -> Config {
+    /// The example node's settings, as the configuration layer builds them.
+    fn settings() -> PgSettings {
         let yaml = include_str!("../../../../docs/examples/patroni-node1.yml");
-        Config::from_yaml(yaml, Vec::<(String, String)>::new(), None).unwrap()
+        crate::config::Config::from_yaml(yaml, Vec::<(String, String)>::new(), None)
+            .unwrap()
+            .postgresql
     }
 
     #[test]
     fn parameters_merge_with_cluster_wide_ones_from_the_dcs() {
-        let mut c = config();
-        c.postgresql
-            .parameters
+        let mut c = settings();
+        c.parameters
             .insert("max_connections".into(), Value::from(500));
-        c.postgresql
-            .parameters
-            .insert("work_mem".into(), Value::from("8MB"));
-        c.postgresql
-            .parameters
-            .insert("port".into(), Value::from(1));
+        c.parameters.insert("work_mem".into(), Value::from("8MB"));
+        c.parameters.insert("port".into(), Value::from(1));
         let dynamic = DynamicConfig::parse(r#"{"postgresql":{"parameters":{"max_connections":200,"work_mem":"4MB","hot_standby":true}}}"#).unwrap();
         let p = effective_parameters(&c, &dynamic);
         assert_eq!(
@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn replica_config_names_its_upstream() {
-        let c = config();
+        let c = settings();
         let up = Upstream {
             name: "node2".into(),
             host: "127.0.0.1".into(),
@@ -418,8 +418,8 @@ mod tests {
     #[test]
     fn writes_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = config();
-        c.postgresql.data_dir = dir.path().to_path_buf();
+        let mut c = settings();
+        c.data_dir = dir.path().to_path_buf();
         std::fs::write(
             dir.path().join("postgresql.conf"),
             "shared_buffers = 128MB\n",

@@ -4,11 +4,13 @@
 //! refuses to run as root) and calls PostgreSQL's own programs (initdb,
 //! pg_ctl, pg_basebackup, pg_rewind, pg_controldata) with bounded time.
 
-pub mod command;
+pub mod address;
+mod command;
 pub mod controldata;
 pub mod ctl;
 pub mod files;
 pub mod query;
+pub mod settings;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,11 +20,11 @@ use pgha_core::ha::DataDir;
 use pgha_core::model::DynamicConfig;
 use tokio::sync::Mutex;
 
-use crate::config::{Config, Credentials, ReplicaMethod};
 pub use controldata::ControlData;
 pub use ctl::{PgCtl, ShutdownMode};
 pub use files::{ConfRole, Upstream};
 pub use query::{DbState, LocalDb, LocalTarget};
+pub use settings::{Credentials, NewCluster, PgSettings, ReplicaMethod};
 
 /// What went wrong with PostgreSQL or one of its programs.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,7 +63,7 @@ pub struct Observed {
 /// The local PostgreSQL of this node.
 #[derive(Debug)]
 pub struct Postgres {
-    pub config: Arc<Config>,
+    pub settings: Arc<PgSettings>,
     pub ctl: PgCtl,
     db: Mutex<LocalDb>,
 }
@@ -70,19 +72,19 @@ pub struct Postgres {
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Postgres {
-    pub fn new(config: Arc<Config>) -> Self {
-        let pg = &config.postgresql;
+    pub fn new(settings: Arc<PgSettings>) -> Self {
+        let pg = &*settings;
         let ctl = PgCtl {
-            pg_ctl: config.binary("pg_ctl"),
+            pg_ctl: settings.binary("pg_ctl"),
             data_dir: pg.data_dir.clone(),
             log_file: pg.data_dir.join("log").join("pgha-postmaster.log"),
         };
-        let db = Mutex::new(LocalDb::new(local_target(&config)));
-        Postgres { config, ctl, db }
+        let db = Mutex::new(LocalDb::new(local_target(&settings)));
+        Postgres { settings, ctl, db }
     }
 
     pub fn data_dir(&self) -> &Path {
-        &self.config.postgresql.data_dir
+        &self.settings.data_dir
     }
 
     /// Looks at the data directory and, if it runs, asks PostgreSQL.
@@ -101,7 +103,7 @@ impl Postgres {
             Classified::Empty => (DataDir::Empty, None),
             Classified::Unusable(why) => (DataDir::Unusable(why), None),
             Classified::Initialized => {
-                match ControlData::read(&self.config.binary("pg_controldata"), &data_dir).await {
+                match ControlData::read(&self.settings.binary("pg_controldata"), &data_dir).await {
                     Ok(cd) => {
                         let restored = data_dir.join("backup_label").exists();
                         (
@@ -130,9 +132,9 @@ impl Postgres {
     /// once it accepts connections, or once `pg_ctl_timeout` passed with
     /// the postmaster still coming up (the loop keeps watching it).
     pub async fn start(&self, role: &ConfRole, dynamic: &DynamicConfig) -> Result<(), PgError> {
-        files::write_config(&self.config, dynamic, role)?;
+        files::write_config(&self.settings, dynamic, role)?;
         self.db.lock().await.reset();
-        match self.ctl.start(self.config.postgresql.pg_ctl_timeout).await {
+        match self.ctl.start(self.settings.pg_ctl_timeout).await {
             Ok(()) => Ok(()),
             Err(e) if self.ctl.postmaster_pid().is_some() => {
                 tracing::warn!("PostgreSQL is still starting: {e}");
@@ -157,7 +159,11 @@ impl Postgres {
         upstream: Option<&Upstream>,
         dynamic: &DynamicConfig,
     ) -> Result<(), PgError> {
-        files::write_config(&self.config, dynamic, &ConfRole::Replica(upstream.cloned()))?;
+        files::write_config(
+            &self.settings,
+            dynamic,
+            &ConfRole::Replica(upstream.cloned()),
+        )?;
         let mut db = self.db.lock().await;
         let overrides = db
             .query_texts(
@@ -185,10 +191,8 @@ impl Postgres {
         // PostgreSQL removes standby.signal itself while promoting (and
         // fails the promotion if it is already gone), so the configuration
         // is rewritten for the primary role only afterwards.
-        self.ctl
-            .promote(self.config.postgresql.pg_ctl_timeout)
-            .await?;
-        files::write_config(&self.config, dynamic, &ConfRole::Primary)?;
+        self.ctl.promote(self.settings.pg_ctl_timeout).await?;
+        files::write_config(&self.settings, dynamic, &ConfRole::Primary)?;
         self.db.lock().await.reset();
         Ok(())
     }
@@ -214,9 +218,9 @@ impl Postgres {
     /// Creates a new cluster: initdb, the agent's configuration, start as
     /// primary, the roles from the configuration, the post-bootstrap script.
     pub async fn bootstrap(&self, dynamic: &DynamicConfig) -> Result<(), PgError> {
-        let cfg = &self.config;
-        let pg = &cfg.postgresql;
-        let bootstrap = cfg.bootstrap.as_ref();
+        let cfg = &*self.settings;
+        let pg = cfg;
+        let bootstrap = cfg.new_cluster.as_ref();
         ensure_empty_dir(&pg.data_dir)?;
         self.write_pgpass()?;
         let pwfile = pg.data_dir.with_extension("pgha-pwfile");
@@ -271,8 +275,8 @@ impl Postgres {
     /// order; the first that succeeds wins. A failed attempt leaves an
     /// empty data directory behind for the next.
     pub async fn create_replica(&self, source: &Upstream) -> Result<String, PgError> {
-        let cfg = &self.config;
-        let pg = &cfg.postgresql;
+        let cfg = &*self.settings;
+        let pg = cfg;
         self.write_pgpass()?;
         let mut failures = Vec::new();
         for method in &pg.create_replica_methods {
@@ -317,7 +321,7 @@ impl Postgres {
                             .arg(format!("--datadir={}", pg.data_dir.display()))
                             .arg(format!("--connstring={conninfo}"));
                         for (k, v) in params {
-                            if let Some(v) = crate::config::schema::scalar_text(v) {
+                            if let Some(v) = pgha_core::model::lenient::text(v) {
                                 cmd.arg(format!("--{k}={v}"));
                             }
                         }
@@ -343,8 +347,8 @@ impl Postgres {
     /// node's own configuration files are put back afterwards, since
     /// pg_rewind copies the source's.
     pub async fn rewind(&self, source: &Upstream) -> Result<(), PgError> {
-        let cfg = &self.config;
-        let pg = &cfg.postgresql;
+        let cfg = &*self.settings;
+        let pg = cfg;
         self.write_pgpass()?;
         let keep = [
             "postgresql.conf",
@@ -382,7 +386,7 @@ impl Postgres {
     /// Writes the pgpass file pgha's child programs use: wildcard entries
     /// for the configured roles, mode 0600.
     pub fn write_pgpass(&self) -> Result<(), PgError> {
-        let pg = &self.config.postgresql;
+        let pg = &*self.settings;
         let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
         let mut text = String::new();
         for c in [
@@ -475,8 +479,8 @@ fn wipe_dir(dir: &Path) -> Result<(), PgError> {
 /// How the agent connects to its own PostgreSQL: the Unix socket when
 /// `use_unix_socket` and `unix_socket_directories` say so, else TCP to the
 /// listen address.
-fn local_target(config: &Config) -> LocalTarget {
-    let pg = &config.postgresql;
+fn local_target(config: &PgSettings) -> LocalTarget {
+    let pg = config;
     let mut c = tokio_postgres::Config::new();
     c.user(&pg.superuser.username)
         .dbname("postgres")
@@ -488,7 +492,7 @@ fn local_target(config: &Config) -> LocalTarget {
     let socket_dir = pg
         .parameters
         .get("unix_socket_directories")
-        .and_then(crate::config::schema::scalar_text)
+        .and_then(pgha_core::model::lenient::text)
         .and_then(|s| {
             s.split(',')
                 .map(str::trim)
@@ -508,9 +512,8 @@ fn local_target(config: &Config) -> LocalTarget {
 
 /// A host to reach the local PostgreSQL by TCP: the first listen address
 /// (loopback when it listens everywhere).
-fn local_host(config: &Config) -> String {
+fn local_host(config: &PgSettings) -> String {
     let first = config
-        .postgresql
         .listen
         .addresses
         .split(',')
@@ -525,8 +528,8 @@ fn local_host(config: &Config) -> String {
     }
 }
 
-fn local_host_port(config: &Config) -> String {
-    format!("{}:{}", local_host(config), config.postgresql.listen.port)
+fn local_host_port(config: &PgSettings) -> String {
+    format!("{}:{}", local_host(config), config.listen.port)
 }
 
 fn ident(s: &str) -> String {
@@ -538,8 +541,8 @@ fn literal(s: &str) -> String {
 }
 
 /// The SQL that creates the configured roles after initdb.
-fn role_statements(config: &Config) -> Vec<String> {
-    let pg = &config.postgresql;
+fn role_statements(config: &PgSettings) -> Vec<String> {
+    let pg = config;
     let mut out = Vec::new();
     let create = |c: &Credentials, options: &str| {
         let password = c
@@ -574,7 +577,7 @@ fn role_statements(config: &Config) -> Vec<String> {
             ));
         }
     }
-    for user in config.bootstrap.iter().flat_map(|b| &b.users) {
+    for user in config.new_cluster.iter().flat_map(|b| &b.users) {
         let mut options = vec!["LOGIN".to_string()];
         options.extend(user.options.iter().map(|o| {
             o.to_ascii_uppercase()
@@ -598,8 +601,9 @@ mod tests {
     fn role_sql_quotes_names_and_passwords() {
         let yaml =
             include_str!("../../../../docs/examples/patroni-node1.yml").replace("rep-pass", "it's");
-        let c = Config::from_yaml(&yaml, Vec::<(String, String)>::new(), None).unwrap();
-        let sql = role_statements(&c);
+        let c =
+            crate::config::Config::from_yaml(&yaml, Vec::<(String, String)>::new(), None).unwrap();
+        let sql = role_statements(&c.postgresql);
         assert!(
             sql[0].contains("CREATE ROLE \"replicator\" WITH LOGIN REPLICATION PASSWORD 'it''s'"),
             "{}",

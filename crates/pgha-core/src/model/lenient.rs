@@ -19,6 +19,18 @@ pub fn int(value: &Value) -> Option<i64> {
     }
 }
 
+/// The text of a scalar (`5432` → `"5432"`, `true` → `"true"`), as a
+/// setting's value is written into a configuration file or a command line;
+/// `None` for null, a list or a mapping.
+pub fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
 /// A boolean from `true`/`false`, a number, or PostgreSQL's spellings
 /// (`on`, `off`, `yes`, `no`, `true`, `false`, `1`, `0`), like Patroni's `parse_bool`.
 pub fn bool(value: &Value) -> Option<bool> {

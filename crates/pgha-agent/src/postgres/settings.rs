@@ -1,0 +1,98 @@
+//! What running one node's PostgreSQL needs: where it lives, how to
+//! reach it, its roles, how to make a replica or a new cluster. Built by
+//! the configuration layer from Patroni's YAML; nothing here knows that
+//! format, so PostgreSQL control can be used (and moved to a crate of its
+//! own) without it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::address::{HostPort, PgListen};
+
+/// How this node's PostgreSQL is run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgSettings {
+    /// This node's member name: `application_name` in `primary_conninfo`,
+    /// the name its replication slot is derived from.
+    pub member: String,
+    /// The cluster's name: `cluster_name`, and `--scope` for custom
+    /// replica creation methods.
+    pub scope: String,
+    pub listen: PgListen,
+    pub connect_address: HostPort,
+    pub data_dir: PathBuf,
+    pub bin_dir: Option<PathBuf>,
+    /// Per-binary overrides (`bin_name.pg_ctl`).
+    pub bin_name: BTreeMap<String, String>,
+    pub pgpass: PathBuf,
+    pub superuser: Credentials,
+    pub replication: Credentials,
+    pub rewind: Option<Credentials>,
+    pub parameters: Map<String, Value>,
+    pub pg_hba: Option<Vec<String>>,
+    pub pg_ident: Option<Vec<String>>,
+    pub pg_ctl_timeout: Duration,
+    pub create_replica_methods: Vec<ReplicaMethod>,
+    pub use_unix_socket: bool,
+    /// How a new cluster is made; `None` on a node that never creates one.
+    pub new_cluster: Option<NewCluster>,
+}
+
+impl PgSettings {
+    /// The path of PostgreSQL program `name` (`pg_ctl`, `initdb`, ...):
+    /// `bin_name` overrides the file name, `bin_dir` is where it is.
+    pub fn binary(&self, name: &str) -> PathBuf {
+        let file = self.bin_name.get(name).map_or(name, String::as_str);
+        match &self.bin_dir {
+            Some(dir) if !file.contains('/') => dir.join(file),
+            _ => PathBuf::from(file),
+        }
+    }
+}
+
+/// How the node that wins the bootstrap race creates the cluster.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewCluster {
+    /// initdb options, as command-line flags (`--encoding=UTF8`, `--data-checksums`).
+    pub initdb: Vec<String>,
+    /// pg_hba lines for the new cluster (Patroni 3's `bootstrap.pg_hba`).
+    pub pg_hba: Option<Vec<String>>,
+    /// Roles to create (Patroni 3's `bootstrap.users`).
+    pub users: Vec<BootstrapUser>,
+    /// A script run once after bootstrap, with a connection URL argument.
+    pub post_bootstrap: Option<String>,
+}
+
+/// PostgreSQL login settings for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Option<String>,
+    /// libpq settings besides user and password (`sslmode`, `sslcert`, ...).
+    pub ssl: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapUser {
+    pub name: String,
+    pub password: Option<String>,
+    pub options: Vec<String>,
+}
+
+/// One way of creating a replica, tried in the order configured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicaMethod {
+    /// pg_basebackup with these extra flags.
+    Basebackup { options: Vec<String> },
+    /// A user command, called like Patroni calls it.
+    Custom {
+        name: String,
+        command: String,
+        keep_data: bool,
+        no_params: bool,
+        params: Map<String, Value>,
+    },
+}
