@@ -22,7 +22,8 @@ pub use crate::postgres::settings::{
     BootstrapUser, Credentials, NewCluster, PgSettings, ReplicaMethod,
 };
 use crate::rest::access::AllowEntry;
-use schema::{Findings, scalar_text, text_list};
+use pgha_core::model::lenient;
+use schema::{Findings, text_list};
 pub use watchdog::{WatchdogConfig, WatchdogMode};
 
 /// Why a configuration cannot be used: every problem, with its path.
@@ -242,7 +243,7 @@ fn get<'a>(doc: &'a Value, path: &[&str]) -> Option<&'a Value> {
 }
 
 fn text(doc: &Value, path: &[&str]) -> Option<String> {
-    get(doc, path).and_then(scalar_text)
+    get(doc, path).and_then(lenient::text)
 }
 
 fn flag(doc: &Value, path: &[&str]) -> Option<bool> {
@@ -498,7 +499,7 @@ fn build_bootstrap(b: &Value, errors: &mut Vec<String>, warnings: &mut Vec<Strin
                 Value::String(flag) => initdb.push(format!("--{flag}")),
                 Value::Object(map) if map.len() == 1 => {
                     for (k, v) in map {
-                        match scalar_text(v) {
+                        match lenient::text(v) {
                             Some(v) => initdb.push(format!("--{k}={v}")),
                             None => errors.push(format!(
                                 "bootstrap.initdb[{i}].{k}: expected a single value"
@@ -516,7 +517,7 @@ fn build_bootstrap(b: &Value, errors: &mut Vec<String>, warnings: &mut Vec<Strin
     let pg_hba = b
         .get("pg_hba")
         .and_then(Value::as_array)
-        .map(|l| l.iter().filter_map(scalar_text).collect());
+        .map(|l| l.iter().filter_map(lenient::text).collect());
     if pg_hba.is_some() {
         warnings.push("bootstrap.pg_hba: deprecated in Patroni; prefer postgresql.pg_hba".into());
     }
@@ -526,7 +527,7 @@ fn build_bootstrap(b: &Value, errors: &mut Vec<String>, warnings: &mut Vec<Strin
         for (name, spec) in map {
             users.push(BootstrapUser {
                 name: name.clone(),
-                password: spec.get("password").and_then(scalar_text),
+                password: spec.get("password").and_then(lenient::text),
                 options: spec.get("options").map(text_list).unwrap_or_default(),
             });
         }
@@ -534,7 +535,7 @@ fn build_bootstrap(b: &Value, errors: &mut Vec<String>, warnings: &mut Vec<Strin
     let post_bootstrap = b
         .get("post_bootstrap")
         .or_else(|| b.get("post_init"))
-        .and_then(scalar_text);
+        .and_then(lenient::text);
     Bootstrap {
         dcs,
         new_cluster: NewCluster {
@@ -555,7 +556,7 @@ fn credentials(
     let section = get(doc, &["postgresql", "authentication", role]);
     let username = section
         .and_then(|s| s.get("username"))
-        .and_then(scalar_text);
+        .and_then(lenient::text);
     let username = match (username, default_user) {
         (Some(u), _) => u,
         (None, Some(d)) => {
@@ -571,7 +572,7 @@ fn credentials(
         for (k, v) in map {
             if k != "username"
                 && k != "password"
-                && let Some(v) = scalar_text(v)
+                && let Some(v) = lenient::text(v)
             {
                 ssl.insert(k.clone(), v);
             }
@@ -581,7 +582,7 @@ fn credentials(
         username,
         password: section
             .and_then(|s| s.get("password"))
-            .and_then(scalar_text),
+            .and_then(lenient::text),
         ssl,
     })
 }
@@ -635,7 +636,7 @@ fn build_postgresql(
     let lines = |key: &str| {
         get(doc, &["postgresql", key])
             .and_then(Value::as_array)
-            .map(|l| l.iter().filter_map(scalar_text).collect())
+            .map(|l| l.iter().filter_map(lenient::text).collect())
     };
 
     let mut methods = Vec::new();
@@ -651,7 +652,9 @@ fn build_postgresql(
             continue;
         }
         let section = get(doc, &["postgresql", &name]);
-        let command = section.and_then(|s| s.get("command")).and_then(scalar_text);
+        let command = section
+            .and_then(|s| s.get("command"))
+            .and_then(lenient::text);
         match command {
             Some(command) => {
                 let mut params = section
@@ -684,7 +687,7 @@ fn build_postgresql(
     let bin_name = match get(doc, &["postgresql", "bin_name"]) {
         Some(Value::Object(m)) => m
             .iter()
-            .filter_map(|(k, v)| Some((k.clone(), scalar_text(v)?)))
+            .filter_map(|(k, v)| Some((k.clone(), lenient::text(v)?)))
             .collect(),
         _ => BTreeMap::new(),
     };
@@ -727,7 +730,7 @@ fn build_postgresql(
         callbacks: match get(doc, &["postgresql", "callbacks"]) {
             Some(Value::Object(m)) => m
                 .iter()
-                .filter_map(|(k, v)| Some((k.clone(), scalar_text(v)?)))
+                .filter_map(|(k, v)| Some((k.clone(), lenient::text(v)?)))
                 .collect(),
             _ => BTreeMap::new(),
         },
@@ -745,7 +748,7 @@ fn basebackup_options(v: Option<&Value>) -> Result<Vec<String>, String> {
             None => out.push(format!("--{k}")),
             Some(v) => out.push(format!(
                 "--{k}={}",
-                scalar_text(v).ok_or_else(|| format!("{k}: expected a single value"))?
+                lenient::text(v).ok_or_else(|| format!("{k}: expected a single value"))?
             )),
         }
         Ok(())

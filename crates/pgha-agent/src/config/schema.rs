@@ -383,12 +383,13 @@ pub fn text_list(v: &Value) -> Vec<String> {
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty())
             .collect(),
-        Value::Array(items) => items.iter().filter_map(scalar_text).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(pgha_core::model::lenient::text)
+            .collect(),
         _ => Vec::new(),
     }
 }
-
-pub use pgha_core::model::lenient::text as scalar_text;
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {

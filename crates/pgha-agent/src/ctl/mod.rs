@@ -38,7 +38,8 @@ use pgha_core::dcs::{Dcs, DcsError};
 use pgha_core::model::{Cluster, KeyLayout, Timing};
 use serde_json::{Value, json};
 
-use crate::config::{ClientTls, DcsSection, env, schema::scalar_text};
+use crate::config::{ClientTls, DcsSection, env};
+use pgha_core::model::lenient;
 use prompt::Console;
 use rest_client::{BasicAuth, RestClient};
 
@@ -134,10 +135,10 @@ impl CtlConfig {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         env::apply(&mut doc, vars.iter().cloned());
         apply_ctl_env(&mut doc, &vars);
-        let scope = doc.get("scope").and_then(scalar_text);
+        let scope = doc.get("scope").and_then(lenient::text);
         let namespace = doc
             .get("namespace")
-            .and_then(scalar_text)
+            .and_then(lenient::text)
             .unwrap_or_else(|| "/service/".into());
         let dcs = dcs_section(&doc)?;
         let auth = section_auth(&doc, "ctl").or_else(|| section_auth(&doc, "restapi"));
@@ -221,7 +222,7 @@ fn apply_ctl_env(doc: &mut Value, vars: &[(String, String)]) {
 /// How pghactl checks `https://` members, as the agent does for its peers:
 /// `ctl.cacert`/`certfile`/`keyfile`/`insecure`, else the `restapi` files.
 fn client_tls(doc: &Value) -> ClientTls {
-    let text = |section: &str, key: &str| doc.get(section)?.get(key).and_then(scalar_text);
+    let text = |section: &str, key: &str| doc.get(section)?.get(key).and_then(lenient::text);
     ClientTls {
         cacert: text("ctl", "cacert")
             .or_else(|| text("restapi", "cafile"))
@@ -247,8 +248,11 @@ fn client_tls(doc: &Value) -> ClientTls {
 fn section_auth(doc: &Value, section: &str) -> Option<BasicAuth> {
     let s = doc.get(section)?;
     if let Some(a) = s.get("authentication") {
-        let username = a.get("username").and_then(scalar_text)?;
-        let password = a.get("password").and_then(scalar_text).unwrap_or_default();
+        let username = a.get("username").and_then(lenient::text)?;
+        let password = a
+            .get("password")
+            .and_then(lenient::text)
+            .unwrap_or_default();
         return Some(BasicAuth { username, password });
     }
     let (username, password) = s.get("auth").and_then(Value::as_str)?.split_once(':')?;
