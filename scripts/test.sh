@@ -20,6 +20,9 @@ venv="${PGHA_VENV:-/opt/pgha-venv}"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== layering (scripts/check-layering.sh)"
+scripts/check-layering.sh
+
 echo "== cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 

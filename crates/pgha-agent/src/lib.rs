@@ -10,6 +10,8 @@ pub mod config;
 pub mod ctl;
 pub mod dcs;
 pub mod guard;
-pub mod postgres;
+/// PostgreSQL control lives in its own crate; kept under this path for
+/// the agent's modules.
+pub use pgha_postgres as postgres;
 pub mod rest;
 pub mod run;

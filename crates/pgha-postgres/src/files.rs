@@ -367,12 +367,8 @@ mod tests {
     use super::*;
     use pgha_core::model::DynamicConfig;
 
-    /// The example node's settings, as the configuration layer builds them.
     fn settings() -> PgSettings {
-        let yaml = include_str!("../../../../docs/examples/patroni-node1.yml");
-        crate::config::Config::from_yaml(yaml, Vec::<(String, String)>::new(), None)
-            .unwrap()
-            .postgresql
+        crate::settings::example()
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The local PostgreSQL: observing it and acting on it.
+//! The local PostgreSQL of one node: observing it and acting on it,
+//! configured by [`PgSettings`] (nothing here knows Patroni's YAML).
 //!
 //! Everything here runs as the agent's OS user (never root: PostgreSQL
 //! refuses to run as root) and calls PostgreSQL's own programs (initdb,
@@ -599,11 +600,9 @@ mod tests {
 
     #[test]
     fn role_sql_quotes_names_and_passwords() {
-        let yaml =
-            include_str!("../../../../docs/examples/patroni-node1.yml").replace("rep-pass", "it's");
-        let c =
-            crate::config::Config::from_yaml(&yaml, Vec::<(String, String)>::new(), None).unwrap();
-        let sql = role_statements(&c.postgresql);
+        let mut c = settings::example();
+        c.replication.password = Some("it's".into());
+        let sql = role_statements(&c);
         assert!(
             sql[0].contains("CREATE ROLE \"replicator\" WITH LOGIN REPLICATION PASSWORD 'it''s'"),
             "{}",

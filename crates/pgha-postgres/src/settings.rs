@@ -96,3 +96,54 @@ pub enum ReplicaMethod {
         params: Map<String, Value>,
     },
 }
+
+/// The settings of the example node (`docs/examples/patroni-node1.yml`,
+/// as the configuration layer reads it), for tests.
+#[cfg(test)]
+pub(crate) fn example() -> PgSettings {
+    let login = |user: &str, password: &str| Credentials {
+        username: user.into(),
+        password: Some(password.into()),
+        ssl: BTreeMap::new(),
+    };
+    let mut parameters = Map::new();
+    parameters.insert(
+        "unix_socket_directories".into(),
+        Value::from("/var/run/postgresql"),
+    );
+    PgSettings {
+        member: "node1".into(),
+        scope: "demo".into(),
+        listen: PgListen {
+            addresses: "127.0.0.1".into(),
+            port: 5432,
+        },
+        connect_address: HostPort {
+            host: "127.0.0.1".into(),
+            port: 5432,
+        },
+        data_dir: "/var/lib/pgha/node1".into(),
+        bin_dir: Some("/usr/lib/postgresql/15/bin".into()),
+        bin_name: BTreeMap::new(),
+        pgpass: "/var/lib/pgha/pgpass-node1".into(),
+        superuser: login("postgres", "su-pass"),
+        replication: login("replicator", "rep-pass"),
+        rewind: Some(login("rewind_user", "rewind-pass")),
+        parameters,
+        pg_hba: Some(vec![
+            "local all all trust".into(),
+            "host all all 127.0.0.1/32 md5".into(),
+            "host replication replicator 127.0.0.1/32 md5".into(),
+        ]),
+        pg_ident: None,
+        pg_ctl_timeout: Duration::from_secs(60),
+        create_replica_methods: vec![ReplicaMethod::Basebackup {
+            options: Vec::new(),
+        }],
+        use_unix_socket: false,
+        new_cluster: Some(NewCluster {
+            initdb: vec!["--encoding=UTF8".into(), "--data-checksums".into()],
+            ..NewCluster::default()
+        }),
+    }
+}
