@@ -21,11 +21,13 @@ use pgha_core::model::{Cluster, PATRONI_COMPAT_VERSION, PGHA_VERSION};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::agent::{Command, NodeStatus, PeerClient, format_lsn};
+use crate::agent::{Command, NodeStatus, format_lsn};
 use crate::config::Config;
 use access::{AccessRules, ClientConn};
+use client::RestClient;
 
 pub mod access;
+pub mod client;
 #[cfg(feature = "restapi-tls")]
 pub mod tls;
 mod write;
@@ -43,7 +45,8 @@ pub struct ApiState {
     pub dcs: Arc<dyn Dcs>,
     /// Requests for the HA loop (restart, reload, reinitialize, wake up).
     pub commands: mpsc::Sender<Command>,
-    pub peers: PeerClient,
+    /// Calls to the other members (switchover and failover checks).
+    pub peers: RestClient,
     /// `restapi.authentication`: required on unsafe methods when set.
     pub auth: Option<(String, String)>,
     /// `restapi.allowlist`, `allowlist_include_members`, `verify_client`:
@@ -65,7 +68,7 @@ impl ApiState {
             clock,
             dcs,
             commands,
-            peers: PeerClient::new(&config.client_tls).unwrap_or_default(),
+            peers: RestClient::new("pgha", None, &config.client_tls),
             auth: config.restapi_auth.clone(),
             access: Arc::new(access),
         }

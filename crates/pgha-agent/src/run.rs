@@ -55,7 +55,12 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
         }
         None => None,
     };
-    let peers = crate::agent::PeerClient::new(&config.client_tls).map_err(RunError::Startup)?;
+    // TLS files for calls to members that cannot be used stop the start,
+    // naming the file (the client itself would only say so on its first
+    // call to an https member).
+    #[cfg(feature = "restapi-tls")]
+    rest::client::tls::client_config(&config.client_tls).map_err(RunError::Startup)?;
+    let peers = rest::client::RestClient::new("pgha", None, &config.client_tls);
     // Before anything is started or touched: this name must be free.
     crate::agent::unique_name::ensure_unique_name(&config, dcs.as_ref(), &peers, timing).await?;
     let listen = config.restapi_listen.socket_string();

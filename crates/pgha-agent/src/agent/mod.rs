@@ -47,12 +47,12 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::config::Config;
 use crate::guard::{GuardLink, GuardMode};
 use crate::postgres::{Observed, Postgres, ShutdownMode, Upstream, files};
+use crate::rest::client::RestClient;
 pub use callbacks::Callbacks;
 pub use command::{Command, ReinitializeAnswer, RestartAnswer, RestartRequest};
 use execute::Failure;
 pub use fence::Fence;
 use jobs::RunningJob;
-pub use peers::PeerClient;
 pub use pgha_core::model::lsn::{format as format_lsn, parse as parse_lsn};
 pub use status::NodeStatus;
 
@@ -76,7 +76,8 @@ pub struct Agent {
     fence: Fence,
     /// The fence guard process, which fences when this process cannot.
     guard: GuardLink,
-    peers: PeerClient,
+    /// Calls to the other members' REST APIs.
+    rest: RestClient,
     callbacks: Callbacks,
     status: watch::Sender<Arc<NodeStatus>>,
     /// The HA state machine: what this node remembers, changed only by
@@ -148,7 +149,7 @@ impl Agent {
         });
         let (timing, _) = dynamic.timing();
         dcs.set_timing(timing);
-        let peer_client = PeerClient::new(&config.client_tls).unwrap_or_default();
+        let rest = RestClient::new("pgha", None, &config.client_tls);
         let callbacks = Callbacks {
             scripts: config.postgresql_ha.callbacks.clone(),
             scope: config.scope.clone(),
@@ -161,7 +162,7 @@ impl Agent {
             clock,
             fence,
             guard,
-            peers: peer_client,
+            rest,
             callbacks,
             status,
             node: HaNode::new(timing),
@@ -301,13 +302,13 @@ impl Agent {
                         && local.running
                         && self.node.memory().job.is_none() =>
                 {
-                    self.peers
-                        .statuses(
-                            &self.race_peers(c),
-                            &self.config.name,
-                            peer_timeout(self.node.timing()),
-                        )
-                        .await
+                    peers::statuses(
+                        &self.rest,
+                        &self.race_peers(c),
+                        &self.config.name,
+                        peer_timeout(self.node.timing()),
+                    )
+                    .await
                 }
                 _ => Vec::new(),
             };

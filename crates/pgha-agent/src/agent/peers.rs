@@ -6,219 +6,36 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::Method;
 use pgha_core::ha::{PeerSource, PeerStatus};
 use pgha_core::model::{Member, Tags, lenient};
 use serde_json::Value;
 
-/// A small HTTP/1 client for the members' REST APIs (HTTPS too, with the
-/// `restapi-tls` feature).
-#[derive(Debug, Clone)]
-pub struct PeerClient {
-    client: Client<Connector, Empty<Bytes>>,
-    /// Why HTTPS cannot be used, when it cannot (no CA configured).
-    https_problem: Option<String>,
-}
+use crate::rest::client::RestClient;
 
-#[cfg(feature = "restapi-tls")]
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-#[cfg(not(feature = "restapi-tls"))]
-type Connector = HttpConnector;
-
-fn http_connector() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    connector
-}
-
-impl Default for PeerClient {
-    /// Plain HTTP, and HTTPS only to members whose certificate... nobody's:
-    /// no CA is configured. Reads no file, so it cannot fail.
-    fn default() -> Self {
-        PeerClient::new(&crate::config::ClientTls::default())
-            .expect("a client without TLS files reads no file and cannot fail")
-    }
-}
-
-impl PeerClient {
-    /// A client for members' REST APIs with the `ctl`/`restapi` TLS files.
-    /// Files that cannot be read are an error naming them.
-    pub fn new(settings: &crate::config::ClientTls) -> Result<Self, String> {
-        #[cfg(feature = "restapi-tls")]
-        {
-            let usable = settings.cacert.is_some() || settings.insecure;
-            let config = tls::client_config(settings)?;
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(config)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http_connector());
-            Ok(PeerClient {
-                client: Client::builder(TokioExecutor::new()).build(connector),
-                https_problem: (!usable).then(|| {
-                    "https members need a CA to check them: set ctl.cacert or restapi.cafile (or ctl.insecure)".into()
-                }),
-            })
-        }
-        #[cfg(not(feature = "restapi-tls"))]
-        {
-            let _ = settings;
-            Ok(PeerClient {
-                client: Client::builder(TokioExecutor::new()).build(http_connector()),
-                https_problem: Some("this pgha was built without the restapi-tls feature".into()),
-            })
-        }
-    }
-}
-
-/// TLS for calls to members.
-#[cfg(feature = "restapi-tls")]
-pub mod tls {
-    use std::sync::Arc;
-
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-
-    use crate::config::ClientTls;
-    use crate::rest::tls::{certificates, private_key, roots};
-
-    /// The client side: trust `cacert`, present `certfile`/`keyfile` when
-    /// given, or (`insecure`) check nothing, as `ctl.insecure` asks.
-    pub fn client_config(settings: &ClientTls) -> Result<rustls::ClientConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = if settings.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-        } else {
-            let store = match &settings.cacert {
-                Some(ca) => roots(ca, "ctl.cacert / restapi.cafile")?,
-                None => rustls::RootCertStore::empty(),
-            };
-            builder.with_root_certificates(store)
-        };
-        match (&settings.certfile, &settings.keyfile) {
-            (Some(cert), Some(key)) if settings.cacert.is_some() || settings.insecure => builder
-                .with_client_auth_cert(
-                    certificates(cert, "ctl.certfile")?,
-                    private_key(key, "ctl.keyfile")?,
-                )
-                .map_err(|e| format!("ctl.certfile/keyfile: {e}")),
-            _ => Ok(builder.with_no_client_auth()),
-        }
-    }
-
-    /// `ctl.insecure`: accepts any certificate (signatures still checked).
-    #[derive(Debug)]
-    struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for NoVerification {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-}
-
-impl PeerClient {
-    /// `GET url` and parse the JSON body, within `timeout`. Any status is
-    /// accepted (health endpoints answer 503 with a body).
-    pub async fn get_json(&self, url: &str, timeout: Duration) -> Result<(u16, Value), String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                if let Some(problem) = &self.https_problem {
-                    return Err(format!("{url}: {problem}"));
-                }
-            }
-            _ => return Err(format!("{url}: not an http(s) URL")),
-        }
-        let fut = async {
-            let resp = self.client.get(uri).await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            let json = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
-            Ok::<_, String>((status, json))
-        };
-        tokio::time::timeout(timeout, fut)
+/// The status of every one of `members` but `me`: from its REST API
+/// (`GET /patroni`) when it answers within `timeout`, else from its member
+/// key.
+pub async fn statuses(
+    client: &RestClient,
+    members: &[Member],
+    me: &str,
+    timeout: Duration,
+) -> Vec<PeerStatus> {
+    let others: Vec<&Member> = members.iter().filter(|m| m.name != me).collect();
+    join_all(others.into_iter().map(|m| async move {
+        match client
+            .call(m, Method::GET, "patroni", None, timeout)
             .await
-            .map_err(|_| format!("no answer from {url} within {timeout:?}"))?
-    }
-
-    /// The status of every one of `members` but `me`: from its REST API
-    /// when it answers within `timeout`, else from its member key.
-    pub async fn statuses(
-        &self,
-        members: &[Member],
-        me: &str,
-        timeout: Duration,
-    ) -> Vec<PeerStatus> {
-        let others: Vec<&Member> = members.iter().filter(|m| m.name != me).collect();
-        join_all(others.into_iter().map(|m| async move {
-            if let Some(url) = m.data.api_url.as_deref() {
-                match self.get_json(url, timeout).await {
-                    Ok((_, json)) => return from_rest(m, &json),
-                    Err(e) => tracing::debug!("peer {}: {e}; using its member key", m.name),
-                }
-            }
-            from_member_key(m)
-        }))
-        .await
-    }
+            .map(|r| r.json())
+        {
+            Ok(Some(json)) => return from_rest(m, &json),
+            Ok(None) => tracing::debug!("peer {}: not JSON; using its member key", m.name),
+            Err(e) => tracing::debug!("peer {}: {e}; using its member key", m.name),
+        }
+        from_member_key(m)
+    }))
+    .await
 }
 
 fn from_member_key(m: &Member) -> PeerStatus {

@@ -10,11 +10,12 @@
 
 use std::time::Duration;
 
+use hyper::Method;
 use pgha_core::dcs::Dcs;
 use pgha_core::model::{Member, Timing};
 
-use super::PeerClient;
 use crate::config::Config;
+use crate::rest::client::RestClient;
 
 /// How long the other node's REST API may take to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -45,7 +46,7 @@ pub struct NameTaken {
 pub async fn ensure_unique_name(
     config: &Config,
     dcs: &dyn Dcs,
-    peers: &PeerClient,
+    peers: &RestClient,
     timing: Timing,
 ) -> Result<(), NameTaken> {
     let (theirs, timing) = load_member(dcs, &config.name, timing).await;
@@ -66,7 +67,12 @@ pub async fn ensure_unique_name(
         my_conn_url: my_conn_url.clone(),
         my_api_url: my_api_url.clone(),
     };
-    if !api_url.is_empty() && peers.get_json(&api_url, PROBE_TIMEOUT).await.is_ok() {
+    if !api_url.is_empty()
+        && peers
+            .call(&theirs, Method::GET, "patroni", None, PROBE_TIMEOUT)
+            .await
+            .is_ok()
+    {
         return Err(taken(format!("its REST API at {api_url} answered")));
     }
     // Its REST API may be out of reach from here while it runs: a live

@@ -20,7 +20,6 @@ pub mod pause;
 pub mod prompt;
 pub mod query;
 pub mod remove;
-pub mod rest_client;
 pub mod restart;
 pub mod schedule;
 pub mod switchover;
@@ -39,9 +38,9 @@ use pgha_core::model::{Cluster, KeyLayout, Timing};
 use serde_json::{Value, json};
 
 use crate::config::{ClientTls, DcsSection, env};
+use crate::rest::client::{BasicAuth, RestClient};
 use pgha_core::model::lenient;
 use prompt::Console;
-use rest_client::{BasicAuth, RestClient};
 
 /// How a command failed. The binary prints it and exits with status 1.
 #[derive(Debug, thiserror::Error)]
@@ -345,7 +344,7 @@ pub struct Ctl {
 
 impl Ctl {
     pub fn new(config: CtlConfig, console: Console) -> Self {
-        let rest = RestClient::new(config.auth.clone(), &config.tls);
+        let rest = RestClient::new("pghactl", config.auth.clone(), &config.tls);
         Ctl {
             config,
             rest,

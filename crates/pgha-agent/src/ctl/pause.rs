@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::cli::PauseArgs;
+use super::output::python_json;
 use super::{Ctl, CtlError, echo, note};
 
 /// How long one `PATCH /config` may take.
@@ -50,7 +51,13 @@ pub async fn toggle(ctl: &mut Ctl, args: PauseArgs, paused: bool) -> Result<(), 
     for member in leader_first(&c) {
         let r = match ctl
             .rest
-            .call(&member, Method::PATCH, "config", Some(&body), PATCH_TIMEOUT)
+            .call(
+                &member,
+                Method::PATCH,
+                "config",
+                Some(python_json(&body)),
+                PATCH_TIMEOUT,
+            )
             .await
         {
             Ok(r) => r,

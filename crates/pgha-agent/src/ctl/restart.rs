@@ -15,10 +15,10 @@ use tokio::time::Instant;
 
 use super::cli::{FlushArgs, ReinitArgs, ReloadArgs, RestartArgs};
 use super::members::{RoleFilter, Selection, confirm_action, select};
-use super::output::timestamp;
+use super::output::{python_json, timestamp};
 use super::pause::leader_first;
-use super::rest_client::{Response, RestError};
 use super::{Ctl, CtlError, echo, note, schedule};
+use crate::rest::client::{Response, RestError};
 
 /// How long a request that only records something (reload, flush,
 /// starting a reinit) may take.
@@ -181,13 +181,13 @@ pub async fn restart(ctl: &mut Ctl, a: RestartArgs) -> Result<(), CtlError> {
         }
         let answer = if when.is_some() {
             ctl.rest
-                .call(m, Method::POST, "restart", Some(&body), QUICK)
+                .call(m, Method::POST, "restart", Some(python_json(&body)), QUICK)
                 .await
         } else {
             let dcs = ctl.dcs(&a.cluster_name)?;
             let post = ctl
                 .rest
-                .call(m, Method::POST, "restart", Some(&body), within);
+                .call(m, Method::POST, "restart", Some(python_json(&body)), within);
             watch_member(post, dcs.as_ref(), &m.name, "restart").await
         };
         match answer {
@@ -330,7 +330,13 @@ pub async fn reinit(ctl: &mut Ctl, a: ReinitArgs) -> Result<(), CtlError> {
         for _ in 0..2 {
             let r = match ctl
                 .rest
-                .call(m, Method::POST, "reinitialize", Some(&body), QUICK)
+                .call(
+                    m,
+                    Method::POST,
+                    "reinitialize",
+                    Some(python_json(&body)),
+                    QUICK,
+                )
                 .await
             {
                 Ok(r) => r,

@@ -16,10 +16,10 @@ use tokio::time::Instant;
 
 use super::cli::{FailoverArgs, SwitchoverArgs};
 use super::members::leader_member;
-use super::output::{Format, timestamp};
-use super::rest_client::{Response, RestError};
+use super::output::{Format, python_json, timestamp};
 use super::schedule::{self, Scheduled};
 use super::{Ctl, CtlError, echo, echo_raw, list, note};
+use crate::rest::client::{Response, RestError};
 
 /// How often progress is sampled from the DCS while waiting.
 const POLL: Duration = Duration::from_secs(1);
@@ -128,7 +128,7 @@ async fn run(
             &target,
             Method::POST,
             action.name(),
-            Some(&body),
+            Some(python_json(&body)),
             answer_within,
         );
         with_progress(post, dcs.as_ref(), &request, old_leader.as_deref()).await
@@ -365,7 +365,13 @@ async fn retry_as_failover(
         return first;
     }
     ctl.rest
-        .call(target, Method::POST, "failover", Some(body), within)
+        .call(
+            target,
+            Method::POST,
+            "failover",
+            Some(python_json(body)),
+            within,
+        )
         .await
         .unwrap_or(first)
 }

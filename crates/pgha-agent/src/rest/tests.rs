@@ -310,7 +310,8 @@ mod write_side {
     use tokio::sync::{mpsc, watch};
 
     use super::super::{ApiState, handle};
-    use crate::agent::{Command, NodeStatus, PeerClient};
+    use crate::agent::{Command, NodeStatus};
+    use crate::rest::client::RestClient;
 
     struct Api {
         state: ApiState,
@@ -366,7 +367,7 @@ mod write_side {
             clock: Arc::new(pgha_core::clock::MonotonicClock::new()),
             dcs: n1.clone(),
             commands: tx,
-            peers: PeerClient::default(),
+            peers: RestClient::new("pgha", None, &Default::default()),
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             access: Arc::new(crate::rest::access::AccessRules::open()),
         };

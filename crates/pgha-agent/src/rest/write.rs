@@ -368,14 +368,13 @@ async fn failover_possible(
             known.join(", ")
         ));
     }
-    let statuses = state
-        .peers
-        .statuses(
-            &cluster.members,
-            cluster.leader_name().unwrap_or(""),
-            Duration::from_secs(2),
-        )
-        .await;
+    let statuses = crate::agent::peers::statuses(
+        &state.peers,
+        &cluster.members,
+        cluster.leader_name().unwrap_or(""),
+        Duration::from_secs(2),
+    )
+    .await;
     let candidates: Vec<_> = statuses
         .iter()
         .filter(|p| candidate.is_none_or(|c| p.name == c))

@@ -364,9 +364,10 @@ mod sockets {
     use tokio::sync::{mpsc, watch};
 
     use super::access;
-    use crate::agent::{Command, NodeStatus, PeerClient};
+    use crate::agent::{Command, NodeStatus};
     use crate::config::{RestApiAccess, VerifyClient};
     use crate::rest::access::AccessRules;
+    use crate::rest::client::RestClient;
     use crate::rest::{ApiState, TlsServerConfig, serve};
 
     /// One node's REST API on 127.0.0.1, with the in-memory DCS behind it:
@@ -416,7 +417,7 @@ mod sockets {
                 clock: Arc::new(pgha_core::clock::MonotonicClock::new()),
                 dcs: n1.clone(),
                 commands: tx,
-                peers: PeerClient::default(),
+                peers: RestClient::new("pgha", None, &Default::default()),
                 auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
                 access: Arc::new(rules),
             };

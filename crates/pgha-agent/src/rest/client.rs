@@ -1,11 +1,13 @@
-//! Calls to the members' REST APIs, as patronictl makes them: the URL is
-//! the member's `api_url` with the path replaced, bodies are JSON, and
-//! requests carry the basic-auth credentials from the `ctl` (else
-//! `restapi`) section. `https://` members are checked against `ctl.cacert`
-//! (else `restapi.cafile`) and get `ctl.certfile`/`keyfile` when they ask
-//! for a client certificate, or are not checked with `ctl.insecure` / `-k`
-//! (the agent's own TLS client settings, `agent::peers::tls`). Every call is
-//! bounded in time; a member that does not answer is an
+//! The one client for the members' REST APIs, used by the agent (the
+//! leader race, the name check, switchover checks) and by pghactl.
+//!
+//! Calls are made as patronictl makes them: the URL is the member's
+//! `api_url` with the path replaced, bodies are JSON, and requests carry
+//! basic-auth credentials when given (pghactl: the `ctl`, else `restapi`
+//! section). `https://` members are checked against `ctl.cacert` (else
+//! `restapi.cafile`) and get `ctl.certfile`/`keyfile` when they ask for a
+//! client certificate, or are not checked with `ctl.insecure` / `-k`.
+//! Every call is bounded in time; a member that does not answer is an
 //! [`RestError::Unreachable`] naming it, never a hang.
 
 use std::time::Duration;
@@ -19,7 +21,6 @@ use hyper_util::rt::TokioExecutor;
 use pgha_core::model::Member;
 use serde_json::Value;
 
-use super::output::python_json;
 use crate::config::ClientTls;
 
 #[cfg(feature = "restapi-tls")]
@@ -133,6 +134,8 @@ impl Response {
 pub struct RestClient {
     /// The client, or why none could be made.
     client: Result<HttpClient, String>,
+    /// Who calls (`pgha/0.1.0`, `pghactl/0.1.0`), as the `User-Agent`.
+    user_agent: String,
     auth: Option<BasicAuth>,
     /// Why `https://` members cannot be called, when they cannot.
     https_problem: Option<String>,
@@ -147,28 +150,31 @@ fn http_connector() -> HttpConnector {
 }
 
 impl RestClient {
-    /// A client with these credentials and TLS settings. TLS files that
-    /// cannot be used do not stop plain-http calls: they are reported on
-    /// the first call to an `https://` member.
-    pub fn new(auth: Option<BasicAuth>, tls: &ClientTls) -> Self {
+    /// A client for `program` (the `User-Agent`) with these credentials
+    /// and TLS settings. TLS files that cannot be used do not stop
+    /// plain-http calls: they are reported on the first call to an
+    /// `https://` member (the agent checks them at start-up, see
+    /// [`tls::client_config`]).
+    pub fn new(program: &str, auth: Option<BasicAuth>, tls: &ClientTls) -> Self {
         let (client, https_problem) = match build(tls) {
             Ok((c, p)) => (Ok(c), p),
             Err(e) => (Err(e), None),
         };
         RestClient {
             client,
+            user_agent: format!("{program}/{}", env!("CARGO_PKG_VERSION")),
             auth,
             https_problem,
         }
     }
-    /// `method http(s)://<member's api host>/<path>` with `body` as JSON,
-    /// answered within `timeout`. Any HTTP status is an answer.
+    /// `method http(s)://<member's api host>/<path>` with `body` (JSON
+    /// text), answered within `timeout`. Any HTTP status is an answer.
     pub async fn call(
         &self,
         member: &Member,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<String>,
         timeout: Duration,
     ) -> Result<Response, RestError> {
         let url = endpoint_url(member, path)?;
@@ -188,14 +194,14 @@ impl RestClient {
         let mut request = Request::builder()
             .method(method)
             .uri(&url)
-            .header("User-Agent", concat!("pghactl/", env!("CARGO_PKG_VERSION")));
+            .header("User-Agent", &self.user_agent);
         if let Some(auth) = &self.auth {
             request = request.header("Authorization", auth.header());
         }
         let payload = match body {
-            Some(v) => {
+            Some(json) => {
                 request = request.header("Content-Type", "application/json");
-                Bytes::from(python_json(v))
+                Bytes::from(json)
             }
             None => Bytes::new(),
         };
@@ -233,7 +239,7 @@ impl RestClient {
 /// The HTTP(S) client, and why https members cannot be called (if so).
 #[cfg(feature = "restapi-tls")]
 fn build(tls: &ClientTls) -> Result<(HttpClient, Option<String>), String> {
-    let (config, problem) = match crate::agent::peers::tls::client_config(tls) {
+    let (config, problem) = match tls::client_config(tls) {
         Ok(c) if tls.cacert.is_some() || tls.insecure => (c, None),
         Ok(c) => (
             c,
@@ -244,10 +250,7 @@ fn build(tls: &ClientTls) -> Result<(HttpClient, Option<String>), String> {
             ),
         ),
         // Unusable TLS files: plain http still works; https says why not.
-        Err(e) => (
-            crate::agent::peers::tls::client_config(&ClientTls::default())?,
-            Some(e),
-        ),
+        Err(e) => (tls::client_config(&ClientTls::default())?, Some(e)),
     };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
@@ -305,6 +308,97 @@ pub fn endpoint_url(member: &Member, path: &str) -> Result<String, RestError> {
     ))
 }
 
+/// TLS for calls to members.
+#[cfg(feature = "restapi-tls")]
+pub mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    use crate::config::ClientTls;
+    use crate::rest::tls::{certificates, private_key, roots};
+
+    /// The client side: trust `cacert`, present `certfile`/`keyfile` when
+    /// given, or (`insecure`) check nothing, as `ctl.insecure` asks.
+    pub fn client_config(settings: &ClientTls) -> Result<rustls::ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = if settings.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        } else {
+            let store = match &settings.cacert {
+                Some(ca) => roots(ca, "ctl.cacert / restapi.cafile")?,
+                None => rustls::RootCertStore::empty(),
+            };
+            builder.with_root_certificates(store)
+        };
+        match (&settings.certfile, &settings.keyfile) {
+            (Some(cert), Some(key)) if settings.cacert.is_some() || settings.insecure => builder
+                .with_client_auth_cert(
+                    certificates(cert, "ctl.certfile")?,
+                    private_key(key, "ctl.keyfile")?,
+                )
+                .map_err(|e| format!("ctl.certfile/keyfile: {e}")),
+            _ => Ok(builder.with_no_client_auth()),
+        }
+    }
+
+    /// `ctl.insecure`: accepts any certificate (signatures still checked).
+    #[derive(Debug)]
+    struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for NoVerification {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,7 +454,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let client = RestClient::new(None, &ClientTls::default());
+        let client = RestClient::new("pghactl", None, &ClientTls::default());
         let m = member(Some(&format!("http://127.0.0.1:{port}/patroni")));
         let e = client
             .call(&m, Method::GET, "patroni", None, Duration::from_secs(2))
