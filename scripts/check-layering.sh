@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 rules=(
   "pgha-core: axum clap serde-saphyr tokio-postgres hyper pgha-postgres pgha-agent"
   "pgha-postgres: axum clap serde-saphyr hyper tracing-subscriber pgha-agent pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
+  "pgha-dcs: axum clap serde-saphyr tokio-postgres tracing-subscriber pgha-postgres pgha-agent"
 )
 
 failed=0

@@ -8,7 +8,8 @@
 pub mod agent;
 pub mod config;
 pub mod ctl;
-pub mod dcs;
+/// The DCS facade (builds the configured backend) lives in its own crate.
+pub use pgha_dcs as dcs;
 pub mod guard;
 /// PostgreSQL control lives in its own crate; kept under this path for
 /// the agent's modules.

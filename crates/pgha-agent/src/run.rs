@@ -40,7 +40,7 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
         .map(|b| b.dcs.timing().0)
         .unwrap_or_default();
     let dcs = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing)
-        .map_err(RunError::Startup)?;
+        .map_err(|e| RunError::Startup(e.to_string()))?;
 
     // TLS files and peers' CA are checked now, so a bad file stops the
     // agent with its name before anything runs.
@@ -175,7 +175,7 @@ pub fn check_environment(config: &Config) -> Vec<String> {
         .map(|b| b.dcs.timing().0)
         .unwrap_or_default();
     if let Err(e) = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing) {
-        problems.push(e);
+        problems.push(e.to_string());
     }
     let data_dir = &config.postgresql.data_dir;
     if let Some(parent) = data_dir.parent()

@@ -109,14 +109,7 @@ pub struct ClientTls {
     pub insecure: bool,
 }
 
-/// Which DCS the node uses, with its section as written.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DcsSection {
-    Etcd3(Value),
-    ZooKeeper(Value),
-    Consul(Value),
-    Kubernetes(Value),
-}
+pub use pgha_dcs::DcsSection;
 
 /// A node's whole configuration, checked.
 #[derive(Debug, Clone, PartialEq)]

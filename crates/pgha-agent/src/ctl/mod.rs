@@ -379,8 +379,8 @@ impl Ctl {
             retry_timeout: Duration::from_secs(5),
             ..Timing::default()
         };
-        let dcs =
-            crate::dcs::connect(section, layout, "pghactl", timing).map_err(CtlError::Failed)?;
+        let dcs = crate::dcs::connect(section, layout, "pghactl", timing)
+            .map_err(|e| CtlError::Failed(e.to_string()))?;
         self.clients.insert(cluster.to_string(), dcs.clone());
         Ok(dcs)
     }

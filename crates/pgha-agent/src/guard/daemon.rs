@@ -46,7 +46,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         .as_ref()
         .map(|b| b.dcs.timing().0)
         .unwrap_or_default();
-    let dcs = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing)?;
+    let dcs = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing)
+        .map_err(|e| e.to_string())?;
     let data_dir = config.postgresql.data_dir.clone();
     ignore_stop_signals()?;
 
