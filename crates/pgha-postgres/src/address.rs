@@ -3,6 +3,33 @@
 
 use std::fmt;
 
+/// Why an address cannot be used; each names the text given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("{0:?} is not host:port")]
+    NoPort(String),
+    #[error("{0:?} is not host[,host...]:port")]
+    NoListenPort(String),
+    #[error("{text:?}: port {port:?} is not a number from 1 to 65535")]
+    BadPort { text: String, port: String },
+    #[error("{0:?}: port 0 is not allowed")]
+    PortZero(String),
+    #[error("{0:?} is not an address others can connect to")]
+    NotConnectable(String),
+}
+
+/// The port of `text`, from 1 to 65535.
+fn port(text: &str, port: &str) -> Result<u16, AddressError> {
+    match port.parse::<u16>() {
+        Ok(0) => Err(AddressError::PortZero(text.into())),
+        Ok(p) => Ok(p),
+        Err(_) => Err(AddressError::BadPort {
+            text: text.into(),
+            port: port.into(),
+        }),
+    }
+}
+
 /// A host (name or address) and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort {
@@ -12,16 +39,16 @@ pub struct HostPort {
 
 impl HostPort {
     /// An address to connect to: the host is required.
-    pub fn parse_connect(s: &str) -> Result<Self, String> {
+    pub fn parse_connect(s: &str) -> Result<Self, AddressError> {
         let hp = Self::split(s)?;
         if hp.host.is_empty() || hp.host == "*" || hp.host == "0.0.0.0" || hp.host == "::" {
-            return Err(format!("{s:?} is not an address others can connect to"));
+            return Err(AddressError::NotConnectable(s.into()));
         }
         Ok(hp)
     }
 
     /// An address to listen on: an empty host or `*` means all interfaces.
-    pub fn parse_listen(s: &str) -> Result<Self, String> {
+    pub fn parse_listen(s: &str) -> Result<Self, AddressError> {
         let mut hp = Self::split(s)?;
         if hp.host.is_empty() || hp.host == "*" {
             hp.host = "0.0.0.0".into();
@@ -29,17 +56,12 @@ impl HostPort {
         Ok(hp)
     }
 
-    fn split(s: &str) -> Result<Self, String> {
+    fn split(s: &str) -> Result<Self, AddressError> {
         let s = s.trim();
-        let (host, port) = s
+        let (host, port_text) = s
             .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not host:port"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{s:?}: port {port:?} is not a number from 1 to 65535"))?;
-        if port == 0 {
-            return Err(format!("{s:?}: port 0 is not allowed"));
-        }
+            .ok_or_else(|| AddressError::NoPort(s.into()))?;
+        let port = port(s, port_text)?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -72,17 +94,12 @@ pub struct PgListen {
 }
 
 impl PgListen {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, AddressError> {
         let s = s.trim();
-        let (hosts, port) = s
+        let (hosts, port_text) = s
             .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not host[,host...]:port"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{s:?}: port {port:?} is not a number from 1 to 65535"))?;
-        if port == 0 {
-            return Err(format!("{s:?}: port 0 is not allowed"));
-        }
+            .ok_or_else(|| AddressError::NoListenPort(s.into()))?;
+        let port = port(s, port_text)?;
         let hosts: Vec<&str> = hosts
             .split(',')
             .map(|h| h.trim().trim_start_matches('[').trim_end_matches(']'))
@@ -117,14 +134,22 @@ mod tests {
         );
         assert_eq!(HostPort::parse_listen(":8008").unwrap().host, "0.0.0.0");
         assert_eq!(HostPort::parse_listen("*:8008").unwrap().host, "0.0.0.0");
-        assert!(HostPort::parse_connect("0.0.0.0:8008").is_err());
-        assert!(HostPort::parse_connect("h:0").is_err());
-        assert!(
-            HostPort::parse_connect("h:http")
-                .unwrap_err()
-                .contains("http")
+        assert_eq!(
+            HostPort::parse_connect("0.0.0.0:8008"),
+            Err(AddressError::NotConnectable("0.0.0.0:8008".into()))
         );
-        assert!(HostPort::parse_connect("justahost").is_err());
+        assert_eq!(
+            HostPort::parse_connect("h:0"),
+            Err(AddressError::PortZero("h:0".into()))
+        );
+        assert_eq!(
+            HostPort::parse_connect("h:http").unwrap_err().to_string(),
+            r#""h:http": port "http" is not a number from 1 to 65535"#
+        );
+        assert_eq!(
+            HostPort::parse_connect("justahost"),
+            Err(AddressError::NoPort("justahost".into()))
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use pgha_core::model::{DynamicConfig, KeyLayout, Review, Tags, Unsupported};
 use serde_json::{Map, Value};
 
-pub use crate::postgres::address::{HostPort, PgListen};
+pub use crate::postgres::address::{AddressError, HostPort, PgListen};
 pub use crate::postgres::settings::{
     BootstrapUser, Credentials, NewCluster, PgSettings, ReplicaMethod,
 };
@@ -257,7 +257,7 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
     let namespace = text(doc, &["namespace"]).unwrap_or_else(|| "/service/".to_string());
 
     let mut address =
-        |path: &[&str], parse: fn(&str) -> Result<HostPort, String>| -> Option<HostPort> {
+        |path: &[&str], parse: fn(&str) -> Result<HostPort, AddressError>| -> Option<HostPort> {
             let raw = text(doc, path)?;
             parse(&raw)
                 .map_err(|e| errors.push(format!("{}: {e}", path.join("."))))
