@@ -216,6 +216,50 @@ impl Postgres {
         self.db.lock().await.query_texts(sql, QUERY_TIMEOUT).await
     }
 
+    /// The physical replication slots: name and whether a walsender uses it.
+    pub async fn physical_slots(&self) -> Result<Vec<(String, bool)>, PgError> {
+        let rows = self
+            .query_texts(
+                "SELECT slot_name::text || ':' || active::text FROM pg_replication_slots \
+                 WHERE slot_type = 'physical'",
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                r.rsplit_once(':')
+                    .map(|(n, a)| (n.to_string(), a == "true"))
+            })
+            .collect())
+    }
+
+    /// Creates each physical slot of `names` that does not exist, reserving
+    /// WAL from now. Works on a primary and on a standby (so a replica about
+    /// to be promoted can have its replicas' slots ready before they
+    /// connect). Returns the slots created, and the failures by slot.
+    pub async fn create_missing_slots(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<String>, Vec<(String, PgError)>), PgError> {
+        let existing = self.physical_slots().await?;
+        let mut created = Vec::new();
+        let mut failed = Vec::new();
+        for name in names {
+            if existing.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let sql = format!(
+                "SELECT pg_catalog.pg_create_physical_replication_slot('{}', true)",
+                name.replace('\'', "''")
+            );
+            match self.execute(&sql).await {
+                Ok(()) => created.push(name.clone()),
+                Err(e) => failed.push((name.clone(), e)),
+            }
+        }
+        Ok((created, failed))
+    }
+
     /// Creates a new cluster: initdb, the agent's configuration, start as
     /// primary, the roles from the configuration, the post-bootstrap script.
     pub async fn bootstrap(&self, dynamic: &DynamicConfig) -> Result<(), PgError> {

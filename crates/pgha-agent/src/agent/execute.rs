@@ -246,6 +246,14 @@ impl Agent {
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
                 let pre_promote = self.config.postgresql_ha.pre_promote.clone();
                 let scope = self.config.scope.clone();
+                // The other members' slots, made before the promotion: the
+                // replicas repoint to this node as soon as they see it hold
+                // the lock, and one that finds no slot retries only after
+                // PostgreSQL's wal_retrieve_retry_interval (5 s).
+                let slots = match cluster {
+                    Some(c) if self.use_slots() => self.member_slots(c),
+                    _ => Vec::new(),
+                };
                 self.spawn_job(Job::Promote, async move {
                     if let Some(script) = pre_promote {
                         super::callbacks::run(
@@ -256,6 +264,7 @@ impl Agent {
                         .await
                         .map_err(JobError::Vetoed)?;
                     }
+                    super::leader::create_slots(&pg, &slots).await;
                     pg.promote(&dynamic).await?;
                     Ok::<(), JobError>(pg.checkpoint().await?)
                 });

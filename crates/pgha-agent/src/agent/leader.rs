@@ -9,7 +9,7 @@ use pgha_core::dcs::DcsExt;
 use pgha_core::model::{Cluster, History, HistoryEntry, Status};
 
 use super::{Agent, parse_lsn};
-use crate::postgres::{Observed, files};
+use crate::postgres::{Observed, Postgres, files};
 
 impl Agent {
     /// What the leader keeps up to date: `status` (its WAL position and
@@ -46,48 +46,17 @@ impl Agent {
     /// instead of a loop later. Drops the slots of members gone for longer
     /// (inactive ones only). Returns the member slots kept.
     async fn ensure_slots(&mut self, cluster: &Cluster) -> Option<Vec<String>> {
-        let me = files::slot_name(&self.config.name);
         let now = self.clock.now();
         let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
-        let present = cluster.members.iter().map(|m| files::slot_name(&m.name));
-        let retained = self
-            .member_seen_at
-            .iter()
-            .filter(|(_, seen)| now.saturating_sub(**seen) < ttl)
-            .map(|(slot, _)| slot.clone());
-        let mut wanted: Vec<String> = present.chain(retained).filter(|s| *s != me).collect();
-        wanted.sort();
-        wanted.dedup();
-        let existing = match self
-            .pg
-            .query_texts("SELECT slot_name::text || ':' || active::text FROM pg_replication_slots WHERE slot_type = 'physical'")
-            .await
-        {
-            Ok(rows) => rows,
+        let wanted = self.member_slots(cluster);
+        let existing = match self.pg.physical_slots().await {
+            Ok(slots) => slots,
             Err(e) => {
                 tracing::warn!("cannot list replication slots: {e}");
                 return None;
             }
         };
-        let existing: Vec<(String, bool)> = existing
-            .iter()
-            .filter_map(|r| {
-                r.rsplit_once(':')
-                    .map(|(n, a)| (n.to_string(), a == "true"))
-            })
-            .collect();
-        for slot in &wanted {
-            if !existing.iter().any(|(n, _)| n == slot) {
-                let sql = format!(
-                    "SELECT pg_catalog.pg_create_physical_replication_slot('{}', true)",
-                    slot.replace('\'', "''")
-                );
-                match self.pg.execute(&sql).await {
-                    Ok(()) => tracing::info!("created replication slot {slot}"),
-                    Err(e) => tracing::warn!("cannot create replication slot {slot}: {e}"),
-                }
-            }
-        }
+        create_slots(&self.pg, &wanted).await;
         let mut kept = wanted.clone();
         for (slot, active) in &existing {
             if wanted.contains(slot) {
@@ -122,6 +91,25 @@ impl Agent {
         kept.sort();
         kept.dedup();
         Some(kept)
+    }
+
+    /// The slots the leader keeps: one for every other member, and for
+    /// every member seen (in any role, by this agent) within
+    /// `member_slots_ttl` whose key is gone.
+    pub(super) fn member_slots(&self, cluster: &Cluster) -> Vec<String> {
+        let me = files::slot_name(&self.config.name);
+        let now = self.clock.now();
+        let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
+        let present = cluster.members.iter().map(|m| files::slot_name(&m.name));
+        let retained = self
+            .member_seen_at
+            .iter()
+            .filter(|(_, seen)| now.saturating_sub(**seen) < ttl)
+            .map(|(slot, _)| slot.clone());
+        let mut wanted: Vec<String> = present.chain(retained).filter(|s| *s != me).collect();
+        wanted.sort();
+        wanted.dedup();
+        wanted
     }
 
     /// After a promotion, appends the new timeline switch to `history`
@@ -175,5 +163,20 @@ impl Agent {
         if let Err(e) = self.dcs.write_history(&History(entries)).await {
             tracing::warn!("cannot write the history key: {e}");
         }
+    }
+}
+
+/// Creates the missing slots of `names`, logging each created or failed.
+pub(super) async fn create_slots(pg: &Postgres, names: &[String]) {
+    match pg.create_missing_slots(names).await {
+        Ok((created, failed)) => {
+            for slot in created {
+                tracing::info!("created replication slot {slot}");
+            }
+            for (slot, e) in failed {
+                tracing::warn!("cannot create replication slot {slot}: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot list replication slots: {e}"),
     }
 }
