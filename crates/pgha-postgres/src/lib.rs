@@ -233,15 +233,16 @@ impl Postgres {
             .collect())
     }
 
-    /// Creates each physical slot of `names` that does not exist, reserving
-    /// WAL from now. Works on a primary and on a standby (so a replica about
-    /// to be promoted can have its replicas' slots ready before they
-    /// connect). Returns the slots created, and the failures by slot.
+    /// Creates each physical slot of `names` that is not in `existing` (as
+    /// [`Postgres::physical_slots`] listed them), reserving WAL from now.
+    /// Works on a primary and on a standby (so a replica about to be
+    /// promoted can have its replicas' slots ready before they connect).
+    /// Returns the slots created, and the failures by slot.
     pub async fn create_missing_slots(
         &self,
         names: &[String],
-    ) -> Result<(Vec<String>, Vec<(String, PgError)>), PgError> {
-        let existing = self.physical_slots().await?;
+        existing: &[(String, bool)],
+    ) -> (Vec<String>, Vec<(String, PgError)>) {
         let mut created = Vec::new();
         let mut failed = Vec::new();
         for name in names {
@@ -257,7 +258,7 @@ impl Postgres {
                 Err(e) => failed.push((name.clone(), e)),
             }
         }
-        Ok((created, failed))
+        (created, failed)
     }
 
     /// Creates a new cluster: initdb, the agent's configuration, start as

@@ -9,7 +9,7 @@ use pgha_core::dcs::DcsExt;
 use pgha_core::model::{Cluster, History, HistoryEntry, Status};
 
 use super::{Agent, parse_lsn};
-use crate::postgres::{Observed, Postgres, files};
+use crate::postgres::{Observed, PgError, Postgres, files};
 
 impl Agent {
     /// What the leader keeps up to date: `status` (its WAL position and
@@ -56,7 +56,7 @@ impl Agent {
                 return None;
             }
         };
-        create_slots(&self.pg, &wanted).await;
+        log_created(self.pg.create_missing_slots(&wanted, &existing).await);
         let mut kept = wanted.clone();
         for (slot, active) in &existing {
             if wanted.contains(slot) {
@@ -168,15 +168,17 @@ impl Agent {
 
 /// Creates the missing slots of `names`, logging each created or failed.
 pub(super) async fn create_slots(pg: &Postgres, names: &[String]) {
-    match pg.create_missing_slots(names).await {
-        Ok((created, failed)) => {
-            for slot in created {
-                tracing::info!("created replication slot {slot}");
-            }
-            for (slot, e) in failed {
-                tracing::warn!("cannot create replication slot {slot}: {e}");
-            }
-        }
+    match pg.physical_slots().await {
+        Ok(existing) => log_created(pg.create_missing_slots(names, &existing).await),
         Err(e) => tracing::warn!("cannot list replication slots: {e}"),
+    }
+}
+
+fn log_created((created, failed): (Vec<String>, Vec<(String, PgError)>)) {
+    for slot in created {
+        tracing::info!("created replication slot {slot}");
+    }
+    for (slot, e) in failed {
+        tracing::warn!("cannot create replication slot {slot}: {e}");
     }
 }
