@@ -5,12 +5,13 @@
 //! does it, and publishes the node's status in the DCS and over REST.
 //! `pghactl` reads the cluster from the DCS for people.
 
-pub mod agent;
 pub mod config;
 pub mod ctl;
 /// The DCS facade (builds the configured backend) lives in its own crate.
 pub use pgha_dcs as dcs;
-pub mod guard;
+/// The node runtime (the HA loop, the fence and its guard) lives in its
+/// own crate.
+pub use pgha_node as node;
 /// PostgreSQL control lives in its own crate; kept under this path for
 /// the agent's modules.
 pub use pgha_postgres as postgres;

@@ -17,17 +17,17 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pgha_core::dcs::Dcs;
+use pgha_core::model::lsn::format as format_lsn;
 use pgha_core::model::{Cluster, PATRONI_COMPAT_VERSION, PGHA_VERSION};
+use pgha_node::{NodeHandle, NodeStatus};
+use pgha_rest_client::RestClient;
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::agent::{Command, NodeStatus, format_lsn};
 use crate::config::Config;
 use access::{AccessRules, ClientConn};
-use client::RestClient;
 
 pub mod access;
-pub mod client;
 #[cfg(feature = "restapi-tls")]
 pub mod tls;
 mod write;
@@ -38,13 +38,14 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// What the handlers read and whom they ask.
 #[derive(Clone, Debug)]
 pub struct ApiState {
-    pub status: watch::Receiver<Arc<NodeStatus>>,
-    /// Monotonic "now", from the loop's clock.
-    pub clock: Arc<dyn pgha_core::clock::Clock>,
+    /// The node: its last status, and requests for its loop (restart,
+    /// reinitialize, wake up).
+    pub node: NodeHandle,
     /// For switchover, failover and configuration requests.
     pub dcs: Arc<dyn Dcs>,
-    /// Requests for the HA loop (restart, reload, reinitialize, wake up).
-    pub commands: mpsc::Sender<Command>,
+    /// `POST /reload`: asks whoever owns the configuration (the `pgha`
+    /// binary re-reads its file) to hand the node a new one.
+    pub reload: mpsc::Sender<()>,
     /// Calls to the other members (switchover and failover checks).
     pub peers: RestClient,
     /// `restapi.authentication`: required on unsafe methods when set.
@@ -56,18 +57,16 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(
-        status: watch::Receiver<Arc<NodeStatus>>,
-        clock: Arc<dyn pgha_core::clock::Clock>,
+        node: NodeHandle,
         dcs: Arc<dyn Dcs>,
-        commands: mpsc::Sender<Command>,
-        config: Arc<Config>,
+        reload: mpsc::Sender<()>,
+        config: &Config,
         access: AccessRules,
     ) -> Self {
         ApiState {
-            status,
-            clock,
+            node,
             dcs,
-            commands,
+            reload,
             peers: RestClient::new("pgha", None, &config.client_tls),
             auth: config.restapi_auth.clone(),
             access: Arc::new(access),
@@ -153,7 +152,7 @@ async fn handle(State(state): State<ApiState>, request: Request) -> Response {
         .extensions
         .get::<ConnectInfo<ClientConn>>()
         .map(|ConnectInfo(c)| *c);
-    let cluster = state.status.borrow().cluster.clone();
+    let cluster = state.node.status().cluster.clone();
     if let Err(denied) = state
         .access
         .check(client.as_ref(), cluster.as_deref())
@@ -298,7 +297,7 @@ fn percent_decode(s: &str) -> String {
 /// old); without an answer within 2 s they fall back to the last snapshot.
 async fn read_fresh(state: &ApiState, path: &str) -> Response {
     let fresh = tokio::time::timeout(std::time::Duration::from_secs(2), state.dcs.load()).await;
-    let status = state.status.borrow().clone();
+    let status = state.node.status();
     let cluster = match fresh {
         Ok(Ok(c)) => Some(Arc::new(c)),
         _ => status.cluster.clone(),
@@ -337,8 +336,8 @@ fn read(
     path: &str,
     query: &HashMap<String, String>,
 ) -> Response {
-    let status = state.status.borrow().clone();
-    let now = state.clock.now();
+    let status = state.node.status();
+    let now = state.node.now();
     let code_only = method == Method::HEAD || method == Method::OPTIONS;
     let (code, body) = match path {
         p if HEALTH_PATHS.contains(&p) => {

@@ -1,13 +1,11 @@
 //! Running the agent: the `pgha` binary's whole life.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use pgha_core::clock::{Clock, MonotonicClock};
+use pgha_node::{GuardMode, Node, NodeExit, NodeHandle};
 use tokio::sync::{mpsc, watch};
 
-use crate::agent::{Agent, Command, NodeStatus};
-use crate::config::Config;
-use crate::guard::GuardMode;
+use crate::config::{Config, ConfigError};
 use crate::rest;
 
 /// Why the agent could not start or had to stop.
@@ -16,37 +14,33 @@ pub enum RunError {
     #[error("{0}")]
     Startup(String),
     #[error(transparent)]
-    Refused(#[from] crate::agent::AgentExit),
-    #[error(transparent)]
-    NameTaken(#[from] crate::agent::unique_name::NameTaken),
+    Node(#[from] NodeExit),
 }
 
-/// Starts the REST API and the HA loop and runs until SIGTERM or SIGINT
-/// (then stops PostgreSQL and releases the lock) or until the loop
+/// Starts the REST API and the node and runs until SIGTERM or SIGINT
+/// (then stops PostgreSQL and releases the lock) or until the node
 /// refuses to go on.
-pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), RunError> {
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), RunError> {
     if nix::unistd::geteuid().is_root() {
-        return Err(RunError::Startup(
-            "pgha must not run as root: PostgreSQL refuses to run as root. Run it as the postgres user.".into(),
-        ));
+        return Err(NodeExit::Root.into());
     }
     for w in &config.warnings {
         tracing::warn!("configuration: {w}");
     }
-    let config = Arc::new(config);
-    let timing = config
-        .bootstrap
-        .as_ref()
-        .map(|b| b.dcs.timing().0)
-        .unwrap_or_default();
-    let dcs = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing)
-        .map_err(|e| RunError::Startup(e.to_string()))?;
+    let node_config = config.node_config();
+    let dcs = crate::dcs::connect(
+        &config.dcs,
+        config.layout(),
+        &config.name,
+        node_config.initial_timing(),
+    )
+    .map_err(|e| RunError::Startup(e.to_string()))?;
 
     // TLS files and peers' CA are checked now, so a bad file stops the
     // agent with its name before anything runs.
     let tls = match &config.restapi_tls {
         #[cfg(feature = "restapi-tls")]
-        Some(t) => Some(rest::tls::server_config(t).map_err(RunError::Startup)?),
+        Some(t) => Some(rest::tls::server_config(t).map_err(|e| RunError::Startup(e.to_string()))?),
         #[cfg(not(feature = "restapi-tls"))]
         Some(_) => {
             return Err(RunError::Startup(
@@ -59,31 +53,27 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
     // naming the file (the client itself would only say so on its first
     // call to an https member).
     #[cfg(feature = "restapi-tls")]
-    rest::client::tls::client_config(&config.client_tls).map_err(RunError::Startup)?;
-    let peers = rest::client::RestClient::new("pgha", None, &config.client_tls);
-    // Before anything is started or touched: this name must be free.
-    crate::agent::unique_name::ensure_unique_name(&config, dcs.as_ref(), &peers, timing).await?;
+    pgha_rest_client::tls::client_config(&config.client_tls)
+        .map_err(|e| RunError::Startup(e.to_string()))?;
+    let mut guard_args = vec![std::ffi::OsString::from("--guard")];
+    guard_args.extend(config_path.clone().map(PathBuf::into_os_string));
+    let guard = GuardMode::CurrentExe { args: guard_args };
+    let (mut node, handle) = Node::new(node_config, dcs.clone(), guard);
+
+    // Before anything is started or touched, and before the REST API
+    // listens: this name must be free.
+    node.check_name().await?;
     let listen = config.restapi_listen.socket_string();
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         RunError::Startup(format!("restapi.listen: cannot listen on {listen}: {e}"))
     })?;
-    let (status_tx, status_rx) =
-        watch::channel(Arc::new(NodeStatus::initial(&config.name, &config.scope)));
-    let (commands_tx, commands_rx) = mpsc::channel(16);
-    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
     // Allowlist host names are resolved once, now, as Patroni does when it
     // loads the configuration; members' addresses are resolved per request.
     let access =
         rest::access::AccessRules::resolve(&config.restapi_access, config.restapi_verify_client())
             .await;
-    let api = rest::ApiState::new(
-        status_rx,
-        clock,
-        dcs.clone(),
-        commands_tx.clone(),
-        config.clone(),
-        access,
-    );
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let api = rest::ApiState::new(handle.clone(), dcs, reload_tx.clone(), &config, access);
     tokio::spawn(async move {
         if let Err(e) = rest::serve(listener, tls, api).await {
             tracing::error!("REST API stopped: {e}");
@@ -97,7 +87,6 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
         tracing::info!("received a stop signal");
         let _ = stop_tx.send(true);
     });
-    let hup = commands_tx.clone();
     tokio::spawn(async move {
         let Ok(mut sighup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
@@ -106,18 +95,54 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Res
         };
         while sighup.recv().await.is_some() {
             tracing::info!("received SIGHUP: reloading the configuration");
-            if hup.send(Command::Reload).await.is_err() {
-                return;
-            }
+            // Full: a reload is already coming.
+            let _ = reload_tx.try_send(());
         }
     });
-    let guard = GuardMode::ThisProgram {
-        config_path: config_path.clone(),
-    };
-    Agent::new(config, config_path, dcs, guard, status_tx)
-        .run(stop_rx, commands_rx)
-        .await?;
+    tokio::spawn(reload_on_request(reload_rx, config_path, handle));
+    node.run(stop_rx).await?;
     Ok(())
+}
+
+/// Re-reads the configuration (the file, or `PATRONI_CONFIGURATION`) on
+/// each request (SIGHUP, `POST /reload`) and hands it to the node. A file
+/// with problems is refused and the running configuration kept; what the
+/// node cannot change while running it keeps, with a warning; the REST
+/// API's own settings take effect at the next start.
+async fn reload_on_request(
+    mut requests: mpsc::Receiver<()>,
+    path: Option<PathBuf>,
+    node: NodeHandle,
+) {
+    while requests.recv().await.is_some() {
+        match load(path.as_deref()) {
+            Ok(config) => {
+                for w in &config.warnings {
+                    tracing::warn!("configuration: {w}");
+                }
+                if node.reload(config.node_config()).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
+        }
+    }
+}
+
+/// The configuration: the file when one was given, else
+/// `PATRONI_CONFIGURATION`, with the process's `PATRONI_*` variables applied.
+pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => match std::env::var("PATRONI_CONFIGURATION") {
+            Ok(text) => Config::from_yaml(&text, std::env::vars(), Some("PATRONI_CONFIGURATION")),
+            Err(_) => Err(ConfigError {
+                source_name: None,
+                errors: vec!["no configuration: give a file, or set PATRONI_CONFIGURATION".into()],
+                warnings: Vec::new(),
+            }),
+        },
+    }
 }
 
 async fn wait_for_signal() {

@@ -42,6 +42,49 @@ pub struct PgSettings {
 }
 
 impl PgSettings {
+    /// Settings for member `member` of cluster `scope`, its data in
+    /// `data_dir`, PostgreSQL listening on and reached at `address`; the
+    /// rest as Patroni defaults it: roles `postgres` and `replicator`
+    /// without passwords (pg_hba decides), pg_basebackup to clone, 60 s
+    /// for pg_ctl, the password file `.pgpass_<member>` beside the data
+    /// directory. Change the fields for anything else.
+    pub fn new(member: &str, scope: &str, data_dir: PathBuf, address: HostPort) -> Self {
+        let role = |name: &str| Credentials {
+            username: name.to_string(),
+            password: None,
+            ssl: BTreeMap::new(),
+        };
+        let pgpass = data_dir
+            .parent()
+            .unwrap_or(&data_dir)
+            .join(format!(".pgpass_{member}"));
+        PgSettings {
+            member: member.to_string(),
+            scope: scope.to_string(),
+            listen: PgListen {
+                addresses: address.host.clone(),
+                port: address.port,
+            },
+            connect_address: address,
+            data_dir,
+            bin_dir: None,
+            bin_name: BTreeMap::new(),
+            pgpass,
+            superuser: role("postgres"),
+            replication: role("replicator"),
+            rewind: None,
+            parameters: Map::new(),
+            pg_hba: None,
+            pg_ident: None,
+            pg_ctl_timeout: Duration::from_secs(60),
+            create_replica_methods: vec![ReplicaMethod::Basebackup {
+                options: Vec::new(),
+            }],
+            use_unix_socket: false,
+            new_cluster: None,
+        }
+    }
+
     /// The path of PostgreSQL program `name` (`pg_ctl`, `initdb`, ...):
     /// `bin_name` overrides the file name, `bin_dir` is where it is.
     pub fn binary(&self, name: &str) -> PathBuf {

@@ -755,7 +755,7 @@ impl Drop for TestCluster {
 }
 
 /// The OS user agents run as: `postgres` when the tests run as root.
-fn run_as_user() -> anyhow::Result<Option<(Uid, Gid)>> {
+pub fn run_as_user() -> anyhow::Result<Option<(Uid, Gid)>> {
     if !Uid::effective().is_root() {
         return Ok(None);
     }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pgha_agent::config::{Config, ConfigError, log_filter};
+use pgha_agent::node::guard::daemon::{self, GuardTarget};
 
 /// pgha: PostgreSQL high availability, Patroni-compatible.
 #[derive(Parser, Debug)]
@@ -24,17 +25,7 @@ struct Args {
 }
 
 fn load(args: &Args) -> Result<Config, ConfigError> {
-    match &args.config {
-        Some(path) => Config::load(path),
-        None => match std::env::var("PATRONI_CONFIGURATION") {
-            Ok(text) => Config::from_yaml(&text, std::env::vars(), Some("PATRONI_CONFIGURATION")),
-            Err(_) => Err(ConfigError {
-                source_name: None,
-                errors: vec!["no configuration: give a file, or set PATRONI_CONFIGURATION".into()],
-                warnings: Vec::new(),
-            }),
-        },
-    }
+    pgha_agent::run::load(args.config.as_deref())
 }
 
 fn print_findings(errors: &[String], warnings: &[String]) {
@@ -126,7 +117,23 @@ fn run_guard(config: Config) -> ExitCode {
     let Some(runtime) = runtime(1) else {
         return ExitCode::from(1);
     };
-    match runtime.block_on(pgha_agent::guard::daemon::run(config)) {
+    let target = GuardTarget {
+        member: config.name.clone(),
+        data_dir: config.postgresql.data_dir.clone(),
+    };
+    let guarded = runtime.block_on(async {
+        // A connection of the guard's own: it must work when the agent's
+        // process is gone.
+        let dcs = pgha_agent::dcs::connect(
+            &config.dcs,
+            config.layout(),
+            &config.name,
+            config.node_config().initial_timing(),
+        )?;
+        daemon::run(target, dcs).await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    match guarded {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("fence guard: {e}");

@@ -45,22 +45,7 @@ pub struct Bootstrap {
     pub new_cluster: NewCluster,
 }
 
-/// What the `postgresql` section says about the HA behaviour around
-/// PostgreSQL (how PostgreSQL itself is run is [`Config::postgresql`]).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct PostgresqlHa {
-    /// Local override of the dynamic configuration's `postgresql.use_pg_rewind`.
-    pub use_pg_rewind: Option<bool>,
-    pub use_slots: Option<bool>,
-    /// Local overrides of the dynamic configuration's flags of the same
-    /// names (off when neither sets them).
-    pub remove_data_directory_on_rewind_failure: Option<bool>,
-    pub remove_data_directory_on_diverged_timelines: Option<bool>,
-    /// `callbacks`: event name (`on_start`, ...) to script.
-    pub callbacks: BTreeMap<String, String>,
-    /// Run before a promotion; a non-zero exit vetoes it.
-    pub pre_promote: Option<String>,
-}
+pub use pgha_node::config::PostgresqlHa;
 
 /// Whether the REST API asks clients for a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,20 +81,10 @@ pub struct RestApiAccess {
     pub include_members: bool,
 }
 
+pub use pgha_dcs::DcsSection;
 /// How pgha calls other members' REST APIs (and how pghactl calls them):
 /// the `ctl` section, falling back to `restapi`'s files.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ClientTls {
-    /// Trust anchors for members' certificates.
-    pub cacert: Option<PathBuf>,
-    /// A client certificate and key, for members that verify clients.
-    pub certfile: Option<PathBuf>,
-    pub keyfile: Option<PathBuf>,
-    /// Do not check members' certificates (`ctl.insecure`).
-    pub insecure: bool,
-}
-
-pub use pgha_dcs::DcsSection;
+pub use pgha_rest_client::ClientTls;
 
 /// A node's whole configuration, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +193,22 @@ impl Config {
         match &self.restapi_tls {
             Some(t) if t.cafile.is_some() => t.verify_client,
             _ => VerifyClient::None,
+        }
+    }
+
+    /// What the node runtime needs of this file.
+    pub fn node_config(&self) -> pgha_node::NodeConfig {
+        pgha_node::NodeConfig {
+            name: self.name.clone(),
+            layout: self.layout(),
+            postgresql: self.postgresql.clone(),
+            ha: self.postgresql_ha.clone(),
+            tags: self.tags.clone(),
+            watchdog: self.watchdog.clone(),
+            api_url: self.api_url(),
+            bootstrap: self.bootstrap.as_ref().map(|b| b.dcs.clone()),
+            refused: self.refused.clone(),
+            client_tls: self.client_tls.clone(),
         }
     }
 

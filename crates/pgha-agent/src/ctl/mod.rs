@@ -38,8 +38,8 @@ use pgha_core::model::{Cluster, KeyLayout, Timing};
 use serde_json::{Value, json};
 
 use crate::config::{ClientTls, DcsSection, env};
-use crate::rest::client::{BasicAuth, RestClient};
 use pgha_core::model::lenient;
+use pgha_rest_client::{BasicAuth, RestClient};
 use prompt::Console;
 
 /// How a command failed. The binary prints it and exits with status 1.

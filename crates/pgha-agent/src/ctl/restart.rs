@@ -18,7 +18,7 @@ use super::members::{RoleFilter, Selection, confirm_action, select};
 use super::output::{python_json, timestamp};
 use super::pause::leader_first;
 use super::{Ctl, CtlError, echo, note, schedule};
-use crate::rest::client::{Response, RestError};
+use pgha_rest_client::{Response, RestError};
 
 /// How long a request that only records something (reload, flush,
 /// starting a reinit) may take.

@@ -19,7 +19,7 @@ use super::members::leader_member;
 use super::output::{Format, python_json, timestamp};
 use super::schedule::{self, Scheduled};
 use super::{Ctl, CtlError, echo, echo_raw, list, note};
-use crate::rest::client::{Response, RestError};
+use pgha_rest_client::{Response, RestError};
 
 /// How often progress is sampled from the DCS while waiting.
 const POLL: Duration = Duration::from_secs(1);

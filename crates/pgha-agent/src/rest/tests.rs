@@ -310,8 +310,9 @@ mod write_side {
     use tokio::sync::{mpsc, watch};
 
     use super::super::{ApiState, handle};
-    use crate::agent::{Command, NodeStatus};
-    use crate::rest::client::RestClient;
+    use pgha_node::command::Command;
+    use pgha_node::{NodeHandle, NodeStatus};
+    use pgha_rest_client::RestClient;
 
     struct Api {
         state: ApiState,
@@ -348,25 +349,30 @@ mod write_side {
             while let Some(c) = rx.recv().await {
                 match c {
                     Command::Restart { reply, .. } => {
-                        let _ = reply.send(crate::agent::RestartAnswer::Restarted);
+                        let _ = reply.send(pgha_node::RestartAnswer::Restarted);
                     }
                     Command::Reinitialize { reply, .. } => {
-                        let _ = reply.send(crate::agent::ReinitializeAnswer::IsLeader);
+                        let _ = reply.send(pgha_node::ReinitializeAnswer::IsLeader);
                     }
                     Command::CancelRestart { reply } => {
                         let _ = reply.send(false);
                     }
-                    Command::Reload | Command::Wakeup => {}
+                    Command::Reload(_) | Command::Wakeup => {}
                 }
             }
         });
         let (_status_tx, status_rx) = watch::channel(Arc::new(NodeStatus::initial("n1", "demo")));
         std::mem::forget(_status_tx);
+        let (reload, reloads) = mpsc::channel(1);
+        std::mem::forget(reloads);
         let state = ApiState {
-            status: status_rx,
-            clock: Arc::new(pgha_core::clock::MonotonicClock::new()),
+            node: NodeHandle::new(
+                status_rx,
+                tx,
+                Arc::new(pgha_core::clock::MonotonicClock::new()),
+            ),
             dcs: n1.clone(),
-            commands: tx,
+            reload,
             peers: RestClient::new("pgha", None, &Default::default()),
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             access: Arc::new(crate::rest::access::AccessRules::open()),

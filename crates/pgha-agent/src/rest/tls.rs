@@ -2,18 +2,17 @@
 //! `verify_client`, with rustls (the ring provider).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use pgha_rest_client::tls::{TlsError, certificates, private_key, provider, roots};
 
 use super::access::ClientConn;
 use crate::config::{RestApiTls, VerifyClient};
@@ -21,50 +20,17 @@ use crate::config::{RestApiTls, VerifyClient};
 /// How long a client may take over the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// PEM certificates from `path`, with the file named in errors.
-pub fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{what} {}: no certificate in the file",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
-
-/// A PEM private key from `path`.
-pub fn private_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("{what} {}: no usable private key: {e}", path.display()))
-}
-
-/// Trust anchors from a PEM CA file.
-pub fn roots(path: &Path, what: &str) -> Result<rustls::RootCertStore, String> {
-    let mut store = rustls::RootCertStore::empty();
-    for cert in certificates(path, what)? {
-        store
-            .add(cert)
-            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    }
-    Ok(store)
-}
-
 /// The server side of the REST API's TLS, checked at startup so a bad
 /// file stops the agent with its name before anything runs.
-pub fn server_config(tls: &RestApiTls) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(tls: &RestApiTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = certificates(&tls.certfile, "restapi.certfile")?;
     let key = private_key(&tls.keyfile, "restapi.keyfile")?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| TlsError::Refused {
+            setting: "TLS versions",
+            reason: e.to_string(),
+        })?;
     let builder = match (tls.verify_client, &tls.cafile) {
         (VerifyClient::None, _) | (_, None) => builder.with_no_client_auth(),
         (mode, Some(ca)) => {
@@ -77,16 +43,18 @@ pub fn server_config(tls: &RestApiTls) -> Result<Arc<rustls::ServerConfig>, Stri
             } else {
                 verifier
             };
-            builder.with_client_cert_verifier(
-                verifier
-                    .build()
-                    .map_err(|e| format!("restapi.cafile: {e}"))?,
-            )
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Refused {
+                setting: "restapi.cafile",
+                reason: e.to_string(),
+            })?)
         }
     };
     let mut config = builder
         .with_single_cert(certs, key)
-        .map_err(|e| format!("restapi.certfile/keyfile: {e}"))?;
+        .map_err(|e| TlsError::Refused {
+            setting: "restapi.certfile/keyfile",
+            reason: e.to_string(),
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

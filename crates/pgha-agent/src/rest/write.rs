@@ -15,11 +15,10 @@ use pgha_core::ha::switchover::requested_candidate_problem;
 use pgha_core::model::failover::{parse_iso8601, python_isoformat};
 use pgha_core::model::{Cluster, DynamicConfig, Expect, Failover, lenient};
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
 
 use super::ApiState;
-use crate::agent::command::version_number;
-use crate::agent::{Command, ReinitializeAnswer, RestartAnswer, RestartRequest};
+use pgha_node::command::version_number;
+use pgha_node::{AskError, ReinitializeAnswer, RestartAnswer, RestartRequest};
 
 /// A JSON error response: `{"error": "..."}`.
 pub fn error(code: StatusCode, message: impl Into<String>) -> Response {
@@ -322,7 +321,7 @@ pub async fn switchover(state: &ApiState, body: &[u8], mut action: &'static str)
             format!("failed to write failover key into DCS: {e}"),
         );
     }
-    let _ = state.commands.try_send(Command::Wakeup);
+    state.node.wake_up();
     if scheduled_at.is_some() {
         let title = if action == "failover" {
             "Failover"
@@ -368,7 +367,7 @@ async fn failover_possible(
             known.join(", ")
         ));
     }
-    let statuses = crate::agent::peers::statuses(
+    let statuses = pgha_node::peers::statuses(
         &state.peers,
         &cluster.members,
         cluster.leader_name().unwrap_or(""),
@@ -406,7 +405,7 @@ async fn poll_result(
     candidate: Option<String>,
     action: &str,
 ) -> Response {
-    let rounds = state.status.borrow().timing.loop_wait.as_secs().max(10) * 2;
+    let rounds = state.node.status().timing.loop_wait.as_secs().max(10) * 2;
     let (verb, title) = if action == "failover" {
         ("failed", "Failed")
     } else {
@@ -521,7 +520,7 @@ pub async fn restart(state: &ApiState, body: &[u8]) -> Response {
             },
             "postgres_version" => match v.as_str().map(version_number) {
                 Some(Ok(_)) => request.postgres_version = v.as_str().map(String::from),
-                Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+                Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
                 None => {
                     return error(
                         StatusCode::BAD_REQUEST,
@@ -558,83 +557,47 @@ pub async fn restart(state: &ApiState, body: &[u8]) -> Response {
             }
         }
     }
-    if request.schedule.is_some() && state.status.borrow().paused {
+    if request.schedule.is_some() && state.node.status().paused {
         return error(
             StatusCode::CONFLICT,
             "Can't schedule restart in the paused state",
         );
     }
     let wait = request.timeout.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(60);
-    let (tx, rx) = oneshot::channel();
-    ask(
-        state,
-        Command::Restart { request, reply: tx },
-        rx,
-        wait,
-        restart_response,
-    )
-    .await
+    answer(state.node.restart(request, wait).await, restart_response)
 }
 
-/// Sends a command to the HA loop and waits (bounded) for its answer,
-/// which `respond` turns into the HTTP response.
-async fn ask<A>(
-    state: &ApiState,
-    command: Command,
-    rx: oneshot::Receiver<A>,
-    wait: Duration,
-    respond: fn(A) -> Response,
-) -> Response {
-    if state.commands.send(command).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the HA loop is not running",
-        );
-    }
-    match tokio::time::timeout(wait, rx).await {
-        Ok(Ok(answer)) => respond(answer),
-        Ok(Err(_)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the HA loop dropped the request",
-        ),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no result within {wait:?}; the operation may still be in progress"),
-        ),
+/// The loop's answer as Patroni's response, or 503 saying why there is none.
+fn answer<A>(answer: Result<A, AskError>, respond: fn(A) -> Response) -> Response {
+    match answer {
+        Ok(a) => respond(a),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
 /// `DELETE /restart`: cancel a scheduled restart.
 pub async fn delete_restart(state: &ApiState) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if state
-        .commands
-        .send(Command::CancelRestart { reply: tx })
-        .await
-        .is_err()
-    {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the HA loop is not running",
-        );
-    }
-    match tokio::time::timeout(Duration::from_secs(30), rx).await {
-        Ok(Ok(true)) => text(StatusCode::OK, "scheduled restart deleted"),
-        Ok(Ok(false)) => error(StatusCode::NOT_FOUND, "no restarts are scheduled"),
-        _ => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the HA loop did not answer",
-        ),
-    }
+    answer(
+        state.node.cancel_restart(Duration::from_secs(30)).await,
+        |deleted| {
+            if deleted {
+                text(StatusCode::OK, "scheduled restart deleted")
+            } else {
+                error(StatusCode::NOT_FOUND, "no restarts are scheduled")
+            }
+        },
+    )
 }
 
 /// `POST /reload`: re-read the configuration and apply it.
 pub async fn reload(state: &ApiState) -> Response {
-    match state.commands.send(Command::Reload).await {
-        Ok(()) => text(StatusCode::ACCEPTED, "reload scheduled"),
-        Err(_) => error(
+    use tokio::sync::mpsc::error::TrySendError;
+    match state.reload.try_send(()) {
+        // Full: a reload is already coming, which will read the same file.
+        Ok(()) | Err(TrySendError::Full(())) => text(StatusCode::ACCEPTED, "reload scheduled"),
+        Err(TrySendError::Closed(())) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the HA loop is not running",
+            "nobody reloads the configuration: the node is not running",
         ),
     }
 }
@@ -653,19 +616,13 @@ pub async fn reinitialize(state: &ApiState, body: &[u8]) -> Response {
         (Ok(f), Ok(l)) => (f, l),
         (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
-    let (tx, rx) = oneshot::channel();
-    ask(
-        state,
-        Command::Reinitialize {
-            force,
-            from_leader,
-            reply: tx,
-        },
-        rx,
-        Duration::from_secs(30),
+    answer(
+        state
+            .node
+            .reinitialize(force, from_leader, Duration::from_secs(30))
+            .await,
         reinitialize_response,
     )
-    .await
 }
 
 /// `PATCH /config`: merge into the dynamic configuration (`null` deletes
@@ -711,7 +668,7 @@ pub async fn patch_config(state: &ApiState, body: &[u8]) -> Response {
             }
         }
     }
-    let _ = state.commands.try_send(Command::Wakeup);
+    state.node.wake_up();
     (StatusCode::OK, axum::Json(config)).into_response()
 }
 
@@ -736,6 +693,6 @@ pub async fn put_config(state: &ApiState, body: &[u8]) -> Response {
             format!("cannot write the configuration: {e}"),
         );
     }
-    let _ = state.commands.try_send(Command::Wakeup);
+    state.node.wake_up();
     (StatusCode::OK, axum::Json(new)).into_response()
 }

@@ -803,7 +803,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
 
     // No leader: race if, and only if, this node is the healthiest.
     match healthiest(o, cluster) {
-        Ok(why) => {
+        RaceVerdict::Race(why) => {
             let mut actions = vec![Action::AcquireLock];
             let reason = if primary {
                 format!("no leader: taking the lock as the running primary ({why})")
@@ -815,7 +815,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             };
             Decision::new(Rule::Race, actions, reason)
         }
-        Err(why) => {
+        RaceVerdict::StayOut(why) => {
             if primary {
                 Decision::new(
                     Rule::Race,
@@ -893,37 +893,50 @@ fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) ->
     }
 }
 
-/// Whether this node may race for the lock: `Ok` with a short
-/// justification, or `Err` saying why not.
-pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, String> {
+/// Whether this node may race for the lock, and why (both verdicts go
+/// into the decision's reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RaceVerdict {
+    /// Race: the short justification.
+    Race(String),
+    /// Stay out: why.
+    StayOut(String),
+}
+
+/// Whether this node is the healthiest and may race for the lock.
+pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
     let me = o.inputs.settings.name.as_str();
     let tags = &o.inputs.settings.tags;
     if let Some(until) = o.memory.no_race_until.filter(|u| *u > o.now) {
-        return Err(format!(
+        return RaceVerdict::StayOut(format!(
             "my promotion was vetoed by pre_promote; staying out of the race for {:?}",
             until - o.now
         ));
     }
     if let Some(why) = &o.inputs.unfenced {
-        return Err(format!("I could not be fenced if my agent failed ({why})"));
+        return RaceVerdict::StayOut(format!("I could not be fenced if my agent failed ({why})"));
     }
     match switchover::race_gate(o, cluster) {
-        RaceGate::Closed(why) => return Err(why),
+        RaceGate::Closed(why) => return RaceVerdict::StayOut(why),
         RaceGate::Candidate => {
             // The operator chose this node: its peers' positions do not
             // matter, but it must be able to serve.
             if tags.nofailover() {
-                return Err("I am the requested candidate, but tagged nofailover".into());
+                return RaceVerdict::StayOut(
+                    "I am the requested candidate, but tagged nofailover".into(),
+                );
             }
             if !o.inputs.local.running {
-                return Err("I am the requested candidate, but PostgreSQL is not running".into());
+                return RaceVerdict::StayOut(
+                    "I am the requested candidate, but PostgreSQL is not running".into(),
+                );
             }
-            return Ok("the requested switchover candidate".into());
+            return RaceVerdict::Race("the requested switchover candidate".into());
         }
         RaceGate::Open => {}
     }
     if tags.nofailover() {
-        return Err(
+        return RaceVerdict::StayOut(
             if tags.failover_priority() <= 0 && !tags.0.contains_key("nofailover") {
                 "failover_priority <= 0".into()
             } else {
@@ -932,13 +945,13 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
         );
     }
     if !o.inputs.local.running {
-        return Err("PostgreSQL is not running".into());
+        return RaceVerdict::StayOut("PostgreSQL is not running".into());
     }
     let watch = &o.memory.streaming;
     if watch.broken(o.inputs.settings.not_streaming_limit) {
         // My WAL may not be the cluster's (a wrong host, an old primary);
         // an operator can still name me in a failover (the branch above).
-        return Err(format!(
+        return RaceVerdict::StayOut(format!(
             "I was not streaming from {} for {:.1?} (more than {:?}): not a failover candidate",
             watch.leader.as_deref().unwrap_or("the leader"),
             watch.not_streaming_for,
@@ -946,12 +959,12 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
         ));
     }
     let Some(mine) = o.inputs.local.wal_position else {
-        return Err("my WAL position is unknown".into());
+        return RaceVerdict::StayOut("my WAL position is unknown".into());
     };
     if let Some(leader_lsn) = cluster.last_leader_lsn() {
         let lag = leader_lsn.saturating_sub(mine);
         if lag > o.inputs.settings.maximum_lag_on_failover {
-            return Err(format!(
+            return RaceVerdict::StayOut(format!(
                 "I am {lag} bytes behind the last known leader position, more than maximum_lag_on_failover ({})",
                 o.inputs.settings.maximum_lag_on_failover
             ));
@@ -960,7 +973,7 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
     let my_priority = tags.failover_priority();
     for peer in o.inputs.peers.iter().filter(|p| p.name != me) {
         if peer.source == PeerSource::Rest && peer.is_primary {
-            return Err(format!("{} still runs as a primary", peer.name));
+            return RaceVerdict::StayOut(format!("{} still runs as a primary", peer.name));
         }
         if peer.nofailover || peer.replication_broken {
             // Not a candidate: it does not hold me back, whatever its WAL
@@ -979,7 +992,7 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
             // agent answers that its PostgreSQL is stopped or failed to
             // start does not hold the race up: it might never return.
             if (peer.starting || peer.source == PeerSource::MemberKey) && theirs > mine {
-                return Err(format!(
+                return RaceVerdict::StayOut(format!(
                     "{} is not running but its last WAL position is ahead of mine ({theirs} > {mine}); \
                      waiting for it to {}",
                     peer.name,
@@ -993,19 +1006,19 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> Result<String, Stri
             continue;
         }
         if theirs > mine {
-            return Err(format!(
+            return RaceVerdict::StayOut(format!(
                 "{} is ahead of me (WAL {theirs} > {mine})",
                 peer.name
             ));
         }
         if theirs == mine && peer.failover_priority > my_priority {
-            return Err(format!(
+            return RaceVerdict::StayOut(format!(
                 "{} has the same WAL position and a higher failover_priority ({} > {my_priority})",
                 peer.name, peer.failover_priority
             ));
         }
     }
-    Ok(format!("WAL {mine}, nobody ahead"))
+    RaceVerdict::Race(format!("WAL {mine}, nobody ahead"))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub mod switchover;
 pub(crate) mod world;
 
 pub use action::{Action, Decision, StopMode};
-pub use decide::{FENCE_MARGIN, decide, healthiest};
+pub use decide::{FENCE_MARGIN, RaceVerdict, decide, healthiest};
 pub use node::{HaNode, JobResult, LockCall, Outcome};
 pub use observation::{
     DataDir, HaMemory, Inputs, Job, LocalPostgres, NodeSettings, Observation, PeerSource,

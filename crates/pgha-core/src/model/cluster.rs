@@ -140,11 +140,11 @@ impl Cluster {
                 }
             };
             let version = entry.version;
-            let mut problem = |reason: String, version: &Version| {
+            let mut problem = |e: super::ValueError, version: &Version| {
                 c.problems.push(KeyProblem {
                     key: key_name.clone(),
                     version: Some(version.clone()),
-                    reason,
+                    reason: e.to_string(),
                 });
             };
             match entry.key {
@@ -258,7 +258,7 @@ impl Cluster {
 
 /// A member value is a JSON object; Patroni before 1.0 stored a bare
 /// `postgres://` URL, which still reads as one.
-fn parse_member(text: &str) -> Result<MemberData, String> {
+fn parse_member(text: &str) -> Result<MemberData, super::ValueError> {
     if text.starts_with("postgres") {
         return Ok(MemberData {
             conn_url: Some(text.to_string()),
@@ -267,13 +267,13 @@ fn parse_member(text: &str) -> Result<MemberData, String> {
     }
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(v @ serde_json::Value::Object(_)) => {
-            serde_json::from_value(v).map_err(|e| format!("invalid member status: {e}"))
+            serde_json::from_value(v).map_err(|e| super::ValueError::Invalid {
+                what: "member status",
+                reason: e.to_string(),
+            })
         }
-        Ok(other) => Err(format!(
-            "expected a JSON object, found {}",
-            super::dynamic_config::json_kind(&other)
-        )),
-        Err(e) => Err(format!("invalid JSON: {e}")),
+        Ok(other) => Err(super::ValueError::wrong_kind("a JSON object", &other)),
+        Err(e) => Err(super::ValueError::NotJson(e.to_string())),
     }
 }
 

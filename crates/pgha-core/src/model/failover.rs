@@ -40,14 +40,15 @@ pub struct Failover {
 
 impl Failover {
     /// Parses the stored text: a JSON object, or the legacy `leader:candidate` form.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, super::ValueError> {
         match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => serde_json::from_value(Value::Object(map))
-                .map_err(|e| format!("invalid failover object: {e}")),
-            Ok(other) => Err(format!(
-                "expected a JSON object, found {}",
-                super::dynamic_config::json_kind(&other)
-            )),
+            Ok(Value::Object(map)) => {
+                serde_json::from_value(Value::Object(map)).map_err(|e| super::ValueError::Invalid {
+                    what: "failover object",
+                    reason: e.to_string(),
+                })
+            }
+            Ok(other) => Err(super::ValueError::wrong_kind("a JSON object", &other)),
             Err(_) if text.contains(':') && !text.trim_start().starts_with(['{', '[', '"']) => {
                 let mut parts = text.splitn(2, ':').map(str::trim);
                 let leader = parts.next().filter(|s| !s.is_empty()).map(String::from);
@@ -58,13 +59,13 @@ impl Failover {
                     ..Default::default()
                 })
             }
-            Err(e) => Err(format!("invalid JSON: {e}")),
+            Err(e) => Err(super::ValueError::NotJson(e.to_string())),
         }
     }
 
     /// The scheduled time, if one is set. An unparsable time is an error
     /// naming the text, never silently "now".
-    pub fn scheduled_at(&self) -> Result<Option<jiff::Timestamp>, String> {
+    pub fn scheduled_at(&self) -> Result<Option<jiff::Timestamp>, super::ValueError> {
         match self.scheduled_at_text.as_deref() {
             None | Some("") => Ok(None),
             Some(text) => parse_iso8601(text).map(Some),
@@ -80,7 +81,7 @@ impl Failover {
 
 /// Parses an ISO 8601 time as Python writes and reads them: with an offset
 /// (`+00:00`, `Z`) or, as Patroni tolerates, without one (taken as UTC).
-pub fn parse_iso8601(text: &str) -> Result<jiff::Timestamp, String> {
+pub fn parse_iso8601(text: &str) -> Result<jiff::Timestamp, super::ValueError> {
     let t = text.trim();
     if let Ok(ts) = t.parse::<jiff::Timestamp>() {
         return Ok(ts);
@@ -94,14 +95,14 @@ pub fn parse_iso8601(text: &str) -> Result<jiff::Timestamp, String> {
         .ok()
         .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
         .map(|z| z.timestamp())
-        .ok_or_else(|| format!("{text:?} is not an ISO 8601 time"))
+        .ok_or_else(|| super::ValueError::NotATime(text.to_string()))
 }
 
 /// The time in `text` as Patroni stores a scheduled time: Python's
 /// `datetime.isoformat()`, in the offset `text` gives (`Z` and no offset are
 /// UTC, written `+00:00`), microseconds only when not zero. patronictl shows
 /// the stored string as it is, so pgha writes the same one Patroni would.
-pub fn python_isoformat(text: &str) -> Result<String, String> {
+pub fn python_isoformat(text: &str) -> Result<String, super::ValueError> {
     let at = parse_iso8601(text)?;
     let offset = given_offset(text.trim()).unwrap_or(jiff::tz::Offset::UTC);
     let dt = offset.to_datetime(at);
@@ -221,6 +222,11 @@ mod tests {
             scheduled_at_text: Some("tomorrow".into()),
             ..Default::default()
         };
-        assert!(f.scheduled_at().unwrap_err().contains("tomorrow"));
+        assert!(
+            f.scheduled_at()
+                .unwrap_err()
+                .to_string()
+                .contains("tomorrow")
+        );
     }
 }

@@ -14,15 +14,16 @@ use serde_json::Value;
 pub struct Failsafe(pub BTreeMap<String, String>);
 
 impl Failsafe {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, super::ValueError> {
         match serde_json::from_str::<Value>(text) {
-            Ok(v @ Value::Object(_)) => serde_json::from_value(v)
-                .map_err(|e| format!("expected member names mapped to API URLs: {e}")),
-            Ok(other) => Err(format!(
-                "expected a JSON object, found {}",
-                super::dynamic_config::json_kind(&other)
-            )),
-            Err(e) => Err(format!("invalid JSON: {e}")),
+            Ok(v @ Value::Object(_)) => {
+                serde_json::from_value(v).map_err(|e| super::ValueError::Invalid {
+                    what: "failsafe (member names mapped to API URLs)",
+                    reason: e.to_string(),
+                })
+            }
+            Ok(other) => Err(super::ValueError::wrong_kind("a JSON object", &other)),
+            Err(e) => Err(super::ValueError::NotJson(e.to_string())),
         }
     }
 }

@@ -78,16 +78,16 @@ impl<'de> Deserialize<'de> for HistoryEntry {
 pub struct History(pub Vec<HistoryEntry>);
 
 impl History {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, super::ValueError> {
         match serde_json::from_str::<Value>(text) {
             Ok(v @ Value::Array(_)) => {
-                serde_json::from_value(v).map_err(|e| format!("invalid history: {e}"))
+                serde_json::from_value(v).map_err(|e| super::ValueError::Invalid {
+                    what: "history",
+                    reason: e.to_string(),
+                })
             }
-            Ok(other) => Err(format!(
-                "expected a JSON list, found {}",
-                super::dynamic_config::json_kind(&other)
-            )),
-            Err(e) => Err(format!("invalid JSON: {e}")),
+            Ok(other) => Err(super::ValueError::wrong_kind("a JSON list", &other)),
+            Err(e) => Err(super::ValueError::NotJson(e.to_string())),
         }
     }
 }
@@ -108,11 +108,22 @@ mod tests {
 
     #[test]
     fn bad_history_is_an_error_with_a_reason() {
-        assert!(History::parse("{}").unwrap_err().contains("list"));
-        assert!(History::parse("[[1]]").unwrap_err().contains("at least 3"));
+        assert!(
+            History::parse("{}")
+                .unwrap_err()
+                .to_string()
+                .contains("list")
+        );
+        assert!(
+            History::parse("[[1]]")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 3")
+        );
         assert!(
             History::parse(r#"[["x",1,"r"]]"#)
                 .unwrap_err()
+                .to_string()
                 .contains("timeline")
         );
     }

@@ -16,6 +16,7 @@ pub mod lsn;
 pub mod member;
 pub mod status;
 pub mod sync;
+pub mod value_error;
 pub mod version;
 
 pub use cluster::{Cluster, KeyProblem, LeaderLock, RawEntry};
@@ -27,6 +28,7 @@ pub use keys::{ClusterKey, KeyLayout};
 pub use member::{Member, MemberData, PgState, Role, Tags};
 pub use status::Status;
 pub use sync::SyncState;
+pub use value_error::ValueError;
 pub use version::{Expect, Version, Versioned};
 
 /// The Patroni version pgha announces in member keys and `GET /patroni`.

@@ -30,21 +30,22 @@ pub struct Status {
 
 impl Status {
     /// Parses the stored text. A bare number is the pre-2.1 form of `optime`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, super::ValueError> {
         match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => serde_json::from_value(Value::Object(map))
-                .map_err(|e| format!("invalid status object: {e}")),
+            Ok(Value::Object(map)) => {
+                serde_json::from_value(Value::Object(map)).map_err(|e| super::ValueError::Invalid {
+                    what: "status object",
+                    reason: e.to_string(),
+                })
+            }
             Ok(n @ (Value::Number(_) | Value::String(_))) => lenient::int(&n)
                 .and_then(|i| u64::try_from(i).ok())
                 .map(|optime| Status {
                     optime: Some(optime),
                     ..Default::default()
                 })
-                .ok_or_else(|| format!("expected an LSN, found {n}")),
-            Ok(other) => Err(format!(
-                "expected a JSON object, found {}",
-                super::dynamic_config::json_kind(&other)
-            )),
+                .ok_or_else(|| super::ValueError::NotAnLsn(n.to_string())),
+            Ok(other) => Err(super::ValueError::wrong_kind("a JSON object", &other)),
             Err(_) => text
                 .trim()
                 .parse()
@@ -52,7 +53,7 @@ impl Status {
                     optime: Some(optime),
                     ..Default::default()
                 })
-                .map_err(|_| "invalid JSON and not an LSN".to_string()),
+                .map_err(|_| super::ValueError::NotAnLsn(text.trim().to_string())),
         }
     }
 }

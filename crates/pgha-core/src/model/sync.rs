@@ -27,15 +27,16 @@ pub struct SyncState {
 }
 
 impl SyncState {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, super::ValueError> {
         match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => serde_json::from_value(Value::Object(map))
-                .map_err(|e| format!("invalid sync object: {e}")),
-            Ok(other) => Err(format!(
-                "expected a JSON object, found {}",
-                super::dynamic_config::json_kind(&other)
-            )),
-            Err(e) => Err(format!("invalid JSON: {e}")),
+            Ok(Value::Object(map)) => {
+                serde_json::from_value(Value::Object(map)).map_err(|e| super::ValueError::Invalid {
+                    what: "sync object",
+                    reason: e.to_string(),
+                })
+            }
+            Ok(other) => Err(super::ValueError::wrong_kind("a JSON object", &other)),
+            Err(e) => Err(super::ValueError::NotJson(e.to_string())),
         }
     }
 

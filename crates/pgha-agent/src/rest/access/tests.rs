@@ -364,11 +364,11 @@ mod sockets {
     use tokio::sync::{mpsc, watch};
 
     use super::access;
-    use crate::agent::{Command, NodeStatus};
     use crate::config::{RestApiAccess, VerifyClient};
     use crate::rest::access::AccessRules;
-    use crate::rest::client::RestClient;
     use crate::rest::{ApiState, TlsServerConfig, serve};
+    use pgha_node::{NodeHandle, NodeStatus};
+    use pgha_rest_client::RestClient;
 
     /// One node's REST API on 127.0.0.1, with the in-memory DCS behind it:
     /// a cluster of n1 (this node) and n2, whose REST APIs are at the
@@ -376,8 +376,9 @@ mod sockets {
     struct Node {
         addr: SocketAddr,
         dcs: Arc<dyn Dcs>,
-        commands: mpsc::Receiver<Command>,
+        reloads: mpsc::Receiver<()>,
         _status: watch::Sender<Arc<NodeStatus>>,
+        _commands: mpsc::Receiver<pgha_node::command::Command>,
     }
 
     impl Node {
@@ -412,11 +413,15 @@ mod sockets {
             status.cluster = Some(Arc::new(n1.load().await.unwrap()));
             let (status_tx, status_rx) = watch::channel(Arc::new(status));
             let (tx, commands) = mpsc::channel(8);
+            let (reload, reloads) = mpsc::channel(1);
             let state = ApiState {
-                status: status_rx,
-                clock: Arc::new(pgha_core::clock::MonotonicClock::new()),
+                node: NodeHandle::new(
+                    status_rx,
+                    tx,
+                    Arc::new(pgha_core::clock::MonotonicClock::new()),
+                ),
                 dcs: n1.clone(),
-                commands: tx,
+                reload,
                 peers: RestClient::new("pgha", None, &Default::default()),
                 auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
                 access: Arc::new(rules),
@@ -429,8 +434,9 @@ mod sockets {
             Node {
                 addr,
                 dcs: n1,
-                commands,
+                reloads,
                 _status: status_tx,
+                _commands: commands,
             }
         }
 
@@ -444,11 +450,11 @@ mod sockets {
             serde_json::to_value(&c).unwrap()["ttl"].clone()
         }
 
-        /// Whether a reload request reached the HA loop since the last call.
+        /// Whether a reload was requested since the last call.
         fn reload_requested(&mut self) -> bool {
             let mut seen = false;
-            while let Ok(c) = self.commands.try_recv() {
-                seen |= matches!(c, Command::Reload);
+            while self.reloads.try_recv().is_ok() {
+                seen = true;
             }
             seen
         }
@@ -670,7 +676,8 @@ mod sockets {
 
         use super::*;
         use crate::config::RestApiTls;
-        use crate::rest::tls::{certificates, private_key, roots, server_config};
+        use crate::rest::tls::server_config;
+        use pgha_rest_client::tls::{certificates, private_key, roots};
 
         struct Https {
             node: Node,

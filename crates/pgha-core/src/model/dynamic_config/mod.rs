@@ -128,14 +128,11 @@ impl DynamicConfig {
     }
 
     /// Parses the stored text. The value must be a JSON object.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, super::ValueError> {
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => Ok(DynamicConfig(map)),
-            Ok(other) => Err(format!(
-                "expected a JSON object, found {}",
-                json_kind(&other)
-            )),
-            Err(e) => Err(format!("invalid JSON: {e}")),
+            Ok(other) => Err(super::ValueError::wrong_kind("a JSON object", &other)),
+            Err(e) => Err(super::ValueError::NotJson(e.to_string())),
         }
     }
 
@@ -467,9 +464,15 @@ mod tests {
         assert!(
             DynamicConfig::parse("{")
                 .unwrap_err()
+                .to_string()
                 .contains("invalid JSON")
         );
-        assert!(DynamicConfig::parse("[1]").unwrap_err().contains("a list"));
+        assert!(
+            DynamicConfig::parse("[1]")
+                .unwrap_err()
+                .to_string()
+                .contains("a list")
+        );
         let text = r#"{"ttl":30,"loop_wait":10,"unknown":{"k":[1,"2"]}}"#;
         let c = DynamicConfig::parse(text).unwrap();
         assert_eq!(serde_json::to_string(&c).unwrap(), text);

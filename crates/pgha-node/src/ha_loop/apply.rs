@@ -5,18 +5,20 @@
 //! dynamic configuration); when they differ from the files on disk, it
 //! writes them and reloads PostgreSQL. Parameters that only a restart
 //! applies then show up in `pg_settings.pending_restart`, which the member
-//! key reports (`pending_restart`). A reload (SIGHUP, `POST /reload`) first
-//! re-reads the YAML file.
+//! key reports (`pending_restart`). A reload hands the node a whole new
+//! [`NodeConfig`] (the `pgha` binary re-reads its file on SIGHUP and
+//! `POST /reload`).
 
 use std::sync::Arc;
 
 use pgha_core::model::Cluster;
 
-use super::{Agent, Callbacks};
-use crate::config::Config;
+use super::HaLoop;
+use crate::callbacks::Callbacks;
+use crate::config::NodeConfig;
 use crate::postgres::{ConfRole, Observed, Postgres, files};
 
-impl Agent {
+impl HaLoop {
     /// Writes changed configuration files and reloads PostgreSQL. Returns
     /// whether it did.
     pub(super) async fn apply_configuration(
@@ -67,23 +69,15 @@ impl Agent {
         }
     }
 
-    /// Re-reads the configuration file (SIGHUP, `POST /reload`). A file
-    /// with problems is refused and the running configuration kept; fields
-    /// that cannot change while running are kept too, with a warning.
-    pub(super) async fn reload_config(&mut self) {
-        let Some(path) = self.config_path.clone() else {
-            tracing::info!(
-                "reload: no configuration file to re-read; the dynamic configuration is applied each cycle"
-            );
+    /// Adopts a new configuration ([`NodeHandle::reload`](crate::NodeHandle::reload)).
+    /// What cannot change while the node runs (its name, where its keys
+    /// and data live, how PostgreSQL is reached) is kept, with a warning;
+    /// a configuration whose parts contradict each other is refused whole.
+    pub(super) fn reload_config(&mut self, mut new: NodeConfig) {
+        if let Err(e) = new.check() {
+            tracing::error!("reload refused, keeping the running configuration: {e}");
             return;
-        };
-        let mut new = match Config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!("reload refused, keeping the running configuration: {e}");
-                return;
-            }
-        };
+        }
         let old = &self.config;
         let mut kept = Vec::new();
         macro_rules! keep {
@@ -95,29 +89,23 @@ impl Agent {
             };
         }
         keep!(name);
-        keep!(scope);
-        keep!(namespace);
-        keep!(dcs);
-        keep!(restapi_listen);
-        keep!(restapi_connect_address);
-        // The REST API's access rules are built (host names resolved) when it starts.
-        keep!(restapi_access);
+        keep!(layout);
+        keep!(api_url);
+        keep!(postgresql.member);
+        keep!(postgresql.scope);
         keep!(postgresql.data_dir);
         keep!(postgresql.listen);
         keep!(postgresql.connect_address);
         for field in kept {
-            tracing::warn!("reload: {field} changed; it takes effect only when pgha restarts");
-        }
-        for w in &new.warnings {
-            tracing::warn!("configuration: {w}");
+            tracing::warn!("reload: {field} changed; it takes effect only when the node restarts");
         }
         let new = Arc::new(new);
         self.callbacks = Callbacks {
-            scripts: new.postgresql_ha.callbacks.clone(),
-            scope: new.scope.clone(),
+            scripts: new.ha.callbacks.clone(),
+            scope: new.scope().to_string(),
         };
         self.pg = Arc::new(Postgres::new(Arc::new(new.postgresql.clone())));
         self.config = new;
-        tracing::info!("configuration reloaded from {}", path.display());
+        tracing::info!("configuration reloaded");
     }
 }

@@ -41,8 +41,32 @@ pub enum GuardHealth {
     /// Not running since `since` (agent clock), because `why`.
     Down {
         since: Duration,
-        why: String,
+        why: GuardDown,
     },
+}
+
+/// Why the guard is not running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardDown {
+    /// Its program could not be started (missing, not executable).
+    #[error("cannot run the fence guard ({command}): {reason}")]
+    CannotRun { command: String, reason: String },
+    #[error("the guard's pipes are missing")]
+    NoPipes,
+    /// The program started but did not speak as a guard: most likely a
+    /// program that does not run the guard for these arguments.
+    #[error("it did not say it was ready (said {said:?}, {status})")]
+    NotAGuard { said: String, status: String },
+    #[error("reading its first line: {0}")]
+    FirstLine(String),
+    #[error("not ready within {0:?}")]
+    NotReady(Duration),
+    #[error("it exited ({0})")]
+    Exited(String),
+    /// A beat could not be written (its pipe is full or broken); the
+    /// guard was killed to be replaced.
+    #[error("writing to it failed ({0}); killed it")]
+    Unwritable(String),
 }
 
 /// A guard that died is restarted at once; only one that stays down this
@@ -61,12 +85,12 @@ const RESPAWN_PAUSE: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuardMode {
     /// This very program, through `/proc/self/exe` (which works even when a
-    /// package upgrade replaced the file), with `--guard` and the agent's
-    /// configuration file (or `PATRONI_CONFIGURATION` inherited from the
-    /// agent's environment). Only for a program that runs the guard when
-    /// given `--guard`: the `pgha` binary. Another program would be started
-    /// with an argument it does not know and never answer as a guard.
-    ThisProgram { config_path: Option<PathBuf> },
+    /// package upgrade replaced the file), with `args` (the `pgha` binary:
+    /// `--guard CONFIG`). Only for a program that runs
+    /// [`daemon::run`](super::daemon::run) when given `args`; any other
+    /// would be started with arguments it does not know and never answer
+    /// as a guard (the node then stays unfit to be primary, and says so).
+    CurrentExe { args: Vec<OsString> },
     /// `program args...`, e.g. `/usr/bin/pgha --guard /etc/pgha.yml`: for
     /// a service that embeds the node in a binary of its own.
     Program {
@@ -78,30 +102,31 @@ pub enum GuardMode {
 impl fmt::Display for GuardMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GuardMode::ThisProgram { .. } => f.write_str("/proc/self/exe --guard"),
+            GuardMode::CurrentExe { args } => write_command(f, "/proc/self/exe", args),
             GuardMode::Program { program, args } => {
-                write!(f, "{}", program.display())?;
-                for a in args {
-                    write!(f, " {}", a.to_string_lossy())?;
-                }
-                Ok(())
+                write_command(f, &program.display().to_string(), args)
             }
         }
     }
 }
 
+fn write_command(f: &mut fmt::Formatter<'_>, program: &str, args: &[OsString]) -> fmt::Result {
+    f.write_str(program)?;
+    for a in args {
+        write!(f, " {}", a.to_string_lossy())?;
+    }
+    Ok(())
+}
+
 impl GuardMode {
     fn command(&self) -> Command {
         let mut cmd = match self {
-            GuardMode::ThisProgram { config_path } => {
+            GuardMode::CurrentExe { args } => {
                 let mut cmd = Command::new("/proc/self/exe");
                 if let Ok(exe) = std::env::current_exe() {
                     cmd.arg0(exe);
                 }
-                cmd.arg("--guard");
-                if let Some(p) = config_path {
-                    cmd.arg(p);
-                }
+                cmd.args(args);
                 cmd
             }
             GuardMode::Program { program, args } => {
@@ -260,7 +285,7 @@ async fn supervise(
         let why = loop {
             tokio::select! {
                 status = child.wait() => {
-                    break format!("it exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+                    break GuardDown::Exited(status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
                 }
                 line = stdout.next_line() => {
                     match line {
@@ -271,7 +296,7 @@ async fn supervise(
                         // Closed: the guard is exiting.
                         Ok(None) | Err(_) => {
                             let status = child.wait().await;
-                            break format!("it exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+                            break GuardDown::Exited(status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
                         }
                     }
                 }
@@ -287,7 +312,7 @@ async fn supervise(
                         // Reaped before a new one starts: the old one must
                         // have let go of the watchdog device.
                         let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-                        break format!("writing to it failed ({e}); killed it");
+                        break GuardDown::Unwritable(e.to_string());
                     }
                 }
                 Some(done) = exit.recv() => {
@@ -312,15 +337,18 @@ async fn supervise(
 
 type GuardStdout = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
 
-async fn spawn(command: &GuardMode) -> Result<(Child, ChildStdin, GuardStdout, u32), String> {
+async fn spawn(command: &GuardMode) -> Result<(Child, ChildStdin, GuardStdout, u32), GuardDown> {
     let mut child = command
         .command()
         .spawn()
-        .map_err(|e| format!("cannot run the fence guard ({command}): {e}"))?;
+        .map_err(|e| GuardDown::CannotRun {
+            command: command.to_string(),
+            reason: e.to_string(),
+        })?;
     let pid = child.id().unwrap_or(0);
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         let _ = child.start_kill();
-        return Err("the guard's pipes are missing".into());
+        return Err(GuardDown::NoPipes);
     };
     let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
@@ -330,36 +358,39 @@ async fn spawn(command: &GuardMode) -> Result<(Child, ChildStdin, GuardStdout, u
         Ok(Ok(_)) => {
             let status = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
             let _ = child.start_kill();
-            Err(format!(
-                "it did not say it was ready (said {:?}, {})",
-                line.trim(),
-                match status {
+            Err(GuardDown::NotAGuard {
+                said: line.trim().to_string(),
+                status: match status {
                     Ok(Ok(s)) => s.to_string(),
                     _ => "still running".into(),
-                }
-            ))
+                },
+            })
         }
         Ok(Err(e)) => {
             let _ = child.start_kill();
-            Err(format!("reading its first line: {e}"))
+            Err(GuardDown::FirstLine(e.to_string()))
         }
         Err(_) => {
             let _ = child.start_kill();
-            Err(format!("not ready within {READY_TIMEOUT:?}"))
+            Err(GuardDown::NotReady(READY_TIMEOUT))
         }
     }
 }
 
-async fn send(stdin: &mut ChildStdin, message: &ToGuard) -> Result<(), String> {
-    let mut line = serde_json::to_string(message).map_err(|e| e.to_string())?;
+async fn send(stdin: &mut ChildStdin, message: &ToGuard) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(message)?;
     line.push('\n');
     tokio::time::timeout(WRITE_TIMEOUT, async {
         stdin.write_all(line.as_bytes()).await?;
         stdin.flush().await
     })
     .await
-    .map_err(|_| format!("blocked for {WRITE_TIMEOUT:?}"))?
-    .map_err(|e| e.to_string())
+    .map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("blocked for {WRITE_TIMEOUT:?}"),
+        )
+    })?
 }
 
 #[cfg(test)]
@@ -410,14 +441,16 @@ mod tests {
         // argument it does not know) is refused, naming the command.
         let why = spawn(&program("echo usage: myservice [OPTIONS]"))
             .await
-            .expect_err("not a guard");
+            .expect_err("not a guard")
+            .to_string();
         assert!(why.contains("did not say it was ready"), "{why}");
         let why = spawn(&GuardMode::Program {
             program: "/nonexistent/pgha".into(),
             args: vec!["--guard".into()],
         })
         .await
-        .expect_err("no such program");
+        .expect_err("no such program")
+        .to_string();
         assert!(why.contains("/nonexistent/pgha --guard"), "{why}");
     }
 }

@@ -5,17 +5,17 @@ use pgha_core::model::member::{PGHA_VERSION_FIELD, ScheduledRestart};
 use pgha_core::model::{Cluster, MemberData, PATRONI_COMPAT_VERSION, PGHA_VERSION, PgState, Role};
 use serde_json::{Map, Value, json};
 
-use super::{Agent, replication};
+use super::{HaLoop, replication};
 use crate::postgres::{Observed, files};
 
-impl Agent {
+impl HaLoop {
     /// The member key for what was observed (`cluster`: to tell whether a
     /// replica streams from the current leader).
     pub(super) fn member_data(&self, o: &Observed, cluster: Option<&Cluster>) -> MemberData {
         let db = o.db.as_ref();
         let mut data = MemberData {
             conn_url: Some(self.config.conn_url()),
-            api_url: Some(self.config.api_url()),
+            api_url: Some(self.config.api_url.clone()),
             state: Some(self.pg_state(o)),
             role: Some(self.role(o)),
             version: Some(PATRONI_COMPAT_VERSION.to_string()),

@@ -1,13 +1,16 @@
-//! Requests from the REST API to the HA loop.
+//! Requests to the HA loop, and its answers.
 //!
-//! The REST handlers never act on PostgreSQL themselves: they send a
-//! [`Command`] and (where Patroni's API answers after the fact) wait for the
+//! Nobody outside the loop acts on PostgreSQL: a REST handler (or any
+//! embedder) asks through the [`NodeHandle`](crate::NodeHandle), which sends
+//! a [`Command`] and, where the answer comes after the fact, waits for the
 //! loop's reply, bounded in time. All changes to PostgreSQL thus come from
 //! one place, the loop, which also keeps the leader lock renewed meanwhile.
 
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+
+use crate::config::NodeConfig;
 
 /// What `POST /restart` asks for.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,8 +43,8 @@ pub enum RestartAnswer {
     /// PostgreSQL does not run: there is nothing to restart.
     NotRunning,
     /// The request's conditions (role, version, pending restart) do not
-    /// hold: why.
-    ConditionsNotMet(String),
+    /// hold: which.
+    ConditionsNotMet(Unmet),
     /// A newer restart request replaced this one before it started.
     Superseded,
     /// The restart failed: why.
@@ -75,8 +78,8 @@ pub enum Command {
     },
     /// Drop a scheduled restart; answers whether there was one.
     CancelRestart { reply: oneshot::Sender<bool> },
-    /// Re-read the configuration file and apply it (also on SIGHUP).
-    Reload,
+    /// Adopt this configuration (what may change while running).
+    Reload(Box<NodeConfig>),
     /// Wipe and reclone this replica.
     Reinitialize {
         force: bool,
@@ -87,23 +90,35 @@ pub enum Command {
     Wakeup,
 }
 
+/// Which condition of a restart request does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unmet {
+    #[error("this node is a {is}, the restart is for {wanted}")]
+    Role { is: &'static str, wanted: String },
+    #[error("PostgreSQL {running} is not older than {wanted}")]
+    NotOlder { running: i32, wanted: String },
+    #[error("no restart is pending")]
+    NothingPending,
+    #[error(transparent)]
+    Version(#[from] NotAVersion),
+}
+
+/// A text that is not a PostgreSQL version pgha can compare.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a PostgreSQL version (10 or later, like 15.3)")]
+pub struct NotAVersion(pub String);
+
 /// `15.3` → 150003, `15` → 150000: PostgreSQL's `server_version_num` form.
-pub fn version_number(text: &str) -> Result<i32, String> {
+pub fn version_number(text: &str) -> Result<i32, NotAVersion> {
+    let bad = || NotAVersion(text.to_string());
     let mut parts = text.trim().split('.');
-    let major: i32 = parts
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("{text:?} is not a PostgreSQL version"))?;
+    let major: i32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     let minor: i32 = match parts.next() {
         None => 0,
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("{text:?} is not a PostgreSQL version"))?,
+        Some(p) => p.parse().map_err(|_| bad())?,
     };
     if parts.next().is_some() || !(10..=99).contains(&major) {
-        return Err(format!(
-            "{text:?} is not a PostgreSQL version (10 or later, like 15.3)"
-        ));
+        return Err(bad());
     }
     Ok(major * 10_000 + minor)
 }

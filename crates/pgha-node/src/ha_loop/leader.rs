@@ -8,10 +8,10 @@ use pgha_core::clock::Clock;
 use pgha_core::dcs::DcsExt;
 use pgha_core::model::{Cluster, History, HistoryEntry, Status};
 
-use super::{Agent, parse_lsn};
+use super::{HaLoop, parse_lsn};
 use crate::postgres::{Observed, PgError, Postgres, files};
 
-impl Agent {
+impl HaLoop {
     /// What the leader keeps up to date: `status` (its WAL position and
     /// slots), `history` after a promotion, and the members' slots.
     pub(super) async fn leader_duties(&mut self, cluster: &Cluster, o: &Observed) {

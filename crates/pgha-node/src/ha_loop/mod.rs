@@ -15,22 +15,15 @@
 //! - [`apply`]: applying configuration changes (dynamic config, SIGHUP);
 //! - [`callbacks`]: user scripts on events.
 
-pub mod apply;
-pub mod callbacks;
-pub mod command;
-pub mod execute;
-pub mod fence;
-pub mod jobs;
-pub mod leader;
-pub mod member;
-pub mod peers;
-pub mod replication;
-pub mod status;
-pub mod unique_name;
-pub mod watchdog;
+mod apply;
+mod execute;
+mod jobs;
+mod leader;
+mod member;
+mod replication;
+mod watchdog;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,34 +35,25 @@ use pgha_core::ha::{
 use pgha_core::model::{
     Cluster, DynamicConfig, MemberData, PGHA_VERSION, Status, Timing, Unsupported, Version,
 };
+use pgha_rest_client::RestClient;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::config::Config;
+use crate::callbacks::Callbacks;
+use crate::command::{Command, RestartAnswer, RestartRequest};
+use crate::config::NodeConfig;
+use crate::fence::Fence;
 use crate::guard::{GuardLink, GuardMode};
+use crate::peers;
 use crate::postgres::{Observed, Postgres, ShutdownMode, Upstream, files};
-use crate::rest::client::RestClient;
-pub use callbacks::Callbacks;
-pub use command::{Command, ReinitializeAnswer, RestartAnswer, RestartRequest};
+use crate::status::NodeStatus;
 use execute::Failure;
-pub use fence::Fence;
 use jobs::RunningJob;
-pub use pgha_core::model::lsn::{format as format_lsn, parse as parse_lsn};
-pub use status::NodeStatus;
+use pgha_core::model::lsn::parse as parse_lsn;
 
-/// Why the agent stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentExit {
-    /// A condition the agent must not run under (system ID mismatch, ...).
-    #[error("{0}")]
-    Refused(String),
-}
-
-/// One node's agent.
+/// The loop of one node: the I/O around the [`HaNode`] state machine.
 #[derive(Debug)]
-pub struct Agent {
-    config: Arc<Config>,
-    /// The file the configuration came from, re-read on reload.
-    config_path: Option<PathBuf>,
+pub(crate) struct HaLoop {
+    config: Arc<NodeConfig>,
     dcs: Arc<dyn Dcs>,
     pg: Arc<Postgres>,
     clock: Arc<MonotonicClock>,
@@ -92,7 +76,7 @@ pub struct Agent {
     /// `bootstrap.dcs`: what to write back if the DCS loses the key.
     dynamic_known: bool,
     /// The members of the last snapshot that had an `initialize` key (see
-    /// [`Agent::race_peers`]).
+    /// [`HaLoop::race_peers`]).
     members_seen: Vec<pgha_core::model::Member>,
     /// What the data directory's cache file was last written with.
     dynamic_cached: Option<DynamicConfig>,
@@ -111,27 +95,27 @@ pub struct Agent {
     scheduled_restart: Option<RestartRequest>,
     /// A restart requested now, waiting for the next cycle to start it.
     pending_restart_request: Option<(RestartRequest, tokio::sync::oneshot::Sender<RestartAnswer>)>,
-    /// A configuration reload was asked for (SIGHUP, `POST /reload`).
-    reload_requested: bool,
+    /// A new configuration to adopt at the start of the next cycle.
+    pending_reload: Option<NodeConfig>,
     last_reason: String,
     dcs_last_seen: Option<i64>,
     /// Why the configured watchdog timeout cannot fit the timings.
-    watchdog_problem: Option<String>,
+    watchdog_problem: Option<crate::config::WatchdogTimeoutError>,
     /// `required` mode could not get this watchdog: not retried until the
     /// settings change.
     watchdog_refused: Option<watchdog::Refused>,
 }
 
-impl Agent {
-    /// `guard` says which program runs this node's fence guard.
-    pub fn new(
-        config: Arc<Config>,
-        config_path: Option<PathBuf>,
+impl HaLoop {
+    /// Starts the in-process fence and the fence guard (`guard` says
+    /// which program runs it); nothing else runs until [`HaLoop::run`].
+    pub(crate) fn new(
+        config: Arc<NodeConfig>,
         dcs: Arc<dyn Dcs>,
         guard: GuardMode,
+        clock: Arc<MonotonicClock>,
         status: watch::Sender<Arc<NodeStatus>>,
     ) -> Self {
-        let clock = Arc::new(MonotonicClock::new());
         let pg = Arc::new(Postgres::new(Arc::new(config.postgresql.clone())));
         let fence = Fence::start(pg.ctl.clone(), clock.clone());
         let guard = GuardLink::start(guard, fence.guard_input(), clock.clone());
@@ -140,23 +124,16 @@ impl Agent {
         // what a leader writes back if the DCS lost it.
         let cached = files::read_dynamic_cache(&config.postgresql.data_dir);
         let dynamic_known = cached.is_some();
-        let dynamic = cached.unwrap_or_else(|| {
-            config
-                .bootstrap
-                .as_ref()
-                .map(|b| b.dcs.clone())
-                .unwrap_or_default()
-        });
+        let dynamic = cached.unwrap_or_else(|| config.bootstrap.clone().unwrap_or_default());
         let (timing, _) = dynamic.timing();
         dcs.set_timing(timing);
         let rest = RestClient::new("pgha", None, &config.client_tls);
         let callbacks = Callbacks {
-            scripts: config.postgresql_ha.callbacks.clone(),
-            scope: config.scope.clone(),
+            scripts: config.ha.callbacks.clone(),
+            scope: config.scope().to_string(),
         };
-        Agent {
+        HaLoop {
             config,
-            config_path,
             dcs,
             pg,
             clock,
@@ -179,7 +156,7 @@ impl Agent {
             member_seen_at: HashMap::new(),
             scheduled_restart: None,
             pending_restart_request: None,
-            reload_requested: false,
+            pending_reload: None,
             last_reason: String::new(),
             dcs_last_seen: None,
             watchdog_problem: None,
@@ -188,18 +165,18 @@ impl Agent {
     }
 
     /// Runs until `shutdown` turns true (then stops PostgreSQL and gives the
-    /// lock up) or until the agent must refuse to go on. `commands` carries
-    /// the REST API's requests.
-    pub async fn run(
+    /// lock up) or until the node must refuse to go on (the reason).
+    /// `commands` carries the [`NodeHandle`](crate::NodeHandle)'s requests.
+    pub(crate) async fn run(
         mut self,
         mut shutdown: watch::Receiver<bool>,
         mut commands: mpsc::Receiver<Command>,
-    ) -> Result<(), AgentExit> {
+    ) -> Result<(), String> {
         tracing::info!(
             "pgha {PGHA_VERSION} starting: member {} of cluster {} ({}), ttl {:?}, loop_wait {:?}, retry_timeout {:?}",
             self.config.name,
-            self.config.scope,
-            self.config.layout().base(),
+            self.config.scope(),
+            self.config.layout.base(),
             self.node.timing().ttl,
             self.node.timing().loop_wait,
             self.node.timing().retry_timeout
@@ -219,7 +196,7 @@ impl Agent {
                     if !self.holds_lock() {
                         self.guard.exit().await;
                     }
-                    return Err(AgentExit::Refused(reason));
+                    return Err(reason);
                 }
             };
             let wake_at = self.node.poll_timeout(self.clock.now());
@@ -259,9 +236,8 @@ impl Agent {
     async fn cycle(&mut self) -> Result<Option<Version>, String> {
         self.node.begin_cycle(self.clock.now());
         self.reap_job().await;
-        if self.reload_requested {
-            self.reload_requested = false;
-            self.reload_config().await;
+        if let Some(new) = self.pending_reload.take() {
+            self.reload_config(new);
         }
         let mut cluster = match self.dcs.load().await {
             Ok(c) => {
@@ -411,7 +387,7 @@ impl Agent {
     }
 
     fn settings(&self) -> NodeSettings {
-        let pg = &self.config.postgresql_ha;
+        let pg = &self.config.ha;
         NodeSettings {
             name: self.config.name.clone(),
             tags: self.config.tags.clone(),
@@ -448,7 +424,7 @@ impl Agent {
 
     fn use_slots(&self) -> bool {
         self.config
-            .postgresql_ha
+            .ha
             .use_slots
             .unwrap_or_else(|| self.dynamic.use_slots())
     }
@@ -632,7 +608,7 @@ impl Agent {
             cluster.is_some_and(|c| c.is_leader(&self.config.name)) && self.holds_lock();
         let status = NodeStatus {
             name: self.config.name.clone(),
-            scope: self.config.scope.clone(),
+            scope: self.config.scope().to_string(),
             cluster: cluster
                 .map(|c| Arc::new(c.clone()))
                 .or_else(|| self.status.borrow().cluster.clone()),

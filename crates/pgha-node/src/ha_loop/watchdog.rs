@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pgha_core::clock::Clock;
 
-use super::Agent;
+use super::HaLoop;
 use crate::config::WatchdogMode;
 use crate::guard::{WatchdogReport, WatchdogWant};
 
@@ -23,7 +23,7 @@ pub(super) type Refused = (WatchdogWant, String);
 /// How long a promotion waits for the guard's watchdog report.
 const SETTLE: Duration = Duration::from_secs(3);
 
-impl Agent {
+impl HaLoop {
     /// The device and timeout for the current timings; `None` when the
     /// mode is off or the timeout cannot fit them (then said why in the log).
     pub(super) fn watchdog_want(&mut self) -> Option<WatchdogWant> {
@@ -53,7 +53,7 @@ impl Agent {
                 Some(want)
             }
             Err(why) => {
-                if self.watchdog_problem.as_deref() != Some(&why) {
+                if self.watchdog_problem.as_ref() != Some(&why) {
                     tracing::warn!("watchdog not used: {why}");
                 }
                 self.watchdog_problem = Some(why);

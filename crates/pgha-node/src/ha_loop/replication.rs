@@ -9,10 +9,10 @@ use pgha_core::ha::{Endpoint, LocalPostgres, not_streaming_limit};
 use pgha_core::model::{Cluster, MemberData};
 use serde_json::Value;
 
-use super::Agent;
+use super::HaLoop;
 use crate::postgres::{DbState, Observed};
 
-impl Agent {
+impl HaLoop {
     /// Logs when the replication breaks or heals: `(was_broken, broken)`
     /// as [`pgha_core::ha::HaNode::observe`] counted it.
     pub(super) fn log_streaming(

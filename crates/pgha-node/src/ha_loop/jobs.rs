@@ -2,7 +2,7 @@
 //!
 //! One job at a time: bootstrap, clone, rewind, start, restart, promote or
 //! reinitialize. While it runs, `decide` sees it in `HaMemory::job` and
-//! only keeps the lock renewed; when it ends, [`Agent::reap_job`] records
+//! only keeps the lock renewed; when it ends, [`HaLoop::reap_job`] records
 //! what it means and answers the REST request that asked for it, if any.
 
 use std::future::Future;
@@ -16,9 +16,11 @@ use pgha_core::model::Cluster;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::Agent;
-use super::callbacks::CallbackError;
-use super::command::{Command, ReinitializeAnswer, RestartAnswer, RestartRequest, version_number};
+use super::HaLoop;
+use crate::callbacks::CallbackError;
+use crate::command::{
+    Command, ReinitializeAnswer, RestartAnswer, RestartRequest, Unmet, version_number,
+};
 use crate::postgres::{ConfRole, Observed, PgError, ShutdownMode, Upstream};
 
 /// Why a background job failed.
@@ -48,7 +50,7 @@ pub(super) struct RunningJob {
     reply: Option<oneshot::Sender<RestartAnswer>>,
 }
 
-impl Agent {
+impl HaLoop {
     pub(super) fn spawn_job<F, E>(&mut self, kind: Job, fut: F)
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
@@ -219,7 +221,7 @@ impl Agent {
         self.reap_job().await;
         match command {
             Command::Wakeup => {}
-            Command::Reload => self.reload_requested = true,
+            Command::Reload(config) => self.pending_reload = Some(*config),
             Command::CancelRestart { reply } => {
                 let _ = reply.send(self.scheduled_restart.take().is_some());
             }
@@ -357,7 +359,7 @@ impl Agent {
 }
 
 /// Whether a restart's conditions (role, version, pending restart) hold.
-fn restart_matches(r: &RestartRequest, db: &crate::postgres::DbState) -> Result<(), String> {
+fn restart_matches(r: &RestartRequest, db: &crate::postgres::DbState) -> Result<(), Unmet> {
     let role = if db.in_recovery { "replica" } else { "primary" };
     if let Some(wanted) = r.role.as_deref() {
         let wanted = if wanted == "master" {
@@ -366,22 +368,23 @@ fn restart_matches(r: &RestartRequest, db: &crate::postgres::DbState) -> Result<
             wanted
         };
         if wanted != role {
-            return Err(format!(
-                "this node is a {role}, the restart is for {wanted}"
-            ));
+            return Err(Unmet::Role {
+                is: role,
+                wanted: wanted.to_string(),
+            });
         }
     }
     if let Some(v) = r.postgres_version.as_deref() {
         let wanted = version_number(v)?;
         if db.server_version >= wanted {
-            return Err(format!(
-                "PostgreSQL {} is not older than {v}",
-                db.server_version
-            ));
+            return Err(Unmet::NotOlder {
+                running: db.server_version,
+                wanted: v.to_string(),
+            });
         }
     }
     if r.restart_pending && db.pending_restart.is_empty() {
-        return Err("no restart is pending".into());
+        return Err(Unmet::NothingPending);
     }
     Ok(())
 }

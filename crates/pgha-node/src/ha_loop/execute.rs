@@ -7,7 +7,7 @@ use pgha_core::dcs::{DcsError, DcsExt, SharedKey};
 use pgha_core::ha::{self, Action, Job, LockCall, Outcome, StopMode};
 use pgha_core::model::{Cluster, Expect};
 
-use super::Agent;
+use super::HaLoop;
 use super::jobs::JobError;
 use crate::postgres::{ConfRole, PgError, ShutdownMode};
 
@@ -30,7 +30,7 @@ pub(super) enum Failure {
 /// How long a `pre_promote` script may take before it counts as a veto.
 const PRE_PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl Agent {
+impl HaLoop {
     /// Carries out `actions` in order, stopping at the first failure.
     pub(super) async fn execute(
         &mut self,
@@ -138,7 +138,7 @@ impl Agent {
             }
             Action::WriteConfig => {
                 let config = match &self.config.bootstrap {
-                    Some(b) if !self.dynamic_known => b.dcs.clone(),
+                    Some(b) if !self.dynamic_known => b.clone(),
                     _ => self.dynamic.clone(),
                 };
                 match dcs.write_config(&config, Expect::Absent).await {
@@ -244,8 +244,8 @@ impl Agent {
             Action::Promote => {
                 self.watchdog_ready().await.map_err(Failure::Other)?;
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
-                let pre_promote = self.config.postgresql_ha.pre_promote.clone();
-                let scope = self.config.scope.clone();
+                let pre_promote = self.config.ha.pre_promote.clone();
+                let scope = self.config.scope().to_string();
                 // The other members' slots, made before the promotion: the
                 // replicas repoint to this node as soon as they see it hold
                 // the lock, and one that finds no slot retries only after
@@ -256,7 +256,7 @@ impl Agent {
                 };
                 self.spawn_job(Job::Promote, async move {
                     if let Some(script) = pre_promote {
-                        super::callbacks::run(
+                        crate::callbacks::run(
                             &script,
                             &["pre_promote", "replica", &scope],
                             PRE_PROMOTE_TIMEOUT,

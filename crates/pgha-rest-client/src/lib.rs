@@ -1,5 +1,6 @@
-//! The one client for the members' REST APIs, used by the agent (the
-//! leader race, the name check, switchover checks) and by pghactl.
+//! The one client for the members' REST APIs, used by the node (the
+//! leader race, the name check), the REST server (switchover checks) and
+//! pghactl.
 //!
 //! Calls are made as patronictl makes them: the URL is the member's
 //! `api_url` with the path replaced, bodies are JSON, and requests carry
@@ -10,6 +11,7 @@
 //! Every call is bounded in time; a member that does not answer is an
 //! [`RestError::Unreachable`] naming it, never a hang.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -21,16 +23,30 @@ use hyper_util::rt::TokioExecutor;
 use pgha_core::model::Member;
 use serde_json::Value;
 
-use crate::config::ClientTls;
+#[cfg(feature = "tls")]
+pub mod tls;
 
-#[cfg(feature = "restapi-tls")]
+#[cfg(feature = "tls")]
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-#[cfg(not(feature = "restapi-tls"))]
+#[cfg(not(feature = "tls"))]
 type Connector = HttpConnector;
 type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// How long to wait for a TCP connection to a member.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How calls to members' REST APIs use TLS (Patroni's `ctl` section,
+/// falling back to `restapi`'s files).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientTls {
+    /// Trust anchors for members' certificates.
+    pub cacert: Option<PathBuf>,
+    /// A client certificate and key, for members that verify clients.
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    /// Do not check members' certificates (`ctl.insecure`).
+    pub insecure: bool,
+}
 
 /// Basic-auth credentials (`ctl.authentication` or `restapi.authentication`).
 #[derive(Clone, PartialEq, Eq)]
@@ -133,7 +149,7 @@ impl Response {
 #[derive(Debug, Clone)]
 pub struct RestClient {
     /// The client, or why none could be made.
-    client: Result<HttpClient, String>,
+    client: Result<HttpClient, NoClient>,
     /// Who calls (`pgha/0.1.0`, `pghactl/0.1.0`), as the `User-Agent`.
     user_agent: String,
     auth: Option<BasicAuth>,
@@ -182,7 +198,10 @@ impl RestClient {
             member: member.name.clone(),
             reason: format!("{url}: {reason}"),
         };
-        let client = self.client.as_ref().map_err(|e| no_client(e))?;
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| no_client(&e.to_string()))?;
         if let (true, Some(problem)) = (url.starts_with("https://"), &self.https_problem) {
             return Err(no_client(problem));
         }
@@ -237,8 +256,8 @@ impl RestClient {
 }
 
 /// The HTTP(S) client, and why https members cannot be called (if so).
-#[cfg(feature = "restapi-tls")]
-fn build(tls: &ClientTls) -> Result<(HttpClient, Option<String>), String> {
+#[cfg(feature = "tls")]
+fn build(tls: &ClientTls) -> Result<(HttpClient, Option<String>), NoClient> {
     let (config, problem) = match tls::client_config(tls) {
         Ok(c) if tls.cacert.is_some() || tls.insecure => (c, None),
         Ok(c) => (
@@ -250,7 +269,10 @@ fn build(tls: &ClientTls) -> Result<(HttpClient, Option<String>), String> {
             ),
         ),
         // Unusable TLS files: plain http still works; https says why not.
-        Err(e) => (tls::client_config(&ClientTls::default())?, Some(e)),
+        Err(e) => (
+            tls::client_config(&ClientTls::default()).map_err(|e| NoClient(e.to_string()))?,
+            Some(e.to_string()),
+        ),
     };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
@@ -263,13 +285,19 @@ fn build(tls: &ClientTls) -> Result<(HttpClient, Option<String>), String> {
     ))
 }
 
-#[cfg(not(feature = "restapi-tls"))]
-fn build(_tls: &ClientTls) -> Result<(HttpClient, Option<String>), String> {
+#[cfg(not(feature = "tls"))]
+fn build(_tls: &ClientTls) -> Result<(HttpClient, Option<String>), NoClient> {
     Ok((
         Client::builder(TokioExecutor::new()).build(http_connector()),
-        Some("this pghactl was built without the restapi-tls feature".to_string()),
+        Some("built without TLS support (the pgha-rest-client `tls` feature)".to_string()),
     ))
 }
+
+/// Why no HTTP client could be built at all (rustls refused even the
+/// default configuration): every call reports it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no HTTP client: {0}")]
+struct NoClient(String);
 
 /// Why a request failed, from the innermost error (`Connection refused (os error 111)`).
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
@@ -306,97 +334,6 @@ pub fn endpoint_url(member: &Member, path: &str) -> Result<String, RestError> {
         "{scheme}://{authority}/{}",
         path.trim_start_matches('/')
     ))
-}
-
-/// TLS for calls to members.
-#[cfg(feature = "restapi-tls")]
-pub mod tls {
-    use std::sync::Arc;
-
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-
-    use crate::config::ClientTls;
-    use crate::rest::tls::{certificates, private_key, roots};
-
-    /// The client side: trust `cacert`, present `certfile`/`keyfile` when
-    /// given, or (`insecure`) check nothing, as `ctl.insecure` asks.
-    pub fn client_config(settings: &ClientTls) -> Result<rustls::ClientConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = if settings.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-        } else {
-            let store = match &settings.cacert {
-                Some(ca) => roots(ca, "ctl.cacert / restapi.cafile")?,
-                None => rustls::RootCertStore::empty(),
-            };
-            builder.with_root_certificates(store)
-        };
-        match (&settings.certfile, &settings.keyfile) {
-            (Some(cert), Some(key)) if settings.cacert.is_some() || settings.insecure => builder
-                .with_client_auth_cert(
-                    certificates(cert, "ctl.certfile")?,
-                    private_key(key, "ctl.keyfile")?,
-                )
-                .map_err(|e| format!("ctl.certfile/keyfile: {e}")),
-            _ => Ok(builder.with_no_client_auth()),
-        }
-    }
-
-    /// `ctl.insecure`: accepts any certificate (signatures still checked).
-    #[derive(Debug)]
-    struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for NoVerification {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
 }
 
 #[cfg(test)]
@@ -474,6 +411,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("set ctl.cacert"), "{e}");
+        if cfg!(feature = "tls") {
+            assert!(e.contains("set ctl.cacert"), "{e}");
+        } else {
+            assert!(e.contains("built without TLS support"), "{e}");
+        }
     }
 }

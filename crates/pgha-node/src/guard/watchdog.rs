@@ -21,7 +21,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
@@ -37,13 +37,41 @@ pub struct Watchdog {
     pub timeout_s: Option<u32>,
 }
 
+/// Why the watchdog could not be used; each names the device.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchdogError {
+    #[error("cannot open {}: {source}", device.display())]
+    Open {
+        device: PathBuf,
+        source: std::io::Error,
+    },
+    /// The driver rounded the timeout up (or to 0): it would fire after
+    /// the lock expired, which is no protection.
+    #[error("{} applied a timeout of {applied} s instead of {wanted} s", device.display())]
+    TimeoutRefused {
+        device: PathBuf,
+        applied: i64,
+        wanted: u32,
+    },
+    #[error("cannot set the timeout of {}: {errno}", device.display())]
+    SetTimeout { device: PathBuf, errno: Errno },
+    #[error("watchdog keepalive: {0}")]
+    Keepalive(std::io::Error),
+    #[error("watchdog magic close: {0}")]
+    MagicClose(std::io::Error),
+}
+
 impl Watchdog {
     /// Opens `device` (starting its timer) and sets its timeout.
-    pub fn activate(device: &Path, timeout_s: u32) -> Result<Watchdog, String> {
-        let file = File::options()
-            .write(true)
-            .open(device)
-            .map_err(|e| format!("cannot open {}: {e}", device.display()))?;
+    pub fn activate(device: &Path, timeout_s: u32) -> Result<Watchdog, WatchdogError> {
+        let file =
+            File::options()
+                .write(true)
+                .open(device)
+                .map_err(|source| WatchdogError::Open {
+                    device: device.to_path_buf(),
+                    source,
+                })?;
         let mut value = nix::libc::c_int::try_from(timeout_s).unwrap_or(nix::libc::c_int::MAX);
         // SAFETY: `file` is open for the whole call, and `value` is a live
         // c_int the driver reads and writes back (the timeout it applied).
@@ -57,20 +85,21 @@ impl Watchdog {
                 let applied = u32::try_from(value).unwrap_or(0);
                 if applied == 0 || applied > timeout_s {
                     let _ = dog.disarm();
-                    return Err(format!(
-                        "{} applied a timeout of {value} s instead of {timeout_s} s",
-                        device.display()
-                    ));
+                    return Err(WatchdogError::TimeoutRefused {
+                        device: device.to_path_buf(),
+                        applied: i64::from(value),
+                        wanted: timeout_s,
+                    });
                 }
                 dog.timeout_s = Some(applied);
             }
             Err(Errno::ENOTTY | Errno::EINVAL | Errno::EOPNOTSUPP) => {}
             Err(e) => {
                 let _ = dog.disarm();
-                return Err(format!(
-                    "cannot set the timeout of {}: {e}",
-                    device.display()
-                ));
+                return Err(WatchdogError::SetTimeout {
+                    device: device.to_path_buf(),
+                    errno: e,
+                });
             }
         }
         dog.keepalive()?;
@@ -78,19 +107,19 @@ impl Watchdog {
     }
 
     /// Restarts the timer.
-    pub fn keepalive(&mut self) -> Result<(), String> {
+    pub fn keepalive(&mut self) -> Result<(), WatchdogError> {
         self.file
             .write_all(b"1")
             .and_then(|()| self.file.flush())
-            .map_err(|e| format!("watchdog keepalive: {e}"))
+            .map_err(WatchdogError::Keepalive)
     }
 
     /// Stops the timer (magic close) and closes the device.
-    pub fn disarm(mut self) -> Result<(), String> {
+    pub fn disarm(mut self) -> Result<(), WatchdogError> {
         self.file
             .write_all(b"V")
             .and_then(|()| self.file.flush())
-            .map_err(|e| format!("watchdog magic close: {e}"))
+            .map_err(WatchdogError::MagicClose)
     }
 }
 
@@ -112,7 +141,9 @@ mod tests {
 
     #[test]
     fn a_missing_device_is_named() {
-        let e = Watchdog::activate(Path::new("/nonexistent/watchdog"), 10).unwrap_err();
+        let e = Watchdog::activate(Path::new("/nonexistent/watchdog"), 10)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/watchdog"), "{e}");
     }
 }

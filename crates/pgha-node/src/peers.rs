@@ -11,7 +11,7 @@ use pgha_core::ha::{PeerSource, PeerStatus};
 use pgha_core::model::{Member, Tags, lenient};
 use serde_json::Value;
 
-use crate::rest::client::RestClient;
+use pgha_rest_client::RestClient;
 
 /// The status of every one of `members` but `me`: from its REST API
 /// (`GET /patroni`) when it answers within `timeout`, else from its member
@@ -24,13 +24,19 @@ pub async fn statuses(
 ) -> Vec<PeerStatus> {
     let others: Vec<&Member> = members.iter().filter(|m| m.name != me).collect();
     join_all(others.into_iter().map(|m| async move {
-        match client
-            .call(m, Method::GET, "patroni", None, timeout)
-            .await
-            .map(|r| r.json())
-        {
-            Ok(Some(json)) => return from_rest(m, &json),
-            Ok(None) => tracing::debug!("peer {}: not JSON; using its member key", m.name),
+        match client.call(m, Method::GET, "patroni", None, timeout).await {
+            // Only a status answer is the member's status: an error body
+            // (a proxy's 502, a service that serves no `/patroni`) says
+            // nothing about its PostgreSQL.
+            Ok(r) if r.status == 200 => match r.json() {
+                Some(json) => return from_rest(m, &json),
+                None => tracing::debug!("peer {}: not JSON; using its member key", m.name),
+            },
+            Ok(r) => tracing::debug!(
+                "peer {}: GET /patroni answered {}; using its member key",
+                m.name,
+                r.status
+            ),
             Err(e) => tracing::debug!("peer {}: {e}; using its member key", m.name),
         }
         from_member_key(m)

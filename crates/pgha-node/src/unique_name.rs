@@ -14,8 +14,8 @@ use hyper::Method;
 use pgha_core::dcs::Dcs;
 use pgha_core::model::{Member, Timing};
 
-use crate::config::Config;
-use crate::rest::client::RestClient;
+use crate::config::NodeConfig;
+use pgha_rest_client::RestClient;
 
 /// How long the other node's REST API may take to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -44,7 +44,7 @@ pub struct NameTaken {
 /// own addresses is its previous life (a restart within `ttl`); a key
 /// nobody refreshes is a dead node's, and expires.
 pub async fn ensure_unique_name(
-    config: &Config,
+    config: &NodeConfig,
     dcs: &dyn Dcs,
     peers: &RestClient,
     timing: Timing,
@@ -53,7 +53,7 @@ pub async fn ensure_unique_name(
     let Some(theirs) = theirs else {
         return Ok(());
     };
-    let (my_conn_url, my_api_url) = (config.conn_url(), config.api_url());
+    let (my_conn_url, my_api_url) = (config.conn_url(), config.api_url.clone());
     let conn_url = theirs.data.conn_url.clone().unwrap_or_default();
     let api_url = theirs.data.api_url.clone().unwrap_or_default();
     if conn_url == my_conn_url && api_url == my_api_url {

@@ -22,6 +22,7 @@
 //! and the read completes before `lock_until`. Why releasing is safe: the
 //! postmaster was stopped first, so the lock protects nothing any more.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,23 +33,42 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use super::protocol::{Beat, READY, ToGuard, WatchdogReport, WatchdogWant, monotonic_ns, until};
 use super::stop::{Stopped, Target, stop_now};
 use super::watchdog::Watchdog;
-use crate::config::Config;
 
 /// How long before the lock's end the guard stops a primary whose agent
 /// went silent. Later than the agent's own fence (`FENCE_MARGIN` before),
 /// which should have acted already, and early enough for SIGQUIT to land.
 pub const GUARD_MARGIN: Duration = Duration::from_millis(500);
 
+/// Whose PostgreSQL the guard protects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardTarget {
+    /// The member name: whose leader lock and member key it may hand over.
+    pub member: String,
+    /// The data directory of the PostgreSQL it stops.
+    pub data_dir: PathBuf,
+}
+
+/// Why the guard could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// It cannot ignore the stop signals a service manager sends, so it
+    /// could be stopped before it fenced.
+    #[error("cannot handle signal {signal}: {source}")]
+    Signals {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    /// The agent never learns the guard runs.
+    #[error("cannot tell the agent the guard is ready: {0}")]
+    Ready(std::io::Error),
+}
+
 /// Runs the guard until the agent says `exit` or is gone (then fences).
-pub async fn run(config: Config) -> Result<(), String> {
-    let timing = config
-        .bootstrap
-        .as_ref()
-        .map(|b| b.dcs.timing().0)
-        .unwrap_or_default();
-    let dcs = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing)
-        .map_err(|e| e.to_string())?;
-    let data_dir = config.postgresql.data_dir.clone();
+/// Its program reads [`ToGuard`] lines on standard input and answers on
+/// standard output; `dcs` must be a connection of its own (not shared
+/// with the agent's process: it must work when that process is gone).
+pub async fn run(target: GuardTarget, dcs: Arc<dyn Dcs>) -> Result<(), GuardError> {
+    let data_dir = target.data_dir.clone();
     ignore_stop_signals()?;
 
     let mut stdout = tokio::io::stdout();
@@ -57,10 +77,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         .write_all(ready.as_bytes())
         .await
         .and(stdout.flush().await)
-        .map_err(|e| format!("cannot tell the agent the guard is ready: {e}"))?;
+        .map_err(GuardError::Ready)?;
     tracing::info!(
         "fence guard running for member {} (data directory {})",
-        config.name,
+        target.member,
         data_dir.display()
     );
 
@@ -103,7 +123,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Err(e) => tracing::warn!("fence guard: ignoring an unreadable line ({e})"),
             },
             Ok(None) | Err(_) => {
-                if agent_gone(&config, dcs, &beat).await {
+                if agent_gone(&target, dcs, &beat).await {
                     dog.disarm("the dead agent's PostgreSQL is stopped").await;
                 } else if dog.held() {
                     tracing::error!(
@@ -213,10 +233,10 @@ impl DogKeeper {
                 self.dog = Some((want, dog));
                 report
             }
-            Err(why) => {
-                tracing::warn!("fence guard: watchdog not activated: {why}");
+            Err(e) => {
+                tracing::warn!("fence guard: watchdog not activated: {e}");
                 self.failed = Some(want);
-                WatchdogReport::Failed { why }
+                WatchdogReport::Failed { why: e.to_string() }
             }
         };
         self.report(&report).await;
@@ -258,19 +278,20 @@ impl DogKeeper {
 /// A service manager stopping the agent's unit signals every process in
 /// it; the guard must outlive the agent long enough to fence, and it exits
 /// by itself once the agent is gone.
-fn ignore_stop_signals() -> Result<(), String> {
+fn ignore_stop_signals() -> Result<(), GuardError> {
     use tokio::signal::unix::{SignalKind, signal};
-    for kind in [
-        SignalKind::terminate(),
-        SignalKind::interrupt(),
-        SignalKind::hangup(),
+    for (kind, name) in [
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::hangup(), "SIGHUP"),
     ] {
-        let mut s = signal(kind).map_err(|e| format!("cannot handle signal {kind:?}: {e}"))?;
+        let mut s = signal(kind).map_err(|source| GuardError::Signals {
+            signal: name,
+            source,
+        })?;
         tokio::spawn(async move {
             while s.recv().await.is_some() {
-                tracing::info!(
-                    "fence guard: ignoring signal {kind:?}; it exits when the agent does"
-                );
+                tracing::info!("fence guard: ignoring {name}; it exits when the agent does");
             }
         });
     }
@@ -297,7 +318,7 @@ async fn fence_silent_agent(data_dir: &std::path::Path) -> bool {
 /// The agent died without saying goodbye: fence, then hand the lock over.
 /// Returns whether PostgreSQL accepts no writes now (paused: it was left
 /// alone on purpose, and so is the watchdog).
-async fn agent_gone(config: &Config, dcs: Arc<dyn Dcs>, beat: &Beat) -> bool {
+async fn agent_gone(target: &GuardTarget, dcs: Arc<dyn Dcs>, beat: &Beat) -> bool {
     if beat.paused {
         tracing::warn!("fence guard: the agent is gone; paused, so nothing is touched");
         return true;
@@ -309,12 +330,12 @@ async fn agent_gone(config: &Config, dcs: Arc<dyn Dcs>, beat: &Beat) -> bool {
         return true;
     }
     // Holding the lock, even a standby may be promoting: stop it too.
-    let target = if beat.lock_until_ns.is_some() {
+    let stop_target = if beat.lock_until_ns.is_some() {
         Target::Any
     } else {
         Target::Writable
     };
-    let stopped = stop_now(&config.postgresql.data_dir, target).await;
+    let stopped = stop_now(&target.data_dir, stop_target).await;
     match &stopped {
         Stopped::Stopped { pid, killed } => tracing::error!(
             "FENCE GUARD: the agent is gone; stopped its primary PostgreSQL (postmaster {pid}{})",
@@ -348,13 +369,13 @@ async fn agent_gone(config: &Config, dcs: Arc<dyn Dcs>, beat: &Beat) -> bool {
         tracing::info!("fence guard: the lock expired while reading the cluster; leaving it");
         return true;
     }
-    let Some(lock) = cluster.leader.clone().filter(|l| l.name == config.name) else {
+    let Some(lock) = cluster.leader.clone().filter(|l| l.name == target.member) else {
         tracing::info!("fence guard: the agent is gone; the leader lock is not this member's");
         return true;
     };
     // Our member key last said "running" with the primary's WAL position;
     // replicas would wait for it to come back. Say it is stopped.
-    if let Some(member) = cluster.member(&config.name) {
+    if let Some(member) = cluster.member(&target.member) {
         let mut data = member.data.clone();
         data.state = Some(PgState::Stopped);
         data.xlog_location = None;

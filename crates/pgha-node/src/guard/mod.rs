@@ -2,13 +2,14 @@
 //! from writing when the agent itself fails (scenario P4).
 //!
 //! The agent's own fences (the decision to demote at the lock deadline, and
-//! the in-process [`Fence`](crate::agent::Fence) task) live in the agent's
+//! the in-process [`Fence`](crate::fence::Fence) task) live in the agent's
 //! process: a `kill -9`, a crash or a `SIGSTOP` of the agent takes them
 //! away, and PostgreSQL would go on accepting writes after the lock expired
 //! and a replica was promoted. Patroni has the same hole, closed only by
 //! the Linux watchdog rebooting the whole host.
 //!
-//! The guard is this program again (`pgha --guard CONFIG`), in its own
+//! The guard is a program of its own choosing ([`GuardMode`]: `pgha --guard
+//! CONFIG` for the agent), in its own
 //! process group, started by the agent ([`link`]) and fed one line per
 //! change of the lock's deadline ([`protocol`]). It ignores SIGTERM and
 //! SIGINT (a service manager stopping the agent's unit must not kill it
@@ -36,5 +37,5 @@ pub mod protocol;
 pub mod stop;
 pub mod watchdog;
 
-pub use link::{GuardHealth, GuardInput, GuardLink, GuardMode};
+pub use link::{GuardDown, GuardHealth, GuardInput, GuardLink, GuardMode};
 pub use protocol::{WatchdogReport, WatchdogWant};
