@@ -15,5 +15,6 @@ pub use pgha_node as node;
 /// PostgreSQL control lives in its own crate; kept under this path for
 /// the agent's modules.
 pub use pgha_postgres as postgres;
-pub mod rest;
+/// The REST API server lives in its own crate.
+pub use pgha_rest as rest;
 pub mod run;

@@ -73,7 +73,14 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Run
         rest::access::AccessRules::resolve(&config.restapi_access, config.restapi_verify_client())
             .await;
     let (reload_tx, reload_rx) = mpsc::channel(1);
-    let api = rest::ApiState::new(handle.clone(), dcs, reload_tx.clone(), &config, access);
+    let api = rest::ApiState::new(
+        handle.clone(),
+        dcs,
+        reload_tx.clone(),
+        config.restapi_auth.clone(),
+        &config.client_tls,
+        access,
+    );
     tokio::spawn(async move {
         if let Err(e) = rest::serve(listener, tls, api).await {
             tracing::error!("REST API stopped: {e}");

@@ -21,8 +21,8 @@ pub use crate::postgres::address::{AddressError, HostPort, PgListen};
 pub use crate::postgres::settings::{
     BootstrapUser, Credentials, NewCluster, PgSettings, ReplicaMethod,
 };
-use crate::rest::access::AllowEntry;
 use pgha_core::model::lenient;
+use pgha_rest::access::AllowEntry;
 use schema::{Findings, text_list};
 pub use watchdog::{WatchdogConfig, WatchdogMode};
 
@@ -47,44 +47,13 @@ pub struct Bootstrap {
 
 pub use pgha_node::config::PostgresqlHa;
 
-/// Whether the REST API asks clients for a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerifyClient {
-    None,
-    /// Checked when presented.
-    Optional,
-    /// Every client must present one signed by `cafile`.
-    Required,
-}
+pub use pgha_rest::settings::{RestApiAccess, RestApiTls, VerifyClient};
 
-/// HTTPS for the REST API (`restapi.certfile` and friends).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestApiTls {
-    pub certfile: PathBuf,
-    /// The private key; `certfile` when the key is in the same file.
-    pub keyfile: PathBuf,
-    /// CA for client certificates (and, for peers' certificates, unless
-    /// `ctl.cacert` is set).
-    pub cafile: Option<PathBuf>,
-    pub verify_client: VerifyClient,
-}
-
-/// `restapi.allowlist` and `restapi.allowlist_include_members`: who may
-/// call the REST API's unsafe methods (`rest::access`). An empty list and
-/// `false` admit everyone, as in Patroni.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RestApiAccess {
-    /// Every entry parsed; an entry that does not parse is a configuration
-    /// error naming it (`restapi.allowlist[2]: ...`), never dropped.
-    pub allowlist: Vec<AllowEntry>,
-    /// Members' `api_url` hosts (from the DCS) are admitted too.
-    pub include_members: bool,
-}
-
-pub use pgha_dcs::DcsSection;
 /// How pgha calls other members' REST APIs (and how pghactl calls them):
 /// the `ctl` section, falling back to `restapi`'s files.
 pub use pgha_rest_client::ClientTls;
+
+pub use pgha_dcs::DcsSection;
 
 /// A node's whole configuration, checked.
 #[derive(Debug, Clone, PartialEq)]

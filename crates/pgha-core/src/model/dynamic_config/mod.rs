@@ -321,7 +321,8 @@ fn merge_into(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
 }
 
 /// The JSON type of a value, for error messages.
-pub(crate) fn json_kind(v: &Value) -> &'static str {
+/// What kind of JSON value `v` is, for messages (`a list`, `an object`).
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

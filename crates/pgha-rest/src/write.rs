@@ -123,7 +123,7 @@ pub fn object(body: &[u8], optional: bool) -> Result<Map<String, Value>, Refusal
             StatusCode::BAD_REQUEST,
             format!(
                 "the body must be a JSON object, not {}",
-                crate::config::schema::kind_name(&other)
+                pgha_core::model::dynamic_config::json_kind(&other)
             ),
         )),
         Err(e) => Err(refuse(
@@ -164,7 +164,7 @@ fn string_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, 
             StatusCode::BAD_REQUEST,
             format!(
                 "{key} must be a string, not {}",
-                crate::config::schema::kind_name(other)
+                pgha_core::model::dynamic_config::json_kind(other)
             ),
         )),
     }

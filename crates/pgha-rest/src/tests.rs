@@ -5,7 +5,7 @@ use pgha_core::ha::DataDir;
 use pgha_core::model::{ClusterKey, MemberData, PgState, RawEntry, Role, Tags, Version};
 
 use super::*;
-use crate::postgres::{DbState, Observed};
+use pgha_node::postgres::{DbState, Observed};
 
 fn db(in_recovery: bool) -> DbState {
     DbState {
@@ -375,7 +375,7 @@ mod write_side {
             reload,
             peers: RestClient::new("pgha", None, &Default::default()),
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
-            access: Arc::new(crate::rest::access::AccessRules::open()),
+            access: Arc::new(crate::access::AccessRules::open()),
         };
         Api {
             state,

@@ -28,7 +28,7 @@ use axum::serve::IncomingStream;
 use pgha_core::model::Cluster;
 use tokio::net::TcpListener;
 
-use crate::config::{RestApiAccess, VerifyClient};
+use crate::settings::{RestApiAccess, VerifyClient};
 
 /// How long one host name may take to resolve, at startup (allowlist
 /// entries) and per request (members' `api_url` hosts, looked up

@@ -24,11 +24,12 @@ use pgha_rest_client::RestClient;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::config::Config;
 use access::{AccessRules, ClientConn};
+use pgha_rest_client::ClientTls;
 
 pub mod access;
-#[cfg(feature = "restapi-tls")]
+pub mod settings;
+#[cfg(feature = "tls")]
 pub mod tls;
 mod write;
 
@@ -60,15 +61,16 @@ impl ApiState {
         node: NodeHandle,
         dcs: Arc<dyn Dcs>,
         reload: mpsc::Sender<()>,
-        config: &Config,
+        auth: Option<(String, String)>,
+        peers_tls: &ClientTls,
         access: AccessRules,
     ) -> Self {
         ApiState {
             node,
             dcs,
             reload,
-            peers: RestClient::new("pgha", None, &config.client_tls),
-            auth: config.restapi_auth.clone(),
+            peers: RestClient::new("pgha", None, peers_tls),
+            auth,
             access: Arc::new(access),
         }
     }
@@ -90,20 +92,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<ClientConn>();
     match tls {
-        #[cfg(feature = "restapi-tls")]
+        #[cfg(feature = "tls")]
         Some(config) => axum::serve(tls::TlsListener::new(listener, config)?, app).await,
-        #[cfg(not(feature = "restapi-tls"))]
+        #[cfg(not(feature = "tls"))]
         Some(_) => Err(std::io::Error::other(
-            "built without the restapi-tls feature",
+            "built without the tls feature of pgha-rest",
         )),
         None => axum::serve(listener, app).await,
     }
 }
 
-/// The TLS server configuration type (a placeholder without `restapi-tls`).
-#[cfg(feature = "restapi-tls")]
+/// The TLS server configuration type (a placeholder without the `tls` feature).
+#[cfg(feature = "tls")]
 pub type TlsServerConfig = rustls::ServerConfig;
-#[cfg(not(feature = "restapi-tls"))]
+#[cfg(not(feature = "tls"))]
 #[derive(Debug)]
 pub enum TlsServerConfig {}
 

@@ -15,7 +15,7 @@ use tokio_rustls::server::TlsStream;
 use pgha_rest_client::tls::{TlsError, certificates, private_key, provider, roots};
 
 use super::access::ClientConn;
-use crate::config::{RestApiTls, VerifyClient};
+use crate::settings::{RestApiTls, VerifyClient};
 
 /// How long a client may take over the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

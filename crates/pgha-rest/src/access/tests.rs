@@ -364,9 +364,9 @@ mod sockets {
     use tokio::sync::{mpsc, watch};
 
     use super::access;
-    use crate::config::{RestApiAccess, VerifyClient};
-    use crate::rest::access::AccessRules;
-    use crate::rest::{ApiState, TlsServerConfig, serve};
+    use crate::access::AccessRules;
+    use crate::settings::VerifyClient;
+    use crate::{ApiState, TlsServerConfig, serve};
     use pgha_node::{NodeHandle, NodeStatus};
     use pgha_rest_client::RestClient;
 
@@ -667,7 +667,7 @@ mod sockets {
 
     /// `verify_client: optional` over HTTPS: the handshake admits clients
     /// without a certificate, the access rules keep them from writing.
-    #[cfg(feature = "restapi-tls")]
+    #[cfg(feature = "tls")]
     mod optional_client_certificates {
         use std::sync::Arc;
 
@@ -675,8 +675,8 @@ mod sockets {
         use tokio_rustls::TlsConnector;
 
         use super::*;
-        use crate::config::RestApiTls;
-        use crate::rest::tls::server_config;
+        use crate::settings::RestApiTls;
+        use crate::tls::server_config;
         use pgha_rest_client::tls::{certificates, private_key, roots};
 
         struct Https {
@@ -746,8 +746,11 @@ mod sockets {
 
         #[tokio::test]
         async fn unsafe_calls_need_a_verified_client_certificate() {
-            let rules =
-                AccessRules::resolve(&RestApiAccess::default(), VerifyClient::Optional).await;
+            let rules = AccessRules::resolve(
+                &crate::settings::RestApiAccess::default(),
+                VerifyClient::Optional,
+            )
+            .await;
             let mut https = Https::start(rules).await;
             // Reading works without a certificate.
             let r = https.call(false, "GET", "/patroni", "").await;
