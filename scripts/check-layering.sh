@@ -13,8 +13,9 @@ rules=(
   "pgha-postgres: axum clap serde-saphyr hyper tracing-subscriber pgha-agent pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
   "pgha-dcs: axum clap serde-saphyr tokio-postgres tracing-subscriber pgha-postgres pgha-agent"
   "pgha-rest-client: axum clap serde-saphyr tokio-postgres tracing-subscriber pgha-postgres pgha-node pgha-agent"
-  "pgha-node: axum clap serde-saphyr tracing-subscriber pgha-rest pgha-agent pgha-dcs pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
-  "pgha-rest: clap serde-saphyr tracing-subscriber pgha-agent pgha-dcs pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
+  "pgha-node: axum clap serde-saphyr tracing-subscriber pgha-config pgha-rest pgha-agent pgha-dcs pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
+  "pgha-config: clap tracing-subscriber pgha-agent pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
+  "pgha-rest: clap serde-saphyr tracing-subscriber pgha-config pgha-agent pgha-dcs pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
 )
 
 failed=0

@@ -5,7 +5,8 @@
 //! does it, and publishes the node's status in the DCS and over REST.
 //! `pghactl` reads the cluster from the DCS for people.
 
-pub mod config;
+/// Patroni's YAML lives in its own crate.
+pub use pgha_config as config;
 pub mod ctl;
 /// The DCS facade (builds the configured backend) lives in its own crate.
 pub use pgha_dcs as dcs;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use pgha_node::{GuardMode, Node, NodeExit, NodeHandle};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::rest;
 
 /// Why the agent could not start or had to stop.
@@ -122,7 +122,7 @@ async fn reload_on_request(
     node: NodeHandle,
 ) {
     while requests.recv().await.is_some() {
-        match load(path.as_deref()) {
+        match Config::load_file_or_env(path.as_deref()) {
             Ok(config) => {
                 for w in &config.warnings {
                     tracing::warn!("configuration: {w}");
@@ -133,22 +133,6 @@ async fn reload_on_request(
             }
             Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
         }
-    }
-}
-
-/// The configuration: the file when one was given, else
-/// `PATRONI_CONFIGURATION`, with the process's `PATRONI_*` variables applied.
-pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
-    match path {
-        Some(path) => Config::load(path),
-        None => match std::env::var("PATRONI_CONFIGURATION") {
-            Ok(text) => Config::from_yaml(&text, std::env::vars(), Some("PATRONI_CONFIGURATION")),
-            Err(_) => Err(ConfigError {
-                source_name: None,
-                errors: vec!["no configuration: give a file, or set PATRONI_CONFIGURATION".into()],
-                warnings: Vec::new(),
-            }),
-        },
     }
 }
 

@@ -25,7 +25,7 @@ struct Args {
 }
 
 fn load(args: &Args) -> Result<Config, ConfigError> {
-    pgha_agent::run::load(args.config.as_deref())
+    Config::load_file_or_env(args.config.as_deref())
 }
 
 fn print_findings(errors: &[String], warnings: &[String]) {

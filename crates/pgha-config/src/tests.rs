@@ -1,7 +1,7 @@
 use super::*;
 
 /// The Patroni 4 example configuration, as users keep it in git.
-const PATRONI_EXAMPLE: &str = include_str!("../../../../docs/examples/patroni-node1.yml");
+const PATRONI_EXAMPLE: &str = include_str!("../../../docs/examples/patroni-node1.yml");
 
 fn no_env() -> Vec<(String, String)> {
     Vec::new()
@@ -119,7 +119,7 @@ fn unsupported_dcs_and_keys_are_named() {
         "{PATRONI_EXAMPLE}\nwatchdog:\n  mode: required\nstandby_cluster:\n  host: h\nfrobnicate: 1\n"
     );
     let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
-    assert_eq!(c.watchdog.mode, crate::config::WatchdogMode::Required);
+    assert_eq!(c.watchdog.mode, crate::WatchdogMode::Required);
     assert!(
         c.warnings.contains(
             &"standby_cluster: standby clusters (a read-only replica of another cluster) is not \
@@ -246,7 +246,7 @@ fn replica_methods_and_basebackup_options() {
 
 #[test]
 fn the_rest_api_allowlist_is_typed_and_bad_entries_are_named_with_their_index() {
-    use crate::rest::access::{AllowEntry, Network};
+    use pgha_rest::access::{AllowEntry, Network};
     let c = Config::from_yaml(PATRONI_EXAMPLE, no_env(), None).unwrap();
     assert_eq!(
         c.restapi_access,

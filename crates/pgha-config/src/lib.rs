@@ -1,5 +1,10 @@
 //! The node configuration: Patroni's YAML, read as Patroni reads it.
 //!
+//! The only crate that knows Patroni's configuration format: it maps a
+//! file onto the settings types of the crates that act on them
+//! ([`Config::node_config`] for `pgha-node`, the `restapi` section onto
+//! `pgha-rest`'s settings, the DCS section onto `pgha-dcs`').
+//!
 //! Loading goes: YAML text → document → `PATRONI_*` environment applied →
 //! checked against the schema (every problem with its path, unsupported
 //! keys warned about by name) → semantic checks (addresses, DCS section,
@@ -17,11 +22,11 @@ use std::time::Duration;
 use pgha_core::model::{DynamicConfig, KeyLayout, Review, Tags, Unsupported};
 use serde_json::{Map, Value};
 
-pub use crate::postgres::address::{AddressError, HostPort, PgListen};
-pub use crate::postgres::settings::{
+use pgha_core::model::lenient;
+pub use pgha_postgres::address::{AddressError, HostPort, PgListen};
+pub use pgha_postgres::settings::{
     BootstrapUser, Credentials, NewCluster, PgSettings, ReplicaMethod,
 };
-use pgha_core::model::lenient;
 use pgha_rest::access::AllowEntry;
 use schema::{Findings, text_list};
 pub use watchdog::{WatchdogConfig, WatchdogMode};
@@ -97,6 +102,26 @@ pub struct Config {
 }
 
 impl Config {
+    /// The file when one is given, else `PATRONI_CONFIGURATION` (as
+    /// Patroni reads it), with the process's `PATRONI_*` variables applied.
+    pub fn load_file_or_env(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => Config::load(path),
+            None => match std::env::var("PATRONI_CONFIGURATION") {
+                Ok(text) => {
+                    Config::from_yaml(&text, std::env::vars(), Some("PATRONI_CONFIGURATION"))
+                }
+                Err(_) => Err(ConfigError {
+                    source_name: None,
+                    errors: vec![
+                        "no configuration: give a file, or set PATRONI_CONFIGURATION".into(),
+                    ],
+                    warnings: Vec::new(),
+                }),
+            },
+        }
+    }
+
     /// Reads and checks a configuration file, applying the process's `PATRONI_*` variables.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
