@@ -15,6 +15,7 @@ rules=(
   "pgha-rest-client: axum clap serde-saphyr tokio-postgres tracing-subscriber pgha-postgres pgha-node pgha-agent"
   "pgha-node: axum clap serde-saphyr tracing-subscriber pgha-config pgha-rest pgha-agent pgha-dcs pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
   "pgha-config: clap tracing-subscriber pgha-agent pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
+  "pgha-ctl: tracing-subscriber pgha-agent"
   "pgha-rest: clap serde-saphyr tracing-subscriber pgha-config pgha-agent pgha-dcs pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
 )
 

@@ -161,7 +161,7 @@ fn unmanaged(c: &Cluster) -> Vec<MemberView> {
             .iter()
             .map(|m| m.name.as_str())
             .chain(c.leader_name())
-            .any(|name| name == slot || crate::postgres::files::slot_name(name) == slot)
+            .any(|name| name == slot || pgha_postgres::files::slot_name(name) == slot)
     };
     let mut out: Vec<MemberView> = retained
         .iter()

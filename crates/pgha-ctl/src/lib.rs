@@ -37,7 +37,7 @@ use pgha_core::dcs::{Dcs, DcsError};
 use pgha_core::model::{Cluster, KeyLayout, Timing};
 use serde_json::{Value, json};
 
-use crate::config::{ClientTls, DcsSection, env};
+use pgha_config::{ClientTls, DcsSection, env};
 use pgha_core::model::lenient;
 use pgha_rest_client::{BasicAuth, RestClient};
 use prompt::Console;
@@ -379,7 +379,7 @@ impl Ctl {
             retry_timeout: Duration::from_secs(5),
             ..Timing::default()
         };
-        let dcs = crate::dcs::connect(section, layout, "pghactl", timing)
+        let dcs = pgha_dcs::connect(section, layout, "pghactl", timing)
             .map_err(|e| CtlError::Failed(e.to_string()))?;
         self.clients.insert(cluster.to_string(), dcs.clone());
         Ok(dcs)

@@ -4,7 +4,7 @@
 use pgha_core::model::{Cluster, Member, MemberData, Role, Version};
 
 use super::{Ctl, CtlError, echo_raw, list};
-use crate::ctl::output::Format;
+use crate::output::Format;
 
 /// patronictl's `--role` choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
