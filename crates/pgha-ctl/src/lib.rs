@@ -62,6 +62,40 @@ impl CtlError {
     }
 }
 
+/// Why pghactl's configuration (the file, `PATRONI_*`, `--dcs-url`) cannot
+/// be used. Messages follow patronictl's where it has one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CtlConfigError {
+    #[error(
+        "Provided config file {} not existing or no read rights ({reason}). Check the -c/--config-file parameter",
+        file.display()
+    )]
+    Unreadable { file: PathBuf, reason: String },
+    /// The named file's contents are wrong: which file, and why.
+    #[error("{}: {source}", file.display())]
+    InFile {
+        file: PathBuf,
+        source: Box<CtlConfigError>,
+    },
+    #[error("not valid YAML: {0}")]
+    NotYaml(String),
+    #[error("expected a YAML mapping")]
+    NotAMapping,
+    /// A DCS pghactl cannot talk to (`etcd`, `raft`, `exhibitor`).
+    #[error(
+        "{0}: this DCS is not supported by pghactl yet; use etcd3, zookeeper, consul or kubernetes"
+    )]
+    UnsupportedDcs(String),
+    #[error("{}: configure one DCS, not several", .0.join(", "))]
+    SeveralDcs(Vec<String>),
+    #[error("--dcs-url {url}: bad port {port:?}")]
+    DcsUrlPort { url: String, port: String },
+    #[error("--dcs-url {0}: exhibitor is not supported by pghactl (etcd3, zookeeper, consul)")]
+    DcsUrlExhibitor(String),
+    #[error("Unknown dcs scheme: {0}")]
+    DcsUrlScheme(String),
+}
+
 /// A DCS error, with the cluster it was about.
 fn dcs_error(cluster: &str, e: DcsError) -> CtlError {
     CtlError::Failed(format!("cannot read cluster {cluster} from the DCS: {e}"))
@@ -90,7 +124,7 @@ impl CtlConfig {
     /// Reads the configuration file (environment overrides applied) and
     /// applies `--dcs-url`. A missing file is an error when it was named,
     /// and an empty configuration when it is the default one (patronictl's rule).
-    pub fn load(path: Option<&Path>, dcs_url: Option<&str>) -> Result<Self, String> {
+    pub fn load(path: Option<&Path>, dcs_url: Option<&str>) -> Result<Self, CtlConfigError> {
         let (file, named) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (default_config_path(), false),
@@ -99,14 +133,17 @@ impl CtlConfig {
             Ok(t) => t,
             Err(_) if !named => String::new(),
             Err(e) => {
-                return Err(format!(
-                    "Provided config file {} not existing or no read rights ({e}). Check the -c/--config-file parameter",
-                    file.display()
-                ));
+                return Err(CtlConfigError::Unreadable {
+                    file,
+                    reason: e.to_string(),
+                });
             }
         };
-        let mut config = Self::from_yaml(&text, std::env::vars())
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let mut config =
+            Self::from_yaml(&text, std::env::vars()).map_err(|e| CtlConfigError::InFile {
+                file: file.clone(),
+                source: Box::new(e),
+            })?;
         if let Some(url) = dcs_url {
             let (dcs, namespace) = parse_dcs_url(url)?;
             config.dcs = Some(dcs);
@@ -122,14 +159,14 @@ impl CtlConfig {
     pub fn from_yaml(
         text: &str,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CtlConfigError> {
         let mut doc: Value = if text.trim().is_empty() {
             json!({})
         } else {
-            serde_saphyr::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?
+            serde_saphyr::from_str(text).map_err(|e| CtlConfigError::NotYaml(e.to_string()))?
         };
         if !doc.is_object() {
-            return Err("expected a YAML mapping".into());
+            return Err(CtlConfigError::NotAMapping);
         }
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         env::apply(&mut doc, vars.iter().cloned());
@@ -163,7 +200,7 @@ const DCS_SECTIONS: [(&str, MakeSection); 4] = [
 ];
 
 /// The configuration's one DCS section (none is fine until a command needs it).
-fn dcs_section(doc: &Value) -> Result<Option<DcsSection>, String> {
+fn dcs_section(doc: &Value) -> Result<Option<DcsSection>, CtlConfigError> {
     let present: Vec<&(&str, MakeSection)> = DCS_SECTIONS
         .iter()
         .filter(|(key, _)| doc.get(*key).is_some())
@@ -173,19 +210,13 @@ fn dcs_section(doc: &Value) -> Result<Option<DcsSection>, String> {
             .into_iter()
             .find(|k| doc.get(*k).is_some())
         {
-            Some(k) => Err(format!(
-                "{k}: this DCS is not supported by pghactl yet; use etcd3, zookeeper, consul or kubernetes"
-            )),
+            Some(k) => Err(CtlConfigError::UnsupportedDcs(k.to_string())),
             None => Ok(None),
         },
         [(key, make)] => Ok(doc.get(*key).cloned().map(make)),
-        several => {
-            let names: Vec<&str> = several.iter().map(|(k, _)| *k).collect();
-            Err(format!(
-                "{}: configure one DCS, not several",
-                names.join(", ")
-            ))
-        }
+        several => Err(CtlConfigError::SeveralDcs(
+            several.iter().map(|(k, _)| k.to_string()).collect(),
+        )),
     }
 }
 
@@ -263,17 +294,17 @@ fn section_auth(doc: &Value, section: &str) -> Option<BasicAuth> {
 
 /// patronictl's `--dcs-url DCS://HOST:PORT/NAMESPACE`. pgha speaks etcd v3,
 /// ZooKeeper and Consul; `etcd://` (and no scheme) mean etcd v3 here.
-pub fn parse_dcs_url(url: &str) -> Result<(DcsSection, Option<String>), String> {
+pub fn parse_dcs_url(url: &str) -> Result<(DcsSection, Option<String>), CtlConfigError> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let rest = rest.trim_start_matches("//");
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !p.contains(']') => (
             h,
-            Some(
-                p.parse::<u16>()
-                    .map_err(|_| format!("--dcs-url {url}: bad port {p:?}"))?,
-            ),
+            Some(p.parse::<u16>().map_err(|_| CtlConfigError::DcsUrlPort {
+                url: url.to_string(),
+                port: p.to_string(),
+            })?),
         ),
         _ => (authority, None),
     };
@@ -294,11 +325,9 @@ pub fn parse_dcs_url(url: &str) -> Result<(DcsSection, Option<String>), String> 
         }
         "consul" => DcsSection::Consul(json!({"host": format!("{host}:{}", port.unwrap_or(8500))})),
         "exhibitor" => {
-            return Err(format!(
-                "--dcs-url {url}: exhibitor is not supported by pghactl (etcd3, zookeeper, consul)"
-            ));
+            return Err(CtlConfigError::DcsUrlExhibitor(url.to_string()));
         }
-        other => return Err(format!("Unknown dcs scheme: {other}")),
+        other => return Err(CtlConfigError::DcsUrlScheme(other.to_string())),
     };
     Ok((section, namespace))
 }
@@ -492,20 +521,17 @@ mod tests {
                 .dcs,
             Some(DcsSection::Kubernetes(json!({"namespace": "db"})))
         );
-        assert!(
-            CtlConfig::from_yaml("raft: {}\n", vars(&[]))
-                .unwrap_err()
-                .contains("raft")
+        assert_eq!(
+            CtlConfig::from_yaml("raft: {}\n", vars(&[])).unwrap_err(),
+            CtlConfigError::UnsupportedDcs("raft".into())
         );
-        assert!(
-            CtlConfig::from_yaml("etcd3: {}\nconsul: {}\n", vars(&[]))
-                .unwrap_err()
-                .contains("not several")
+        assert_eq!(
+            CtlConfig::from_yaml("etcd3: {}\nconsul: {}\n", vars(&[])).unwrap_err(),
+            CtlConfigError::SeveralDcs(vec!["etcd3".into(), "consul".into()])
         );
-        assert!(
-            parse_dcs_url("foo://h")
-                .unwrap_err()
-                .contains("Unknown dcs scheme")
+        assert_eq!(
+            parse_dcs_url("foo://h").unwrap_err().to_string(),
+            "Unknown dcs scheme: foo"
         );
     }
 }

@@ -569,12 +569,33 @@ fn parse_int(s: &str) -> Option<i64> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
+/// Why a YAML value (`key=VALUE`) or document does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum YamlError {
+    #[error("unexpected {found:?} at column {column} of {text:?}")]
+    Unexpected {
+        found: char,
+        column: usize,
+        text: String,
+    },
+    /// A flow list or mapping item not followed by `,` or its closing bracket.
+    #[error("expected ',' or '{close}' at column {column}")]
+    NoSeparator { close: char, column: usize },
+    #[error("unterminated {0}")]
+    Unterminated(&'static str),
+    #[error("bad escape \\{0}")]
+    BadEscape(String),
+    /// The YAML parser refused the document: its message.
+    #[error("{0}")]
+    Document(String),
+}
+
 /// The value of `key=VALUE` as `yaml.safe_load(VALUE)` reads it: plain
 /// scalars by YAML 1.1 rules (`on` is true, `y` and `8MB` strings, empty is
 /// null), quoted strings, and flow collections (`[a, b]`, `{k: v}`) whose
 /// plain items follow the same rules. Anything else (block scalars, several
 /// lines) goes to the YAML parser.
-pub fn load_value(text: &str) -> Result<Value, String> {
+pub fn load_value(text: &str) -> Result<Value, YamlError> {
     let trimmed = text.trim();
     if trimmed.starts_with(['|', '>', '!', '&', '*']) || trimmed.contains('\n') {
         return load_document(text);
@@ -588,10 +609,11 @@ pub fn load_value(text: &str) -> Result<Value, String> {
     match p.peek() {
         None => Ok(value),
         Some('#') if p.pos > 0 && p.chars[p.pos - 1] == ' ' => Ok(value),
-        Some(c) => Err(format!(
-            "unexpected {c:?} at column {} of {trimmed:?}",
-            p.pos + 1
-        )),
+        Some(c) => Err(YamlError::Unexpected {
+            found: c,
+            column: p.pos + 1,
+            text: trimmed.to_string(),
+        }),
     }
 }
 
@@ -612,7 +634,7 @@ impl Flow {
         }
     }
 
-    fn value(&mut self, in_flow: bool) -> Result<Value, String> {
+    fn value(&mut self, in_flow: bool) -> Result<Value, YamlError> {
         self.skip_spaces();
         match self.peek() {
             Some('[') => self.sequence(),
@@ -645,7 +667,7 @@ impl Flow {
             .to_string()
     }
 
-    fn sequence(&mut self) -> Result<Value, String> {
+    fn sequence(&mut self) -> Result<Value, YamlError> {
         self.pos += 1;
         let mut items = Vec::new();
         loop {
@@ -659,12 +681,17 @@ impl Flow {
             match self.peek() {
                 Some(',') => self.pos += 1,
                 Some(']') => {}
-                _ => return Err(format!("expected ',' or ']' at column {}", self.pos + 1)),
+                _ => {
+                    return Err(YamlError::NoSeparator {
+                        close: ']',
+                        column: self.pos + 1,
+                    });
+                }
             }
         }
     }
 
-    fn mapping(&mut self) -> Result<Value, String> {
+    fn mapping(&mut self) -> Result<Value, YamlError> {
         self.pos += 1;
         let mut map = Map::new();
         loop {
@@ -690,17 +717,22 @@ impl Flow {
             match self.peek() {
                 Some(',') => self.pos += 1,
                 Some('}') => {}
-                _ => return Err(format!("expected ',' or '}}' at column {}", self.pos + 1)),
+                _ => {
+                    return Err(YamlError::NoSeparator {
+                        close: '}',
+                        column: self.pos + 1,
+                    });
+                }
             }
         }
     }
 
-    fn single_quoted(&mut self) -> Result<String, String> {
+    fn single_quoted(&mut self) -> Result<String, YamlError> {
         self.pos += 1;
         let mut out = String::new();
         loop {
             match self.peek() {
-                None => return Err("unterminated single-quoted string".into()),
+                None => return Err(YamlError::Unterminated("single-quoted string")),
                 Some('\'') if self.chars.get(self.pos + 1) == Some(&'\'') => {
                     out.push('\'');
                     self.pos += 2;
@@ -717,26 +749,26 @@ impl Flow {
         }
     }
 
-    fn double_quoted(&mut self) -> Result<String, String> {
+    fn double_quoted(&mut self) -> Result<String, YamlError> {
         self.pos += 1;
         let mut out = String::new();
         loop {
             let Some(c) = self.peek() else {
-                return Err("unterminated double-quoted string".into());
+                return Err(YamlError::Unterminated("double-quoted string"));
             };
             self.pos += 1;
             match c {
                 '"' => return Ok(out),
                 '\\' => {
-                    let e = self.peek().ok_or("unterminated escape")?;
+                    let e = self.peek().ok_or(YamlError::Unterminated("escape"))?;
                     self.pos += 1;
-                    let hex = |p: &mut Self, n: usize| -> Result<char, String> {
+                    let hex = |p: &mut Self, n: usize| -> Result<char, YamlError> {
                         let digits: String = p.chars.iter().skip(p.pos).take(n).collect();
                         p.pos += n;
                         u32::from_str_radix(&digits, 16)
                             .ok()
                             .and_then(char::from_u32)
-                            .ok_or_else(|| format!("bad escape \\{e}{digits}"))
+                            .ok_or_else(|| YamlError::BadEscape(format!("{e}{digits}")))
                     };
                     out.push(match e {
                         '0' => '\0',
@@ -759,7 +791,7 @@ impl Flow {
                         'x' => hex(self, 2)?,
                         'u' => hex(self, 4)?,
                         'U' => hex(self, 8)?,
-                        other => return Err(format!("unknown escape \\{other}")),
+                        other => return Err(YamlError::BadEscape(other.to_string())),
                     });
                 }
                 c => out.push(c),
@@ -769,11 +801,11 @@ impl Flow {
 }
 
 /// A whole YAML document (an `--apply` file, the edited configuration).
-pub fn load_document(text: &str) -> Result<Value, String> {
+pub fn load_document(text: &str) -> Result<Value, YamlError> {
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string())
+    serde_saphyr::from_str::<Value>(text).map_err(|e| YamlError::Document(e.to_string()))
 }
 
 #[cfg(test)]

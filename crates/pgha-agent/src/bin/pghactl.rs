@@ -18,7 +18,7 @@ fn main() -> ExitCode {
                 c.tls.insecure |= cli.insecure;
                 c
             }
-            Err(e) => return fail(&CtlError::Failed(e)),
+            Err(e) => return fail(&CtlError::Failed(e.to_string())),
         }
     } else {
         CtlConfig::default()
