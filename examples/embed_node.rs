@@ -175,7 +175,8 @@ async fn service(args: &[String]) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop.send(true);
     });
-    node.run(stopped).await?;
+    // The node's future is Send: it can run on any worker of the runtime.
+    tokio::spawn(node.run(stopped)).await??;
     Ok(())
 }
 

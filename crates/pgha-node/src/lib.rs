@@ -157,6 +157,38 @@ impl Node {
         )
         .run(shutdown, self.commands)
         .await
-        .map_err(NodeExit::Refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An embedder runs the node with `tokio::spawn`: its future must be Send.
+    #[test]
+    fn the_node_can_be_spawned() {
+        fn spawnable<F: std::future::Future + Send + 'static>(_: &F) {}
+        let store = pgha_core::dcs::memory::MemoryStore::new();
+        let pg = postgres::PgSettings::new(
+            "n1",
+            "demo",
+            "/nonexistent/data".into(),
+            postgres::address::HostPort {
+                host: "127.0.0.1".into(),
+                port: 5432,
+            },
+        );
+        let config = NodeConfig::new(
+            "n1",
+            "demo",
+            pg,
+            "http://127.0.0.1:8008/patroni",
+            pgha_core::model::DynamicConfig::new(),
+        );
+        assert_eq!(config.check(), Ok(()));
+        let dcs = Arc::new(store.client(config.layout.clone(), "n1", config.initial_timing()));
+        let (node, _handle) = Node::new(config, dcs, GuardMode::CurrentExe { args: Vec::new() });
+        let (_stop, stopped) = watch::channel(false);
+        spawnable(&node.run(stopped));
     }
 }

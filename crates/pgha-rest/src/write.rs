@@ -300,7 +300,7 @@ pub async fn switchover(state: &ApiState, body: &[u8], mut action: &'static str)
         )
         .await
     {
-        return error(StatusCode::PRECONDITION_FAILED, why);
+        return error(StatusCode::PRECONDITION_FAILED, why.to_string());
     }
     let request = Failover {
         leader: leader.clone(),
@@ -339,33 +339,56 @@ pub async fn switchover(state: &ApiState, body: &[u8], mut action: &'static str)
     .await
 }
 
-/// Why a switchover or failover cannot happen now, naming each member and
-/// its problem; `Ok` when some candidate can take over.
+/// Why a switchover or failover cannot happen now (answered 412 with
+/// Patroni's wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Impossible {
+    #[error("leader name does not match: {named} is not the leader, {actual} is")]
+    NotTheLeader { named: String, actual: String },
+    #[error("leader name does not match: the cluster has no leader, not {0}")]
+    NoLeader(String),
+    #[error("candidate does not exist: {candidate} is not a member (members: {})", members.join(", "))]
+    NoSuchCandidate {
+        candidate: String,
+        members: Vec<String>,
+    },
+    #[error("{action} is not possible: cluster does not have members except leader")]
+    NoOtherMember { action: String },
+    /// Each candidate with its problem.
+    #[error("{action} is not possible: no good candidates have been found: {}", problems.join("; "))]
+    NoGoodCandidate {
+        action: String,
+        problems: Vec<String>,
+    },
+}
+
+/// Whether some candidate can take over now; if not, why, naming each
+/// member and its problem.
 async fn failover_possible(
     state: &ApiState,
     cluster: &Cluster,
     leader: Option<&str>,
     candidate: Option<&str>,
     action: &str,
-) -> Result<(), String> {
+) -> Result<(), Impossible> {
     if let Some(l) = leader
         && cluster.leader_name() != Some(l)
     {
         return Err(match cluster.leader_name() {
-            Some(actual) => {
-                format!("leader name does not match: {l} is not the leader, {actual} is")
-            }
-            None => format!("leader name does not match: the cluster has no leader, not {l}"),
+            Some(actual) => Impossible::NotTheLeader {
+                named: l.to_string(),
+                actual: actual.to_string(),
+            },
+            None => Impossible::NoLeader(l.to_string()),
         });
     }
     if let Some(c) = candidate
         && cluster.member(c).is_none()
     {
-        let known: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
-        return Err(format!(
-            "candidate does not exist: {c} is not a member (members: {})",
-            known.join(", ")
-        ));
+        return Err(Impossible::NoSuchCandidate {
+            candidate: c.to_string(),
+            members: cluster.members.iter().map(|m| m.name.clone()).collect(),
+        });
     }
     let statuses = pgha_node::peers::statuses(
         &state.peers,
@@ -379,9 +402,9 @@ async fn failover_possible(
         .filter(|p| candidate.is_none_or(|c| p.name == c))
         .collect();
     if candidates.is_empty() {
-        return Err(format!(
-            "{action} is not possible: cluster does not have members except leader"
-        ));
+        return Err(Impossible::NoOtherMember {
+            action: action.to_string(),
+        });
     }
     let mut problems = Vec::new();
     let named_without_leader = cluster.leader.is_none() && candidate.is_some();
@@ -391,10 +414,10 @@ async fn failover_possible(
             Some(why) => problems.push(format!("{} {why}", p.name)),
         }
     }
-    Err(format!(
-        "{action} is not possible: no good candidates have been found: {}",
-        problems.join("; ")
-    ))
+    Err(Impossible::NoGoodCandidate {
+        action: action.to_string(),
+        problems,
+    })
 }
 
 /// Waits (bounded) for the lock to change hands after a request, as

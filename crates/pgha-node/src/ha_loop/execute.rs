@@ -211,7 +211,9 @@ impl HaLoop {
                 Ok(())
             }
             Action::StartPrimary => {
-                self.watchdog_ready().await.map_err(Failure::Other)?;
+                self.watchdog_ready()
+                    .await
+                    .map_err(|e| Failure::Other(e.to_string()))?;
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
                 self.spawn_job(Job::Start { as_primary: true }, async move {
                     pg.start(&ConfRole::Primary, &dynamic).await
@@ -242,7 +244,9 @@ impl HaLoop {
                 Ok(())
             }
             Action::Promote => {
-                self.watchdog_ready().await.map_err(Failure::Other)?;
+                self.watchdog_ready()
+                    .await
+                    .map_err(|e| Failure::Other(e.to_string()))?;
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
                 let pre_promote = self.config.ha.pre_promote.clone();
                 let scope = self.config.scope().to_string();

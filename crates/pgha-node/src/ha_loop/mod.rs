@@ -171,7 +171,7 @@ impl HaLoop {
         mut self,
         mut shutdown: watch::Receiver<bool>,
         mut commands: mpsc::Receiver<Command>,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::NodeExit> {
         tracing::info!(
             "pgha {PGHA_VERSION} starting: member {} of cluster {} ({}), ttl {:?}, loop_wait {:?}, retry_timeout {:?}",
             self.config.name,
@@ -189,7 +189,8 @@ impl HaLoop {
             let cursor = match self.cycle().await {
                 Ok(c) => c,
                 Err(reason) => {
-                    tracing::error!("refusing to go on: {reason}");
+                    // NodeExit says "refusing to go on: ...".
+                    tracing::error!("{reason}");
                     // A deliberate stop: the guard leaves PostgreSQL alone,
                     // unless this node holds the lock (then it fences, as
                     // for an agent that died: nobody renews it any more).
@@ -201,8 +202,13 @@ impl HaLoop {
             };
             let wake_at = self.node.poll_timeout(self.clock.now());
             let job_done = self.job_done.clone();
+            // The watch's read guard is dropped inside: held in the select's
+            // output it would make this future !Send (no tokio::spawn).
+            let stop_asked = async {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            };
             tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => {
+                () = stop_asked => {
                     self.shut_down().await;
                     return Ok(());
                 }
@@ -233,7 +239,7 @@ impl HaLoop {
     }
 
     /// One cycle. Returns the watch cursor of the snapshot it read.
-    async fn cycle(&mut self) -> Result<Option<Version>, String> {
+    async fn cycle(&mut self) -> Result<Option<Version>, crate::NodeExit> {
         self.node.begin_cycle(self.clock.now());
         self.reap_job().await;
         if let Some(new) = self.pending_reload.take() {
@@ -319,7 +325,7 @@ impl HaLoop {
                     tracing::info!("{why}");
                     break;
                 }
-                Err(Failure::Exit(reason)) => return Err(reason),
+                Err(Failure::Exit(reason)) => return Err(crate::NodeExit::Refused(reason)),
             }
         }
         if acted {

@@ -20,6 +20,21 @@ use crate::guard::{WatchdogReport, WatchdogWant};
 /// A watchdog request `required` mode could not get, and why.
 pub(super) type Refused = (WatchdogWant, String);
 
+/// Why a node whose `watchdog.mode` is `required` does not become primary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum WatchdogNotReady {
+    #[error("not becoming primary: watchdog.mode is required, but {0}")]
+    Timings(crate::config::WatchdogTimeoutError),
+    #[error(
+        "not becoming primary: watchdog.mode is required and the guard did not report the \
+         watchdog active within {0:?}"
+    )]
+    NoReport(Duration),
+    /// The guard's word on the device.
+    #[error("not becoming primary: watchdog.mode is required, but the watchdog is not usable: {0}")]
+    Unusable(String),
+}
+
 /// How long a promotion waits for the guard's watchdog report.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -88,32 +103,27 @@ impl HaLoop {
     /// Under `required`, waits for the guard to report the watchdog running
     /// with a confirmed timeout; `Err` says why this node must not become
     /// primary now.
-    pub(super) async fn watchdog_ready(&mut self) -> Result<(), String> {
+    pub(super) async fn watchdog_ready(&mut self) -> Result<(), WatchdogNotReady> {
         if self.config.watchdog.mode != WatchdogMode::Required {
             return Ok(());
         }
         if let Some(why) = &self.watchdog_problem {
-            return Err(format!(
-                "not becoming primary: watchdog.mode is required, but {why}"
-            ));
+            return Err(WatchdogNotReady::Timings(why.clone()));
         }
         let why = match self.guard.settled_watchdog(SETTLE).await {
             WatchdogReport::Active { .. } => return Ok(()),
             // No answer (the guard restarting, say): not this time, but
             // not a verdict on the device either.
-            WatchdogReport::Off => {
-                return Err(format!(
-                    "not becoming primary: watchdog.mode is required and the guard did not report the watchdog active within {SETTLE:?}"
-                ));
-            }
-            WatchdogReport::Failed { why } | WatchdogReport::Unverified { why } => {
-                format!("watchdog.mode is required, but the watchdog is not usable: {why}")
-            }
+            WatchdogReport::Off => return Err(WatchdogNotReady::NoReport(SETTLE)),
+            WatchdogReport::Failed { why } | WatchdogReport::Unverified { why } => why,
         };
         // Not retried until the watchdog settings change (as Patroni).
         if let Some(want) = self.watchdog_want() {
-            self.watchdog_refused = Some((want, why.clone()));
+            self.watchdog_refused = Some((
+                want,
+                format!("watchdog.mode is required, but the watchdog is not usable: {why}"),
+            ));
         }
-        Err(format!("not becoming primary: {why}"))
+        Err(WatchdogNotReady::Unusable(why))
     }
 }
