@@ -717,16 +717,27 @@ fn build_postgresql(
     Some((pg, ha))
 }
 
+/// What is wrong with a `basebackup` setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BasebackupError {
+    #[error("{0}: expected a single value")]
+    NotSingle(String),
+    #[error("expected option names or mappings, found {0}")]
+    BadItem(&'static str),
+    #[error("expected a list or a mapping, found {0}")]
+    BadKind(&'static str),
+}
+
 /// pg_basebackup flags from Patroni's `basebackup` setting: a list of
 /// option names and one-key mappings, or a mapping.
-fn basebackup_options(v: Option<&Value>) -> Result<Vec<String>, String> {
+fn basebackup_options(v: Option<&Value>) -> Result<Vec<String>, BasebackupError> {
     let mut out = Vec::new();
-    let mut push = |k: &str, v: Option<&Value>| -> Result<(), String> {
+    let mut push = |k: &str, v: Option<&Value>| -> Result<(), BasebackupError> {
         match v {
             None => out.push(format!("--{k}")),
             Some(v) => out.push(format!(
                 "--{k}={}",
-                lenient::text(v).ok_or_else(|| format!("{k}: expected a single value"))?
+                lenient::text(v).ok_or_else(|| BasebackupError::NotSingle(k.to_string()))?
             )),
         }
         Ok(())
@@ -742,12 +753,7 @@ fn basebackup_options(v: Option<&Value>) -> Result<Vec<String>, String> {
                             push(k, Some(v))?;
                         }
                     }
-                    other => {
-                        return Err(format!(
-                            "expected option names or mappings, found {}",
-                            schema::kind_name(other)
-                        ));
-                    }
+                    other => return Err(BasebackupError::BadItem(schema::kind_name(other))),
                 }
             }
         }
@@ -756,12 +762,7 @@ fn basebackup_options(v: Option<&Value>) -> Result<Vec<String>, String> {
                 push(k, Some(v))?;
             }
         }
-        Some(other) => {
-            return Err(format!(
-                "expected a list or a mapping, found {}",
-                schema::kind_name(other)
-            ));
-        }
+        Some(other) => return Err(BasebackupError::BadKind(schema::kind_name(other))),
     }
     Ok(out)
 }

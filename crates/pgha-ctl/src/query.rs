@@ -137,9 +137,51 @@ fn split_pgpass(line: &str) -> Vec<String> {
     fields
 }
 
-async fn connect(m: &Member, login: &Login) -> Result<Client, String> {
-    let (host, port) =
-        host_port(m).ok_or_else(|| format!("{}: its member key has no conn_url", m.name))?;
+/// Why `pghactl query` got no rows: printed after `ERROR, SQLSTATE:` as
+/// patronictl prints its errors.
+#[derive(Debug, thiserror::Error)]
+enum QueryError {
+    #[error("{0}: its member key has no conn_url")]
+    NoConnUrl(String),
+    #[error("connection to {member} ({host}:{port}) timed out")]
+    ConnectTimedOut {
+        member: String,
+        host: String,
+        port: u16,
+    },
+    #[error("connection to {member} ({host}:{port}) failed: {reason}")]
+    ConnectFailed {
+        member: String,
+        host: String,
+        port: u16,
+        reason: String,
+    },
+    #[error(
+        "No connection to member {member} is available: {member} is not a member of cluster {scope}"
+    )]
+    NotAMember { member: String, scope: String },
+    #[error("No connection to role '{0}' is available: no member has it")]
+    NoMemberWithRole(&'static str),
+    #[error("No connection is available: cluster {0} has no leader")]
+    NoLeader(String),
+    /// The server disagrees with `--role` (`pg_is_in_recovery()`).
+    #[error("No connection to role '{role}' is available: {member} is {}", if *.in_recovery { "in recovery" } else { "not in recovery" })]
+    WrongRole {
+        role: &'static str,
+        member: String,
+        in_recovery: bool,
+    },
+    #[error("no result within {}s", .0.as_secs())]
+    NoResult(Duration),
+    /// PostgreSQL's error: SQLSTATE and message when the server sent one.
+    #[error("{0}")]
+    Postgres(String),
+    #[error(transparent)]
+    Arguments(#[from] CtlError),
+}
+
+async fn connect(m: &Member, login: &Login) -> Result<Client, QueryError> {
+    let (host, port) = host_port(m).ok_or_else(|| QueryError::NoConnUrl(m.name.clone()))?;
     let db = login.dbname.clone().unwrap_or_else(|| login.user.clone());
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&host)
@@ -159,13 +201,16 @@ async fn connect(m: &Member, login: &Login) -> Result<Client, String> {
     let (client, connection) =
         tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), connecting)
             .await
-            .map_err(|_| format!("connection to {} ({host}:{port}) timed out", m.name))?
-            .map_err(|e| {
-                format!(
-                    "connection to {} ({host}:{port}) failed: {}",
-                    m.name,
-                    pg_error(&e)
-                )
+            .map_err(|_| QueryError::ConnectTimedOut {
+                member: m.name.clone(),
+                host: host.clone(),
+                port,
+            })?
+            .map_err(|e| QueryError::ConnectFailed {
+                member: m.name.clone(),
+                host: host.clone(),
+                port,
+                reason: pg_error(&e),
             })?;
     tokio::spawn(connection);
     Ok(client)
@@ -190,18 +235,20 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
 /// A connection to the member `-m`, or the first with `--role` (the leader
 /// by default). For replica and primary roles the server itself must agree
 /// (`pg_is_in_recovery()`), as patronictl checks.
-async fn open(c: &Cluster, scope: &str, a: &QueryArgs, login: &Login) -> Result<Client, String> {
-    let m = any_member(c, a.role, a.member.as_deref())
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| match (&a.member, a.role) {
-            (Some(m), _) => format!(
-                "No connection to member {m} is available: {m} is not a member of cluster {scope}"
-            ),
-            (None, Some(r)) => format!(
-                "No connection to role '{}' is available: no member has it",
-                r.name()
-            ),
-            (None, None) => format!("No connection is available: cluster {scope} has no leader"),
+async fn open(
+    c: &Cluster,
+    scope: &str,
+    a: &QueryArgs,
+    login: &Login,
+) -> Result<Client, QueryError> {
+    let m =
+        any_member(c, a.role, a.member.as_deref())?.ok_or_else(|| match (&a.member, a.role) {
+            (Some(m), _) => QueryError::NotAMember {
+                member: m.clone(),
+                scope: scope.to_string(),
+            },
+            (None, Some(r)) => QueryError::NoMemberWithRole(r.name()),
+            (None, None) => QueryError::NoLeader(scope.to_string()),
         })?;
     let client = connect(&m, login).await?;
     let check = match a.role {
@@ -213,21 +260,16 @@ async fn open(c: &Cluster, scope: &str, a: &QueryArgs, login: &Login) -> Result<
         let rows = client
             .simple_query("SELECT pg_catalog.pg_is_in_recovery()")
             .await
-            .map_err(|e| pg_error(&e))?;
+            .map_err(|e| QueryError::Postgres(pg_error(&e)))?;
         let in_recovery = rows
             .iter()
             .any(|r| matches!(r, SimpleQueryMessage::Row(row) if row.get(0) == Some("t")));
         if in_recovery != want_recovery {
-            return Err(format!(
-                "No connection to role '{}' is available: {} is {}",
-                a.role.map_or("", RoleFilter::name),
-                m.name,
-                if in_recovery {
-                    "in recovery"
-                } else {
-                    "not in recovery"
-                }
-            ));
+            return Err(QueryError::WrongRole {
+                role: a.role.map_or("", RoleFilter::name),
+                member: m.name.clone(),
+                in_recovery,
+            });
         }
     }
     Ok(client)
@@ -267,7 +309,7 @@ fn cell(text: Option<&str>, ty: Option<&Type>) -> Value {
 
 /// Runs `sql` and returns the last statement's rows (like a psycopg
 /// cursor after `execute`), with column names; `None` when it returned none.
-async fn run_sql(client: &Client, sql: &str) -> Result<Option<Rows>, String> {
+async fn run_sql(client: &Client, sql: &str) -> Result<Option<Rows>, QueryError> {
     // A single statement can be described first, which gives the column types.
     let types: Option<Vec<Type>> = client
         .prepare(sql)
@@ -276,8 +318,8 @@ async fn run_sql(client: &Client, sql: &str) -> Result<Option<Rows>, String> {
         .map(|s| s.columns().iter().map(|c| c.type_().clone()).collect());
     let messages = tokio::time::timeout(QUERY_TIMEOUT, client.simple_query(sql))
         .await
-        .map_err(|_| format!("no result within {}s", QUERY_TIMEOUT.as_secs()))?
-        .map_err(|e| pg_error(&e))?;
+        .map_err(|_| QueryError::NoResult(QUERY_TIMEOUT))?
+        .map_err(|e| QueryError::Postgres(pg_error(&e)))?;
     // Each statement's rows end with its CommandComplete; the last one counts.
     let mut current: Option<Rows> = None;
     let mut result: Option<Rows> = None;
@@ -368,7 +410,7 @@ pub async fn query(ctl: &mut Ctl, a: QueryArgs) -> Result<(), CtlError> {
                     "{}{}ERROR, SQLSTATE: {}",
                     timestamp(0),
                     a.delimiter,
-                    e.replace('\n', " ")
+                    e.to_string().replace('\n', " ")
                 ));
                 false
             }

@@ -396,15 +396,24 @@ pub fn url_host_port(url: &str) -> Option<(String, u16)> {
 
 /// Every address of `host` (an IP literal is its own address, with no
 /// lookup), within [`LOOKUP_TIMEOUT`].
-async fn lookup(host: &str, port: u16) -> Result<Vec<IpAddr>, String> {
+async fn lookup(host: &str, port: u16) -> Result<Vec<IpAddr>, LookupError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
     match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host, port))).await {
         Ok(Ok(addrs)) => Ok(addrs.map(|a| a.ip()).collect()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(LookupError::Failed(e)),
+        Err(_) => Err(LookupError::NoAnswer(LOOKUP_TIMEOUT)),
     }
+}
+
+/// Why a host name did not resolve.
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    #[error("{0}")]
+    Failed(std::io::Error),
+    #[error("no answer within {0:?}")]
+    NoAnswer(std::time::Duration),
 }
 
 #[cfg(test)]

@@ -15,13 +15,20 @@ fn actions(d: &Decision) -> &[Action] {
 }
 
 #[track_caller]
-fn assert_idle(d: &Decision, reason_part: &str) {
+fn assert_idle(d: &Decision, rule: Rule, reason_part: &str) {
+    assert_eq!(d.rule, rule, "{d:?}");
     assert!(d.actions.is_empty(), "expected no action, got {d:?}");
     assert!(
         d.reason.contains(reason_part),
         "reason {:?} should mention {reason_part:?}",
         d.reason
     );
+}
+
+#[track_caller]
+fn assert_decided(d: &Decision, rule: Rule, reason_part: &str) {
+    assert_eq!(d.rule, rule, "{d:?}");
+    assert!(d.reason.contains(reason_part), "{}", d.reason);
 }
 
 // ---- 1. the lock deadline
@@ -38,7 +45,7 @@ fn primary_past_its_lock_deadline_stops_immediately_even_if_it_still_looks_like_
             mode: StopMode::Immediate
         }]
     );
-    assert!(d.reason.contains("expire"), "{}", d.reason);
+    assert_decided(&d, Rule::LockExpiring, "expire");
 }
 
 #[test]
@@ -65,7 +72,7 @@ fn a_leader_without_its_fence_guard_demotes_and_gives_the_lock_up() {
             Action::ReleaseLock
         ]
     );
-    assert!(d.reason.contains("fenced"), "{}", d.reason);
+    assert_decided(&d, Rule::Unfenced, "fenced");
 }
 
 #[test]
@@ -93,7 +100,7 @@ fn a_leader_not_yet_primary_that_cannot_be_fenced_gives_the_lock_up() {
     w.unfenced = Some("watchdog.mode is required and the watchdog failed".into());
     let d = w.decide();
     assert_eq!(actions(&d), [Action::ReleaseLock]);
-    assert!(d.reason.contains("watchdog"), "{}", d.reason);
+    assert_decided(&d, Rule::Unfenced, "watchdog");
 }
 
 #[test]
@@ -103,7 +110,7 @@ fn a_replica_without_its_fence_guard_does_not_race() {
     w.unfenced = Some("the fence guard is not running".into());
     let d = w.decide();
     assert!(actions(&d).is_empty(), "{d:?}");
-    assert!(d.reason.contains("could not be fenced"), "{}", d.reason);
+    assert_decided(&d, Rule::Race, "could not be fenced");
     w.unfenced = None;
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
 }
@@ -124,7 +131,7 @@ fn without_the_dcs_a_primary_demotes_and_a_replica_waits() {
 
     let mut w = World::new("n2");
     w.dcs_down = true;
-    assert_idle(&w.decide(), "DCS is not accessible");
+    assert_idle(&w.decide(), Rule::NoDcs, "DCS is not accessible");
 }
 
 // ---- 3. background jobs
@@ -147,13 +154,21 @@ fn a_leader_keeps_renewing_during_a_job_and_others_wait() {
     // Paused: a failed renewal demotes no primary, job or not (found by
     // the invariant sweep: only the job branch did).
     w.settings.paused = true;
-    assert_idle(&w.decide(), "renewing the leader lock failed");
+    assert_idle(
+        &w.decide(),
+        Rule::JobInProgress,
+        "renewing the leader lock failed",
+    );
 
     let mut w = World::new("n2");
     w.memory.job = Some(Job::Clone {
         source: "n1".into(),
     });
-    assert_idle(&w.decide(), "clone from n1 in progress");
+    assert_idle(
+        &w.decide(),
+        Rule::JobInProgress,
+        "clone from n1 in progress",
+    );
 }
 
 // ---- 4. the data directory
@@ -170,11 +185,11 @@ fn empty_data_dir_in_an_uninitialized_cluster_races_to_bootstrap() {
     );
 
     w.tags(json!({"nofailover": true}));
-    assert_idle(&w.decide(), "nofailover");
+    assert_idle(&w.decide(), Rule::Bootstrap, "nofailover");
 
     w.tags(json!({}));
     w.settings.can_bootstrap = false;
-    assert_idle(&w.decide(), "no bootstrap section");
+    assert_idle(&w.decide(), Rule::Bootstrap, "no bootstrap section");
 }
 
 #[test]
@@ -188,6 +203,7 @@ fn a_node_whose_configuration_sets_a_refused_key_never_creates_a_cluster() {
     );
     assert_idle(
         &w.decide(),
+        Rule::Bootstrap,
         "will not create it: bootstrap.dcs.standby_cluster",
     );
     // A cluster that exists is joined as usual.
@@ -211,7 +227,7 @@ fn empty_data_dir_waits_while_someone_bootstraps() {
     w.set("initialize", "");
     w.stopped();
     w.local.data_dir = DataDir::Empty;
-    assert_idle(&w.decide(), "finish bootstrapping");
+    assert_idle(&w.decide(), Rule::Bootstrap, "finish bootstrapping");
 }
 
 #[test]
@@ -242,7 +258,7 @@ fn empty_data_dir_clones_from_the_running_leader_or_a_clonefrom_member() {
     // A leader that is not running is no source.
     w.set("members/n2", &member_json("replica", "running", 1000));
     w.set("members/n1", &member_json("primary", "stopped", 1000));
-    assert_idle(&w.decide(), "waiting for leader n1");
+    assert_idle(&w.decide(), Rule::Clone, "waiting for leader n1");
 }
 
 #[test]
@@ -282,7 +298,11 @@ fn an_unreadable_initialize_key_blocks_bootstrap_and_clone() {
             leader_unowned: false,
         },
     };
-    assert_idle(&decide(&o), "initialize key is unreadable");
+    assert_idle(
+        &decide(&o),
+        Rule::EmptyDataDir,
+        "initialize key is unreadable",
+    );
 }
 
 #[test]
@@ -290,7 +310,7 @@ fn an_unusable_data_dir_refuses_and_a_leader_releases() {
     let mut w = World::new("n2");
     w.stopped();
     w.local.data_dir = DataDir::Unusable("PG_VERSION missing".into());
-    assert_idle(&w.decide(), "PG_VERSION missing");
+    assert_idle(&w.decide(), Rule::UnusableDataDir, "PG_VERSION missing");
     let mut w = World::new("n1");
     w.stopped();
     w.local.data_dir = DataDir::Unusable("x".into());
@@ -355,7 +375,7 @@ fn a_replica_of_the_cluster_carries_on_when_the_dcs_loses_its_keys() {
         failover_priority: 1,
         replication_broken: false,
     });
-    assert_idle(&w.decide(), "n1 still runs as a primary");
+    assert_idle(&w.decide(), Rule::Race, "n1 still runs as a primary");
     // With the primary gone too, the usual race replaces it.
     w.peers.clear();
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
@@ -387,7 +407,11 @@ fn right_after_bootstrap_the_node_takes_the_free_lock_and_records_the_cluster() 
             Action::WriteConfig
         ]
     );
-    assert!(w.decide().reason.contains("initialized a new cluster"));
+    assert_decided(
+        &w.decide(),
+        Rule::AfterBootstrap,
+        "initialized a new cluster",
+    );
     // Without having bootstrapped, the same situation races normally.
     w.memory.bootstrapped_here = false;
     assert_eq!(actions(&w.decide()), [Action::AcquireLock]);
@@ -480,6 +504,7 @@ fn a_primary_past_its_lifetime_never_reclaims_an_unowned_key() {
     w.memory.lock_deadline = None;
     assert_idle(
         &w.decide(),
+        Rule::UnownedLock,
         "removing it once it has been unchanged for ttl",
     );
 }
@@ -493,6 +518,7 @@ fn others_remove_an_unowned_key_only_once_any_lock_it_overwrote_has_expired() {
     w.unowned_seen_for(29);
     assert_idle(
         &w.decide(),
+        Rule::UnownedLock,
         "removing it once it has been unchanged for ttl (30s)",
     );
     w.unowned_seen_for(30);
@@ -503,7 +529,7 @@ fn others_remove_an_unowned_key_only_once_any_lock_it_overwrote_has_expired() {
             lock: unowned_lock(&w)
         }]
     );
-    assert!(d.reason.contains("never expires"), "{}", d.reason);
+    assert_decided(&d, Rule::UnownedLock, "never expires");
     // The named member itself, stopped, does the same.
     let mut w = World::new("n3");
     w.leader("n3");
@@ -588,7 +614,7 @@ fn a_stopped_leader_that_ran_as_primary_restarts_as_primary() {
     w.local.crashed = true;
     let d = w.decide();
     assert_eq!(actions(&d), [Action::RenewLock, Action::StartPrimary]);
-    assert!(d.reason.contains("crashed"));
+    assert_decided(&d, Rule::Stopped, "crashed");
 }
 
 #[test]
@@ -620,7 +646,11 @@ fn a_stopped_leader_whose_renewal_failed_does_not_start_as_primary() {
     let mut w = World::new("n1");
     w.stopped().was_primary();
     w.renew_failed = Some("timed out".into());
-    assert_idle(&w.decide(), "renewing the leader lock failed");
+    assert_idle(
+        &w.decide(),
+        Rule::RenewFailed,
+        "renewing the leader lock failed",
+    );
 }
 
 #[test]
@@ -657,11 +687,11 @@ fn a_former_primary_rewinds_before_following_the_new_leader() {
         serde_json::from_str(&member_json("primary", "running", 1000)).unwrap();
     n1["checkpoint_after_promote"] = json!(false);
     w.set("members/n1", &n1.to_string());
-    assert_idle(&w.decide(), "checkpoint");
+    assert_idle(&w.decide(), Rule::Rewind, "checkpoint");
 
     // not from a leader that is not running
     w.set("members/n1", &member_json("primary", "starting", 1000));
-    assert_idle(&w.decide(), "waiting for leader n1");
+    assert_idle(&w.decide(), Rule::Rewind, "waiting for leader n1");
 
     // once rewound, it starts as a replica
     w.set("members/n1", &member_json("primary", "running", 1000));
@@ -681,6 +711,7 @@ fn a_failed_rewind_reinitializes_only_when_allowed() {
     w.memory.rewind_failed_against = Some("n1".into());
     assert_idle(
         &w.decide(),
+        Rule::Rewind,
         "remove_data_directory_on_rewind_failure is off",
     );
     w.settings.remove_data_directory_on_rewind_failure = true;
@@ -712,7 +743,7 @@ fn without_pg_rewind_a_former_primary_starts_as_replica_or_reinitializes() {
             leader: Some("n1".into())
         }]
     );
-    assert!(d.reason.contains("diverged"));
+    assert_decided(&d, Rule::Rewind, "diverged");
     w.settings.remove_data_directory_on_rewind_failure = true;
     assert_eq!(
         actions(&w.decide()),
@@ -727,7 +758,7 @@ fn paused_stopped_nodes_are_not_started() {
     let mut w = World::new("n2");
     w.stopped();
     w.settings.paused = true;
-    assert_idle(&w.decide(), "paused");
+    assert_idle(&w.decide(), Rule::Stopped, "paused");
     let mut w = World::new("n1");
     w.stopped().was_primary();
     w.settings.paused = true;
@@ -742,7 +773,7 @@ fn the_leader_renews_and_stays_primary() {
     w.primary();
     let d = w.decide();
     assert_eq!(actions(&d), [Action::RenewLock]);
-    assert!(d.reason.contains("the leader with the lock"));
+    assert_decided(&d, Rule::Leader, "the leader with the lock");
 }
 
 #[test]
@@ -763,11 +794,11 @@ fn a_leader_whose_renewal_failed_demotes_or_does_not_promote() {
             mode: StopMode::Fast
         }]
     );
-    assert!(d.reason.contains("DCS unreachable"));
+    assert_decided(&d, Rule::RenewFailed, "DCS unreachable");
 
     let mut w = World::new("n1");
     w.renew_failed = Some("x".into());
-    assert_idle(&w.decide(), "not promoting");
+    assert_idle(&w.decide(), Rule::RenewFailed, "not promoting");
 }
 
 #[test]
@@ -798,13 +829,13 @@ fn a_primary_without_the_lock_demotes_at_once() {
             mode: StopMode::Immediate
         }]
     );
-    assert!(d.reason.contains("n1 holds the leader lock"));
+    assert_decided(&d, Rule::OtherHolder, "n1 holds the leader lock");
 }
 
 #[test]
 fn a_replica_follows_the_leader() {
     let mut w = World::new("n2");
-    assert_idle(&w.decide(), "following n1");
+    assert_idle(&w.decide(), Rule::Follow, "following n1");
     w.local.following = Some("n3".into());
     assert_eq!(
         actions(&w.decide()),
@@ -829,7 +860,7 @@ fn the_healthiest_replica_takes_the_lock_and_promotes() {
     w.no_leader().peer("n3", 900, 1);
     let d = w.decide();
     assert_eq!(actions(&d), [Action::AcquireLock, Action::Promote]);
-    assert!(d.reason.contains("healthiest"));
+    assert_decided(&d, Rule::Race, "healthiest");
 }
 
 #[test]
@@ -843,11 +874,11 @@ fn a_running_primary_without_leader_takes_the_lock_without_promoting() {
 fn nofailover_or_nonpositive_priority_never_races() {
     let mut w = World::new("n2");
     w.no_leader().tags(json!({"nofailover": true}));
-    assert_idle(&w.decide(), "nofailover");
+    assert_idle(&w.decide(), Rule::Race, "nofailover");
     w.tags(json!({"failover_priority": 0}));
-    assert_idle(&w.decide(), "failover_priority <= 0");
+    assert_idle(&w.decide(), Rule::Race, "failover_priority <= 0");
     w.tags(json!({"failover_priority": -3}));
-    assert_idle(&w.decide(), "failover_priority <= 0");
+    assert_idle(&w.decide(), Rule::Race, "failover_priority <= 0");
     // nofailover: false beats failover_priority: 0, as in Patroni
     w.tags(json!({"nofailover": false, "failover_priority": 0}));
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
@@ -858,7 +889,7 @@ fn a_node_lagging_more_than_maximum_lag_on_failover_never_races() {
     let mut w = World::new("n2");
     w.no_leader().set("status", r#"{"optime": 3000000}"#);
     let d = w.decide();
-    assert_idle(&d, "maximum_lag_on_failover");
+    assert_idle(&d, Rule::Race, "maximum_lag_on_failover");
     w.settings.maximum_lag_on_failover = 5_000_000;
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
 }
@@ -867,11 +898,11 @@ fn a_node_lagging_more_than_maximum_lag_on_failover_never_races() {
 fn a_peer_ahead_wins_and_equal_wal_goes_to_higher_priority() {
     let mut w = World::new("n2");
     w.no_leader().peer("n3", 1001, 1);
-    assert_idle(&w.decide(), "n3 is ahead");
+    assert_idle(&w.decide(), Rule::Race, "n3 is ahead");
 
     let mut w = World::new("n2");
     w.no_leader().peer("n3", 1000, 2);
-    assert_idle(&w.decide(), "higher failover_priority");
+    assert_idle(&w.decide(), Rule::Race, "higher failover_priority");
 
     let mut w = World::new("n2");
     w.no_leader()
@@ -890,7 +921,7 @@ fn a_live_old_primary_stops_the_race_but_only_if_it_answered_itself() {
     let mut w = World::new("n2");
     w.no_leader().peer("n1", 900, 1);
     w.peers[0].is_primary = true;
-    assert_idle(&w.decide(), "n1 still runs as a primary");
+    assert_idle(&w.decide(), Rule::Race, "n1 still runs as a primary");
     w.peers[0].source = PeerSource::MemberKey;
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
 }
@@ -904,6 +935,7 @@ fn a_stopped_peer_ahead_of_me_holds_the_race_only_while_its_agent_is_gone() {
     w.peers[0].source = PeerSource::MemberKey;
     assert_idle(
         &w.decide(),
+        Rule::Race,
         "n3 is not running but its last WAL position is ahead of mine",
     );
     // Behind me: no reason to wait.
@@ -913,7 +945,7 @@ fn a_stopped_peer_ahead_of_me_holds_the_race_only_while_its_agent_is_gone() {
     w.peers[0].wal_position = Some(2000);
     w.peers[0].source = PeerSource::Rest;
     w.peers[0].starting = true;
-    assert_idle(&w.decide(), "waiting for it to finish starting");
+    assert_idle(&w.decide(), Rule::Race, "waiting for it to finish starting");
     // Its agent answers that its PostgreSQL is down (it may never start): race.
     w.peers[0].starting = false;
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
@@ -924,7 +956,7 @@ fn unknown_wal_position_or_stopped_postgres_never_races() {
     let mut w = World::new("n2");
     w.no_leader();
     w.local.wal_position = None;
-    assert_idle(&w.decide(), "WAL position is unknown");
+    assert_idle(&w.decide(), Rule::Race, "WAL position is unknown");
 }
 
 #[test]
@@ -951,12 +983,12 @@ fn paused_leader_keeps_the_lock_and_nobody_acts() {
     let mut w = World::new("n2");
     w.settings.paused = true;
     w.local.following = Some("n3".into());
-    assert_idle(&w.decide(), "paused");
+    assert_idle(&w.decide(), Rule::Paused, "paused");
 
     let mut w = World::new("n2");
     w.settings.paused = true;
     w.no_leader().peer("n3", 1, 1);
-    assert_idle(&w.decide(), "paused");
+    assert_idle(&w.decide(), Rule::Paused, "paused");
 
     let mut w = World::new("n1");
     w.settings.paused = true;
@@ -981,7 +1013,7 @@ fn the_leader_hands_over_to_a_good_candidate() {
             Action::ReleaseLock
         ]
     );
-    assert!(d.reason.contains("switching over to n2"), "{}", d.reason);
+    assert_decided(&d, Rule::Switchover, "switching over to n2");
     // Without a candidate, any good member will do.
     w.set("failover", r#"{"leader":"n1"}"#);
     assert_eq!(
@@ -1016,7 +1048,7 @@ fn an_impossible_switchover_is_removed_with_every_reason() {
     );
 
     w.set("failover", r#"{"leader":"n1","member":"n9"}"#);
-    assert!(w.decide().reason.contains("n9 is not a member"));
+    assert_decided(&w.decide(), Rule::Switchover, "n9 is not a member");
     w.peers.clear();
     w.peer("n2", 1000, 1);
     w.peers[0].source = PeerSource::MemberKey;
@@ -1093,7 +1125,7 @@ fn while_a_request_is_pending_only_the_candidate_races_and_the_old_leader_never(
     w.no_leader()
         .set("failover", r#"{"leader":"n1","member":"n2"}"#)
         .peer("n2", 900, 1);
-    assert_idle(&w.decide(), "a switchover to n2 is in progress");
+    assert_idle(&w.decide(), Rule::Race, "a switchover to n2 is in progress");
     // ...unless the candidate is not there to take over.
     w.peers[0].running = false;
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
@@ -1102,7 +1134,11 @@ fn while_a_request_is_pending_only_the_candidate_races_and_the_old_leader_never(
     let mut w = World::new("n1");
     w.no_leader().set("failover", r#"{"leader":"n1"}"#);
     w.local.wal_position = Some(9999);
-    assert_idle(&w.decide(), "a switchover away from me is in progress");
+    assert_idle(
+        &w.decide(),
+        Rule::Race,
+        "a switchover away from me is in progress",
+    );
 }
 
 #[test]
@@ -1113,7 +1149,7 @@ fn paused_switchover_needs_a_named_candidate() {
     w.set("failover", r#"{"leader":"n1"}"#);
     let d = w.decide();
     assert_eq!(actions(&d), [Action::RenewLock, Action::ClearFailover]);
-    assert!(d.reason.contains("must name a candidate"));
+    assert_decided(&d, Rule::Paused, "must name a candidate");
     w.set("failover", r#"{"leader":"n1","member":"n2"}"#);
     assert_eq!(
         actions(&w.decide())[1],
@@ -1134,7 +1170,7 @@ fn a_vetoed_promotion_keeps_the_node_out_of_the_race_for_a_while() {
     let mut w = World::new("n2");
     w.no_leader();
     w.memory.no_race_until = Some(w.now + Duration::from_secs(10));
-    assert_idle(&w.decide(), "vetoed by pre_promote");
+    assert_idle(&w.decide(), Rule::Race, "vetoed by pre_promote");
     w.memory.no_race_until = Some(w.now - Duration::from_secs(1));
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
 }
@@ -1145,7 +1181,7 @@ fn paused_primaries_are_not_demoted_for_dcs_trouble() {
     w.primary();
     w.settings.paused = true;
     w.dcs_down = true;
-    assert_idle(&w.decide(), "paused");
+    assert_idle(&w.decide(), Rule::NoDcs, "paused");
     w.dcs_down = false;
     w.memory.lock_deadline = Some(w.now);
     assert_eq!(actions(&w.decide()), [Action::RenewLock]);
@@ -1175,6 +1211,7 @@ fn a_replica_not_streaming_within_the_limit_is_left_alone() {
     w.local.configured_upstream = Some(ConfiguredUpstream::At(Endpoint::new("127.0.0.1", 6000)));
     assert_idle(
         &w.decide(),
+        Rule::Follow,
         "a replica following n1, but not streaming from it for 50.0s (repaired or dropped as a candidate after 50s)",
     );
 }
@@ -1202,14 +1239,14 @@ fn a_replica_not_streaming_past_the_limit_with_a_wrong_primary_conninfo_repairs_
     w.local.configured_upstream = Some(ConfiguredUpstream::Nowhere);
     let d = w.decide();
     assert_eq!(actions(&d).len(), 1);
-    assert!(d.reason.contains("points at nowhere"), "{}", d.reason);
+    assert_decided(&d, Rule::NotStreaming, "points at nowhere");
     // The leader's conn_url changed: follow its new address.
     w.local.configured_upstream = Some(ConfiguredUpstream::At(Endpoint::new("127.0.0.1", 5432)));
     w.set(
         "members/n1",
         &member_json("primary", "running", 1000).replace("127.0.0.1:5432", "10.0.0.1:5432"),
     );
-    assert!(w.decide().reason.contains("not at n1 (10.0.0.1:5432)"));
+    assert_decided(&w.decide(), Rule::NotStreaming, "not at n1 (10.0.0.1:5432)");
 }
 
 #[test]
@@ -1218,17 +1255,22 @@ fn a_replica_not_streaming_past_the_limit_with_the_right_primary_conninfo_says_s
     w.not_streaming_for(51);
     assert_idle(
         &w.decide(),
+        Rule::NotStreaming,
         "though primary_conninfo points at it (127.0.0.1:5432): not a failover candidate",
     );
     // Unknown configured upstream: nothing to repair from here either.
     w.local.configured_upstream = None;
-    assert_idle(&w.decide(), "cannot be read: not a failover candidate");
+    assert_idle(
+        &w.decide(),
+        Rule::NotStreaming,
+        "cannot be read: not a failover candidate",
+    );
     // The leader publishes no usable conn_url.
     w.set(
         "members/n1",
         r#"{"state":"running","role":"primary","xlog_location":1000}"#,
     );
-    assert_idle(&w.decide(), "has no usable conn_url");
+    assert_idle(&w.decide(), Rule::NotStreaming, "has no usable conn_url");
 }
 
 #[test]
@@ -1239,7 +1281,7 @@ fn a_count_about_another_leader_does_not_repair() {
     w.not_streaming_for(100);
     w.memory.streaming.leader = Some("n3".into());
     w.local.configured_upstream = Some(ConfiguredUpstream::Nowhere);
-    assert_idle(&w.decide(), "a replica following n1");
+    assert_idle(&w.decide(), Rule::Follow, "a replica following n1");
 }
 
 #[test]
@@ -1260,7 +1302,11 @@ fn a_replica_that_was_not_streaming_does_not_race() {
     let mut w = World::new("n2");
     w.no_leader().not_streaming_for(51).peer("n3", 900, 1);
     let d = w.decide();
-    assert_idle(&d, "I was not streaming from n1 for 51.0s (more than 50s)");
+    assert_idle(
+        &d,
+        Rule::Race,
+        "I was not streaming from n1 for 51.0s (more than 50s)",
+    );
     // Within the limit (a leader that just died stopped everybody's
     // streaming): it races as usual.
     w.memory.streaming.not_streaming_for = Duration::from_secs(50);
@@ -1268,7 +1314,7 @@ fn a_replica_that_was_not_streaming_does_not_race() {
     // Even alone: its WAL may not be the cluster's.
     let mut w = World::new("n2");
     w.no_leader().not_streaming_for(51);
-    assert_idle(&w.decide(), "not a failover candidate");
+    assert_idle(&w.decide(), Rule::Race, "not a failover candidate");
 }
 
 #[test]
@@ -1284,7 +1330,7 @@ fn a_replica_that_was_not_streaming_may_still_be_named_by_an_operator() {
 fn a_peer_that_was_not_streaming_does_not_hold_a_healthy_node_back() {
     let mut w = World::new("n2");
     w.no_leader().peer("n3", 5000, 1);
-    assert_idle(&w.decide(), "n3 is ahead");
+    assert_idle(&w.decide(), Rule::Race, "n3 is ahead");
     w.peers[0].replication_broken = true;
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
     // Nor at an equal position with a higher priority.
@@ -1368,7 +1414,7 @@ fn a_replica_whose_wal_went_past_the_fork_is_rewound_from_the_leader() {
     // Not before its replication counts as broken: a replica about to
     // switch timelines, or one whose timeline reading lags, is left alone.
     w.not_streaming_for(10);
-    assert_idle(&w.decide(), "following n1");
+    assert_idle(&w.decide(), Rule::Follow, "following n1");
 }
 
 #[test]
@@ -1393,7 +1439,11 @@ fn a_diverged_replica_is_recloned_only_where_the_configuration_allows() {
     let mut w = World::new("n2");
     w.diverged_at(2000);
     w.settings.use_pg_rewind = false;
-    assert_idle(&w.decide(), "reinitialize it (pghactl reinit)");
+    assert_idle(
+        &w.decide(),
+        Rule::Rewind,
+        "reinitialize it (pghactl reinit)",
+    );
     w.settings.remove_data_directory_on_diverged_timelines = true;
     assert_eq!(
         actions(&w.decide()),
@@ -1408,6 +1458,7 @@ fn a_diverged_replica_is_recloned_only_where_the_configuration_allows() {
     w.memory.rewind_failed_against = Some("n1".into());
     assert_idle(
         &w.decide(),
+        Rule::Rewind,
         "remove_data_directory_on_rewind_failure is off",
     );
     w.settings.remove_data_directory_on_rewind_failure = true;
@@ -1429,7 +1480,7 @@ fn a_diverged_replica_waits_for_the_leaders_checkpoint_after_promotion() {
     leader["checkpoint_after_promote"] = json!(false);
     w.set("members/n1", &leader.to_string());
     let d = w.decide();
-    assert_idle(&d, "to checkpoint after its promotion");
+    assert_idle(&d, Rule::Rewind, "to checkpoint after its promotion");
     assert!(
         d.look_again_soon,
         "due within a moment: looked at again soon"
@@ -1448,7 +1499,11 @@ fn a_former_primary_waits_for_the_new_leaders_checkpoint_looking_again_soon() {
     leader["checkpoint_after_promote"] = json!(false);
     w.set("members/n1", &leader.to_string());
     let d = w.decide();
-    assert_idle(&d, "to checkpoint after its promotion before rewinding");
+    assert_idle(
+        &d,
+        Rule::Rewind,
+        "to checkpoint after its promotion before rewinding",
+    );
     assert!(d.look_again_soon);
     leader["checkpoint_after_promote"] = json!(true);
     w.set("members/n1", &leader.to_string());
