@@ -104,7 +104,11 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
 
     // REST: 400 naming the key, nothing written.
     for (method, body, key) in [
-        ("PATCH", r#"{"synchronous_mode": true}"#, "synchronous_mode"),
+        (
+            "PATCH",
+            r#"{"synchronous_mode": "quorum"}"#,
+            "synchronous_mode",
+        ),
         (
             "PATCH",
             r#"{"standby_cluster": {"host": "127.0.0.1", "port": 5999}}"#,
@@ -131,7 +135,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
 
     // pghactl edit-config: exit 1 naming the key, nothing written.
     for set in [
-        "synchronous_mode=true",
+        "failsafe_mode=true",
         "synchronous_mode=quorum",
         "standby_cluster.host=127.0.0.1",
     ] {

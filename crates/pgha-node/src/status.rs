@@ -70,6 +70,19 @@ impl NodeStatus {
             .is_some_and(|d| !d.in_recovery)
     }
 
+    /// A replica the `sync` key names while synchronous mode is on: it
+    /// holds every acknowledged commit (`/sync` health check,
+    /// `sync_standby` in `GET /patroni`).
+    pub fn is_sync_standby(&self) -> bool {
+        self.is_replica()
+            && self.dynamic.sync_settings().mode.is_on()
+            && self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.sync.as_ref())
+                .is_some_and(|k| k.value.is_standby(&self.name))
+    }
+
     pub fn is_replica(&self) -> bool {
         self.observed
             .as_ref()

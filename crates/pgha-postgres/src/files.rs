@@ -210,6 +210,10 @@ pub fn render(
     for (k, v) in effective_parameters(settings, dynamic) {
         let _ = writeln!(s, "{k} = {}", quote(&v));
     }
+    // Last, so that it overrides the parameters above: the
+    // synchronous_standby_names the leader manages in synchronous mode
+    // (absent otherwise, and the configured value applies).
+    let _ = writeln!(s, "include_if_exists '{SYNC_CONF}'");
     if let ConfRole::Replica(upstream) = role {
         let _ = writeln!(s);
         let _ = writeln!(s, "recovery_target_timeline = 'latest'");
@@ -233,6 +237,31 @@ pub fn render(
         }
     }
     s
+}
+
+/// The file in the data directory holding the `synchronous_standby_names`
+/// pgha manages in synchronous mode, included last by `postgresql.conf`.
+/// It is kept in the data directory so that a primary restarted in place
+/// runs with it from its first commit (strict mode never goes
+/// asynchronous, not even across a restart).
+pub const SYNC_CONF: &str = "pgha.sync.conf";
+
+/// Writes (`Some`) or removes (`None`) pgha's `synchronous_standby_names`.
+pub fn write_sync_names(data_dir: &Path, names: Option<&str>) -> Result<(), PgError> {
+    let path = data_dir.join(SYNC_CONF);
+    match names {
+        Some(v) => write_file(
+            &path,
+            &format!(
+                "# Managed by pgha (synchronous_mode). Do not edit.\nsynchronous_standby_names = {}\n",
+                quote(v)
+            ),
+        ),
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
+            _ => Ok(()),
+        },
+    }
 }
 
 /// The member the written `postgresql.conf` streams from, if any.

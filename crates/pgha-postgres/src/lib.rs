@@ -69,6 +69,10 @@ pub struct Postgres {
     db: Mutex<LocalDb>,
 }
 
+/// How long a reload may take to put a new `synchronous_standby_names` in
+/// force (it usually takes a millisecond).
+const SYNC_NAMES_APPLY: Duration = Duration::from_secs(3);
+
 /// A bound for quick queries against the local PostgreSQL.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -208,6 +212,47 @@ impl Postgres {
     }
 
     /// Runs SQL on the local PostgreSQL.
+    /// The live state only (no pg_controldata, no files): for steps that
+    /// must see what a change just did.
+    pub async fn state(&self) -> Result<DbState, PgError> {
+        self.db.lock().await.state(QUERY_TIMEOUT).await
+    }
+
+    /// Whether pgha's `synchronous_standby_names` is in force
+    /// ([`files::SYNC_CONF`] exists).
+    pub fn manages_sync_names(&self) -> bool {
+        self.data_dir().join(files::SYNC_CONF).exists()
+    }
+
+    /// Makes PostgreSQL run with `names` as `synchronous_standby_names`
+    /// (`None`: the configured value again): writes pgha's file, reloads,
+    /// and waits (bounded) until the running value is the new one, so the
+    /// caller's next observation sees it in force.
+    pub async fn set_sync_names(&self, names: Option<&str>) -> Result<(), PgError> {
+        files::write_sync_names(self.data_dir(), names)?;
+        self.execute("SELECT pg_catalog.pg_reload_conf()").await?;
+        let started = std::time::Instant::now();
+        loop {
+            let running = self
+                .query_texts("SELECT pg_catalog.current_setting('synchronous_standby_names')")
+                .await?;
+            let applied = match names {
+                Some(v) => running.first().map(String::as_str) == Some(v),
+                None => true,
+            };
+            if applied {
+                return Ok(());
+            }
+            if started.elapsed() > SYNC_NAMES_APPLY {
+                return Err(PgError::Timeout {
+                    what: format!("PostgreSQL to apply synchronous_standby_names = {names:?}"),
+                    after: SYNC_NAMES_APPLY,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
         self.db.lock().await.execute(sql, QUERY_TIMEOUT).await
     }

@@ -16,6 +16,10 @@ pub struct ReplicationConnection {
     pub state: Option<String>,
     pub sync_state: Option<String>,
     pub sync_priority: Option<i32>,
+    /// `flush_lsn`: how far the standby has flushed WAL (not shown in
+    /// `GET /patroni`, as in Patroni).
+    #[serde(skip)]
+    pub flush_lsn: Option<u64>,
 }
 
 /// The live state of the local PostgreSQL.
@@ -42,6 +46,8 @@ pub struct DbState {
     pub server_version: i32,
     pub replication: Vec<ReplicationConnection>,
     pub system_id: Option<String>,
+    /// The `synchronous_standby_names` PostgreSQL runs with.
+    pub synchronous_standby_names: Option<String>,
     /// Parameters changed in the configuration that only a restart applies
     /// (`pg_settings.pending_restart`), with their running values.
     pub pending_restart: Vec<(String, String)>,
@@ -91,10 +97,12 @@ SELECT pg_is_in_recovery(),
        current_setting('server_version_num')::int,
        (SELECT system_identifier::text FROM pg_control_system()),
        (SELECT string_agg(name || '=' || setting, E'\\n') FROM pg_settings WHERE pending_restart),
-       current_setting('primary_conninfo', true)";
+       current_setting('primary_conninfo', true),
+       current_setting('synchronous_standby_names')";
 
 const REPLICATION_SQL: &str = "
-SELECT usename::text, application_name, host(client_addr), state, sync_state, sync_priority
+SELECT usename::text, application_name, host(client_addr), state, sync_state, sync_priority,
+       (flush_lsn - '0/0')::bigint
   FROM pg_stat_replication ORDER BY application_name";
 
 impl LocalDb {
@@ -179,6 +187,7 @@ impl LocalDb {
                     Endpoint::from_conninfo(&c)
                         .map_or(ConfiguredUpstream::Nowhere, ConfiguredUpstream::At)
                 }),
+                synchronous_standby_names: row.get(14),
                 replication: rows
                     .iter()
                     .map(|r| ReplicationConnection {
@@ -188,6 +197,9 @@ impl LocalDb {
                         state: r.get(3),
                         sync_state: r.get(4),
                         sync_priority: r.get(5),
+                        flush_lsn: r
+                            .get::<_, Option<i64>>(6)
+                            .and_then(|v| u64::try_from(v).ok()),
                     })
                     .collect(),
             })

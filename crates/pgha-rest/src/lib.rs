@@ -449,6 +449,9 @@ pub fn status_json(s: &NodeStatus) -> Value {
     } else if let Some(role) = &s.member.role {
         out.insert("role".into(), json!(role.as_str()));
     }
+    if s.is_sync_standby() {
+        out.insert("sync_standby".into(), json!(true));
+    }
     if s.paused {
         out.insert("pause".into(), json!(true));
     }
@@ -546,6 +549,7 @@ pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) 
         .is_none_or(|wanted| s.member.replication_state.as_deref() == Some(wanted.as_str()));
     let replica =
         running && s.is_replica() && !s.member.tags.noloadbalance() && !lagging && state_ok;
+    let sync_standby = s.is_sync_standby();
     let (code_ok, ignore_tags) = match path {
         "/standby-leader" | "/standby_leader" => (false, true),
         "/leader" => (leader, true),
@@ -553,10 +557,13 @@ pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) 
         "/replica" => (replica, false),
         "/read-only" => (primary || replica, false),
         "/health" => (running, false),
-        "/async" | "/asynchronous" => (s.cluster.is_some() && replica, false),
-        "/read-only-sync" | "/read-only-synchronous" | "/read-only-quorum" => {
-            (s.cluster.is_some() && primary, false)
-        }
+        "/sync" | "/synchronous" => (s.cluster.is_some() && replica && sync_standby, false),
+        "/async" | "/asynchronous" => (s.cluster.is_some() && replica && !sync_standby, false),
+        "/read-only-sync" | "/read-only-synchronous" => (
+            s.cluster.is_some() && (primary || (replica && sync_standby)),
+            false,
+        ),
+        "/read-only-quorum" => (s.cluster.is_some() && primary, false),
         _ => (false, false),
     };
     if !code_ok {
@@ -773,7 +780,7 @@ pub fn metrics(s: &NodeStatus) -> String {
         "patroni_sync_standby",
         "gauge",
         "Value is 1 if this node is a sync standby, 0 otherwise.",
-        "0".into(),
+        flag(s.is_sync_standby()),
     );
     metric(
         "patroni_quorum_standby",

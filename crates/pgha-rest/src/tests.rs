@@ -24,6 +24,7 @@ fn db(in_recovery: bool) -> DbState {
         replication: Vec::new(),
         system_id: Some("7312345678901234567".into()),
         pending_restart: Vec::new(),
+        synchronous_standby_names: None,
     }
 }
 
@@ -702,16 +703,10 @@ mod write_side {
         let a = api(None).await;
         let before = a.dcs.load().await.unwrap().config.unwrap();
         for (method, body, key) in [
-            ("PATCH", r#"{"synchronous_mode": true}"#, "synchronous_mode"),
             (
                 "PATCH",
                 r#"{"synchronous_mode": "quorum"}"#,
                 "synchronous_mode",
-            ),
-            (
-                "PATCH",
-                r#"{"synchronous_mode_strict": true}"#,
-                "synchronous_mode_strict",
             ),
             ("PATCH", r#"{"failsafe_mode": "on"}"#, "failsafe_mode"),
             (
@@ -724,7 +719,11 @@ mod write_side {
                 r#"{"ttl": 30, "standby_cluster": {"restore_command": "cp /a/%f %p"}}"#,
                 "standby_cluster",
             ),
-            ("PUT", r#"{"synchronous_mode": "on"}"#, "synchronous_mode"),
+            (
+                "PUT",
+                r#"{"synchronous_mode": "QUORUM"}"#,
+                "synchronous_mode",
+            ),
         ] {
             assert_error(
                 &call(&a, method, "/config", body, &[]).await,
@@ -742,7 +741,7 @@ mod write_side {
             &a,
             "PATCH",
             "/config",
-            r#"{"synchronous_mode": false, "slots": {"s": {"type": "physical"}}}"#,
+            r#"{"synchronous_mode": true, "synchronous_mode_strict": true, "slots": {"s": {"type": "physical"}}}"#,
             &[],
         )
         .await;
@@ -759,7 +758,7 @@ mod write_side {
         );
         assert!(super::status_json(&s).get("unsupported_config").is_none());
         s.unsupported = pgha_core::model::DynamicConfig::parse(
-            r#"{"synchronous_mode": true, "standby_cluster": {"host": "h"}}"#,
+            r#"{"synchronous_mode": "quorum", "standby_cluster": {"host": "h"}}"#,
         )
         .unwrap()
         .review()
@@ -776,7 +775,7 @@ mod write_side {
             j["unsupported_config"][0]["message"]
                 .as_str()
                 .unwrap()
-                .contains("synchronous replication is not supported by pgha yet"),
+                .contains("quorum commit (synchronous_mode: quorum) is not supported by pgha yet"),
             "{j}"
         );
     }

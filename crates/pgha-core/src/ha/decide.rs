@@ -29,6 +29,7 @@ use super::observation::{DataDir, Job, Observation, PeerSource};
 use super::replication::{self, ConfiguredUpstream};
 use super::rule::Rule;
 use super::switchover::{self, LeaderStep, RaceGate};
+use super::sync;
 use crate::model::{Cluster, ClusterKey};
 
 /// How long before the lock's lifetime ends a primary must already have
@@ -916,9 +917,20 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
     if let Some(why) = &o.inputs.unfenced {
         return RaceVerdict::StayOut(format!("I could not be fenced if my agent failed ({why})"));
     }
+    let sync_mode = o.inputs.settings.sync_mode;
     match switchover::race_gate(o, cluster) {
         RaceGate::Closed(why) => return RaceVerdict::StayOut(why),
         RaceGate::Candidate => {
+            // A switchover (the request names the leader) goes to a
+            // synchronous standby only; a failover to a named candidate is
+            // the operator's explicit call, whatever it may lose.
+            if switchover::is_switchover(cluster)
+                && let Some(why) = sync::promotion_problem(sync_mode, cluster, me)
+            {
+                return RaceVerdict::StayOut(format!(
+                    "I am the requested switchover candidate, but {why}"
+                ));
+            }
             // The operator chose this node: its peers' positions do not
             // matter, but it must be able to serve.
             if tags.nofailover() {
@@ -934,6 +946,9 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
             return RaceVerdict::Race("the requested switchover candidate".into());
         }
         RaceGate::Open => {}
+    }
+    if let Some(why) = sync::promotion_problem(sync_mode, cluster, me) {
+        return RaceVerdict::StayOut(why);
     }
     if tags.nofailover() {
         return RaceVerdict::StayOut(
@@ -975,9 +990,15 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
         if peer.source == PeerSource::Rest && peer.is_primary {
             return RaceVerdict::StayOut(format!("{} still runs as a primary", peer.name));
         }
-        if peer.nofailover || peer.replication_broken {
+        let sync_excluded = sync::is_active(sync_mode, cluster)
+            && cluster
+                .sync
+                .as_ref()
+                .is_some_and(|k| !sync::holds_every_commit(&k.value, &peer.name));
+        if peer.nofailover || peer.replication_broken || sync_excluded {
             // Not a candidate: it does not hold me back, whatever its WAL
-            // position says (it may come from another history).
+            // position says (it may come from another history, or, not
+            // being a synchronous standby, miss acknowledged commits).
             continue;
         }
         let Some(theirs) = peer.wal_position else {

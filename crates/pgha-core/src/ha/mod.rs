@@ -17,6 +17,7 @@ pub mod observation;
 pub mod replication;
 pub mod rule;
 pub mod switchover;
+pub mod sync;
 #[cfg(test)]
 pub(crate) mod world;
 
@@ -29,3 +30,4 @@ pub use observation::{
 };
 pub use replication::{ConfiguredUpstream, Endpoint, StreamingWatch, not_streaming_limit};
 pub use rule::Rule;
+pub use sync::{SyncKeeper, SyncMode, SyncSettings, SyncStep};

@@ -29,6 +29,9 @@ pub struct NodeSettings {
     pub remove_data_directory_on_diverged_timelines: bool,
     /// `maximum_lag_on_failover`, bytes.
     pub maximum_lag_on_failover: u64,
+    /// `synchronous_mode`: who may take a free lock
+    /// ([`super::sync::promotion_problem`]).
+    pub sync_mode: super::sync::SyncMode,
     /// `primary_start_timeout`: how long a leader whose PostgreSQL will not
     /// start keeps the lock before giving it up.
     pub primary_start_timeout: Duration,

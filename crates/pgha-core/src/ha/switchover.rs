@@ -75,18 +75,17 @@ pub fn for_leader(o: &Observation<'_>, cluster: &Cluster) -> LeaderStep {
         .iter()
         .filter(|p| p.name != me_name)
         .collect();
+    let judge =
+        |p: &PeerStatus| candidate_problem(p).or_else(|| not_synchronous(o, cluster, &p.name));
     let judged: Vec<(String, Option<String>)> = match candidate {
         Some(c) => vec![(
             c.to_string(),
             match others.iter().find(|p| p.name == c) {
-                Some(p) => candidate_problem(p),
+                Some(p) => judge(p),
                 None => Some("is not a member of the cluster".into()),
             },
         )],
-        None => others
-            .iter()
-            .map(|p| (p.name.clone(), candidate_problem(p)))
-            .collect(),
+        None => others.iter().map(|p| (p.name.clone(), judge(p))).collect(),
     };
     if let Some((name, _)) = judged.iter().find(|(_, problem)| problem.is_none()) {
         let to = candidate.map_or_else(
@@ -107,6 +106,25 @@ pub fn for_leader(o: &Observation<'_>, cluster: &Cluster) -> LeaderStep {
             .join("; ")
     };
     LeaderStep::Clear(format!("the requested switchover is not possible: {why}"))
+}
+
+/// In synchronous mode, why `name` cannot take over in a switchover: it
+/// is not a synchronous standby, so it may miss acknowledged commits.
+pub fn not_synchronous(o: &Observation<'_>, cluster: &Cluster, name: &str) -> Option<String> {
+    sync_problem(o.inputs.settings.sync_mode, cluster, name)
+}
+
+/// [`not_synchronous`] for a given mode (the REST API's check).
+pub fn sync_problem(mode: super::sync::SyncMode, cluster: &Cluster, name: &str) -> Option<String> {
+    super::sync::promotion_problem(mode, cluster, name).map(|_| {
+        "is not a synchronous standby (synchronous_mode): it may miss acknowledged commits".into()
+    })
+}
+
+/// The request names the leader to move away from: a switchover, not a
+/// failover (which names only a candidate).
+pub fn is_switchover(cluster: &Cluster) -> bool {
+    request(cluster).is_some_and(|f| text(&f.leader).is_some())
 }
 
 /// Why `peer` cannot take over now, or `None` if it can.

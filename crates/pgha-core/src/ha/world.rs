@@ -49,6 +49,7 @@ impl World {
                 remove_data_directory_on_rewind_failure: false,
                 remove_data_directory_on_diverged_timelines: false,
                 maximum_lag_on_failover: 1_048_576,
+                sync_mode: crate::ha::sync::SyncMode::Off,
                 primary_start_timeout: Duration::from_secs(300),
                 paused: false,
                 not_streaming_limit: Duration::from_secs(50),

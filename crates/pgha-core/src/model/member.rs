@@ -154,6 +154,17 @@ impl Tags {
         }
     }
 
+    /// `sync_priority`, 1 by default, 0 when `nosync` is set: among the
+    /// eligible standbys, the higher is made synchronous first.
+    pub fn sync_priority(&self) -> i64 {
+        if self.truthy("nosync") {
+            return 0;
+        }
+        self.get("sync_priority")
+            .and_then(lenient::int)
+            .unwrap_or(1)
+    }
+
     /// Does not stream WAL (archive recovery only).
     pub fn nostream(&self) -> bool {
         self.get("nostream")

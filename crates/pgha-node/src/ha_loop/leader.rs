@@ -1,6 +1,6 @@
 //! What the leader keeps up to date besides its lock: `status` (its WAL
-//! position and slots), `history` after a promotion, and the replication
-//! slots of the other members.
+//! position and slots), `history` after a promotion, the replication
+//! slots of the other members, and synchronous replication ([`super::sync`]).
 
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ impl HaLoop {
         if let Some(timeline) = db.timeline {
             self.sync_history(cluster, timeline).await;
         }
+        self.keep_sync(cluster, db).await;
     }
 
     /// Creates a physical slot for every other member, and for every

@@ -12,6 +12,8 @@
 //! - [`jobs`]: background jobs, requests from the REST API, restarts;
 //! - [`member`]: what this node publishes as its member key;
 //! - [`leader`]: what the leader keeps up to date (status, history, slots);
+//! - [`sync`]: synchronous replication (`synchronous_standby_names` and
+//!   the `sync` key), on the leader and before a promotion;
 //! - [`apply`]: applying configuration changes (dynamic config, SIGHUP);
 //! - [`callbacks`]: user scripts on events.
 
@@ -21,6 +23,7 @@ mod jobs;
 mod leader;
 mod member;
 mod replication;
+mod sync;
 mod watchdog;
 
 use std::collections::HashMap;
@@ -91,6 +94,12 @@ pub(crate) struct HaLoop {
     /// and when (monotonic) it last saw its key: whose slot the leader
     /// keeps, or creates, for `member_slots_ttl`.
     member_seen_at: HashMap<String, Duration>,
+    /// The leader's synchronous-replication memory (see
+    /// [`pgha_core::ha::sync`]).
+    sync: pgha_core::ha::SyncKeeper,
+    /// The last synchronous-replication state reported, so a settled one is
+    /// logged once, not every cycle.
+    sync_said: String,
     /// A restart requested for later (`POST /restart` with `schedule`).
     scheduled_restart: Option<RestartRequest>,
     /// A restart requested now, waiting for the next cycle to start it.
@@ -154,6 +163,8 @@ impl HaLoop {
             last_status: None,
             slot_orphaned_since: HashMap::new(),
             member_seen_at: HashMap::new(),
+            sync: pgha_core::ha::SyncKeeper::default(),
+            sync_said: String::new(),
             scheduled_restart: None,
             pending_restart_request: None,
             pending_reload: None,
@@ -351,6 +362,8 @@ impl HaLoop {
             }
             if c.is_leader(&self.config.name) && self.holds_lock() {
                 self.leader_duties(c, &observed).await;
+            } else {
+                self.sync.reset();
             }
         }
         if member.replication_state.as_deref() == Some("streaming") {
@@ -421,6 +434,7 @@ impl HaLoop {
                         .postgresql_flag("remove_data_directory_on_diverged_timelines")
                 }),
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover(),
+            sync_mode: self.dynamic.sync_settings().mode,
             primary_start_timeout: Duration::from_secs(self.dynamic.primary_start_timeout()),
             paused: self.dynamic.pause(),
             not_streaming_limit: ha::not_streaming_limit(self.node.timing()),

@@ -8,6 +8,7 @@ use super::*;
 use crate::ha::observation::*;
 use crate::ha::replication::{ConfiguredUpstream, Endpoint};
 use crate::ha::rule::Rule;
+use crate::ha::sync::SyncMode;
 use crate::ha::world::*;
 
 fn actions(d: &Decision) -> &[Action] {
@@ -1670,4 +1671,78 @@ fn every_rule_is_reached_and_named() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 24, "every rule once, each with its own id");
+}
+
+// ---- 6. the race in synchronous mode
+
+fn sync_world(me: &str) -> World {
+    let mut w = World::new(me);
+    w.settings.sync_mode = SyncMode::On { strict: false };
+    w.no_leader()
+        .set("sync", r#"{"leader":"n1","quorum":0,"sync_standby":"n2"}"#);
+    w
+}
+
+#[test]
+fn in_synchronous_mode_only_a_synchronous_standby_races_even_when_behind() {
+    // n3 is ahead of n2, but only n2 is known to hold every acknowledged
+    // commit: n3 stays out, and does not hold n2 back.
+    let mut w = sync_world("n3");
+    w.local.wal_position = Some(1200);
+    w.peer("n2", 1000, 1);
+    assert_idle(
+        &w.decide(),
+        Rule::Race,
+        "synchronous standbys the sync key names (n2)",
+    );
+    let mut w = sync_world("n2");
+    w.peer("n3", 1200, 1);
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::AcquireLock, Action::Promote]);
+    // The same world without synchronous mode: n3, ahead, wins.
+    w.settings.sync_mode = SyncMode::Off;
+    assert_idle(&w.decide(), Rule::Race, "n3 is ahead of me");
+}
+
+#[test]
+fn in_synchronous_mode_without_a_synchronous_standby_nobody_races() {
+    let mut w = sync_world("n2");
+    w.set("sync", r#"{"leader":"n1","quorum":0,"sync_standby":null}"#);
+    assert_idle(&w.decide(), Rule::Race, "(none)");
+    w.set("sync", "not json");
+    assert_idle(&w.decide(), Rule::Race, "sync key is unreadable");
+    // A key never taken by a leader in synchronous mode: the usual race.
+    w.unset("sync");
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_switchover_goes_to_a_synchronous_standby_only_a_failover_anywhere() {
+    let mut w = sync_world("n3");
+    w.set("failover", r#"{"leader":"n1","member":"n3"}"#);
+    assert_idle(
+        &w.decide(),
+        Rule::Race,
+        "requested switchover candidate, but",
+    );
+    w.set("failover", r#"{"member":"n3"}"#);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn the_leader_refuses_a_switchover_to_an_asynchronous_member() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.settings.sync_mode = SyncMode::On { strict: false };
+    w.set("sync", r#"{"leader":"n1","quorum":0,"sync_standby":"n2"}"#)
+        .set("failover", r#"{"leader":"n1","member":"n3"}"#)
+        .peer("n2", 1000, 1)
+        .peer("n3", 1000, 1);
+    let d = w.decide();
+    assert!(d.actions.contains(&Action::ClearFailover), "{d:?}");
+    assert_decided(&d, Rule::Switchover, "n3 is not a synchronous standby");
+    // Without a candidate, it hands over (to n2, the synchronous standby).
+    w.set("failover", r#"{"leader":"n1"}"#);
+    let d = w.decide();
+    assert_decided(&d, Rule::Switchover, "e.g. n2");
 }

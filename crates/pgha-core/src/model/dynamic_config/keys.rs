@@ -84,9 +84,9 @@ fn switched_on(v: &Value) -> bool {
     lenient::bool(v).unwrap_or(false)
 }
 
-/// `synchronous_mode: true`, `on` or `quorum`.
-fn synchronous(v: &Value) -> bool {
-    switched_on(v) || v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("quorum"))
+/// `synchronous_mode: quorum` (`true` is supported).
+fn quorum(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("quorum"))
 }
 
 /// Patroni's `is_standby_cluster`: the section names a `host`, a `port` or
@@ -184,13 +184,9 @@ pub const DYNAMIC: &[Key] = &[
     key(
         "synchronous_mode",
         SyncMode,
-        refused("synchronous replication", synchronous),
+        refused("quorum commit (synchronous_mode: quorum)", quorum),
     ),
-    key(
-        "synchronous_mode_strict",
-        Bool,
-        refused("strict synchronous replication", switched_on),
-    ),
+    key("synchronous_mode_strict", Bool, Supported),
     key(
         "failsafe_mode",
         Bool,
@@ -207,8 +203,8 @@ pub const DYNAMIC: &[Key] = &[
             standby,
         ),
     ),
-    key("synchronous_node_count", Count, NotYet),
-    key("maximum_lag_on_syncnode", Int, NotYet),
+    key("synchronous_node_count", Count, Supported),
+    key("maximum_lag_on_syncnode", Int, Supported),
     key("primary_stop_timeout", Count, NotYet),
     key("master_stop_timeout", Count, NotYet),
     key("primary_race_backoff", Count, NotYet),
@@ -353,7 +349,7 @@ fn check_kind(v: &Value, kind: Kind, here: &str, out: &mut Review) -> bool {
         Count => lenient::int(v).is_some_and(|i| i >= 0),
         Int => lenient::int(v).is_some(),
         Bool => lenient::bool(v).is_some(),
-        SyncMode => lenient::bool(v).is_some() || synchronous(v),
+        SyncMode => lenient::bool(v).is_some() || quorum(v),
         Text => matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)),
         List => v.is_array(),
         Map => v.is_object(),
@@ -420,13 +416,7 @@ mod tests {
     #[test]
     fn data_losing_keys_are_unsupported_only_when_they_turn_something_on() {
         for (doc, key) in [
-            (json!({"synchronous_mode": true}), "synchronous_mode"),
-            (json!({"synchronous_mode": "on"}), "synchronous_mode"),
             (json!({"synchronous_mode": "quorum"}), "synchronous_mode"),
-            (
-                json!({"synchronous_mode_strict": "yes"}),
-                "synchronous_mode_strict",
-            ),
             (json!({"failsafe_mode": true}), "failsafe_mode"),
             (
                 json!({"standby_cluster": {"host": "10.0.0.1", "port": 5432}}),
@@ -450,6 +440,9 @@ mod tests {
         }
         for doc in [
             json!({"synchronous_mode": "off"}),
+            json!({"synchronous_mode": true}),
+            json!({"synchronous_mode": "on", "synchronous_mode_strict": "yes"}),
+            json!({"synchronous_node_count": 2, "maximum_lag_on_syncnode": -1}),
             json!({"failsafe_mode": false}),
             json!({"standby_cluster": {"host": null, "primary_slot_name": "x"}}),
             json!({"standby_cluster": {}}),
@@ -466,7 +459,7 @@ mod tests {
         );
         assert_eq!(
             r.unsupported[0].to_string(),
-            "bootstrap.dcs.synchronous_mode: synchronous replication is not supported by pgha yet (set to \"quorum\")"
+            "bootstrap.dcs.synchronous_mode: quorum commit (synchronous_mode: quorum) is not supported by pgha yet (set to \"quorum\")"
         );
     }
 
@@ -533,10 +526,10 @@ mod tests {
 
     #[test]
     fn a_writer_refuses_only_what_it_newly_sets() {
-        let stored = review(json!({"synchronous_mode": true}));
-        let same = review(json!({"synchronous_mode": true, "ttl": 20}));
+        let stored = review(json!({"synchronous_mode": "quorum"}));
+        let same = review(json!({"synchronous_mode": "quorum", "ttl": 20}));
         assert!(same.newly_unsupported(&stored).is_empty());
-        let more = review(json!({"synchronous_mode": true, "failsafe_mode": true}));
+        let more = review(json!({"synchronous_mode": "quorum", "failsafe_mode": true}));
         assert_eq!(
             more.newly_unsupported(&stored)
                 .iter()
@@ -544,7 +537,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["failsafe_mode"]
         );
-        let changed = review(json!({"synchronous_mode": "quorum"}));
+        let changed = review(json!({"failsafe_mode": true}));
         assert_eq!(changed.newly_unsupported(&stored).len(), 1);
     }
 
@@ -553,12 +546,12 @@ mod tests {
         use crate::model::DynamicConfig;
         let cfg = |v: Value| DynamicConfig::from_map(v.as_object().unwrap().clone());
         let stored = cfg(json!({"ttl": 30}));
-        let err = cfg(json!({"ttl": 30, "synchronous_mode": true}))
+        let err = cfg(json!({"ttl": 30, "synchronous_mode": "quorum"}))
             .check_write(Some(&stored))
             .unwrap_err();
         assert!(
             err.to_string().starts_with(
-                "refused: synchronous_mode: synchronous replication is not supported by pgha yet (set to true); nothing was written"
+                "refused: synchronous_mode: quorum commit (synchronous_mode: quorum) is not supported by pgha yet (set to \"quorum\"); nothing was written"
             ),
             "{err}"
         );

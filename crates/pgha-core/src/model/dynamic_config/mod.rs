@@ -215,6 +215,32 @@ impl DynamicConfig {
         self.uint("synchronous_node_count").unwrap_or(1).max(1)
     }
 
+    /// `maximum_lag_on_syncnode`, bytes (`-1` by default: never swap a
+    /// synchronous standby for lag).
+    pub fn maximum_lag_on_syncnode(&self) -> i64 {
+        self.get("maximum_lag_on_syncnode")
+            .and_then(lenient::int)
+            .unwrap_or(-1)
+    }
+
+    /// The synchronous replication settings pgha acts on. Quorum commit is
+    /// refused (see [`keys`]), so it counts as off here.
+    pub fn sync_settings(&self) -> crate::ha::SyncSettings {
+        use crate::ha::SyncMode;
+        let mode = if self.flag("synchronous_mode") {
+            SyncMode::On {
+                strict: self.synchronous_mode_strict(),
+            }
+        } else {
+            SyncMode::Off
+        };
+        crate::ha::SyncSettings {
+            mode,
+            node_count: usize::try_from(self.synchronous_node_count()).unwrap_or(1),
+            maximum_lag_on_syncnode: self.maximum_lag_on_syncnode(),
+        }
+    }
+
     pub fn failsafe_mode(&self) -> bool {
         self.flag("failsafe_mode")
     }

@@ -1,0 +1,209 @@
+//! Synchronous replication (`synchronous_mode`) on real etcd and
+//! PostgreSQL 15, under the fault harness's writers: what it promises (no
+//! acknowledged commit is lost in a failover) shown against the same fault
+//! in asynchronous mode, which loses rows, so each row visibly can fail.
+//!
+//! Fault (a): the primary's WAL senders are frozen (SIGSTOP) for 2 s while
+//! the writers go on, then the primary's host dies. Asynchronously, the
+//! primary acknowledged what its replicas never received; synchronously,
+//! those commits wait and are never acknowledged.
+//!
+//! Fault (c): the synchronous standby's host dies under load: the primary
+//! makes the other replica synchronous (after a stall of at most about a
+//! cycle, reported) and nothing acknowledged is lost.
+
+// A panic is how a test fails; the helpers here are part of the tests.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pgha_testkit::cluster::{ClusterOptions, TestCluster};
+use pgha_testkit::faults::scenario::{Outcome, Run};
+use tokio::time::Instant;
+
+fn agent() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgha"))
+}
+
+const CALL: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Async,
+    On,
+    Strict,
+}
+
+impl Mode {
+    fn patch(self) -> Option<&'static str> {
+        match self {
+            Mode::Async => None,
+            Mode::On => Some(r#"{"synchronous_mode": true}"#),
+            Mode::Strict => Some(r#"{"synchronous_mode": true, "synchronous_mode_strict": true}"#),
+        }
+    }
+}
+
+/// A converged cluster under both writers, in `mode`; with synchronous
+/// mode on, returns once a replica is the synchronous standby (`GET /sync`
+/// answers 200 on it), with its index.
+async fn start(mode: Mode) -> (Run, Option<usize>) {
+    pgha_testkit::init_tracing();
+    let run = Run::start(agent(), ClusterOptions::default())
+        .await
+        .expect("a converged cluster with both writers");
+    let Some(patch) = mode.patch() else {
+        return (run, None);
+    };
+    let c = &run.cluster;
+    let (code, text) = c
+        .api_call(run.primary, "PATCH", "/config", Some(patch), CALL)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "PATCH /config {patch}: {text}");
+    let sync = wait_sync_standby(c, &run.replicas(), Duration::from_secs(30)).await;
+    (run, Some(sync))
+}
+
+/// Waits (bounded) until one of `replicas` says it is a synchronous standby.
+async fn wait_sync_standby(c: &TestCluster, replicas: &[usize], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        for &r in replicas {
+            if matches!(
+                c.api_call(r, "GET", "/sync", None, CALL).await,
+                Ok((200, _))
+            ) {
+                return r;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no synchronous standby within {within:?}\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn report(o: &Outcome) {
+    eprintln!("synchronous scenario {}: {}", o.id, o.to_json());
+    assert!(
+        o.split_brain.is_empty(),
+        "{}: two servers accepted writes at once: {:?}",
+        o.id,
+        o.split_brain
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Fault (a) in `mode`; the outcome.
+async fn frozen_senders_then_primary_host_dies(mode: Mode) -> Outcome {
+    let (mut run, sync) = start(mode).await;
+    let p = run.primary;
+    let senders: Vec<Pid> = run
+        .cluster
+        .sql(p, "SELECT pid::text FROM pg_stat_replication")
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| Pid::from_raw(s.parse().unwrap()))
+        .collect();
+    assert_eq!(senders.len(), 2, "both replicas stream");
+    run.fault();
+    for &pid in &senders {
+        kill(pid, Signal::SIGSTOP).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.cluster.reboot_node(p).await.unwrap();
+    let ttl = run.cluster.options.ttl;
+    let new = run
+        .cluster
+        .wait_for_primary(Duration::from_secs(ttl * 3 + 20))
+        .await
+        .unwrap();
+    if let Some(s) = sync {
+        assert_eq!(
+            new,
+            s,
+            "only the synchronous standby may be promoted\n{}",
+            run.cluster.logs_tail(30)
+        );
+    }
+    run.cluster.start_agent(p).unwrap();
+    let bound = Duration::from_secs(2 * ttl + 60);
+    let o = run
+        .finish(
+            &format!("sync-a-{mode:?}"),
+            "WAL senders frozen 2 s, then the primary's host dies",
+            bound,
+        )
+        .await
+        .unwrap();
+    report(&o);
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_async_contrast_loses_acknowledged_rows() {
+    let o = frozen_senders_then_primary_host_dies(Mode::Async).await;
+    assert!(
+        o.lost > 0,
+        "asynchronous replication lost nothing: the fault does not show what synchronous mode prevents"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_mode_loses_nothing() {
+    let o = frozen_senders_then_primary_host_dies(Mode::On).await;
+    assert_eq!(o.lost, 0, "synchronous_mode lost acknowledged rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_synchronous_mode_loses_nothing() {
+    let o = frozen_senders_then_primary_host_dies(Mode::Strict).await;
+    assert_eq!(o.lost, 0, "synchronous_mode_strict lost acknowledged rows");
+}
+
+/// Fault (c): the synchronous standby's host dies under load.
+async fn sync_standby_host_dies(mode: Mode) {
+    let (mut run, sync) = start(mode).await;
+    let s = sync.unwrap();
+    let other = run.replicas().into_iter().find(|&r| r != s).unwrap();
+    run.fault();
+    run.cluster.reboot_node(s).await.unwrap();
+    // The other replica becomes the synchronous standby.
+    wait_sync_standby(&run.cluster, &[other], Duration::from_secs(30)).await;
+    run.cluster.start_agent(s).unwrap();
+    let bound = Duration::from_secs(2 * run.cluster.options.ttl + 60);
+    let o = run
+        .finish(
+            &format!("sync-c-{mode:?}"),
+            "the synchronous standby's host dies",
+            bound,
+        )
+        .await
+        .unwrap();
+    report(&o);
+    assert_eq!(o.lost, 0);
+    assert_eq!(o.failover, None, "no failover for a standby's death");
+    eprintln!(
+        "sync-c-{mode:?}: commit stall (longest gap after the fault): {:?}",
+        o.gap
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_synchronous_standby_dies_in_synchronous_mode() {
+    sync_standby_host_dies(Mode::On).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_synchronous_standby_dies_in_strict_mode() {
+    sync_standby_host_dies(Mode::Strict).await;
+}
