@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use pgha_core::ha::{
-    DataDir, HaNode, Inputs, LocalPostgres, NodeSettings, PeerSource, PeerStatus, PgRole,
+    DataDir, HaNode, Inputs, LocalPostgres, NodeSettings, PeerSource, PeerStatus, PgRole, SyncMode,
 };
 use pgha_core::model::{Cluster, ClusterKey, RawEntry, Tags, Timing, Version};
 
@@ -34,6 +34,7 @@ fn main() {
         remove_data_directory_on_rewind_failure: false,
         remove_data_directory_on_diverged_timelines: false,
         maximum_lag_on_failover: 1 << 20,
+        sync_mode: SyncMode::Off,
         primary_start_timeout: Duration::from_secs(300),
         paused: false,
         not_streaming_limit: Duration::from_secs(50),

@@ -207,3 +207,141 @@ async fn c_synchronous_standby_dies_in_synchronous_mode() {
 async fn c_synchronous_standby_dies_in_strict_mode() {
     sync_standby_host_dies(Mode::Strict).await;
 }
+
+/// The operator's side, with the real patronictl: `pghactl edit-config -s
+/// synchronous_mode=on` turns it on; `patronictl list` and `pghactl list`
+/// show the synchronous standby; the health checks tell it from the
+/// asynchronous one; a switchover to the asynchronous member is refused
+/// and one to the synchronous standby goes through; turning the mode off
+/// removes the `sync` key and PostgreSQL's synchronous_standby_names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_and_steer_synchronous_mode() {
+    use pgha_testkit::cluster::DcsKind;
+    use pgha_testkit::patronictl::{DcsSection, Patronictl};
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, ClusterOptions::default())
+        .await
+        .unwrap();
+    c.start_all().unwrap();
+    let p = c
+        .wait_converged(&[0, 1, 2], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let config = c.ctl_config().unwrap();
+    let pghactl = async |args: &[&str]| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pghactl"))
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pghactl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    pghactl(&["edit-config", "-s", "synchronous_mode=on", "--force"]).await;
+    let replicas: Vec<usize> = (0..3).filter(|&i| i != p).collect();
+    let s = wait_sync_standby(&c, &replicas, Duration::from_secs(30)).await;
+    let a = replicas.iter().copied().find(|&r| r != s).unwrap();
+    let name = |i: usize| c.nodes[i].name.clone();
+
+    // Health checks.
+    let code = async |i: usize, path: &str| c.api_call(i, "GET", path, None, CALL).await.unwrap().0;
+    assert_eq!(code(s, "/sync").await, 200);
+    assert_eq!(code(s, "/async").await, 503);
+    assert_eq!(code(a, "/sync").await, 503);
+    assert_eq!(code(a, "/async").await, 200);
+    assert_eq!(code(p, "/read-only-sync").await, 200);
+    assert_eq!(code(s, "/read-only-sync").await, 200);
+    assert_eq!(code(a, "/read-only-sync").await, 503);
+    let (_, status) = c.api_call(s, "GET", "/patroni", None, CALL).await.unwrap();
+    assert!(status.contains("\"sync_standby\":true"), "{status}");
+    let ssn = c.sql(p, "SHOW synchronous_standby_names").await.unwrap();
+    assert_eq!(ssn, [format!("\"{}\"", name(s))]);
+
+    // The real patronictl and pghactl show it.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let hosts = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hosts: "))
+        .unwrap()
+        .to_string();
+    let patronictl = Patronictl::new("/service/", &c.scope, &DcsSection::Etcd3 { hosts }).unwrap();
+    let rows = patronictl.list_json().await.unwrap();
+    let role = |rows: &[serde_json::Value], n: &str| {
+        rows.iter()
+            .find(|r| r["Member"] == n)
+            .map(|r| r["Role"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(
+        role(&rows, &name(s)).as_deref(),
+        Some("Sync Standby"),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        role(&rows, &name(a)).as_deref(),
+        Some("Replica"),
+        "{rows:#?}"
+    );
+    let listed = pghactl(&["list"]).await;
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&name(s)) && l.contains("Sync Standby")),
+        "{listed}"
+    );
+
+    // A switchover to the asynchronous member is refused, naming why.
+    let body = |to: usize| {
+        format!(
+            r#"{{"leader": "{}", "candidate": "{}"}}"#,
+            name(p),
+            name(to)
+        )
+    };
+    let (code_a, text_a) = c
+        .api_call(p, "POST", "/switchover", Some(&body(a)), CALL)
+        .await
+        .unwrap();
+    assert_eq!(code_a, 412, "{text_a}");
+    assert!(text_a.contains("not a synchronous standby"), "{text_a}");
+    let (code_s, text_s) = c
+        .api_call(
+            p,
+            "POST",
+            "/switchover",
+            Some(&body(s)),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code_s, 200, "{text_s}");
+    let new = c
+        .wait_converged(&[0, 1, 2], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(new, s);
+    // The new leader chooses its own synchronous standby.
+    let others: Vec<usize> = (0..3).filter(|&i| i != s).collect();
+    wait_sync_standby(&c, &others, Duration::from_secs(30)).await;
+
+    // Off again: the key goes, PostgreSQL waits for nobody.
+    pghactl(&["edit-config", "-s", "synchronous_mode=off", "--force"]).await;
+    c.wait_sql(
+        s,
+        "SHOW synchronous_standby_names",
+        Duration::from_secs(30),
+        |r| r == [""],
+    )
+    .await
+    .unwrap();
+    let rows = patronictl.list_json().await.unwrap();
+    assert!(
+        rows.iter().all(|r| r["Role"] != "Sync Standby"),
+        "{rows:#?}"
+    );
+}

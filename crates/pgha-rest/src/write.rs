@@ -408,8 +408,18 @@ async fn failover_possible(
     }
     let mut problems = Vec::new();
     let named_without_leader = cluster.leader.is_none() && candidate.is_some();
+    // In synchronous mode a switchover, or a failover naming no
+    // candidate, goes to a synchronous standby only (as Patroni's); a
+    // failover to a named member is the operator's explicit call.
+    let sync_mode = cluster.dynamic_config().sync_settings().mode;
+    let sync_only = action == "switchover" || candidate.is_none();
     for p in candidates {
-        match requested_candidate_problem(p, named_without_leader) {
+        let problem = requested_candidate_problem(p, named_without_leader).or_else(|| {
+            sync_only
+                .then(|| pgha_core::ha::switchover::sync_problem(sync_mode, cluster, &p.name))
+                .flatten()
+        });
+        match problem {
             None => return Ok(()),
             Some(why) => problems.push(format!("{} {why}", p.name)),
         }
