@@ -1,5 +1,5 @@
-//! The dynamic configuration's keys that pgha refuses (synchronous_mode,
-//! standby_cluster, failsafe_mode...), at every entry point, on a real
+//! The dynamic configuration's keys that pgha refuses (failsafe_mode,
+//! standby_cluster, synchronous_mode: quorum...), at every entry point, on a real
 //! etcd and PostgreSQL 15: a node's `bootstrap.dcs`, `PATCH`/`PUT /config`,
 //! `pghactl edit-config`, and a `config` key written by someone else (as
 //! Patroni would) that the running cluster reads each cycle.
@@ -104,11 +104,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
 
     // REST: 400 naming the key, nothing written.
     for (method, body, key) in [
-        (
-            "PATCH",
-            r#"{"synchronous_mode": "quorum"}"#,
-            "synchronous_mode",
-        ),
+        ("PATCH", r#"{"failsafe_mode": "on"}"#, "failsafe_mode"),
         (
             "PATCH",
             r#"{"standby_cluster": {"host": "127.0.0.1", "port": 5999}}"#,
@@ -134,11 +130,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     }
 
     // pghactl edit-config: exit 1 naming the key, nothing written.
-    for set in [
-        "failsafe_mode=true",
-        "synchronous_mode=quorum",
-        "standby_cluster.host=127.0.0.1",
-    ] {
+    for set in ["failsafe_mode=true", "standby_cluster.host=127.0.0.1"] {
         let out = pghactl(&ctl, &["edit-config", "-s", set, "--force"], "")
             .await
             .failed();
@@ -170,7 +162,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     // pghactl list.
     let current = stored().await;
     let mut patronis = current.value.clone();
-    patronis.set_path("synchronous_mode", Some(serde_json::json!(true)));
+    patronis.set_path("failsafe_mode", Some(serde_json::json!(true)));
     patronis.set_path("standby_cluster.host", Some(serde_json::json!("127.0.0.1")));
     dcs.write_config(&patronis, Expect::Version(current.version.clone()))
         .await
@@ -181,7 +173,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     })
     .await;
     let (_, s) = c.api(p, "/patroni").await.unwrap();
-    assert_eq!(s["unsupported_config"][0]["key"], "synchronous_mode");
+    assert_eq!(s["unsupported_config"][0]["key"], "failsafe_mode");
     assert_eq!(s["unsupported_config"][1]["key"], "standby_cluster");
     let (_, metrics) = c.api_call(p, "GET", "/metrics", None, CALL).await.unwrap();
     assert!(
@@ -193,7 +185,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     );
     let cycles = |log: &str| {
         log.matches(
-            "asks for what pgha does not do, and the cluster runs without it: synchronous_mode",
+            "asks for what pgha does not do, and the cluster runs without it: failsafe_mode",
         )
         .count()
     };
@@ -203,7 +195,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     })
     .await;
     let list = pghactl(&ctl, &["list"], "").await.ok();
-    for key in ["synchronous_mode", "standby_cluster"] {
+    for key in ["failsafe_mode", "standby_cluster"] {
         assert!(
             list.stdout.contains(&format!(" WARNING: {key}: ")),
             "{list}"
@@ -224,7 +216,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
         &[
             "edit-config",
             "-s",
-            "synchronous_mode=null",
+            "failsafe_mode=null",
             "-s",
             "standby_cluster=null",
             "--force",
@@ -240,7 +232,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     .await;
     let after: DynamicConfig = stored().await.value;
     assert_eq!(after.get("loop_wait"), Some(&serde_json::json!(2)));
-    assert!(after.get("synchronous_mode").is_none());
+    assert!(after.get("failsafe_mode").is_none());
     assert!(
         !pghactl(&ctl, &["list"], "")
             .await
