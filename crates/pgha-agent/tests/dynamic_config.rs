@@ -1,5 +1,5 @@
 //! The dynamic configuration's keys that pgha refuses (failsafe_mode,
-//! standby_cluster, synchronous_mode: quorum...), at every entry point, on a real
+//! standby_cluster...), at every entry point, on a real
 //! etcd and PostgreSQL 15: a node's `bootstrap.dcs`, `PATCH`/`PUT /config`,
 //! `pghactl edit-config`, and a `config` key written by someone else (as
 //! Patroni would) that the running cluster reads each cycle.

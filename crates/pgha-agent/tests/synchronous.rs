@@ -35,6 +35,7 @@ enum Mode {
     Async,
     On,
     Strict,
+    Quorum,
 }
 
 impl Mode {
@@ -43,6 +44,16 @@ impl Mode {
             Mode::Async => None,
             Mode::On => Some(r#"{"synchronous_mode": true}"#),
             Mode::Strict => Some(r#"{"synchronous_mode": true, "synchronous_mode_strict": true}"#),
+            Mode::Quorum => Some(r#"{"synchronous_mode": "quorum"}"#),
+        }
+    }
+
+    /// The health check a synchronous standby answers 200 on.
+    fn check(self) -> &'static str {
+        if self == Mode::Quorum {
+            "/quorum"
+        } else {
+            "/sync"
         }
     }
 }
@@ -64,17 +75,23 @@ async fn start(mode: Mode) -> (Run, Option<usize>) {
         .await
         .unwrap();
     assert_eq!(code, 200, "PATCH /config {patch}: {text}");
-    let sync = wait_sync_standby(c, &run.replicas(), Duration::from_secs(30)).await;
+    let sync = wait_standby(c, mode, &run.replicas(), Duration::from_secs(30)).await;
     (run, Some(sync))
 }
 
 /// Waits (bounded) until one of `replicas` says it is a synchronous standby.
 async fn wait_sync_standby(c: &TestCluster, replicas: &[usize], within: Duration) -> usize {
+    wait_standby(c, Mode::On, replicas, within).await
+}
+
+/// Waits (bounded) until one of `replicas` says it is a synchronous (or,
+/// in quorum mode, a quorum) standby.
+async fn wait_standby(c: &TestCluster, mode: Mode, replicas: &[usize], within: Duration) -> usize {
     let deadline = Instant::now() + within;
     loop {
         for &r in replicas {
             if matches!(
-                c.api_call(r, "GET", "/sync", None, CALL).await,
+                c.api_call(r, "GET", mode.check(), None, CALL).await,
                 Ok((200, _))
             ) {
                 return r;
@@ -127,7 +144,7 @@ async fn frozen_senders_then_primary_host_dies(mode: Mode) -> Outcome {
         .wait_for_primary(Duration::from_secs(ttl * 3 + 20))
         .await
         .unwrap();
-    if let Some(s) = sync {
+    if let Some(s) = sync.filter(|_| mode != Mode::Quorum) {
         assert_eq!(
             new,
             s,
@@ -165,6 +182,12 @@ async fn a_synchronous_mode_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_commit_loses_nothing() {
+    let o = frozen_senders_then_primary_host_dies(Mode::Quorum).await;
+    assert_eq!(o.lost, 0, "synchronous_mode: quorum lost acknowledged rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_synchronous_mode_loses_nothing() {
     let o = frozen_senders_then_primary_host_dies(Mode::Strict).await;
     assert_eq!(o.lost, 0, "synchronous_mode_strict lost acknowledged rows");
@@ -177,8 +200,8 @@ async fn sync_standby_host_dies(mode: Mode) {
     let other = run.replicas().into_iter().find(|&r| r != s).unwrap();
     run.fault();
     run.cluster.reboot_node(s).await.unwrap();
-    // The other replica becomes the synchronous standby.
-    wait_sync_standby(&run.cluster, &[other], Duration::from_secs(30)).await;
+    // The other replica is (or becomes) a synchronous standby.
+    wait_standby(&run.cluster, mode, &[other], Duration::from_secs(30)).await;
     run.cluster.start_agent(s).unwrap();
     let bound = Duration::from_secs(2 * run.cluster.options.ttl + 60);
     let o = run
@@ -206,6 +229,11 @@ async fn c_synchronous_standby_dies_in_synchronous_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_synchronous_standby_dies_in_strict_mode() {
     sync_standby_host_dies(Mode::Strict).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_quorum_standby_dies_in_quorum_mode() {
+    sync_standby_host_dies(Mode::Quorum).await;
 }
 
 /// The operator's side, with the real patronictl: `pghactl edit-config -s
@@ -328,6 +356,27 @@ async fn operators_see_and_steer_synchronous_mode() {
     // The new leader chooses its own synchronous standby.
     let others: Vec<usize> = (0..3).filter(|&i| i != s).collect();
     wait_sync_standby(&c, &others, Duration::from_secs(30)).await;
+
+    // Quorum commit, live: ANY 1 of both replicas, both voters, and the
+    // real patronictl shows them as Quorum Standby.
+    pghactl(&["edit-config", "-s", "synchronous_mode=quorum", "--force"]).await;
+    for r in others.iter().copied() {
+        wait_standby(&c, Mode::Quorum, &[r], Duration::from_secs(30)).await;
+    }
+    let mut both: Vec<String> = others.iter().map(|&r| format!("\"{}\"", name(r))).collect();
+    both.sort();
+    assert_eq!(
+        c.sql(s, "SHOW synchronous_standby_names").await.unwrap(),
+        [format!("ANY 1 ({})", both.join(","))]
+    );
+    let rows = patronictl.list_json().await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["Role"] == "Quorum Standby")
+            .count(),
+        2,
+        "{rows:#?}"
+    );
 
     // Off again: the key goes, PostgreSQL waits for nobody.
     pghactl(&["edit-config", "-s", "synchronous_mode=off", "--force"]).await;

@@ -143,7 +143,7 @@ fn unsupported_dcs_and_keys_are_named() {
 fn bootstrap_dcs_is_checked_with_the_dynamic_configuration_table() {
     let yaml = PATRONI_EXAMPLE.replace(
         "  dcs:                      # written once to /<namespace>/<scope>/config\n",
-        "  dcs:\n    synchronous_mode: quorum\n    standby_cluster: {host: 10.0.0.1, port: 5432}\n    slots: {s1: {type: physical}}\n",
+        "  dcs:\n    failsafe_mode: true\n    synchronous_mode: quorum\n    standby_cluster: {host: 10.0.0.1, port: 5432}\n    slots: {s1: {type: physical}}\n",
     );
     assert_ne!(yaml, PATRONI_EXAMPLE);
     let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
@@ -151,7 +151,7 @@ fn bootstrap_dcs_is_checked_with_the_dynamic_configuration_table() {
     assert_eq!(
         refused,
         [
-            "bootstrap.dcs.synchronous_mode",
+            "bootstrap.dcs.failsafe_mode",
             "bootstrap.dcs.standby_cluster"
         ]
     );

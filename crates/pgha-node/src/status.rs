@@ -74,8 +74,23 @@ impl NodeStatus {
     /// holds every acknowledged commit (`/sync` health check,
     /// `sync_standby` in `GET /patroni`).
     pub fn is_sync_standby(&self) -> bool {
+        matches!(
+            self.dynamic.sync_settings().mode,
+            pgha_core::ha::SyncMode::On { .. }
+        ) && self.named_in_sync_key()
+    }
+
+    /// A replica the `sync` key names as a voter in quorum commit mode
+    /// (`/quorum` health check, `quorum_standby` in `GET /patroni`).
+    pub fn is_quorum_standby(&self) -> bool {
+        matches!(
+            self.dynamic.sync_settings().mode,
+            pgha_core::ha::SyncMode::Quorum { .. }
+        ) && self.named_in_sync_key()
+    }
+
+    fn named_in_sync_key(&self) -> bool {
         self.is_replica()
-            && self.dynamic.sync_settings().mode.is_on()
             && self
                 .cluster
                 .as_ref()

@@ -452,6 +452,9 @@ pub fn status_json(s: &NodeStatus) -> Value {
     if s.is_sync_standby() {
         out.insert("sync_standby".into(), json!(true));
     }
+    if s.is_quorum_standby() {
+        out.insert("quorum_standby".into(), json!(true));
+    }
     if s.paused {
         out.insert("pause".into(), json!(true));
     }
@@ -550,6 +553,7 @@ pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) 
     let replica =
         running && s.is_replica() && !s.member.tags.noloadbalance() && !lagging && state_ok;
     let sync_standby = s.is_sync_standby();
+    let quorum_standby = s.is_quorum_standby();
     let (code_ok, ignore_tags) = match path {
         "/standby-leader" | "/standby_leader" => (false, true),
         "/leader" => (leader, true),
@@ -558,12 +562,19 @@ pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) 
         "/read-only" => (primary || replica, false),
         "/health" => (running, false),
         "/sync" | "/synchronous" => (s.cluster.is_some() && replica && sync_standby, false),
-        "/async" | "/asynchronous" => (s.cluster.is_some() && replica && !sync_standby, false),
+        "/quorum" => (s.cluster.is_some() && replica && quorum_standby, false),
+        "/async" | "/asynchronous" => (
+            s.cluster.is_some() && replica && !sync_standby && !quorum_standby,
+            false,
+        ),
         "/read-only-sync" | "/read-only-synchronous" => (
             s.cluster.is_some() && (primary || (replica && sync_standby)),
             false,
         ),
-        "/read-only-quorum" => (s.cluster.is_some() && primary, false),
+        "/read-only-quorum" => (
+            s.cluster.is_some() && (primary || (replica && quorum_standby)),
+            false,
+        ),
         _ => (false, false),
     };
     if !code_ok {
@@ -786,7 +797,7 @@ pub fn metrics(s: &NodeStatus) -> String {
         "patroni_quorum_standby",
         "gauge",
         "Value is 1 if this node is a quorum standby, 0 otherwise.",
-        "0".into(),
+        flag(s.is_quorum_standby()),
     );
     let replica = db.filter(|d| d.in_recovery);
     metric(

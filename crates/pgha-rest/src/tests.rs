@@ -703,11 +703,6 @@ mod write_side {
         let a = api(None).await;
         let before = a.dcs.load().await.unwrap().config.unwrap();
         for (method, body, key) in [
-            (
-                "PATCH",
-                r#"{"synchronous_mode": "quorum"}"#,
-                "synchronous_mode",
-            ),
             ("PATCH", r#"{"failsafe_mode": "on"}"#, "failsafe_mode"),
             (
                 "PATCH",
@@ -721,8 +716,8 @@ mod write_side {
             ),
             (
                 "PUT",
-                r#"{"synchronous_mode": "QUORUM"}"#,
-                "synchronous_mode",
+                r#"{"ttl": 30, "failsafe_mode": true}"#,
+                "failsafe_mode",
             ),
         ] {
             assert_error(
@@ -741,7 +736,7 @@ mod write_side {
             &a,
             "PATCH",
             "/config",
-            r#"{"synchronous_mode": true, "synchronous_mode_strict": true, "slots": {"s": {"type": "physical"}}}"#,
+            r#"{"synchronous_mode": "quorum", "synchronous_mode_strict": true, "slots": {"s": {"type": "physical"}}}"#,
             &[],
         )
         .await;
@@ -758,7 +753,7 @@ mod write_side {
         );
         assert!(super::status_json(&s).get("unsupported_config").is_none());
         s.unsupported = pgha_core::model::DynamicConfig::parse(
-            r#"{"synchronous_mode": "quorum", "standby_cluster": {"host": "h"}}"#,
+            r#"{"failsafe_mode": true, "standby_cluster": {"host": "h"}}"#,
         )
         .unwrap()
         .review()
@@ -769,13 +764,13 @@ mod write_side {
             "{m}"
         );
         let j = super::status_json(&s);
-        assert_eq!(j["unsupported_config"][0]["key"], "synchronous_mode");
+        assert_eq!(j["unsupported_config"][0]["key"], "failsafe_mode");
         assert_eq!(j["unsupported_config"][1]["key"], "standby_cluster");
         assert!(
             j["unsupported_config"][0]["message"]
                 .as_str()
                 .unwrap()
-                .contains("quorum commit (synchronous_mode: quorum) is not supported by pgha yet"),
+                .contains("failsafe mode (keeping the primary through a DCS outage) is not supported by pgha yet"),
             "{j}"
         );
     }

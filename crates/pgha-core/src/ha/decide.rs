@@ -947,9 +947,6 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
         }
         RaceGate::Open => {}
     }
-    if let Some(why) = sync::promotion_problem(sync_mode, cluster, me) {
-        return RaceVerdict::StayOut(why);
-    }
     if tags.nofailover() {
         return RaceVerdict::StayOut(
             if tags.failover_priority() <= 0 && !tags.0.contains_key("nofailover") {
@@ -985,16 +982,15 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
             ));
         }
     }
+    if let Some(why) = sync::race_problem(sync_mode, cluster, me, mine, o.inputs.peers) {
+        return RaceVerdict::StayOut(why);
+    }
     let my_priority = tags.failover_priority();
     for peer in o.inputs.peers.iter().filter(|p| p.name != me) {
         if peer.source == PeerSource::Rest && peer.is_primary {
             return RaceVerdict::StayOut(format!("{} still runs as a primary", peer.name));
         }
-        let sync_excluded = sync::is_active(sync_mode, cluster)
-            && cluster
-                .sync
-                .as_ref()
-                .is_some_and(|k| !sync::holds_every_commit(&k.value, &peer.name));
+        let sync_excluded = !sync::peer_counts(sync_mode, cluster, &peer.name);
         if peer.nofailover || peer.replication_broken || sync_excluded {
             // Not a candidate: it does not hold me back, whatever its WAL
             // position says (it may come from another history, or, not

@@ -29,7 +29,10 @@
 
 use std::collections::BTreeMap;
 
+use super::observation::PeerStatus;
 use crate::model::{Cluster, ClusterKey, SyncState};
+
+pub mod quorum;
 
 /// `synchronous_mode` (with `synchronous_mode_strict`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,11 +42,22 @@ pub enum SyncMode {
     /// `synchronous_mode: true`. `strict`: commits never go asynchronous;
     /// without an eligible standby they wait.
     On { strict: bool },
+    /// `synchronous_mode: quorum` ([`quorum`]): `ANY k (...)`, and a free
+    /// lock goes to a node that gathers the key's quorum of votes.
+    Quorum { strict: bool },
 }
 
 impl SyncMode {
     pub fn is_on(self) -> bool {
         self != SyncMode::Off
+    }
+
+    /// `synchronous_mode_strict`.
+    pub fn is_strict(self) -> bool {
+        matches!(
+            self,
+            SyncMode::On { strict: true } | SyncMode::Quorum { strict: true }
+        )
     }
 }
 
@@ -83,7 +97,7 @@ pub fn holds_every_commit(sync: &SyncState, name: &str) -> bool {
 /// acknowledged commit. A key that cannot be read means the safe set is
 /// unknown: nobody races (the cluster waits rather than guesses).
 pub fn promotion_problem(mode: SyncMode, cluster: &Cluster, me: &str) -> Option<String> {
-    if !mode.is_on() {
+    if !matches!(mode, SyncMode::On { .. }) {
         return None;
     }
     if let Some(p) = cluster.problem(&ClusterKey::Sync) {
@@ -111,6 +125,48 @@ pub fn promotion_problem(mode: SyncMode, cluster: &Cluster, me: &str) -> Option<
             standbys.join(", ")
         }
     ))
+}
+
+/// Why `me`, with WAL position `mine`, may not race for a free lock in
+/// synchronous mode (`peers`: what the other members' REST APIs said), or
+/// `None`: in `true` mode, [`promotion_problem`]; in quorum mode, the
+/// votes of [`quorum::vote_problem`]. An unreadable key stops everyone.
+pub fn race_problem(
+    mode: SyncMode,
+    cluster: &Cluster,
+    me: &str,
+    mine: u64,
+    peers: &[PeerStatus],
+) -> Option<String> {
+    match mode {
+        SyncMode::Off => None,
+        SyncMode::On { .. } => promotion_problem(mode, cluster, me),
+        SyncMode::Quorum { .. } => {
+            if let Some(p) = cluster.problem(&ClusterKey::Sync) {
+                return Some(format!(
+                    "quorum commit: the sync key is unreadable ({}), so who holds every \
+                     acknowledged commit is unknown; waiting",
+                    p.reason
+                ));
+            }
+            if !is_active(mode, cluster) {
+                return None;
+            }
+            quorum::vote_problem(&cluster.sync.as_ref()?.value, me, mine, peers)
+        }
+    }
+}
+
+/// Whether a peer's WAL position can hold `me` back in the race: in
+/// `true` mode only the key's leader and standbys count (the others may
+/// miss acknowledged commits and cannot win); otherwise every member.
+pub fn peer_counts(mode: SyncMode, cluster: &Cluster, peer: &str) -> bool {
+    !(matches!(mode, SyncMode::On { .. })
+        && is_active(mode, cluster)
+        && cluster
+            .sync
+            .as_ref()
+            .is_some_and(|k| !holds_every_commit(&k.value, peer)))
 }
 
 /// How `synchronous_standby_names` counts its standbys.
@@ -393,6 +449,10 @@ pub struct SyncKeeper {
     baseline: Option<(String, u64)>,
     /// Lower-cased names of the listed standbys that caught up.
     caught_up: BTreeMap<String, ()>,
+    /// How commits may have been acknowledged before the running value
+    /// took effect, until enough of its standbys caught up (quorum mode;
+    /// see [`quorum`]).
+    pending: Vec<quorum::AckRule>,
 }
 
 impl SyncKeeper {
@@ -403,7 +463,22 @@ impl SyncKeeper {
 
     /// The next step, and one line saying why.
     pub fn next(&mut self, v: &SyncView<'_>) -> (SyncStep, String) {
-        let SyncMode::On { strict } = v.settings.mode else {
+        let strict = match v.settings.mode {
+            SyncMode::On { strict } => strict,
+            SyncMode::Quorum { strict } => return self.next_quorum(v, strict),
+            SyncMode::Off => return self.next_off(v),
+        };
+        let running = StandbyNames::parse(v.running_names);
+        self.observe(v, running.as_ref());
+        if let Some(step) = take_key(v) {
+            return step;
+        }
+        self.next_on(v, strict, running.as_ref())
+    }
+
+    /// Synchronous mode off: the key goes, then pgha's value.
+    fn next_off(&mut self, v: &SyncView<'_>) -> (SyncStep, String) {
+        {
             self.reset();
             if v.key.is_some() {
                 return (
@@ -418,27 +493,17 @@ impl SyncKeeper {
                         .into(),
                 );
             }
-            return (SyncStep::Settled, "synchronous_mode is off".into());
-        };
-        let running = StandbyNames::parse(v.running_names);
-        self.observe(v, running.as_ref());
-
-        // 1. The key names this leader: until then it may name a former
-        //    leader's standbys, which need not hold this node's commits.
-        let key_leader = v.key.and_then(|k| k.leader.as_deref()).unwrap_or_default();
-        if !key_leader.eq_ignore_ascii_case(v.me) {
-            return (
-                SyncStep::WriteKey(key_value(v.me, &[])),
-                if key_leader.is_empty() {
-                    "synchronous_mode: taking the sync key with no synchronous standby yet".into()
-                } else {
-                    format!(
-                        "synchronous_mode: the sync key names {key_leader} as leader; \
-                         taking it with no synchronous standby yet"
-                    )
-                },
-            );
+            (SyncStep::Settled, "synchronous_mode is off".into())
         }
+    }
+
+    /// `synchronous_mode: true`, the key naming this leader.
+    fn next_on(
+        &mut self,
+        v: &SyncView<'_>,
+        strict: bool,
+        running: Option<&StandbyNames>,
+    ) -> (SyncStep, String) {
         let voters: Vec<String> = v
             .key
             .map(|k| k.standbys().iter().map(|s| s.to_string()).collect())
@@ -446,7 +511,7 @@ impl SyncKeeper {
         let picked = pick(v);
         let confirmed: Vec<String> = picked
             .iter()
-            .filter(|n| self.confirmed(v, running.as_ref(), n))
+            .filter(|n| self.confirmed(v, running, n))
             .cloned()
             .collect();
 
@@ -476,7 +541,7 @@ impl SyncKeeper {
         } else {
             StandbyNames::all_of(&picked)
         };
-        if running.as_ref() != Some(&wanted) {
+        if running != Some(&wanted) {
             let what = if wanted.is_none() {
                 "no eligible synchronous standby: commits are asynchronous until one streams, \
                  and no replica may be promoted automatically meanwhile"
@@ -541,6 +606,25 @@ impl SyncKeeper {
     /// that caught up with it.
     fn observe(&mut self, v: &SyncView<'_>, running: Option<&StandbyNames>) {
         let Some(lsn) = v.primary_lsn else { return };
+        match &self.baseline {
+            None => {
+                // Started (or became leader) with this value in force: what
+                // came before is known only through the key, which was
+                // safe for it.
+                if let Some(k) = v.key.filter(|k| {
+                    k.leader
+                        .as_deref()
+                        .is_some_and(|l| l.eq_ignore_ascii_case(v.me))
+                }) {
+                    self.pending.push(quorum::AckRule::of_key(k));
+                }
+            }
+            Some((text, _)) if text != v.running_names => {
+                self.pending
+                    .push(quorum::AckRule::of(StandbyNames::parse(text).as_ref()));
+            }
+            Some(_) => {}
+        }
         if self.baseline.as_ref().map(|(t, _)| t.as_str()) != Some(v.running_names) {
             self.baseline = Some((v.running_names.to_string(), lsn));
             self.caught_up
@@ -556,6 +640,17 @@ impl SyncKeeper {
                 self.caught_up.insert(w.name.to_lowercase(), ());
             }
         }
+        // Every commit acknowledged before the running value is on `k` of
+        // its standbys once `k` of them flushed past where it took effect.
+        let rule = quorum::AckRule::of(running);
+        let past = v
+            .walsenders
+            .iter()
+            .filter(|w| contains(&rule.names, &w.name) && w.flush_lsn >= Some(*since))
+            .count();
+        if past >= rule.k {
+            self.pending.clear();
+        }
     }
 
     /// `name` is listed in the running value, all listed standbys are
@@ -566,6 +661,15 @@ impl SyncKeeper {
                 .iter()
                 .any(|w| w.name.eq_ignore_ascii_case(name) && w.sync_state == "sync")
             && self.caught_up.contains_key(&name.to_lowercase())
+    }
+}
+
+/// Names joined for a message, `none` for none.
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -598,6 +702,13 @@ fn key_value(leader: &str, standbys: &[String]) -> SyncState {
 /// `sync_priority`, then the ones already synchronous, then the most
 /// advanced.
 fn pick(v: &SyncView<'_>) -> Vec<String> {
+    let mut all = pick_all(v);
+    all.truncate(v.settings.node_count.max(1));
+    all
+}
+
+/// Every eligible standby, best first (see [`pick`]).
+fn pick_all(v: &SyncView<'_>) -> Vec<String> {
     let mut candidates: Vec<(&SyncMember, &Walsender)> = v
         .members
         .iter()
@@ -632,7 +743,6 @@ fn pick(v: &SyncView<'_>) -> Vec<String> {
     });
     candidates
         .into_iter()
-        .take(v.settings.node_count.max(1))
         .map(|(m, _)| m.name.clone())
         .collect()
 }
@@ -641,6 +751,14 @@ fn pick(v: &SyncView<'_>) -> Vec<String> {
 /// only (never `'*'`): the first `synchronous_node_count` of the members
 /// that may be synchronous, or, with none, a name no member has.
 fn strict_fallback(settings: SyncSettings, me: &str, members: &[SyncMember]) -> StandbyNames {
+    let members = syncable_members(me, members);
+    let num = settings.node_count.clamp(1, members.len());
+    StandbyNames::first(num, &members)
+}
+
+/// The members other than `me` that may be synchronous (not `nosync`),
+/// sorted; with none, a name no member has.
+fn syncable_members(me: &str, members: &[SyncMember]) -> Vec<String> {
     let mut members: Vec<String> = members
         .iter()
         .filter(|m| !m.nosync && !m.name.eq_ignore_ascii_case(me))
@@ -650,8 +768,28 @@ fn strict_fallback(settings: SyncSettings, me: &str, members: &[SyncMember]) -> 
     if members.is_empty() {
         members.push(NO_STANDBY.to_string());
     }
-    let num = settings.node_count.clamp(1, members.len());
-    StandbyNames::first(num, &members)
+    members
+}
+
+/// Step 1 in every mode: the key names this leader. Until then it may
+/// name a former leader's standbys, which need not hold this node's
+/// commits.
+fn take_key(v: &SyncView<'_>) -> Option<(SyncStep, String)> {
+    let key_leader = v.key.and_then(|k| k.leader.as_deref()).unwrap_or_default();
+    if key_leader.eq_ignore_ascii_case(v.me) {
+        return None;
+    }
+    Some((
+        SyncStep::WriteKey(key_value(v.me, &[])),
+        if key_leader.is_empty() {
+            "synchronous_mode: taking the sync key with no synchronous standby yet".into()
+        } else {
+            format!(
+                "synchronous_mode: the sync key names {key_leader} as leader; \
+                 taking it with no synchronous standby yet"
+            )
+        },
+    ))
 }
 
 /// The `synchronous_standby_names` a node sets before it promotes in
@@ -667,6 +805,7 @@ pub fn names_at_promotion(
 ) -> StandbyNames {
     match settings.mode {
         SyncMode::On { strict: true } => strict_fallback(settings, me, members),
+        SyncMode::Quorum { strict: true } => quorum::names_value(&syncable_members(me, members), 1),
         _ => StandbyNames::none(),
     }
 }

@@ -1746,3 +1746,29 @@ fn the_leader_refuses_a_switchover_to_an_asynchronous_member() {
     let d = w.decide();
     assert_decided(&d, Rule::Switchover, "e.g. n2");
 }
+
+#[test]
+fn in_quorum_mode_a_node_races_only_with_the_quorum_of_votes() {
+    let mut w = World::new("n2");
+    w.settings.sync_mode = SyncMode::Quorum { strict: false };
+    w.no_leader().set(
+        "sync",
+        r#"{"leader":"n1","quorum":1,"sync_standby":"n2,n3"}"#,
+    );
+    // n3 does not answer: no vote.
+    assert_idle(&w.decide(), Rule::Race, "0 of the 1 votes");
+    w.peer("n3", 900, 1);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+    // A node outside the voters needs one more vote than a voter.
+    let mut w = World::new("n4");
+    w.settings.sync_mode = SyncMode::Quorum { strict: false };
+    w.no_leader()
+        .set(
+            "sync",
+            r#"{"leader":"n1","quorum":1,"sync_standby":"n2,n3"}"#,
+        )
+        .peer("n3", 900, 1);
+    assert_idle(&w.decide(), Rule::Race, "I am no voter");
+    w.peer("n2", 900, 1);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ha::observation::PeerStatus;
 use crate::model::{RawEntry, Version};
 
 fn member(name: &str) -> SyncMember {
@@ -425,4 +426,179 @@ fn before_a_promotion_strict_mode_waits_for_members_and_true_starts_async() {
     assert!(names_at_promotion(l.settings, "n2", &l.members).is_none());
     assert_eq!(key_at_promotion("n2").standbys(), Vec::<&str>::new());
     assert_eq!(key_at_promotion("n2").leader.as_deref(), Some("n2"));
+}
+
+// ---- quorum commit
+
+fn quorum_key(leader: &str, voters: &[&str], quorum: i64) -> SyncState {
+    let mut k = key(leader, voters);
+    k.quorum = Some(quorum);
+    k
+}
+
+impl Leader {
+    fn quorum(strict: bool) -> Self {
+        let mut l = Leader::new(strict);
+        l.settings.mode = SyncMode::Quorum { strict };
+        l
+    }
+}
+
+#[test]
+fn quorum_raises_the_quorum_before_listing_and_lowers_it_once_caught_up() {
+    let mut l = Leader::quorum(false);
+    l.walsenders[1].flush_lsn = Some(100);
+    let steps = l.settle();
+    assert_eq!(
+        steps,
+        vec![
+            SyncStep::WriteKey(key("n1", &[])),
+            // Commits so far are on no standby: nobody may be promoted yet.
+            SyncStep::WriteKey(quorum_key("n1", &["n2", "n3"], 2)),
+            SyncStep::SetNames("ANY 1 (\"n2\",\"n3\")".into()),
+            SyncStep::WriteKey(quorum_key("n1", &["n2", "n3"], 1)),
+        ]
+    );
+}
+
+#[test]
+fn quorum_keeps_a_dead_voters_weight_until_its_commits_are_elsewhere() {
+    let mut l = Leader::quorum(false);
+    l.walsenders[1].flush_lsn = Some(100);
+    l.settle();
+    // n3 dies; commits may be on n3 only.
+    l.walsenders.retain(|w| w.name != "n3");
+    l.lsn = 200;
+    let (step, _) = l.step();
+    assert_eq!(step, SyncStep::WriteKey(quorum_key("n1", &["n2"], 1)));
+    l.key = Some(quorum_key("n1", &["n2"], 1));
+    assert_eq!(l.step().0, SyncStep::SetNames("ANY 1 (\"n2\")".into()));
+    l.running = "ANY 1 (\"n2\")".into();
+    // n2 behind the position when the value took effect: still quorum 1,
+    // so n2 alone (no other voter) cannot be promoted.
+    l.walsenders[0].flush_lsn = Some(150);
+    assert_eq!(l.step().0, SyncStep::Waiting);
+    l.walsenders[0].flush_lsn = Some(200);
+    assert_eq!(l.step().0, SyncStep::WriteKey(quorum_key("n1", &["n2"], 0)));
+}
+
+#[test]
+fn quorum_votes_follow_patronis_race() {
+    let peer = |name: &str, wal: u64| PeerStatus {
+        name: name.into(),
+        source: crate::ha::observation::PeerSource::Rest,
+        is_primary: false,
+        running: true,
+        starting: false,
+        wal_position: Some(wal),
+        nofailover: false,
+        failover_priority: 1,
+        replication_broken: false,
+    };
+    let k = quorum_key("n1", &["n2", "n3", "n4"], 1);
+    // A voter needs one vote: a voter not ahead.
+    assert_eq!(quorum::vote_problem(&k, "n2", 100, &[peer("n3", 90)]), None);
+    let why = quorum::vote_problem(&k, "n2", 100, &[peer("n3", 110)]).unwrap();
+    assert!(why.contains("0 of the 1 votes"), "{why}");
+    // A non-voter needs one more.
+    assert!(quorum::vote_problem(&k, "n5", 100, &[peer("n3", 90)]).is_some());
+    assert_eq!(
+        quorum::vote_problem(&k, "n5", 100, &[peer("n3", 90), peer("n4", 100)]),
+        None
+    );
+    // The key's leader needs none while nobody is ahead.
+    assert_eq!(quorum::vote_problem(&k, "n1", 100, &[]), None);
+    assert!(quorum::vote_problem(&k, "n1", 100, &[peer("n2", 101)]).is_some());
+}
+
+/// Under random faults, any `quorum + 1` voters of the key (the smallest
+/// set that may elect a leader) include one holding every acknowledged
+/// commit: commits are acknowledged when `k` of the listed standbys
+/// flushed them, and at most `quorum` voters may lack the newest.
+#[test]
+fn invariant_quorum_and_acknowledgements_always_intersect() {
+    let mut seed: u64 = 0xC0FFEE;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let names = ["n2", "n3", "n4"];
+    for _run in 0..300 {
+        let mut l = Leader::quorum(rnd(2) == 0);
+        l.members.push(member("n4"));
+        l.settings.node_count = 1 + rnd(3) as usize;
+        l.settings.maximum_lag_on_syncnode = if rnd(2) == 0 { -1 } else { 60 };
+        let mut acked: u64 = 0;
+        let mut held = [100u64, 100, 90];
+        let mut connected = [true, true, true];
+        for _ in 0..80 {
+            match rnd(5) {
+                0 => {
+                    let i = rnd(3) as usize;
+                    connected[i] = !connected[i];
+                }
+                1 => {
+                    l.lsn += 1 + rnd(40);
+                    for i in 0..3 {
+                        if connected[i] && rnd(3) != 0 {
+                            held[i] = l.lsn;
+                        }
+                    }
+                    let ssn = StandbyNames::parse(&l.running).unwrap();
+                    let have = names
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, n)| ssn.contains(n) && held[*i] >= l.lsn)
+                        .count();
+                    if ssn.is_none() || have >= ssn.num {
+                        acked = l.lsn;
+                    }
+                }
+                2 if rnd(4) == 0 => l.settings.node_count = 1 + rnd(3) as usize,
+                _ => {}
+            }
+            let ssn = StandbyNames::parse(&l.running).unwrap();
+            l.walsenders = names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| connected[*i])
+                .map(|(i, n)| {
+                    let state = if ssn.contains(n) { "quorum" } else { "async" };
+                    ws(n, state, held[i])
+                })
+                .collect();
+            // Checked after the world moved (commits under the value in
+            // force) and after the leader's step.
+            for stepped in [false, true] {
+                if stepped {
+                    match l.step().0 {
+                        SyncStep::WriteKey(k) => l.key = Some(k),
+                        SyncStep::SetNames(n) => l.running = n,
+                        _ => {}
+                    }
+                }
+                let Some(k) = &l.key else { continue };
+                let voters = k.standbys();
+                if voters.is_empty() {
+                    continue; // only the leader itself may be promoted
+                }
+                let quorum = k.quorum.unwrap_or(0) as usize;
+                let lacking = voters
+                    .iter()
+                    .filter(|v| {
+                        let i = names.iter().position(|n| n == *v).unwrap();
+                        held[i] < acked
+                    })
+                    .count();
+                assert!(
+                    lacking <= quorum,
+                    "{lacking} of voters {voters:?} lack acknowledged {acked}, quorum {quorum} \
+                     (names {:?}, held {held:?})",
+                    l.running
+                );
+            }
+        }
+    }
 }

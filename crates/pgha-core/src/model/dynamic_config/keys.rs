@@ -84,7 +84,7 @@ fn switched_on(v: &Value) -> bool {
     lenient::bool(v).unwrap_or(false)
 }
 
-/// `synchronous_mode: quorum` (`true` is supported).
+/// `synchronous_mode: quorum`.
 fn quorum(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("quorum"))
 }
@@ -181,11 +181,7 @@ pub const DYNAMIC: &[Key] = &[
     key("member_slots_ttl", Any, Supported),
     key("pause", Bool, Supported),
     key("postgresql", Section(POSTGRESQL), Supported),
-    key(
-        "synchronous_mode",
-        SyncMode,
-        refused("quorum commit (synchronous_mode: quorum)", quorum),
-    ),
+    key("synchronous_mode", SyncMode, Supported),
     key("synchronous_mode_strict", Bool, Supported),
     key(
         "failsafe_mode",
@@ -416,7 +412,6 @@ mod tests {
     #[test]
     fn data_losing_keys_are_unsupported_only_when_they_turn_something_on() {
         for (doc, key) in [
-            (json!({"synchronous_mode": "quorum"}), "synchronous_mode"),
             (json!({"failsafe_mode": true}), "failsafe_mode"),
             (
                 json!({"standby_cluster": {"host": "10.0.0.1", "port": 5432}}),
@@ -441,6 +436,7 @@ mod tests {
         for doc in [
             json!({"synchronous_mode": "off"}),
             json!({"synchronous_mode": true}),
+            json!({"synchronous_mode": "quorum"}),
             json!({"synchronous_mode": "on", "synchronous_mode_strict": "yes"}),
             json!({"synchronous_node_count": 2, "maximum_lag_on_syncnode": -1}),
             json!({"failsafe_mode": false}),
@@ -454,12 +450,12 @@ mod tests {
     #[test]
     fn the_message_names_the_key_the_feature_and_the_value() {
         let r = Review::of(
-            json!({"synchronous_mode": "quorum"}).as_object().unwrap(),
+            json!({"failsafe_mode": "on"}).as_object().unwrap(),
             "bootstrap.dcs",
         );
         assert_eq!(
             r.unsupported[0].to_string(),
-            "bootstrap.dcs.synchronous_mode: quorum commit (synchronous_mode: quorum) is not supported by pgha yet (set to \"quorum\")"
+            "bootstrap.dcs.failsafe_mode: failsafe mode (keeping the primary through a DCS outage) is not supported by pgha yet (set to \"on\")"
         );
     }
 
@@ -526,19 +522,17 @@ mod tests {
 
     #[test]
     fn a_writer_refuses_only_what_it_newly_sets() {
-        let stored = review(json!({"synchronous_mode": "quorum"}));
-        let same = review(json!({"synchronous_mode": "quorum", "ttl": 20}));
+        let stored = review(json!({"failsafe_mode": true}));
+        let same = review(json!({"failsafe_mode": true, "ttl": 20}));
         assert!(same.newly_unsupported(&stored).is_empty());
-        let more = review(json!({"synchronous_mode": "quorum", "failsafe_mode": true}));
+        let more = review(json!({"failsafe_mode": true, "standby_cluster": {"host": "h"}}));
         assert_eq!(
             more.newly_unsupported(&stored)
                 .iter()
                 .map(|u| u.key.as_str())
                 .collect::<Vec<_>>(),
-            ["failsafe_mode"]
+            ["standby_cluster"]
         );
-        let changed = review(json!({"failsafe_mode": true}));
-        assert_eq!(changed.newly_unsupported(&stored).len(), 1);
     }
 
     #[test]
@@ -546,12 +540,12 @@ mod tests {
         use crate::model::DynamicConfig;
         let cfg = |v: Value| DynamicConfig::from_map(v.as_object().unwrap().clone());
         let stored = cfg(json!({"ttl": 30}));
-        let err = cfg(json!({"ttl": 30, "synchronous_mode": "quorum"}))
+        let err = cfg(json!({"ttl": 30, "failsafe_mode": true}))
             .check_write(Some(&stored))
             .unwrap_err();
         assert!(
             err.to_string().starts_with(
-                "refused: synchronous_mode: quorum commit (synchronous_mode: quorum) is not supported by pgha yet (set to \"quorum\"); nothing was written"
+                "refused: failsafe_mode: failsafe mode (keeping the primary through a DCS outage) is not supported by pgha yet (set to true); nothing was written"
             ),
             "{err}"
         );

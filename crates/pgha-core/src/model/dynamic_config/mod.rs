@@ -223,14 +223,14 @@ impl DynamicConfig {
             .unwrap_or(-1)
     }
 
-    /// The synchronous replication settings pgha acts on. Quorum commit is
-    /// refused (see [`keys`]), so it counts as off here.
+    /// The synchronous replication settings pgha acts on.
     pub fn sync_settings(&self) -> crate::ha::SyncSettings {
         use crate::ha::SyncMode;
-        let mode = if self.flag("synchronous_mode") {
-            SyncMode::On {
-                strict: self.synchronous_mode_strict(),
-            }
+        let strict = self.synchronous_mode_strict();
+        let mode = if self.quorum_commit_mode() {
+            SyncMode::Quorum { strict }
+        } else if self.flag("synchronous_mode") {
+            SyncMode::On { strict }
         } else {
             SyncMode::Off
         };
