@@ -394,3 +394,106 @@ async fn operators_see_and_steer_synchronous_mode() {
         "{rows:#?}"
     );
 }
+
+/// P1 in synchronous mode, the restart hole: the primary's WAL senders
+/// are frozen (commits wait), then its postmaster is killed. Restarted in
+/// place, crash recovery would make the waiting commits visible although
+/// no standby has them. A normal client reads the old primary for 4 s
+/// after the crash, then the old primary's host dies; every row it saw
+/// must still be on the final primary. Asynchronously (the contrast) the
+/// primary restarts in place, the client reads rows no standby has, and
+/// they are gone after the failover.
+async fn postmaster_crash_then_host_dies(mode: Mode) -> usize {
+    use std::collections::HashSet;
+    let (mut run, _) = start(mode).await;
+    let p = run.primary;
+    let senders: Vec<Pid> = run
+        .cluster
+        .sql(p, "SELECT pid::text FROM pg_stat_replication")
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| Pid::from_raw(s.parse().unwrap()))
+        .collect();
+    for &pid in &senders {
+        kill(pid, Signal::SIGSTOP).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.fault();
+    let postmaster = run.cluster.postmaster_pid(p).unwrap();
+    kill(Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    for &pid in &senders {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    let read = format!(
+        "SELECT writer || ':' || id FROM {}",
+        pgha_testkit::faults::writer::TABLE
+    );
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut answered = 0;
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        if let Ok(rows) = run.cluster.sql(p, &read).await {
+            answered += 1;
+            seen.extend(rows);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.cluster.reboot_node(p).await.unwrap();
+    let ttl = run.cluster.options.ttl;
+    run.cluster
+        .wait_for_primary(Duration::from_secs(ttl * 3 + 20))
+        .await
+        .unwrap();
+    run.cluster.start_agent(p).unwrap();
+    let fin = run
+        .cluster
+        .wait_converged(&[0, 1, 2], Duration::from_secs(2 * ttl + 60))
+        .await
+        .unwrap();
+    let kept: HashSet<String> = run
+        .cluster
+        .sql(fin, &read)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let vanished = seen.difference(&kept).count();
+    let o = run
+        .finish(
+            &format!("sync-p1-{mode:?}"),
+            "WAL senders frozen, the primary's postmaster killed, a client reads it for 4 s, then its host dies",
+            Duration::from_secs(2 * ttl + 60),
+        )
+        .await
+        .unwrap();
+    report(&o);
+    eprintln!(
+        "sync-p1-{mode:?}: the old primary answered {answered} reads after the crash; \
+         {vanished} rows a client saw there are not on the final primary; {} acknowledged rows lost",
+        o.lost
+    );
+    if mode != Mode::Async {
+        assert_eq!(o.lost, 0, "acknowledged rows lost");
+    }
+    vanished
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p1_async_contrast_shows_rows_that_are_lost() {
+    let vanished = postmaster_crash_then_host_dies(Mode::Async).await;
+    assert!(
+        vanished > 0,
+        "no row a client saw vanished asynchronously: the fault does not show the restart hole"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p1_synchronous_mode_shows_no_row_its_standbys_lack() {
+    assert_eq!(postmaster_crash_then_host_dies(Mode::On).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p1_quorum_mode_shows_no_row_its_standbys_lack() {
+    assert_eq!(postmaster_crash_then_host_dies(Mode::Quorum).await, 0);
+}

@@ -16,7 +16,10 @@
 //!    primary it overwrote takes it back, else it is removed once any lock
 //!    it overwrote has expired;
 //! 4. the data directory decides between bootstrap, clone, refusal;
-//! 5. a stopped PostgreSQL is started in the role the lock allows;
+//! 5. a stopped PostgreSQL is started in the role the lock allows (a
+//!    synchronous primary that crashed hands the lock to a synchronous
+//!    standby instead, so crash recovery never shows clients commits no
+//!    standby has);
 //! 6. a running one is made to match the lock: the holder is primary,
 //!    everybody else a replica of the holder, and without a holder only the
 //!    healthiest node races for it.
@@ -441,12 +444,25 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         "not running"
     };
 
+    let handover = sync_crash_handover(o, cluster, was_primary);
     if cluster.is_leader(me) {
         if o.inputs.settings.paused {
             return Decision::new(
                 Rule::Paused,
                 vec![Action::ReleaseLock],
                 format!("paused and PostgreSQL is {what}: releasing the leader lock"),
+            );
+        }
+        if let Some(to) = &handover {
+            return Decision::new(
+                Rule::SyncCrash,
+                vec![Action::ReleaseLock],
+                format!(
+                    "PostgreSQL crashed as the synchronous primary: restarted in place it would \
+                     show clients the commits that were waiting for their standbys; releasing \
+                     the leader lock to {to}, which holds every acknowledged commit (I rejoin \
+                     after a rewind)"
+                ),
             );
         }
         if let Some(since) = o.memory.primary_start_since
@@ -494,6 +510,15 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     }
 
     let Some(leader) = cluster.leader_name() else {
+        if let Some(to) = &handover {
+            return Decision::idle(
+                Rule::SyncCrash,
+                format!(
+                    "PostgreSQL crashed as the synchronous primary: not starting it until {to} \
+                     takes over (then rewinding), so that nobody sees commits no standby has"
+                ),
+            );
+        }
         return Decision::new(
             Rule::Stopped,
             vec![Action::StartReplica { leader: None }],
@@ -512,6 +537,63 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         }],
         format!("PostgreSQL is {what}: starting as a replica of {leader}"),
     )
+}
+
+/// How long a crashed synchronous primary waits for a standby to take over
+/// before it starts again after all (the standby may be unable to).
+pub fn crash_handover_limit(ttl: Duration) -> Duration {
+    2 * ttl
+}
+
+/// A synchronous primary whose PostgreSQL crashed (`crashed`: it ran,
+/// started by this agent or seen answering, and its postmaster is gone)
+/// hands over when the `sync` key, naming it as leader, also names a
+/// running member able to take over without it (`true`: a synchronous
+/// standby; quorum: enough running voters to give one the quorum's votes),
+/// and it has not waited longer than [`crash_handover_limit`]. Restarted
+/// in place, crash recovery would make visible the commits that were
+/// waiting for their standbys: a client could read them, and lose them if
+/// the node failed again before its standbys caught up. The member it
+/// hands over to, if any.
+fn sync_crash_handover(
+    o: &Observation<'_>,
+    cluster: &Cluster,
+    was_primary: bool,
+) -> Option<String> {
+    let me = o.inputs.settings.name.as_str();
+    let mode = o.inputs.settings.sync_mode;
+    if !(o.inputs.local.crashed && was_primary && sync::is_active(mode, cluster)) {
+        return None;
+    }
+    if o.memory.crash_handover_since.is_some_and(|since| {
+        o.now.saturating_sub(since) > crash_handover_limit(o.inputs.settings.ttl)
+    }) {
+        return None;
+    }
+    let key = &cluster.sync.as_ref()?.value;
+    if !key
+        .leader
+        .as_deref()
+        .is_some_and(|l| l.eq_ignore_ascii_case(me))
+    {
+        return None;
+    }
+    let able: Vec<&str> = key
+        .standbys()
+        .into_iter()
+        .filter(|s| {
+            cluster.members.iter().any(|m| {
+                m.name.eq_ignore_ascii_case(s) && m.data.is_running() && !m.data.tags.nofailover()
+            })
+        })
+        .collect();
+    let needed = match mode {
+        sync::SyncMode::Quorum { .. } => usize::try_from(key.quorum.unwrap_or(0))
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+        _ => 1,
+    };
+    (able.len() >= needed).then(|| able.join(" or "))
 }
 
 /// A former primary rejoins under another leader: rewind first.

@@ -184,6 +184,11 @@ impl HaNode {
         if d.look_again_soon {
             self.look_again_soon(now);
         }
+        // A crashed synchronous primary's wait for a standby to take over
+        // is bounded: it starts counting at the first such decision.
+        if d.rule == super::rule::Rule::SyncCrash {
+            self.memory.crash_handover_since.get_or_insert(now);
+        }
         d
     }
 
@@ -215,6 +220,7 @@ impl HaNode {
             Outcome::LockReleased => m.lock_gone(),
             Outcome::UnownedLockRemoved => self.lock_changed = true,
             Outcome::JobStarted(job) => {
+                m.crash_handover_since = None;
                 match &job {
                     // Both stop PostgreSQL first: its absence is no crash.
                     Job::Rewind { .. } | Job::Reinitialize { .. } => m.expect_running = false,

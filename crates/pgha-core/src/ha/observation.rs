@@ -195,6 +195,10 @@ pub struct HaMemory {
     /// Until when (monotonic) this node stays out of the leader race (a
     /// `pre_promote` script vetoed its promotion).
     pub no_race_until: Option<Duration>,
+    /// Since when (monotonic) this node, whose PostgreSQL crashed as the
+    /// synchronous primary, has been waiting for a synchronous standby to
+    /// take over instead of starting again ([`crate::ha::Rule::SyncCrash`]).
+    pub crash_handover_since: Option<Duration>,
     /// For how long this replica has not been streaming from the leader.
     pub streaming: StreamingWatch,
     /// The cluster's `initialize` key held this data directory's system ID

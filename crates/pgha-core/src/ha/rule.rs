@@ -43,6 +43,10 @@ pub enum Rule {
     /// 5. A leader's PostgreSQL did not start within
     ///    `primary_start_timeout`: give the lock up.
     PrimaryStartTimeout,
+    /// 5. A synchronous primary's PostgreSQL crashed: restarted in place it
+    ///    would show clients commits its standbys never acknowledged, so a
+    ///    synchronous standby takes over and this node rejoins (rewound).
+    SyncCrash,
     /// 5, 6. This node's WAL may have gone where the leader's did not:
     ///    rewind (or reclone) before following, or wait until it can.
     Rewind,
@@ -86,6 +90,7 @@ impl Rule {
             Rule::NoInitializeKey => "no-initialize-key",
             Rule::Stopped => "stopped",
             Rule::PrimaryStartTimeout => "primary-start-timeout",
+            Rule::SyncCrash => "sync-crash",
             Rule::Rewind => "rewind",
             Rule::AfterBootstrap => "after-bootstrap",
             Rule::Paused => "paused",

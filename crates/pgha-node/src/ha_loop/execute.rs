@@ -214,7 +214,7 @@ impl HaLoop {
                 self.watchdog_ready()
                     .await
                     .map_err(|e| Failure::Other(e.to_string()))?;
-                self.prepare_promotion_sync(cluster).await?;
+                self.sync_before_primary(cluster).await?;
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
                 self.spawn_job(Job::Start { as_primary: true }, async move {
                     pg.start(&ConfRole::Primary, &dynamic).await
@@ -248,7 +248,7 @@ impl HaLoop {
                 self.watchdog_ready()
                     .await
                     .map_err(|e| Failure::Other(e.to_string()))?;
-                self.prepare_promotion_sync(cluster).await?;
+                self.sync_before_primary(cluster).await?;
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
                 let pre_promote = self.config.ha.pre_promote.clone();
                 let scope = self.config.scope().to_string();

@@ -169,14 +169,16 @@ impl HaLoop {
         }
     }
 
-    /// Before this node promotes in synchronous mode: the `sync` key names
-    /// it, with no standby (so no former standby, which need not hold this
-    /// node's commits, may be promoted after it), and PostgreSQL gets the
-    /// `synchronous_standby_names` a new leader starts with. Failing, the
-    /// promotion waits for the next cycle (as Patroni's). Outside
-    /// synchronous mode, a value pgha set earlier is removed first, so the
-    /// new primary never waits for a former leader's standbys.
-    pub(super) async fn prepare_promotion_sync(
+    /// Before this node runs as primary in synchronous mode (a promotion,
+    /// or a start in place): the `sync` key names it, with no standby (so
+    /// no standby that need not hold this node's commits may be promoted
+    /// after it; the leader names standbys again once they are confirmed),
+    /// and PostgreSQL gets the `synchronous_standby_names` a new leader
+    /// starts with. Failing, the promotion or start waits for the next
+    /// cycle (as Patroni's). Outside synchronous mode, a value pgha set
+    /// earlier is removed first, so the new primary never waits for a
+    /// former leader's standbys.
+    pub(super) async fn sync_before_primary(
         &mut self,
         cluster: Option<&Cluster>,
     ) -> Result<(), Failure> {

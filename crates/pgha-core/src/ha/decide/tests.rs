@@ -1772,3 +1772,68 @@ fn in_quorum_mode_a_node_races_only_with_the_quorum_of_votes() {
     w.peer("n2", 900, 1);
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
 }
+
+#[test]
+fn a_crashed_synchronous_primary_hands_over_instead_of_showing_unreplicated_commits() {
+    let mut w = World::new("n1");
+    w.settings.sync_mode = SyncMode::On { strict: false };
+    w.stopped().was_primary();
+    w.local.crashed = true;
+    w.set("sync", r#"{"leader":"n1","quorum":0,"sync_standby":"n2"}"#);
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::ReleaseLock]);
+    assert_decided(&d, Rule::SyncCrash, "releasing the leader lock to n2");
+    // Lock released: it waits for n2 rather than starting.
+    w.no_leader();
+    assert_idle(
+        &w.decide(),
+        Rule::SyncCrash,
+        "not starting it until n2 takes over",
+    );
+    // ... for a bounded time only.
+    w.memory.crash_handover_since = Some(w.now);
+    w.now += crash_handover_limit(w.settings.ttl) + Duration::from_secs(1);
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::StartReplica { leader: None }]
+    );
+}
+
+#[test]
+fn a_crashed_synchronous_primary_restarts_in_place_when_nobody_could_take_over() {
+    let mut w = World::new("n1");
+    w.settings.sync_mode = SyncMode::On { strict: false };
+    w.stopped().was_primary();
+    w.local.crashed = true;
+    // No synchronous standby: commits were asynchronous anyway.
+    w.set("sync", r#"{"leader":"n1","quorum":0,"sync_standby":null}"#);
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RenewLock, Action::StartPrimary]
+    );
+    // Its standby is not running.
+    w.set("sync", r#"{"leader":"n1","quorum":0,"sync_standby":"n2"}"#)
+        .set("members/n2", &member_json("replica", "stopped", 900));
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RenewLock, Action::StartPrimary]
+    );
+    // Quorum: one running voter cannot gather a quorum of 1 alone.
+    w.settings.sync_mode = SyncMode::Quorum { strict: false };
+    w.set(
+        "sync",
+        r#"{"leader":"n1","quorum":1,"sync_standby":"n2,n3"}"#,
+    );
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RenewLock, Action::StartPrimary]
+    );
+    w.set("members/n2", &member_json("replica", "running", 900));
+    assert_decided(&w.decide(), Rule::SyncCrash, "n2 or n3");
+    // A stop by the operator is no crash: restart in place.
+    w.local.crashed = false;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::RenewLock, Action::StartPrimary]
+    );
+}
