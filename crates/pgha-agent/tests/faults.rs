@@ -23,9 +23,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pgha_testkit::cluster::{ClusterOptions, Placement, TestCluster};
+use pgha_testkit::cluster::{ClusterOptions, TestCluster};
+use pgha_testkit::faults::partition;
 use pgha_testkit::faults::scenario::{Outcome, Run, results_dir};
-use pgha_testkit::netns::Network;
 use tokio::time::Instant;
 
 fn agent() -> &'static Path {
@@ -327,44 +327,14 @@ async fn m1_a_replica_following_a_node_that_does_not_exist() {
     assert_eq!(o.lost, 0);
 }
 
-/// A 3-node cluster laid out in `net`: etcd in `dcs`, node i in `n<i+1>`.
-fn in_namespaces(net: &Network) -> ClusterOptions {
-    ClusterOptions {
-        placement: Placement {
-            dcs: net.host("dcs").unwrap(),
-            nodes: (1..=3)
-                .map(|i| net.host(&format!("n{i}")).unwrap())
-                .collect(),
-            hba_network: Some(net.cidr()),
-        },
-        ..ClusterOptions::default()
-    }
-}
-
-/// Runs a partition scenario, or says why it cannot run here.
-fn partition_test<F, Fut>(id: &str, body: F)
-where
-    F: FnOnce(std::sync::Arc<Network>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    if let Some(why) = Network::unavailable() {
-        eprintln!("SKIPPED {id}: {why}");
-        return;
-    }
-    let net = std::sync::Arc::new(Network::create(3).expect("the namespace network"));
-    let inside = net.clone();
-    net.run_in_client(move || body(inside))
-        .unwrap_or_else(|e| panic!("{id}: {e:#}"));
-}
-
 /// N1: the primary is cut off from etcd and from the other nodes (the
 /// clients still reach it). It must stop accepting writes before the
 /// majority side promotes a new leader; healed, it rejoins.
 #[test]
 fn n1_the_primary_is_cut_off_from_the_dcs_and_the_other_nodes() {
-    partition_test("N1", |net| async move {
+    partition::run("N1", |net| async move {
         pgha_testkit::init_tracing();
-        let mut run = Run::start(agent(), in_namespaces(&net)).await?;
+        let mut run = Run::start(agent(), partition::in_namespaces(&net)).await?;
         let p = run.primary;
         let me = format!("n{}", p + 1);
         let others: Vec<String> = run
@@ -412,9 +382,9 @@ fn n1_the_primary_is_cut_off_from_the_dcs_and_the_other_nodes() {
 /// running, the writer is not interrupted, and it catches up once healed.
 #[test]
 fn n2_a_replica_is_cut_off() {
-    partition_test("N2", |net| async move {
+    partition::run("N2", |net| async move {
         pgha_testkit::init_tracing();
-        let mut run = Run::start(agent(), in_namespaces(&net)).await?;
+        let mut run = Run::start(agent(), partition::in_namespaces(&net)).await?;
         let r = run.replicas()[0];
         let me = format!("n{}", r + 1);
         let mut peers: Vec<String> = (0..3)

@@ -497,3 +497,82 @@ async fn p1_synchronous_mode_shows_no_row_its_standbys_lack() {
 async fn p1_quorum_mode_shows_no_row_its_standbys_lack() {
     assert_eq!(postmaster_crash_then_host_dies(Mode::Quorum).await, 0);
 }
+
+/// Fault (b), N1 in network namespaces: the primary is cut off from etcd
+/// and the other nodes (clients still reach it) under the writers. In
+/// synchronous mode its commits wait for standbys it cannot reach, so
+/// nothing it acknowledged is lost when the majority side fails over;
+/// asynchronously (the contrast) it acknowledges rows until it demotes,
+/// and they are lost.
+fn n1_primary_cut_off(mode: Mode) -> Option<Outcome> {
+    use pgha_testkit::faults::partition;
+    let id = format!("sync-n1-{mode:?}");
+    let out = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let kept = out.clone();
+    partition::run(&id.clone(), move |net| async move {
+        pgha_testkit::init_tracing();
+        let mut run = Run::start(agent(), partition::in_namespaces(&net)).await?;
+        if let Some(patch) = mode.patch() {
+            let (code, text) = run
+                .cluster
+                .api_call(run.primary, "PATCH", "/config", Some(patch), CALL)
+                .await?;
+            anyhow::ensure!(code == 200, "PATCH /config {patch}: {text}");
+            wait_standby(&run.cluster, mode, &run.replicas(), Duration::from_secs(30)).await;
+        }
+        let p = run.primary;
+        let me = format!("n{}", p + 1);
+        let mut peers: Vec<String> = run
+            .replicas()
+            .iter()
+            .map(|r| format!("n{}", r + 1))
+            .collect();
+        peers.push("dcs".into());
+        let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
+        run.fault();
+        net.cut(&me, &peers)?;
+        let ttl = run.cluster.options.ttl;
+        let cluster = &run.cluster;
+        pgha_testkit::wait::until(
+            "a primary other than the cut-off one",
+            Duration::from_secs(ttl * 3 + 20),
+            Duration::from_millis(100),
+            || async { cluster.primary().await.filter(|&n| n != p) },
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(ttl)).await;
+        net.heal(&me)?;
+        let o = run
+            .finish(
+                &id,
+                "the primary cut off from etcd and the other nodes",
+                Duration::from_secs(ttl * 6 + 60),
+            )
+            .await?;
+        report(&o);
+        *kept.lock().unwrap() = Some(o);
+        Ok(())
+    });
+    out.lock().unwrap().take()
+}
+
+#[test]
+fn b_n1_async_contrast_loses_acknowledged_rows() {
+    if let Some(o) = n1_primary_cut_off(Mode::Async) {
+        assert!(o.lost > 0, "asynchronous N1 lost nothing: no contrast");
+    }
+}
+
+#[test]
+fn b_n1_synchronous_mode_loses_nothing() {
+    if let Some(o) = n1_primary_cut_off(Mode::On) {
+        assert_eq!(o.lost, 0, "synchronous_mode lost acknowledged rows in N1");
+    }
+}
+
+#[test]
+fn b_n1_quorum_mode_loses_nothing() {
+    if let Some(o) = n1_primary_cut_off(Mode::Quorum) {
+        assert_eq!(o.lost, 0, "quorum commit lost acknowledged rows in N1");
+    }
+}

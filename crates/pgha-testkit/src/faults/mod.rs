@@ -7,9 +7,11 @@
 //!   and a writer pinned to the original primary (a stale client);
 //! - [`checker`]: tenures, overlaps (split brain), losses, gaps;
 //! - [`procs`]: killing every process of one node ("reboot a host");
+//! - [`partition`]: partition scenarios in network namespaces;
 //! - [`scenario`]: one run, from a converged cluster to an [`scenario::Outcome`].
 
 pub mod checker;
+pub mod partition;
 pub mod procs;
 pub mod scenario;
 pub mod writer;
