@@ -576,3 +576,71 @@ fn b_n1_quorum_mode_loses_nothing() {
         assert_eq!(o.lost, 0, "quorum commit lost acknowledged rows in N1");
     }
 }
+
+/// Fault (d): a switchover, then a failover, each to a synchronous (or
+/// quorum) standby, under the writers: nothing acknowledged is lost.
+async fn switchover_then_failover(mode: Mode) {
+    let (mut run, sync) = start(mode).await;
+    let s = sync.unwrap();
+    let names: Vec<String> = run.cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let name = |i: usize| names[i].clone();
+    run.fault();
+    let body = format!(
+        r#"{{"leader": "{}", "candidate": "{}"}}"#,
+        name(run.primary),
+        name(s)
+    );
+    let (code, text) = run
+        .cluster
+        .api_call(
+            run.primary,
+            "POST",
+            "/switchover",
+            Some(&body),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "switchover: {text}");
+    let first = run
+        .cluster
+        .wait_converged(&[0, 1, 2], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(first, s);
+    let others: Vec<usize> = (0..3).filter(|&i| i != s).collect();
+    let next = wait_standby(&run.cluster, mode, &others, Duration::from_secs(30)).await;
+    let body = format!(r#"{{"candidate": "{}"}}"#, name(next));
+    let (code, text) = run
+        .cluster
+        .api_call(s, "POST", "/failover", Some(&body), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "failover: {text}");
+    let o = run
+        .finish(
+            &format!("sync-d-{mode:?}"),
+            "a switchover, then a failover, to synchronous standbys",
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    report(&o);
+    assert_eq!(o.lost, 0);
+    assert_eq!(o.final_primary, name(next));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_switchover_and_failover_in_synchronous_mode() {
+    switchover_then_failover(Mode::On).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_switchover_and_failover_in_strict_mode() {
+    switchover_then_failover(Mode::Strict).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_switchover_and_failover_in_quorum_mode() {
+    switchover_then_failover(Mode::Quorum).await;
+}
