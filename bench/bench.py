@@ -87,6 +87,15 @@ SETTINGS = {
     "fastest": ("fastest (pgha 5/1/2, Patroni 20/1/3)", (5, 1, 2), (20, 1, 3)),
 }
 
+# Replication modes (--modes): the dynamic configuration each adds.
+MODES = {
+    "async": ("", ""),
+    "on": ("synchronous_mode: true", "    synchronous_mode: true\n"),
+    "strict": ("synchronous_mode_strict",
+               "    synchronous_mode: true\n    synchronous_mode_strict: true\n"),
+    "quorum": ("synchronous_mode: quorum", "    synchronous_mode: quorum\n"),
+}
+
 M_NODE = "node death failover (s)"
 M_REJOIN = "rejoin of the old primary (s)"
 M_AGENT = "agent death failover (s)"
@@ -347,12 +356,12 @@ class Node:
 class Cluster:
     """Three nodes of one system (`pgha` or `patroni`) with one timing."""
 
-    def __init__(self, kind, label, base, etcd, ttl, loop_wait, retry_timeout):
-        self.kind, self.label = kind, label
-        self.dir = os.path.join(base, f"{kind}-ttl{ttl}")
+    def __init__(self, kind, label, base, etcd, ttl, loop_wait, retry_timeout, mode="async"):
+        self.kind, self.label, self.mode = kind, label, mode
+        self.dir = os.path.join(base, f"{kind}-ttl{ttl}-{mode}")
         os.makedirs(self.dir)
         shutil.chown(self.dir, "postgres", "postgres")
-        self.scope = f"bench-{kind}-ttl{ttl}"
+        self.scope = f"bench-{kind}-ttl{ttl}-{mode}"
         self.etcd = etcd
         self.timing = (ttl, loop_wait, retry_timeout)
         self.nodes = [Node(self, f"node{i}") for i in (1, 2, 3)]
@@ -383,7 +392,7 @@ bootstrap:
     loop_wait: {loop_wait}
     retry_timeout: {retry}
     maximum_lag_on_failover: 1048576
-    postgresql:
+{MODES[self.mode][1]}    postgresql:
       use_pg_rewind: true
       use_slots: true
       parameters:
@@ -493,7 +502,23 @@ postgresql:
                 continue
             if not self.streams_from(n, lead, timeline):
                 return None
+        if self.mode != "async" and not self.sync_standby(lead):
+            return None
         return lead
+
+    def sync_standby(self, lead):
+        """In a synchronous mode, a replica that says it is a synchronous
+        (quorum) standby: the measurements start from a cluster whose
+        commits wait for one."""
+        path = "/quorum" if self.mode == "quorum" else "/sync"
+        for n in self.nodes:
+            if n is not lead:
+                try:
+                    if http("GET", n.api(path))[0] == 200:
+                        return n
+                except Exception:  # noqa: BLE001
+                    pass
+        return None
 
     @staticmethod
     def streams_from(n, lead, timeline):
@@ -622,7 +647,9 @@ def agent_death(c, results):
 
 def switchover(c, results):
     lead = c.wait_healthy(120)
-    cand = next(n for n in c.nodes if n is not lead)
+    # In a synchronous mode, to the synchronous standby (a switchover to
+    # an asynchronous one is refused).
+    cand = c.sync_standby(lead) or next(n for n in c.nodes if n is not lead)
     w = Writer(c.conninfo())
     w.start()
     try:
@@ -800,6 +827,8 @@ def main():
                     help="comma-separated, in the order to run: fastest, ttl30; all = fastest,ttl30")
     ap.add_argument("--budget-minutes", type=float,
                     help="start no new run once the next would end past this (idle and rest still run)")
+    ap.add_argument("--modes", default="async",
+                    help="comma-separated replication modes: async, on, strict, quorum")
     ap.add_argument("--markdown", help="also write the table to this file (after every setting)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (logs) at the end")
     args = ap.parse_args()
@@ -809,6 +838,10 @@ def main():
     for k in keys:
         if k not in SETTINGS:
             sys.exit(f"unknown setting {k!r}: use fastest, ttl30 or all")
+    modes = args.modes.split(",")
+    for m in modes:
+        if m not in MODES:
+            sys.exit(f"unknown mode {m!r}: use async, on, strict or quorum")
     if os.geteuid() != 0:
         sys.exit("run as root: PostgreSQL and the agents run as the postgres user")
     if "PGHA_BIN" not in os.environ:
@@ -846,7 +879,9 @@ def main():
             f"{version(['etcd', '--version'])} on 127.0.0.1. Settings run: {', '.join(completed) or 'none'}. "
             f"Figures: min / median / max (n = measurements; for the idle rows, n = nodes)."
         )
-        text = render(table, failures, NOTES, header, [SETTINGS[k][0] for k in ("ttl30", "fastest")])
+        order = [SETTINGS[k][0] for k in ("ttl30", "fastest")]
+        order += [s for s in dict.fromkeys(s for _, s, _, _ in table) if s not in order]
+        text = render(table, failures, NOTES, header, order)
         if args.markdown:
             with open(args.markdown, "w") as f:
                 f.write(text + "\n")
@@ -856,10 +891,12 @@ def main():
     ok = False
     try:
         etcd = Etcd(base)
-        for key in keys:
+        for key, mode in [(k, m) for k in keys for m in modes]:
             label, pgha_t, patroni_t = SETTINGS[key]
-            clusters = [Cluster("pgha", label, base, etcd, *pgha_t),
-                        Cluster("patroni", label, base, etcd, *patroni_t)]
+            if mode != "async":
+                label = f"{label}, {MODES[mode][0]}"
+            clusters = [Cluster("pgha", label, base, etcd, *pgha_t, mode=mode),
+                        Cluster("patroni", label, base, etcd, *patroni_t, mode=mode)]
             results = {c.kind: {} for c in clusters}
             broken = set()
             try:

@@ -8,6 +8,7 @@
 #   bench/run.sh --runs 1 --setting fastest --idle-seconds 20 --rest-runs 1
 #                                 # a quick look (about 6 minutes)
 #   bench/run.sh --only node,switchover
+#   bench/run.sh --modes on,strict,quorum --only node,switchover   # synchronous modes
 #   bench/run.sh --budget-minutes 80   # start no new run past 80 minutes
 #
 # Arguments go to bench/bench.py (see its --help). Run as root on a quiet
