@@ -30,3 +30,9 @@ async fn restart_reload_reinit_and_flush_on_patroni() {
 async fn pause_resume_credentials_and_sql_on_patroni() {
     scenarios::pause_resume_credentials_and_sql(&cluster().await).await;
 }
+
+/// The `sync` key as the real Patroni writes it, read by pghactl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_mode_roles_on_patroni() {
+    scenarios::synchronous_mode_roles(&cluster().await).await;
+}

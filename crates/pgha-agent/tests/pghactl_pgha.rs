@@ -220,3 +220,8 @@ async fn restart_reload_reinit_and_flush_on_pgha() {
 async fn pause_resume_and_sql_on_pgha() {
     scenarios::pause_resume_credentials_and_sql(&cluster().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_mode_roles_on_pgha() {
+    scenarios::synchronous_mode_roles(&cluster().await).await;
+}

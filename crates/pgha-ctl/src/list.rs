@@ -467,6 +467,9 @@ pub fn service_info(c: &Cluster) -> Vec<String> {
         for u in c.dynamic_config().review().unsupported {
             info.push(format!("WARNING: {u}"));
         }
+        if let Some(note) = pgha_core::ha::sync::leaderless_note(c) {
+            info.push(format!("WARNING: {note}"));
+        }
     }
     let scheduled = c.failover.as_ref().and_then(|f| {
         let at = f

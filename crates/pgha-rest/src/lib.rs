@@ -455,6 +455,14 @@ pub fn status_json(s: &NodeStatus) -> Value {
     if s.is_quorum_standby() {
         out.insert("quorum_standby".into(), json!(true));
     }
+    // pgha only: who may take over a leaderless cluster in synchronous mode.
+    if let Some(note) = s
+        .cluster
+        .as_deref()
+        .and_then(pgha_core::ha::sync::leaderless_note)
+    {
+        out.insert("synchronous_mode_wait".into(), json!(note));
+    }
     if s.paused {
         out.insert("pause".into(), json!(true));
     }

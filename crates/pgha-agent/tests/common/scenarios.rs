@@ -574,3 +574,66 @@ pub async fn pause_resume_credentials_and_sql(t: &impl Operated) {
     assert_eq!(out.stdout, "[{\"r\": true, \"n\": 1, \"x\": null}]\n");
     assert_eq!(out.stderr, "Password: ");
 }
+
+/// Synchronous replication turned on with `pghactl edit-config`, in
+/// `true` then in quorum mode: the cluster's own `sync` key (written by
+/// Patroni, or by pgha) is read by pghactl, whose `list` shows the
+/// standbys it names as `Sync Standby` / `Quorum Standby`; turned off
+/// again, the key goes.
+pub async fn synchronous_mode_roles(t: &impl Operated) {
+    wait_healthy(t, HEALTHY).await.expect("a healthy cluster");
+    let ctl = t.ctl_config();
+    for (value, role) in [("on", "Sync Standby"), ("quorum", "Quorum Standby")] {
+        let set = format!("synchronous_mode={value}");
+        pghactl(&ctl, &["edit-config", "-s", &set, "--force"], "")
+            .await
+            .ok();
+        let deadline = Instant::now() + HEALTHY;
+        let standbys = loop {
+            let c = load(t).await;
+            let named: Vec<String> = c
+                .sync
+                .as_ref()
+                .map(|k| k.value.standbys().iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default();
+            let mode_seen = (value == "quorum") == c.dynamic_config().quorum_commit_mode();
+            if !named.is_empty() && mode_seen {
+                break named;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no standby in the sync key after {set}\n{}",
+                t.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let list = pghactl(&ctl, &["list"], "").await.ok().stdout;
+        for s in &standbys {
+            assert!(
+                list.lines()
+                    .any(|l| l.contains(&format!(" {s} ")) && l.contains(role)),
+                "{s} should be listed as {role}:\n{list}"
+            );
+        }
+    }
+    pghactl(
+        &ctl,
+        &["edit-config", "-s", "synchronous_mode=off", "--force"],
+        "",
+    )
+    .await
+    .ok();
+    let deadline = Instant::now() + HEALTHY;
+    while load(t)
+        .await
+        .sync
+        .is_some_and(|k| !k.value.standbys().is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sync key still names standbys with synchronous_mode off\n{}",
+            t.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -169,6 +169,43 @@ pub fn peer_counts(mode: SyncMode, cluster: &Cluster, peer: &str) -> bool {
             .is_some_and(|k| !holds_every_commit(&k.value, peer)))
 }
 
+/// For a cluster without a leader in synchronous mode: who may take over,
+/// one line for `pghactl list` and `GET /patroni` (the cluster waits for
+/// one of them rather than guess). `None` when not in synchronous mode or
+/// a leader runs.
+pub fn leaderless_note(cluster: &Cluster) -> Option<String> {
+    let mode = cluster.dynamic_config().sync_settings().mode;
+    if cluster.leader.is_some() || !mode.is_on() {
+        return None;
+    }
+    if let Some(p) = cluster.problem(&ClusterKey::Sync) {
+        return Some(format!(
+            "no leader, and the sync key is unreadable ({}): no member may take over until it is repaired",
+            p.reason
+        ));
+    }
+    if !is_active(mode, cluster) {
+        return None;
+    }
+    let key = &cluster.sync.as_ref()?.value;
+    let standbys: Vec<String> = key.standbys().iter().map(|s| s.to_string()).collect();
+    Some(match mode {
+        SyncMode::Quorum { .. } => format!(
+            "no leader: quorum commit: a member takes over with {} vote(s) from the voters ({}), \
+             or {} itself",
+            key.quorum.unwrap_or(0),
+            list(&standbys),
+            key.leader.as_deref().unwrap_or_default()
+        ),
+        _ => format!(
+            "no leader: synchronous_mode: only {} and the synchronous standbys ({}) hold every \
+             acknowledged commit; waiting for one of them to take over",
+            key.leader.as_deref().unwrap_or_default(),
+            list(&standbys)
+        ),
+    })
+}
+
 /// How `synchronous_standby_names` counts its standbys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {

@@ -602,3 +602,41 @@ fn invariant_quorum_and_acknowledgements_always_intersect() {
         }
     }
 }
+
+#[test]
+fn a_leaderless_synchronous_cluster_says_who_may_take_over() {
+    let with = |config: &str, sync: &str| {
+        let entry = |k: &str, v: &str, n: i64| RawEntry {
+            key: ClusterKey::parse(k).unwrap(),
+            value: v.as_bytes().to_vec(),
+            version: Version::number(n),
+            owner: None,
+        };
+        Cluster::from_entries(
+            vec![entry("config", config, 1), entry("sync", sync, 2)],
+            Version::number(100),
+        )
+    };
+    let on = r#"{"synchronous_mode": true}"#;
+    let note = leaderless_note(&with(on, r#"{"leader":"n1","sync_standby":"n2"}"#)).unwrap();
+    assert!(
+        note.contains("only n1 and the synchronous standbys (n2)"),
+        "{note}"
+    );
+    let note = leaderless_note(&with(on, "garbage")).unwrap();
+    assert!(note.contains("unreadable"), "{note}");
+    let q = r#"{"synchronous_mode": "quorum"}"#;
+    let note = leaderless_note(&with(
+        q,
+        r#"{"leader":"n1","quorum":1,"sync_standby":"n2,n3"}"#,
+    ))
+    .unwrap();
+    assert!(
+        note.contains("1 vote(s) from the voters (n2, n3)"),
+        "{note}"
+    );
+    assert_eq!(
+        leaderless_note(&with("{}", r#"{"leader":"n1","sync_standby":"n2"}"#)),
+        None
+    );
+}
