@@ -19,9 +19,10 @@ use crate::postgres::DbState;
 /// Steps carried out per cycle at most; what is left waits for the next.
 const MAX_STEPS: usize = 8;
 
-/// How long a cycle waits for a standby just listed in
-/// `synchronous_standby_names` to catch up, so that the key names it now
-/// rather than a `loop_wait` later.
+/// How long a cycle that has just listed a standby in
+/// `synchronous_standby_names` waits for it to catch up, so that the key
+/// names it now rather than a `loop_wait` later (at most `loop_wait`
+/// either: the lock's renewal waits meanwhile).
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 /// The members as the sync choice sees them.
@@ -71,6 +72,8 @@ impl HaLoop {
         let mut key = cluster.sync.clone();
         let mut db = db.clone();
         let mut waiting_since: Option<Instant> = None;
+        let mut listed = false;
+        let catch_up = CATCH_UP_WAIT.min(self.node.timing().loop_wait);
         for _ in 0..MAX_STEPS {
             let senders = walsenders(&db);
             let view = SyncView {
@@ -88,7 +91,7 @@ impl HaLoop {
                 SyncStep::Settled => true,
                 SyncStep::Waiting => {
                     let since = *waiting_since.get_or_insert_with(Instant::now);
-                    since.elapsed() >= CATCH_UP_WAIT
+                    !listed || since.elapsed() >= catch_up
                 }
                 _ => false,
             };
@@ -128,6 +131,7 @@ impl HaLoop {
                 }
                 SyncStep::SetNames(names) => match self.pg.set_sync_names(Some(&names)).await {
                     Ok(()) => {
+                        listed = true;
                         self.nudge_wal().await;
                         Ok(())
                     }
