@@ -644,3 +644,91 @@ async fn d_switchover_and_failover_in_strict_mode() {
 async fn d_switchover_and_failover_in_quorum_mode() {
     switchover_then_failover(Mode::Quorum).await;
 }
+
+/// What remains of the restart hole, measured: a commit waiting for its
+/// synchronous standby whose backend is cancelled is committed locally
+/// and visible at once (PostgreSQL warns only that client). pgha cannot
+/// prevent it; this test shows it, and fails if PostgreSQL ever changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_waiting_commit_is_visible_as_documented() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(
+        agent(),
+        pgha_testkit::cluster::DcsKind::Etcd,
+        ClusterOptions::default(),
+    )
+    .await
+    .unwrap();
+    c.start_all().unwrap();
+    let p = c
+        .wait_converged(&[0, 1, 2], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (code, text) = c
+        .api_call(p, "PATCH", "/config", Mode::Strict.patch(), CALL)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{text}");
+    let replicas: Vec<usize> = (0..3).filter(|&i| i != p).collect();
+    wait_sync_standby(&c, &replicas, Duration::from_secs(30)).await;
+    c.sql(p, "CREATE TABLE cancelled_commit(i int)")
+        .await
+        .unwrap();
+    let senders: Vec<Pid> = c
+        .sql(p, "SELECT pid::text FROM pg_stat_replication")
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| Pid::from_raw(s.parse().unwrap()))
+        .collect();
+    for &pid in &senders {
+        kill(pid, Signal::SIGSTOP).unwrap();
+    }
+    let c = std::sync::Arc::new(c);
+    let writer = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.sql(
+                p,
+                "SET application_name = 'waiting'; INSERT INTO cancelled_commit VALUES (1)",
+            )
+            .await
+        })
+    };
+    // The insert waits for its standby; cancel it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = c
+            .sql(
+                p,
+                "SELECT count(*)::text FROM pg_stat_activity \
+                 WHERE application_name = 'waiting' AND wait_event = 'SyncRep'",
+            )
+            .await
+            .unwrap();
+        if waiting == ["1"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the insert never waited for its standby"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.sql(
+        p,
+        "SELECT pg_cancel_backend(pid)::text FROM pg_stat_activity WHERE application_name = 'waiting'",
+    )
+    .await
+    .unwrap();
+    let _ = writer.await;
+    let visible = c
+        .sql(p, "SELECT count(*)::text FROM cancelled_commit")
+        .await
+        .unwrap();
+    for &pid in &senders {
+        let _ = kill(pid, Signal::SIGCONT);
+    }
+    eprintln!("a cancelled commit that waited for its standby: {visible:?} row(s) visible at once");
+    assert_eq!(visible, ["1"], "PostgreSQL's documented behaviour changed");
+}

@@ -774,7 +774,11 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                 ),
             };
         }
-        if cluster.leader.is_none() && switchover::race_gate(o, cluster) == RaceGate::Candidate {
+        if cluster.leader.is_none()
+            && switchover::race_gate(o, cluster) == RaceGate::Candidate
+            && !(switchover::is_switchover(cluster)
+                && sync::promotion_problem(o.inputs.settings.sync_mode, cluster, me).is_some())
+        {
             let mut actions = vec![Action::AcquireLock];
             if !primary {
                 actions.push(Action::Promote);

@@ -515,23 +515,21 @@ impl SyncKeeper {
 
     /// Synchronous mode off: the key goes, then pgha's value.
     fn next_off(&mut self, v: &SyncView<'_>) -> (SyncStep, String) {
-        {
-            self.reset();
-            if v.key.is_some() {
-                return (
-                    SyncStep::DeleteKey,
-                    "synchronous_mode is off: removing the sync key".into(),
-                );
-            }
-            if v.managing_names {
-                return (
-                    SyncStep::ReleaseNames,
-                    "synchronous_mode is off: synchronous_standby_names back to the configured value"
-                        .into(),
-                );
-            }
-            (SyncStep::Settled, "synchronous_mode is off".into())
+        self.reset();
+        if v.key.is_some() {
+            return (
+                SyncStep::DeleteKey,
+                "synchronous_mode is off: removing the sync key".into(),
+            );
         }
+        if v.managing_names {
+            return (
+                SyncStep::ReleaseNames,
+                "synchronous_mode is off: synchronous_standby_names back to the configured value"
+                    .into(),
+            );
+        }
+        (SyncStep::Settled, "synchronous_mode is off".into())
     }
 
     /// `synchronous_mode: true`, the key naming this leader.

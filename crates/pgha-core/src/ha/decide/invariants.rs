@@ -2,7 +2,8 @@
 //! of observations (not a sample): whoever leads, what the local
 //! PostgreSQL is, how much of the lock's lifetime is left, the DCS up or
 //! down, maintenance mode, the fence guard, a job in progress, a failed
-//! renewal, an unowned leader key, the peers, a switchover request.
+//! renewal, an unowned leader key, the peers, a switchover request, and
+//! synchronous mode with a `sync` key naming this node or not.
 //!
 //! A rule broken prints the whole world it was broken in.
 
@@ -29,6 +30,17 @@ struct Grid {
     leader_unowned: [bool; 2],
     peers: [Peers; 3],
     failover: [Failover; 3],
+    sync: [Sync; 3],
+}
+
+/// Synchronous mode, and whom its `sync` key names.
+#[derive(Clone, Copy, Debug)]
+enum Sync {
+    Off,
+    /// `true`, the key naming `n1` and `n3`, not this node.
+    NamesOthers,
+    /// `true`, the key naming `n1` and this node.
+    NamesMe,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +89,7 @@ fn grid() -> Grid {
         leader_unowned: [false, true],
         peers: [Peers::None, Peers::OneAhead, Peers::OneBehind],
         failover: [Failover::None, Failover::ToMe, Failover::AwayFromMe],
+        sync: [Sync::Off, Sync::NamesOthers, Sync::NamesMe],
     }
 }
 
@@ -94,6 +107,7 @@ struct Point {
     leader_unowned: bool,
     peers: Peers,
     failover: Failover,
+    sync: Sync,
 }
 
 fn points() -> Vec<Point> {
@@ -109,7 +123,11 @@ fn points() -> Vec<Point> {
                                 for renew_failed in g.renew_failed {
                                     for leader_unowned in g.leader_unowned {
                                         for peers in g.peers {
-                                            for failover in g.failover {
+                                            for (failover, sync) in g
+                                                .failover
+                                                .iter()
+                                                .flat_map(|f| g.sync.iter().map(move |s| (*f, *s)))
+                                            {
                                                 out.push(Point {
                                                     leader,
                                                     local,
@@ -123,6 +141,7 @@ fn points() -> Vec<Point> {
                                                         && leader.is_some(),
                                                     peers,
                                                     failover,
+                                                    sync,
                                                 });
                                             }
                                         }
@@ -184,6 +203,17 @@ fn world(p: &Point) -> World {
         }
         Peers::OneBehind => {
             w.peer("n3", 10, 1);
+        }
+    }
+    match p.sync {
+        Sync::Off => {}
+        Sync::NamesOthers => {
+            w.settings.sync_mode = crate::ha::sync::SyncMode::On { strict: false };
+            w.set("sync", r#"{"leader":"n1","quorum":0,"sync_standby":"n3"}"#);
+        }
+        Sync::NamesMe => {
+            w.settings.sync_mode = crate::ha::sync::SyncMode::On { strict: false };
+            w.set("sync", r#"{"leader":"n1","quorum":0,"sync_standby":"n2"}"#);
         }
     }
     match p.failover {
@@ -297,6 +327,13 @@ fn check(p: &Point, d: &Decision) -> Result<(), String> {
     {
         return Err("an automatic action while paused".into());
     }
+    // In synchronous mode, a node the `sync` key does not name may miss
+    // acknowledged commits: it never takes a free lock, not even as a
+    // switchover's candidate.
+    if matches!(p.sync, Sync::NamesOthers) && p.leader.is_none() && a.contains(&Action::AcquireLock)
+    {
+        return Err("a node the sync key does not name takes a free lock".into());
+    }
     // The rule named is the step of the chain that applies first.
     let first_step = if primary && !p.paused && lock_over {
         Some(Rule::LockExpiring)
@@ -355,7 +392,7 @@ fn no_observation_in_the_grid_breaks_a_safety_rule() {
             .join("\n")
     );
     // The grid is what it claims to be.
-    assert_eq!(points.len(), 3 * 5 * 4 * 2 * 2 * 2 * 3 * 2 * 2 * 3 * 3);
+    assert_eq!(points.len(), 3 * 5 * 4 * 2 * 2 * 2 * 3 * 2 * 2 * 3 * 3 * 3);
 }
 
 /// The sweep can fail: a `decide` that promoted whenever nobody leads,
