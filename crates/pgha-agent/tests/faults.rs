@@ -336,29 +336,9 @@ fn n1_the_primary_is_cut_off_from_the_dcs_and_the_other_nodes() {
         pgha_testkit::init_tracing();
         let mut run = Run::start(agent(), partition::in_namespaces(&net)).await?;
         let p = run.primary;
-        let me = format!("n{}", p + 1);
-        let others: Vec<String> = run
-            .replicas()
-            .iter()
-            .map(|r| format!("n{}", r + 1))
-            .collect();
-        let mut peers: Vec<&str> = others.iter().map(String::as_str).collect();
-        peers.push("dcs");
         run.fault();
-        net.cut(&me, &peers)?;
+        partition::cut_off_primary(&run, &net).await?;
         let ttl = run.cluster.options.ttl;
-        let cluster = &run.cluster;
-        pgha_testkit::wait::until(
-            "a primary other than the cut-off one",
-            Duration::from_secs(ttl * 3 + 20),
-            Duration::from_millis(100),
-            || async { cluster.primary().await.filter(|&n| n != p) },
-        )
-        .await?;
-        // Stay cut off a while longer: the old primary must not come back
-        // as a writer on its own.
-        tokio::time::sleep(Duration::from_secs(ttl)).await;
-        net.heal(&me)?;
         let bound = convergence_bound(&run.cluster, Duration::from_secs(ttl * 4 + 30));
         let o = run
             .finish(

@@ -131,6 +131,25 @@ impl PgCtl {
     }
 }
 
+/// Waits (at most `within`) until the process `postmaster.pid` names has
+/// exited and been reaped: until then PostgreSQL itself, started on this
+/// data directory, finds the lock file held ("another postmaster is
+/// running"), even by a zombie that [`postmaster_pid`] already counts as
+/// gone.
+pub async fn wait_postmaster_exit(data_dir: &Path, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let held = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+            .filter(|&pid| pid > 0 && kill(Pid::from_raw(pid), None).is_ok());
+        if held.is_none() || std::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The pid in `postmaster.pid`, if that process is alive and is a
 /// PostgreSQL server: not a zombie waiting to be reaped, and not an
 /// unrelated process that reused the pid after a reboot.
@@ -157,4 +176,43 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
         return None;
     }
     Some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rewind_waits_for_the_lock_files_process_to_be_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let pidfile = dir.join("postmaster.pid");
+        // A live process holds it (this test's own): waited for, up to the bound.
+        std::fs::write(&pidfile, format!("{}\n/data\n", std::process::id())).unwrap();
+        let started = std::time::Instant::now();
+        wait_postmaster_exit(&dir, Duration::from_millis(300)).await;
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // A child that exits and is reaped while we wait: returns then.
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        std::fs::write(&pidfile, format!("{}\n", child.id())).unwrap();
+        let waiter = tokio::spawn({
+            let dir = dir.clone();
+            async move {
+                let t = std::time::Instant::now();
+                wait_postmaster_exit(&dir, Duration::from_secs(10)).await;
+                t.elapsed()
+            }
+        });
+        child.wait().unwrap();
+        let waited = waiter.await.unwrap();
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // No lock file: no wait.
+        std::fs::remove_file(&pidfile).unwrap();
+        let started = std::time::Instant::now();
+        wait_postmaster_exit(&dir, Duration::from_secs(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
 }

@@ -69,6 +69,9 @@ pub struct Postgres {
     db: Mutex<LocalDb>,
 }
 
+/// How long a rewind waits for a killed postmaster to be gone for good.
+const POSTMASTER_EXIT_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a reload may take to put a new `synchronous_standby_names` in
 /// force (it usually takes a millisecond).
 const SYNC_NAMES_APPLY: Duration = Duration::from_secs(3);
@@ -440,6 +443,10 @@ impl Postgres {
     pub async fn rewind(&self, source: &Upstream) -> Result<(), PgError> {
         let cfg = &*self.settings;
         let pg = cfg;
+        // A postmaster killed a moment ago may not be reaped yet: pg_rewind's
+        // crash recovery (single-user mode) would find its lock file still
+        // held and fail, and a failed rewind is not retried.
+        ctl::wait_postmaster_exit(&pg.data_dir, POSTMASTER_EXIT_WAIT).await;
         self.write_pgpass()?;
         let keep = [
             "postgresql.conf",

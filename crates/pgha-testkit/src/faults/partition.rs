@@ -4,6 +4,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use super::scenario::Run;
 use crate::cluster::{ClusterOptions, Placement};
 use crate::netns::Network;
 
@@ -24,6 +27,35 @@ pub fn in_namespaces(net: &Network) -> ClusterOptions {
         },
         ..ClusterOptions::default()
     }
+}
+
+/// N1: cuts the run's primary off from etcd and the other nodes (clients
+/// still reach it), waits (bounded) until another node is primary, stays
+/// cut off one ttl longer (the old primary must not come back as a writer
+/// on its own), and heals.
+pub async fn cut_off_primary(run: &Run, net: &Network) -> anyhow::Result<()> {
+    let p = run.primary;
+    let me = format!("n{}", p + 1);
+    let mut peers: Vec<String> = run
+        .replicas()
+        .iter()
+        .map(|r| format!("n{}", r + 1))
+        .collect();
+    peers.push("dcs".into());
+    let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
+    net.cut(&me, &peers)?;
+    let ttl = run.cluster.options.ttl;
+    let cluster = &run.cluster;
+    crate::wait::until(
+        "a primary other than the cut-off one",
+        Duration::from_secs(ttl * 3 + 20),
+        Duration::from_millis(100),
+        || async { cluster.primary().await.filter(|&n| n != p) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(ttl)).await;
+    net.heal(&me)?;
+    Ok(())
 }
 
 /// Runs a partition scenario's `body` with the test's clients inside the
