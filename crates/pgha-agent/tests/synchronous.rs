@@ -569,6 +569,16 @@ fn b_n1_synchronous_mode_loses_nothing() {
 }
 
 #[test]
+fn b_n1_strict_mode_loses_nothing() {
+    if let Some(o) = n1_primary_cut_off(Mode::Strict) {
+        assert_eq!(
+            o.lost, 0,
+            "synchronous_mode_strict lost acknowledged rows in N1"
+        );
+    }
+}
+
+#[test]
 fn b_n1_quorum_mode_loses_nothing() {
     if let Some(o) = n1_primary_cut_off(Mode::Quorum) {
         assert_eq!(o.lost, 0, "quorum commit lost acknowledged rows in N1");
