@@ -560,8 +560,10 @@ pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) 
         .is_none_or(|wanted| s.member.replication_state.as_deref() == Some(wanted.as_str()));
     let replica =
         running && s.is_replica() && !s.member.tags.noloadbalance() && !lagging && state_ok;
-    let sync_standby = s.is_sync_standby();
-    let quorum_standby = s.is_quorum_standby();
+    // Only the synchronous checks look at the sync key: a load balancer's
+    // `/primary` costs no more than before.
+    let sync_standby = || s.is_sync_standby();
+    let quorum_standby = || s.is_quorum_standby();
     let (code_ok, ignore_tags) = match path {
         "/standby-leader" | "/standby_leader" => (false, true),
         "/leader" => (leader, true),
@@ -569,18 +571,18 @@ pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) 
         "/replica" => (replica, false),
         "/read-only" => (primary || replica, false),
         "/health" => (running, false),
-        "/sync" | "/synchronous" => (s.cluster.is_some() && replica && sync_standby, false),
-        "/quorum" => (s.cluster.is_some() && replica && quorum_standby, false),
+        "/sync" | "/synchronous" => (s.cluster.is_some() && replica && sync_standby(), false),
+        "/quorum" => (s.cluster.is_some() && replica && quorum_standby(), false),
         "/async" | "/asynchronous" => (
-            s.cluster.is_some() && replica && !sync_standby && !quorum_standby,
+            s.cluster.is_some() && replica && !sync_standby() && !quorum_standby(),
             false,
         ),
         "/read-only-sync" | "/read-only-synchronous" => (
-            s.cluster.is_some() && (primary || (replica && sync_standby)),
+            s.cluster.is_some() && (primary || (replica && sync_standby())),
             false,
         ),
         "/read-only-quorum" => (
-            s.cluster.is_some() && (primary || (replica && quorum_standby)),
+            s.cluster.is_some() && (primary || (replica && quorum_standby())),
             false,
         ),
         _ => (false, false),
