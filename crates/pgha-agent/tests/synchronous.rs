@@ -414,10 +414,15 @@ async fn operators_see_and_steer_synchronous_mode() {
 /// are frozen (commits wait), then its postmaster is killed. Restarted in
 /// place, crash recovery would make the waiting commits visible although
 /// no standby has them. A normal client reads the old primary for 4 s
-/// after the crash; if it came back as a primary, its host then dies;
-/// every row the client saw must still be on the final primary. Asynchronously (the contrast) the
-/// primary restarts in place, the client reads rows no standby has, and
-/// they are gone after the failover.
+/// after the crash; every row it saw must still be on the final primary.
+/// Synchronously, the old primary hands over and rejoins by a rewind.
+/// Asynchronously (the contrast) it comes back as a primary: once its
+/// standbys stream again, its WAL senders are frozen a second time, the
+/// client keeps reading the rows it acknowledges, and its host dies —
+/// those rows are gone after the failover. (The host dies only after the
+/// standbys streamed again: standbys that had not streamed for more than
+/// `ttl + loop_wait + retry_timeout` are no failover candidates, and the
+/// cluster would wait for the dead host instead.)
 async fn postmaster_crash_then_host_dies(mode: Mode) -> usize {
     use std::collections::HashSet;
     let (mut run, _) = start(mode).await;
@@ -436,18 +441,7 @@ async fn postmaster_crash_then_host_dies(mode: Mode) -> usize {
     );
     let mut seen: HashSet<String> = HashSet::new();
     let mut answered = 0;
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
-        if let Ok(rows) = run.cluster.sql(p, &read).await {
-            answered += 1;
-            seen.extend(rows);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The second fault hits an old primary that came back as one (what
-    // the asynchronous run does): its host dies before its standbys have
-    // what it showed. One that handed over is rejoining as a replica and
-    // is left alone (killing it mid-rewind would test something else).
+    read_rows(&run.cluster, p, &read, Duration::from_secs(4), &mut seen, &mut answered).await;
     let ttl = run.cluster.options.ttl;
     let back_as_primary = run
         .cluster
@@ -455,6 +449,22 @@ async fn postmaster_crash_then_host_dies(mode: Mode) -> usize {
         .await
         .is_ok_and(|r| r == ["false"]);
     if back_as_primary {
+        // The second fault hits an old primary that came back as one:
+        // once its standbys stream again, it acknowledges rows they never
+        // get, then its host dies. One that handed over is rejoining as a
+        // replica and is left alone (killing it mid-rewind would test
+        // something else).
+        run.cluster
+            .wait_sql(
+                p,
+                "SELECT count(*)::text FROM pg_stat_replication WHERE state = 'streaming'",
+                Duration::from_secs(20),
+                |r| r == ["2"],
+            )
+            .await
+            .unwrap();
+        let _frozen = freeze_wal_senders(&run.cluster, p).await;
+        read_rows(&run.cluster, p, &read, Duration::from_secs(1), &mut seen, &mut answered).await;
         run.cluster.reboot_node(p).await.unwrap();
         run.cluster
             .wait_for_primary(Duration::from_secs(ttl * 3 + 20))
@@ -476,6 +486,12 @@ async fn postmaster_crash_then_host_dies(mode: Mode) -> usize {
         .into_iter()
         .collect();
     let vanished = seen.difference(&kept).count();
+    if mode != Mode::Async && (vanished > 0 || back_as_primary) {
+        eprintln!(
+            "sync-p1-{mode:?}: {vanished} rows seen then lost; the nodes' logs:\n{}",
+            run.cluster.logs_tail(120)
+        );
+    }
     let o = run
         .finish(
             &format!("sync-p1-{mode:?}"),
@@ -492,11 +508,34 @@ async fn postmaster_crash_then_host_dies(mode: Mode) -> usize {
     );
     if mode != Mode::Async {
         assert_eq!(o.lost, 0, "acknowledged rows lost");
+        assert!(
+            !back_as_primary,
+            "the crashed synchronous primary came back as a primary instead of handing over"
+        );
     }
     vanished
 }
 
-#[ignore = "flaky on a fresh machine (issue 13 note): run with --ignored"]
+/// Reads every row of the writers' table from node `p` for `window`,
+/// adding what it sees to `seen`.
+async fn read_rows(
+    c: &TestCluster,
+    p: usize,
+    read: &str,
+    window: Duration,
+    seen: &mut std::collections::HashSet<String>,
+    answered: &mut usize,
+) {
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        if let Ok(rows) = c.sql(p, read).await {
+            *answered += 1;
+            seen.extend(rows);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p1_async_contrast_shows_rows_that_are_lost() {
     let vanished = postmaster_crash_then_host_dies(Mode::Async).await;
@@ -506,13 +545,11 @@ async fn p1_async_contrast_shows_rows_that_are_lost() {
     );
 }
 
-#[ignore = "flaky on a fresh machine (issue 13 note): run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p1_synchronous_mode_shows_no_row_its_standbys_lack() {
     assert_eq!(postmaster_crash_then_host_dies(Mode::On).await, 0);
 }
 
-#[ignore = "flaky on a fresh machine (issue 13 note): run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p1_quorum_mode_shows_no_row_its_standbys_lack() {
     assert_eq!(postmaster_crash_then_host_dies(Mode::Quorum).await, 0);
