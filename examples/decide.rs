@@ -120,6 +120,7 @@ fn peer(name: &str, wal: u64) -> PeerStatus {
         running: true,
         starting: false,
         wal_position: Some(wal),
+        timeline: Some(1),
         nofailover: false,
         failover_priority: 1,
         replication_broken: false,

@@ -82,6 +82,106 @@ async fn switchover_to_a_candidate_hands_over_cleanly() {
     assert!(c.log(old).contains("switching over to"), "{}", c.log(old));
 }
 
+/// A promotion takes a timeline no member used. PostgreSQL would take one
+/// past its own; when another member already promoted to that number
+/// (recorded in the `history` key here, as a member that promoted and
+/// lost the lock would have left it), a replica of that member could then
+/// never follow the new leader, nor be seen to have diverged. The new
+/// leader skips the numbers used, its replicas follow it, and the
+/// `history` key becomes its own lineage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_takes_a_timeline_no_member_used() {
+    let (c, old) = cluster().await;
+    let used = r#"[[1,50331648,"no recovery target specified","2026-12-01T10:00:00+00:00","ghost"],[2,67108864,"no recovery target specified","2026-12-01T10:05:00+00:00","ghost"]]"#;
+    c.etcdctl(&["put", &c.key_path("history"), used])
+        .await
+        .unwrap();
+    let cand = (old + 1) % 3;
+    let body = format!(
+        r#"{{"leader": "{}", "candidate": "{}"}}"#,
+        name(&c, old),
+        name(&c, cand)
+    );
+    let (code, text) = c
+        .api_call(old, "POST", "/switchover", Some(&body), CALL)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{text}");
+    let p = c
+        .wait_converged(&[0, 1, 2], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(p, cand);
+    let tl = c
+        .sql(
+            cand,
+            "SELECT timeline_id::text FROM pg_control_checkpoint()",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tl,
+        ["4"],
+        "timelines 2 and 3 are skipped (the key's newest is 2, ending 3)"
+    );
+    let history = c
+        .etcdctl(&["get", &c.key_path("history"), "--print-value-only"])
+        .await
+        .unwrap();
+    let entries: serde_json::Value = serde_json::from_str(history.trim()).unwrap();
+    assert_eq!(entries.as_array().map(Vec::len), Some(1), "{entries}");
+    assert_eq!(entries[0][0], 1, "{entries}");
+    assert_eq!(entries[0][4], name(&c, cand), "{entries}");
+}
+
+/// `GET /patroni` reads PostgreSQL's WAL positions when asked, not as of
+/// the last cycle: peers racing for the lock compare them, and in quorum
+/// mode a position up to `loop_wait` old can hide acknowledged commits a
+/// voter holds (found by the simulator, seed 59339).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_peers_race_on_is_read_when_asked() {
+    pgha_testkit::init_tracing();
+    let options = ClusterOptions {
+        ttl: 30,
+        loop_wait: 10,
+        retry_timeout: 10,
+        ..ClusterOptions::default()
+    };
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, options)
+        .await
+        .unwrap();
+    c.start_all().unwrap();
+    let p = c.wait_converged(&[0, 1, 2], BOOT).await.unwrap();
+    let r = (p + 1) % 3;
+    c.sql(p, "CREATE TABLE w(i int)").await.unwrap();
+    for round in 0..3 {
+        c.sql(p, "INSERT INTO w SELECT generate_series(1, 10000)")
+            .await
+            .unwrap();
+        let lsn = c
+            .sql(p, "SELECT (pg_current_wal_lsn() - '0/0')::bigint::text")
+            .await
+            .unwrap()[0]
+            .parse::<i64>()
+            .unwrap();
+        // Well within a loop_wait of 10 s: only a live read can see it.
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut seen = 0;
+        while Instant::now() < until {
+            let (_, s) = c.api(r, "/patroni").await.unwrap();
+            seen = s["xlog"]["received_location"].as_i64().unwrap_or(0);
+            if seen >= lsn {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            seen >= lsn,
+            "round {round}: GET /patroni on the replica says {seen}, the primary wrote up to {lsn}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_switchover_happens_at_its_time_and_can_be_cancelled() {
     let (c, old) = cluster().await;

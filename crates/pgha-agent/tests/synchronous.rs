@@ -441,7 +441,15 @@ async fn postmaster_crash_then_host_dies(mode: Mode) -> usize {
     );
     let mut seen: HashSet<String> = HashSet::new();
     let mut answered = 0;
-    read_rows(&run.cluster, p, &read, Duration::from_secs(4), &mut seen, &mut answered).await;
+    read_rows(
+        &run.cluster,
+        p,
+        &read,
+        Duration::from_secs(4),
+        &mut seen,
+        &mut answered,
+    )
+    .await;
     let ttl = run.cluster.options.ttl;
     let back_as_primary = run
         .cluster
@@ -464,7 +472,15 @@ async fn postmaster_crash_then_host_dies(mode: Mode) -> usize {
             .await
             .unwrap();
         let _frozen = freeze_wal_senders(&run.cluster, p).await;
-        read_rows(&run.cluster, p, &read, Duration::from_secs(1), &mut seen, &mut answered).await;
+        read_rows(
+            &run.cluster,
+            p,
+            &read,
+            Duration::from_secs(1),
+            &mut seen,
+            &mut answered,
+        )
+        .await;
         run.cluster.reboot_node(p).await.unwrap();
         run.cluster
             .wait_for_primary(Duration::from_secs(ttl * 3 + 20))

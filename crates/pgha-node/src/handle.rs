@@ -36,6 +36,8 @@ pub struct NodeHandle {
     status: watch::Receiver<Arc<NodeStatus>>,
     commands: mpsc::Sender<Command>,
     clock: Arc<dyn Clock>,
+    /// The node's PostgreSQL, for [`NodeHandle::live_status`].
+    postgres: Option<Arc<crate::postgres::Postgres>>,
 }
 
 impl NodeHandle {
@@ -51,6 +53,44 @@ impl NodeHandle {
             status,
             commands,
             clock,
+            postgres: None,
+        }
+    }
+
+    /// The same handle, able to read the node's PostgreSQL live.
+    pub(crate) fn with_postgres(mut self, postgres: Arc<crate::postgres::Postgres>) -> Self {
+        self.postgres = Some(postgres);
+        self
+    }
+
+    /// The last cycle's status with PostgreSQL's state read now (within
+    /// `wait`; the snapshot when it does not answer in time). Peers racing
+    /// for the lock compare WAL positions: a snapshot up to `loop_wait`
+    /// old can hide WAL a standby received since — in quorum mode, commits
+    /// it acknowledged — and let a node behind it win (Patroni reads
+    /// PostgreSQL on every `GET /patroni` too).
+    pub async fn live_status(&self, wait: Duration) -> Arc<NodeStatus> {
+        let status = self.status();
+        let Some(pg) = &self.postgres else {
+            return status;
+        };
+        if status
+            .observed
+            .as_ref()
+            .and_then(|o| o.db.as_ref())
+            .is_none()
+        {
+            return status;
+        }
+        match tokio::time::timeout(wait, pg.state()).await {
+            Ok(Ok(db)) => {
+                let mut fresh = (*status).clone();
+                if let Some(o) = fresh.observed.as_mut() {
+                    o.db = Some(db);
+                }
+                Arc::new(fresh)
+            }
+            _ => status,
         }
     }
 

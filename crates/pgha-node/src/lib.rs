@@ -100,7 +100,10 @@ impl Node {
         let (status_tx, status_rx) =
             watch::channel(Arc::new(NodeStatus::initial(&config.name, config.scope())));
         let (commands_tx, commands_rx) = mpsc::channel(16);
-        let handle = NodeHandle::new(status_rx, commands_tx, clock.clone());
+        // A connection of its own for the REST API's live reads: never
+        // queued behind the loop's queries.
+        let live = Arc::new(postgres::Postgres::new(Arc::new(config.postgresql.clone())));
+        let handle = NodeHandle::new(status_rx, commands_tx, clock.clone()).with_postgres(live);
         let node = Node {
             config,
             dcs,

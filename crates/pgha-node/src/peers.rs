@@ -52,6 +52,7 @@ fn from_member_key(m: &Member) -> PeerStatus {
         running: m.data.is_running(),
         starting: m.data.state == Some(pgha_core::model::PgState::Starting),
         wal_position: m.data.xlog_location,
+        timeline: m.data.timeline,
         nofailover: m.data.tags.nofailover(),
         failover_priority: m.data.tags.failover_priority(),
         replication_broken: broken_flag(&m.data.extra),
@@ -98,6 +99,11 @@ fn from_rest(m: &Member, json: &Value) -> PeerStatus {
         running,
         starting: json.get("state").and_then(Value::as_str) == Some("starting"),
         wal_position: wal,
+        timeline: json
+            .get("timeline")
+            .and_then(lenient::int)
+            .and_then(|v| u64::try_from(v).ok())
+            .or(m.data.timeline),
         nofailover: tags.nofailover(),
         failover_priority: tags.failover_priority(),
         replication_broken: json

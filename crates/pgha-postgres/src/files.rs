@@ -246,6 +246,28 @@ pub fn render(
 /// asynchronous, not even across a restart).
 pub const SYNC_CONF: &str = "pgha.sync.conf";
 
+/// Makes the next promotion of a standby on `current` take timeline
+/// `at_least` or later: PostgreSQL picks one past the newest of the
+/// consecutive timeline history files it finds after its own, so a
+/// placeholder `pg_wal/<T>.history` is written for every `T` from
+/// `current + 1` to `at_least - 1` that has none. PostgreSQL never reads a
+/// placeholder: the new timeline's history file is built from the current
+/// timeline's, and no other timeline descends from a placeholder.
+pub fn reserve_timelines(data_dir: &Path, current: u64, at_least: u64) -> Result<(), PgError> {
+    for t in current.saturating_add(1)..at_least {
+        let path = data_dir.join("pg_wal").join(format!("{t:08X}.history"));
+        if path.exists() {
+            continue;
+        }
+        let text = format!(
+            "# pgha: timeline {t} is used by another member of the cluster; this placeholder \
+             makes a promotion here take a later one\n"
+        );
+        write_file(&path, &text)?;
+    }
+    Ok(())
+}
+
 /// Writes (`Some`) or removes (`None`) pgha's `synchronous_standby_names`.
 pub fn write_sync_names(data_dir: &Path, names: Option<&str>) -> Result<(), PgError> {
     let path = data_dir.join(SYNC_CONF);

@@ -195,7 +195,17 @@ impl Postgres {
     /// Promotes the running replica, then checkpoints so a former primary
     /// can rewind from us (pg_rewind reads the new timeline from the control
     /// file, which only a checkpoint updates).
-    pub async fn promote(&self, dynamic: &DynamicConfig) -> Result<(), PgError> {
+    /// Promotes the running standby to a timeline of at least
+    /// `at_least` (0: PostgreSQL's choice, one past the newest it sees).
+    /// PostgreSQL takes one past the newest timeline history file in
+    /// `pg_wal`, so placeholders for the timelines in between make it skip
+    /// the numbers other members used ([`files::reserve_timelines`]).
+    pub async fn promote(&self, dynamic: &DynamicConfig, at_least: u64) -> Result<(), PgError> {
+        if at_least > 0
+            && let Some(current) = self.state().await?.timeline
+        {
+            files::reserve_timelines(self.data_dir(), current, at_least)?;
+        }
         // PostgreSQL removes standby.signal itself while promoting (and
         // fails the promotion if it is already gone), so the configuration
         // is rewritten for the primary role only afterwards.

@@ -130,12 +130,22 @@ const HEALTH_PATHS: &[&str] = &[
     "/read-only-quorum",
 ];
 
+/// How long `GET /patroni` waits for PostgreSQL before it answers with
+/// the last cycle's snapshot (below the peers' timeout in the race).
+const LIVE_STATUS_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
 async fn handle(State(state): State<ApiState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     if method == Method::GET && matches!(path.as_str(), "/cluster" | "/history" | "/config") {
         return read_fresh(&state, &path).await;
+    }
+    if method == Method::GET && path == "/patroni" {
+        // What peers racing for the lock read: PostgreSQL's WAL positions
+        // as they are now, not as of the last cycle.
+        let status = state.node.live_status(LIVE_STATUS_WAIT).await;
+        return (StatusCode::OK, axum::Json(status_json(&status))).into_response();
     }
     if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
         let query: HashMap<String, String> = parts

@@ -28,12 +28,12 @@ use std::time::Duration;
 
 use super::action::{Action, Decision, StopMode};
 use super::divergence;
-use super::observation::{DataDir, Job, Observation, PeerSource};
+use super::observation::{DataDir, Job, Observation, PeerSource, PeerStatus};
 use super::replication::{self, ConfiguredUpstream};
 use super::rule::Rule;
 use super::switchover::{self, LeaderStep, RaceGate};
 use super::sync;
-use crate::model::{Cluster, ClusterKey};
+use crate::model::{Cluster, ClusterKey, Role};
 
 /// How long before the lock's lifetime ends a primary must already have
 /// stopped: covers an immediate stop and a loop that is late.
@@ -675,6 +675,18 @@ fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str
         )
         .soon();
     }
+    // A leader that has just taken the lock may still be promoting: its
+    // member key says so (role replica) until its next cycle. pg_rewind
+    // against a source still on our timeline finds nothing to do, and
+    // this node would start as a replica with WAL the new timeline does
+    // not have, showing clients commits that are about to vanish.
+    if leader_member.is_some_and(|m| !m.data.role.as_ref().is_some_and(Role::is_primary)) {
+        return Decision::idle(
+            Rule::Rewind,
+            format!("waiting for leader {leader} to finish its promotion before rewinding from it"),
+        )
+        .soon();
+    }
     if leader_member.is_some_and(|m| m.data.checkpoint_after_promote == Some(false)) {
         return Decision::idle(
             Rule::Rewind,
@@ -776,8 +788,8 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         }
         if cluster.leader.is_none()
             && switchover::race_gate(o, cluster) == RaceGate::Candidate
-            && !(switchover::is_switchover(cluster)
-                && sync::promotion_problem(o.inputs.settings.sync_mode, cluster, me).is_some())
+            && candidate_sync_problem(o, cluster).is_none()
+            && !(switchover::is_switchover(cluster) && paused_leader_problem(o, cluster).is_some())
         {
             let mut actions = vec![Action::AcquireLock];
             if !primary {
@@ -1007,12 +1019,15 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
     match switchover::race_gate(o, cluster) {
         RaceGate::Closed(why) => return RaceVerdict::StayOut(why),
         RaceGate::Candidate => {
-            // A switchover (the request names the leader) goes to a
-            // synchronous standby only; a failover to a named candidate is
-            // the operator's explicit call, whatever it may lose.
+            // A switchover whose leader's lock lapsed in maintenance mode
+            // (it never handed over): it may still run as a primary. (A
+            // failover is the operator's word that it does not.)
             if switchover::is_switchover(cluster)
-                && let Some(why) = sync::promotion_problem(sync_mode, cluster, me)
+                && let Some(why) = paused_leader_problem(o, cluster)
             {
+                return RaceVerdict::StayOut(why);
+            }
+            if let Some(why) = candidate_sync_problem(o, cluster) {
                 return RaceVerdict::StayOut(format!(
                     "I am the requested switchover candidate, but {why}"
                 ));
@@ -1045,6 +1060,22 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
     if !o.inputs.local.running {
         return RaceVerdict::StayOut("PostgreSQL is not running".into());
     }
+    if let Some(why) = paused_leader_problem(o, cluster) {
+        return RaceVerdict::StayOut(why);
+    }
+    // The `history` key outlives every member key: after a DCS outage
+    // longer than ttl, the first node back sees few members, and an old
+    // primary that was never rewound could win with WAL of a timeline the
+    // cluster left (throwing away what later leaders wrote).
+    let newest = divergence::reached_timeline(cluster);
+    if let (Some(mine), Some(newest)) = (o.inputs.local.timeline, newest)
+        && mine < newest
+    {
+        return RaceVerdict::StayOut(format!(
+            "my timeline {mine} is older than the cluster's timeline {newest} (history key): \
+             my WAL may miss what later leaders wrote"
+        ));
+    }
     let watch = &o.memory.streaming;
     if watch.broken(o.inputs.settings.not_streaming_limit) {
         // My WAL may not be the cluster's (a wrong host, an old primary);
@@ -1072,6 +1103,16 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
         return RaceVerdict::StayOut(why);
     }
     let my_priority = tags.failover_priority();
+    let my_timeline = o.inputs.local.timeline;
+    // Who is ahead: a newer timeline first (it holds what a later leader
+    // wrote; WAL positions on different timelines cannot be compared:
+    // an old primary's WAL can run past the point where a newer timeline
+    // forked off, and promoting it would throw the newer timeline away
+    // and fork a second timeline with the same number), then the WAL.
+    let ahead_of_me = |peer: &PeerStatus, theirs: u64| match (peer.timeline, my_timeline) {
+        (Some(t), Some(m)) if t != m => t > m,
+        _ => theirs > mine,
+    };
     for peer in o.inputs.peers.iter().filter(|p| p.name != me) {
         if peer.source == PeerSource::Rest && peer.is_primary {
             return RaceVerdict::StayOut(format!("{} still runs as a primary", peer.name));
@@ -1094,11 +1135,13 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
             // member key expires with its lease, within ttl. A node whose
             // agent answers that its PostgreSQL is stopped or failed to
             // start does not hold the race up: it might never return.
-            if (peer.starting || peer.source == PeerSource::MemberKey) && theirs > mine {
+            if (peer.starting || peer.source == PeerSource::MemberKey) && ahead_of_me(peer, theirs)
+            {
                 return RaceVerdict::StayOut(format!(
-                    "{} is not running but its last WAL position is ahead of mine ({theirs} > {mine}); \
+                    "{} is not running but its last WAL position is ahead of mine ({}); \
                      waiting for it to {}",
                     peer.name,
+                    position_pair(peer, theirs, my_timeline, mine),
                     if peer.starting {
                         "finish starting"
                     } else {
@@ -1108,13 +1151,18 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
             }
             continue;
         }
-        if theirs > mine {
+        if ahead_of_me(peer, theirs) {
             return RaceVerdict::StayOut(format!(
-                "{} is ahead of me (WAL {theirs} > {mine})",
-                peer.name
+                "{} is ahead of me ({})",
+                peer.name,
+                position_pair(peer, theirs, my_timeline, mine)
             ));
         }
-        if theirs == mine && peer.failover_priority > my_priority {
+        let same_timeline = match (peer.timeline, my_timeline) {
+            (Some(t), Some(m)) => t == m,
+            _ => true,
+        };
+        if theirs == mine && same_timeline && peer.failover_priority > my_priority {
             return RaceVerdict::StayOut(format!(
                 "{} has the same WAL position and a higher failover_priority ({} > {my_priority})",
                 peer.name, peer.failover_priority
@@ -1122,6 +1170,77 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
         }
     }
     RaceVerdict::Race(format!("WAL {mine}, nobody ahead"))
+}
+
+/// "timeline 3 > 2" when the timelines differ, else "WAL a > b".
+fn position_pair(peer: &PeerStatus, theirs: u64, my_timeline: Option<u64>, mine: u64) -> String {
+    match (peer.timeline, my_timeline) {
+        (Some(t), Some(m)) if t != m => format!("timeline {t} > {m}"),
+        _ => format!("WAL {theirs} > {mine}"),
+    }
+}
+
+/// Why this node, the requested candidate, may not take the lock in a
+/// synchronous mode. A switchover (the request names the leader) goes to
+/// a synchronous standby only; a failover to a named candidate is the
+/// operator's explicit call in `true` mode, whatever it may lose. In
+/// quorum mode no single member is known to hold every acknowledged
+/// commit: any candidate needs the voters' votes, like anyone racing (a
+/// voter that missed the last commits, say restarting while the leader
+/// handed over, must not win).
+fn candidate_sync_problem(o: &Observation<'_>, cluster: &Cluster) -> Option<String> {
+    let me = o.inputs.settings.name.as_str();
+    let mode = o.inputs.settings.sync_mode;
+    match mode {
+        sync::SyncMode::Quorum { .. } => {
+            let Some(mine) = o.inputs.local.wal_position else {
+                return Some("my WAL position is unknown".into());
+            };
+            sync::race_problem(mode, cluster, me, mine, o.inputs.peers)
+        }
+        _ if switchover::is_switchover(cluster) => sync::promotion_problem(mode, cluster, me),
+        _ => None,
+    }
+}
+
+/// Why the race waits for the member that led during maintenance mode
+/// (as this node saw it, or as the `status` key the paused leader wrote
+/// says, for a node that could not see the pause):
+/// nothing renews or fences in maintenance mode, so its lock may have
+/// lapsed while its PostgreSQL still runs as a primary (and, unable to
+/// reach the DCS, it may not know the pause ended). Until it answers
+/// that it is not a primary (or its agent says it stopped), taking the
+/// lock could start a second primary beside it. An operator's failover
+/// naming a candidate still goes through ([`RaceGate::Candidate`]).
+fn paused_leader_problem(o: &Observation<'_>, cluster: &Cluster) -> Option<String> {
+    let me = o.inputs.settings.name.as_str();
+    let old = o
+        .memory
+        .paused_leader
+        .as_deref()
+        .or_else(|| {
+            cluster
+                .status
+                .as_ref()
+                .and_then(|s| s.value.paused_leader.as_deref())
+        })
+        .filter(|l| *l != me)?;
+    let answered = o
+        .inputs
+        .peers
+        .iter()
+        .any(|p| p.name == old && p.source == PeerSource::Rest && !p.is_primary);
+    let stopped = cluster
+        .member(old)
+        .is_some_and(|m| m.data.state.is_some() && !m.data.is_running());
+    if answered || stopped {
+        return None;
+    }
+    Some(format!(
+        "the leader lock lapsed while {old} led in maintenance mode, and {old} has not answered \
+         that it no longer runs as a primary: waiting for it (or for a failover an operator \
+         requests)"
+    ))
 }
 
 #[cfg(test)]

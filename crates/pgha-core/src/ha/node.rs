@@ -151,6 +151,12 @@ impl HaNode {
         let m = &mut self.memory;
         m.observe_initialize(inputs.cluster, inputs.local.system_id());
         m.observe_unowned_lock(inputs.cluster, inputs.leader_unowned, now);
+        m.observe_race(
+            inputs.cluster,
+            &inputs.settings.name,
+            inputs.settings.paused,
+            now,
+        );
         let limit = inputs.settings.not_streaming_limit;
         let before = m.streaming.broken(limit);
         let job_running = m.job.is_some();

@@ -138,6 +138,8 @@ pub struct PeerStatus {
     /// Its PostgreSQL is starting up: it will report its WAL position soon.
     pub starting: bool,
     pub wal_position: Option<u64>,
+    /// Its PostgreSQL's timeline (`None`: not reported).
+    pub timeline: Option<u64>,
     pub nofailover: bool,
     pub failover_priority: i64,
     /// It says it has not been streaming from the leader for longer than
@@ -218,6 +220,17 @@ pub struct HaMemory {
     pub start_failed: bool,
     /// PostgreSQL was stopped by a demotion (published as role `demoted`).
     pub demoted: bool,
+    /// Since when (monotonic) the lock has been free while a `failover`
+    /// request named another member as the candidate. After `ttl` the
+    /// candidate is taken to be unable to take over, and the race opens
+    /// to everyone (see [`crate::ha::switchover::race_gate`]).
+    pub candidate_awaited_since: Option<Duration>,
+    /// The member that held the lock while maintenance mode was on, until
+    /// a leader is seen again outside maintenance mode. Its lock may have
+    /// lapsed during the pause (nothing renews or fences in maintenance
+    /// mode) while its PostgreSQL still runs as a primary: nobody races
+    /// until it answers that it is not one (see `ha::decide`).
+    pub paused_leader: Option<String>,
     /// A promotion is under way and its checkpoint is not done yet: a
     /// former primary must not `pg_rewind` against this node before it
     /// (published as `checkpoint_after_promote: false`).
@@ -243,6 +256,41 @@ impl HaMemory {
                 }
             }
             None => self.unowned_lock_since = None,
+        }
+    }
+
+    /// Notes what the race needs to remember across cycles: since when a
+    /// requested candidate has had a free lock to take, and who led while
+    /// maintenance mode was on.
+    pub(crate) fn observe_race(
+        &mut self,
+        cluster: Option<&Cluster>,
+        me: &str,
+        paused: bool,
+        now: Duration,
+    ) {
+        let Some(cluster) = cluster else { return };
+        let awaited = cluster.leader.is_none()
+            && cluster.failover.as_ref().is_some_and(|f| {
+                f.value
+                    .member
+                    .as_deref()
+                    .is_some_and(|c| !c.is_empty() && c != me)
+            });
+        if awaited {
+            self.candidate_awaited_since.get_or_insert(now);
+        } else {
+            self.candidate_awaited_since = None;
+        }
+        // The leader's own member key says whether its agent has seen the
+        // pause end (and armed its fences again with its next renewal).
+        let leader_paused = cluster
+            .leader_member()
+            .is_some_and(|m| m.data.pause == Some(true));
+        match cluster.leader_name() {
+            Some(l) if paused || leader_paused => self.paused_leader = Some(l.to_string()),
+            Some(_) => self.paused_leader = None,
+            None => {}
         }
     }
 

@@ -114,8 +114,23 @@ pub fn not_synchronous(o: &Observation<'_>, cluster: &Cluster, name: &str) -> Op
     sync_problem(o.inputs.settings.sync_mode, cluster, name)
 }
 
-/// [`not_synchronous`] for a given mode (the REST API's check).
+/// [`not_synchronous`] for a given mode (the REST API's check). In
+/// quorum mode a candidate must be a voter the `sync` key names: only
+/// the voters (and the key's leader) can gather the votes that prove they
+/// hold every acknowledged commit, so a hand-over to anyone else would
+/// leave the cluster without a leader.
 pub fn sync_problem(mode: super::sync::SyncMode, cluster: &Cluster, name: &str) -> Option<String> {
+    use super::sync::{SyncMode, holds_every_commit, is_active};
+    if matches!(mode, SyncMode::Quorum { .. }) {
+        let voter = cluster
+            .sync
+            .as_ref()
+            .is_some_and(|k| holds_every_commit(&k.value, name));
+        return (is_active(mode, cluster) && !voter).then(|| {
+            "is not a quorum standby (synchronous_mode: quorum): it may miss acknowledged commits"
+                .into()
+        });
+    }
     super::sync::promotion_problem(mode, cluster, name).map(|_| {
         "is not a synchronous standby (synchronous_mode): it may miss acknowledged commits".into()
     })
@@ -185,6 +200,17 @@ pub fn race_gate(o: &Observation<'_>, cluster: &Cluster) -> RaceGate {
     let Some(f) = request(cluster).filter(|f| !f.is_empty()) else {
         return RaceGate::Open;
     };
+    let ttl = o.inputs.settings.ttl;
+    if text(&f.member) != Some(me)
+        && o.memory
+            .candidate_awaited_since
+            .is_some_and(|since| o.now.saturating_sub(since) >= ttl)
+    {
+        // The candidate has had a free lock for ttl and not taken it (it
+        // cannot: lagging, not synchronous, failing): a request must not
+        // leave the cluster without a leader.
+        return RaceGate::Open;
+    }
     if text(&f.leader) == Some(me) {
         return RaceGate::Closed("a switchover away from me is in progress".into());
     }

@@ -157,11 +157,13 @@ pub fn race_problem(
     }
 }
 
-/// Whether a peer's WAL position can hold `me` back in the race: in
-/// `true` mode only the key's leader and standbys count (the others may
-/// miss acknowledged commits and cannot win); otherwise every member.
+/// Whether a peer's WAL position can hold `me` back in the race: in a
+/// synchronous mode only the key's leader and standbys (voters) count:
+/// the others may miss acknowledged commits and cannot win, and what they
+/// have beyond the key's members (an old primary's last commits) was
+/// never acknowledged; otherwise every member.
 pub fn peer_counts(mode: SyncMode, cluster: &Cluster, peer: &str) -> bool {
-    !(matches!(mode, SyncMode::On { .. })
+    !(mode.is_on()
         && is_active(mode, cluster)
         && cluster
             .sync

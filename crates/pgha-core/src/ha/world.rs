@@ -143,6 +143,7 @@ impl World {
             nofailover: priority <= 0,
             failover_priority: priority,
             replication_broken: false,
+            timeline: None,
         });
         self
     }

@@ -24,6 +24,23 @@ pub struct Status {
     pub slots: Option<BTreeMap<String, u64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_slots: Option<Vec<String>>,
+    /// pgha only: the leader that wrote this ran in maintenance mode and
+    /// has not yet seen it end (with its fences armed again). Outlives
+    /// the leader's lease: a node that could not see the pause learns
+    /// from it that the lock may have lapsed with the primary still
+    /// running (see `ha::decide`). Patroni ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_leader: Option<String>,
+    /// pgha only: the leader's timeline. Outlives its lease, so a node
+    /// promoting later never takes the same number (the `history` key
+    /// lists only the timelines that ended; see
+    /// `ha::divergence::next_timeline`). Patroni ignores it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::de_opt_u64"
+    )]
+    pub timeline: Option<u64>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -249,6 +249,7 @@ impl HaLoop {
                     .await
                     .map_err(|e| Failure::Other(e.to_string()))?;
                 self.sync_before_primary(cluster).await?;
+                self.record_promotion(cluster).await?;
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
                 let pre_promote = self.config.ha.pre_promote.clone();
                 let scope = self.config.scope().to_string();
@@ -260,6 +261,10 @@ impl HaLoop {
                     Some(c) if self.use_slots() => self.member_slots(c),
                     _ => Vec::new(),
                 };
+                // A timeline no member used, so that a replica of another
+                // member's timeline is seen to have diverged (see
+                // `pgha_core::ha::divergence::next_timeline`).
+                let at_least = cluster.map_or(0, ha::divergence::next_timeline);
                 self.spawn_job(Job::Promote, async move {
                     if let Some(script) = pre_promote {
                         crate::callbacks::run(
@@ -271,7 +276,7 @@ impl HaLoop {
                         .map_err(JobError::Vetoed)?;
                     }
                     super::leader::create_slots(&pg, &slots).await;
-                    pg.promote(&dynamic).await?;
+                    pg.promote(&dynamic, at_least).await?;
                     Ok::<(), JobError>(pg.checkpoint().await?)
                 });
                 Ok(())
@@ -279,6 +284,36 @@ impl HaLoop {
             Action::Demote { mode } => self.demote(*mode).await,
             Action::Exit { reason } => Err(Failure::Exit(reason.clone())),
         }
+    }
+
+    /// Records in the `history` key, before promoting, the timeline this
+    /// node leaves ([`ha::divergence::reservation`]): a node that promotes
+    /// after it then takes a later timeline even if this one loses the
+    /// lock and the DCS before publishing anything else. Failing, the
+    /// promotion waits for the next cycle.
+    async fn record_promotion(&mut self, cluster: Option<&Cluster>) -> Result<(), Failure> {
+        let db = self
+            .pg
+            .state()
+            .await
+            .map_err(|e| Failure::Other(format!("before promoting: {e}")))?;
+        let (Some(timeline), Some(lsn)) = (db.timeline, db.wal_position()) else {
+            return Err(Failure::Other(
+                "before promoting: PostgreSQL reports no timeline or WAL position".into(),
+            ));
+        };
+        let known = cluster.and_then(|c| c.history.as_ref()).map(|h| &h.value);
+        let taking = cluster.map_or(0, ha::divergence::next_timeline);
+        let history = ha::divergence::reservation(known, timeline, taking, lsn, &self.config.name);
+        self.dcs
+            .write_history(&history)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                Failure::Other(format!(
+                    "cannot record the promotion in the history key: {e}"
+                ))
+            })
     }
 
     /// Stops PostgreSQL so it accepts no more writes, never past the lock's

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use pgha_core::clock::Clock;
 use pgha_core::dcs::DcsExt;
-use pgha_core::model::{Cluster, History, HistoryEntry, Status};
+use pgha_core::ha::divergence::lineage;
+use pgha_core::model::{Cluster, HistoryEntry, Status};
 
 use super::{HaLoop, parse_lsn};
 use crate::postgres::{Observed, PgError, Postgres, files};
@@ -26,6 +27,8 @@ impl HaLoop {
         let status = Status {
             optime: db.write_lsn,
             retain_slots: slots,
+            paused_leader: self.dynamic.pause().then(|| self.config.name.clone()),
+            timeline: db.timeline,
             ..Default::default()
         };
         if self.last_status.as_ref() != Some(&status) || cluster.status.is_none() {
@@ -113,18 +116,12 @@ impl HaLoop {
         wanted
     }
 
-    /// After a promotion, appends the new timeline switch to `history`
-    /// from PostgreSQL's timeline history file.
+    /// After a promotion, makes `history` the leader's lineage, read from
+    /// PostgreSQL's timeline history file (see
+    /// [`pgha_core::ha::divergence::lineage`]: replicas tell from it
+    /// whether their timeline is one the leader descends from).
     async fn sync_history(&mut self, cluster: &Cluster, timeline: u64) {
         if timeline <= 1 {
-            return;
-        }
-        let known = cluster
-            .history
-            .as_ref()
-            .map(|h| h.value.0.clone())
-            .unwrap_or_default();
-        if known.iter().any(|e| e.timeline + 1 >= timeline) {
             return;
         }
         let path = self
@@ -135,7 +132,7 @@ impl HaLoop {
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;
         };
-        let mut entries = known;
+        let mut own = Vec::new();
         for line in text
             .lines()
             .map(str::trim)
@@ -148,20 +145,19 @@ impl HaLoop {
             let (Ok(tl), Some(lsn)) = (tl.trim().parse::<u64>(), parse_lsn(lsn.trim())) else {
                 continue;
             };
-            if entries.iter().any(|e| e.timeline == tl) {
-                continue;
-            }
-            let newest = tl + 1 == timeline;
-            entries.push(HistoryEntry {
+            own.push(HistoryEntry {
                 timeline: tl,
                 lsn,
                 reason: parts.next().unwrap_or_default().trim().to_string(),
-                timestamp: newest.then(|| jiff::Timestamp::now().to_string()),
-                new_leader: newest.then(|| self.config.name.clone()),
+                timestamp: Some(jiff::Timestamp::now().to_string()),
+                new_leader: None,
             });
         }
-        entries.sort_by_key(|e| e.timeline);
-        if let Err(e) = self.dcs.write_history(&History(entries)).await {
+        let known = cluster.history.as_ref().map(|h| &h.value);
+        let Some(history) = lineage(known, own, &self.config.name) else {
+            return;
+        };
+        if let Err(e) = self.dcs.write_history(&history).await {
             tracing::warn!("cannot write the history key: {e}");
         }
     }

@@ -375,6 +375,7 @@ fn a_replica_of_the_cluster_carries_on_when_the_dcs_loses_its_keys() {
         nofailover: false,
         failover_priority: 1,
         replication_broken: false,
+        timeline: None,
     });
     assert_idle(&w.decide(), Rule::Race, "n1 still runs as a primary");
     // With the primary gone too, the usual race replaces it.
@@ -1836,4 +1837,149 @@ fn a_crashed_synchronous_primary_restarts_in_place_when_nobody_could_take_over()
         actions(&w.decide()),
         [Action::RenewLock, Action::StartPrimary]
     );
+}
+
+// ---- found by the simulator (crate pgha-sim)
+
+#[test]
+fn a_newer_timeline_is_ahead_whatever_the_wal_positions_say() {
+    // An old primary's WAL runs past where a newer timeline forked: it
+    // does not win against a member on the newer timeline.
+    let mut w = World::new("n2");
+    w.no_leader().peer("n3", 500, 1);
+    w.peers[0].timeline = Some(2);
+    w.local.wal_position = Some(9000);
+    assert_idle(
+        &w.decide(),
+        Rule::Race,
+        "n3 is ahead of me (timeline 2 > 1)",
+    );
+    // On an older timeline, more WAL does not hold me back.
+    let mut w = World::new("n2");
+    w.local.timeline = Some(3);
+    w.no_leader().peer("n3", 9000, 1);
+    w.peers[0].timeline = Some(2);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_node_on_a_timeline_the_cluster_left_does_not_race() {
+    // After a DCS outage longer than ttl the member keys are gone; the
+    // history key (no lease) still says the cluster reached timeline 2.
+    let mut w = World::new("n2");
+    w.no_leader().set(
+        "history",
+        r#"[[1,50331648,"no recovery target specified","2026-12-01T10:00:00+00:00","n3"]]"#,
+    );
+    assert_idle(
+        &w.decide(),
+        Rule::Race,
+        "my timeline 1 is older than the cluster's timeline 2",
+    );
+    w.local.timeline = Some(2);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn the_lock_that_lapsed_in_maintenance_mode_waits_for_its_holder() {
+    let mut w = World::new("n2");
+    w.no_leader().peer("n3", 900, 1);
+    w.memory.paused_leader = Some("n1".into());
+    // n1 does not answer (its member key expired, or it is partitioned).
+    assert_idle(
+        &w.decide(),
+        Rule::Race,
+        "the leader lock lapsed while n1 led in maintenance mode",
+    );
+    // n1 answers as a replica (it demoted, or rejoined): the race is on.
+    w.peer("n1", 800, 1);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+    // ... and as a primary: still waiting.
+    w.peers[1].is_primary = true;
+    assert_idle(
+        &w.decide(),
+        Rule::Race,
+        "n1 has not answered that it no longer runs",
+    );
+    // An operator's failover goes through.
+    w.peers.pop();
+    w.set("failover", r#"{"member":"n2"}"#);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_candidate_that_does_not_take_the_free_lock_within_ttl_opens_the_race() {
+    let mut w = World::new("n3");
+    w.no_leader()
+        .set("failover", r#"{"leader":"n1","member":"n2"}"#)
+        .peer("n2", 900, 1);
+    w.memory.candidate_awaited_since = Some(w.now);
+    assert_idle(&w.decide(), Rule::Race, "a switchover to n2 is in progress");
+    w.now += w.settings.ttl;
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn in_quorum_mode_a_requested_candidate_still_needs_the_votes() {
+    // n2 missed the last commits (restarting while the leader handed
+    // over): n3, the other voter, is ahead and does not vote for it.
+    let mut w = World::new("n2");
+    w.settings.sync_mode = SyncMode::Quorum { strict: false };
+    w.no_leader()
+        .set(
+            "sync",
+            r#"{"leader":"n1","quorum":1,"sync_standby":"n2,n3"}"#,
+        )
+        .set("failover", r#"{"member":"n2"}"#)
+        .peer("n3", 1200, 1);
+    assert_idle(
+        &w.decide(),
+        Rule::Race,
+        "I am the requested switchover candidate, but quorum",
+    );
+    // In maintenance mode too.
+    w.settings.paused = true;
+    assert_idle(&w.decide(), Rule::Paused, "no automatic action");
+    // Caught up: n3 votes, n2 takes over.
+    w.settings.paused = false;
+    w.peers[0].wal_position = Some(1000);
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
+}
+
+#[test]
+fn a_former_primary_does_not_rewind_from_a_leader_still_promoting() {
+    // The crashed synchronous primary released the lock; n3 took it and is
+    // promoting, its member key still saying replica. pg_rewind now would
+    // find the source on our timeline and do nothing, and this node would
+    // start as a replica showing commits the new timeline lacks (seen on a
+    // fresh machine, where promotions take longer).
+    let mut w = World::new("n2");
+    w.stopped().was_primary();
+    w.leader("n3");
+    w.set("members/n3", &member_json("replica", "running", 5000));
+    let d = w.decide();
+    assert_idle(&d, Rule::Rewind, "to finish its promotion");
+    assert!(d.look_again_soon);
+    w.set("members/n3", &member_json("primary", "running", 5000));
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Rewind {
+            source: "n3".into()
+        }]
+    );
+}
+
+#[test]
+fn an_announced_promotion_that_never_happened_does_not_stop_the_race() {
+    // n3 recorded the timeline it was leaving, then died before promoting:
+    // nobody reached timeline 2, and the members of timeline 1 still race.
+    let mut w = World::new("n2");
+    w.no_leader().set(
+        "history",
+        &format!(
+            r#"[[1,50331648,"{}",null,"n3"]]"#,
+            crate::ha::divergence::PROMOTION_ANNOUNCED
+        ),
+    );
+    assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
 }

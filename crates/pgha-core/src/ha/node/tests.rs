@@ -477,3 +477,48 @@ fn observing_reports_when_replication_breaks_and_heals() {
         "healed"
     );
 }
+
+#[test]
+fn the_race_memory_follows_the_requests_and_maintenance_mode() {
+    use crate::ha::world::World;
+    let mut w = World::new("n3");
+    let mut node = HaNode::new(crate::model::Timing::default());
+    // Paused with n1 leading: n1 is remembered.
+    w.settings.paused = true;
+    let c = w.cluster();
+    node.observe(w.now, &w.inputs(&c));
+    assert_eq!(node.memory().paused_leader.as_deref(), Some("n1"));
+    // The pause ends and the lock lapses: still remembered.
+    w.settings.paused = false;
+    w.no_leader();
+    let c = w.cluster();
+    node.observe(w.now, &w.inputs(&c));
+    assert_eq!(node.memory().paused_leader.as_deref(), Some("n1"));
+    // A leader whose member key no longer says paused: forgotten.
+    w.leader("n1");
+    let c = w.cluster();
+    node.observe(w.now, &w.inputs(&c));
+    assert_eq!(node.memory().paused_leader, None);
+    // A leader whose member key still says paused (its agent has not seen
+    // the pause end): remembered.
+    w.set(
+        "members/n1",
+        r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","state":"running","role":"primary","pause":true}"#,
+    );
+    let c = w.cluster();
+    node.observe(w.now, &w.inputs(&c));
+    assert_eq!(node.memory().paused_leader.as_deref(), Some("n1"));
+
+    // A free lock and a request naming another candidate: counted from
+    // the first such observation, reset when a leader is back.
+    w.no_leader().set("failover", r#"{"member":"n2"}"#);
+    let c = w.cluster();
+    node.observe(w.now, &w.inputs(&c));
+    let later = w.now + Duration::from_secs(5);
+    node.observe(later, &w.inputs(&c));
+    assert_eq!(node.memory().candidate_awaited_since, Some(w.now));
+    w.leader("n2");
+    let c = w.cluster();
+    node.observe(later, &w.inputs(&c));
+    assert_eq!(node.memory().candidate_awaited_since, None);
+}

@@ -218,9 +218,13 @@ pub fn vote_problem(sync: &SyncState, me: &str, mine: u64, peers: &[PeerStatus])
         .leader
         .as_deref()
         .is_some_and(|l| l.eq_ignore_ascii_case(me));
+    // Only a voter can hold back the key's leader: a member outside the
+    // key that is ahead (an old primary) holds nothing acknowledged there,
+    // since every acknowledgement needed the voters.
     if key_leader
         && answered
             .iter()
+            .filter(|p| contains(&voters, &p.name))
             .all(|p| p.wal_position.is_none_or(|w| w <= mine))
     {
         return None;
