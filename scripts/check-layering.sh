@@ -17,6 +17,7 @@ rules=(
   "pgha-config: clap tracing-subscriber pgha-agent pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
   "pgha-ctl: tracing-subscriber pgha-agent"
   "pgha-rest: clap serde-saphyr tracing-subscriber pgha-config pgha-agent pgha-dcs pgha-dcs-etcd pgha-dcs-zk pgha-dcs-consul pgha-dcs-k8s"
+  "pgha-sim: axum clap serde-saphyr tokio-postgres hyper pgha-postgres pgha-node pgha-rest pgha-config pgha-agent pgha-dcs"
 )
 
 failed=0

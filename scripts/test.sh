@@ -43,4 +43,7 @@ if [ -n "$etcd35" ]; then
     PGHA_ETCD_BIN=$etcd35 cargo test -p pgha-dcs-etcd --locked --test conformance
   fi
 fi
+echo "== simulation: 100,000 seeded schedules of whole clusters (scripts/simulate.sh)"
+scripts/simulate.sh --seeds 100000 --from 0
+
 echo "== all tests passed in $(( $(date +%s) - start )) s"

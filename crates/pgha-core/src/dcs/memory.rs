@@ -204,6 +204,16 @@ impl MemoryStore {
         self.shared.changed.notify_waiters();
     }
 
+    /// Expires the leases that are due by the store's clock and returns
+    /// the revision of the last change (create, update, delete) of
+    /// `layout`'s leader key, 0 if it never changed: what a watch on that
+    /// key would report, for a simulation that moves time itself and
+    /// wakes its watchers (see the `pgha-sim` crate).
+    pub fn leader_changed_at(&self, layout: &KeyLayout) -> i64 {
+        let path = layout.path(&ClusterKey::Leader);
+        self.with_state(|st, _| st.leader_events.get(&path).copied().unwrap_or(0))
+    }
+
     /// The clock leases expire by.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.shared.clock
