@@ -53,6 +53,8 @@ pub(crate) struct Agent {
     pub next_wake: Duration,
     /// The deadline the in-process fence is armed with (node clock).
     pub fence_deadline: Option<Duration>,
+    /// `POST /restart` was asked, and the start will take this long.
+    pub restart_requested: Option<Duration>,
     last_status: Option<Status>,
 }
 
@@ -84,6 +86,7 @@ impl Agent {
             watching: false,
             next_wake: Duration::ZERO,
             fence_deadline: None,
+            restart_requested: None,
             last_status: None,
         }
     }
@@ -165,6 +168,9 @@ impl World {
             }
         }
         let _ = acted;
+        if a.job.is_none() && renew_failed.is_none() {
+            self.start_requested_restart(i, &mut a);
+        }
         let member = self.member_data(i, &a, cluster.as_ref());
         if let Some(c) = &cluster {
             let _ = self.call(i, &a.dcs, "touch_member", |d| d.touch_member(&member));

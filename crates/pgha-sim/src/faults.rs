@@ -77,6 +77,9 @@ pub enum Fault {
     Pause { for_: Duration },
     /// The node's next `pg_rewind` fails.
     RewindFails { node: usize },
+    /// An operator asks the node to restart PostgreSQL (`POST /restart`),
+    /// which then takes `takes` to start again.
+    Restart { node: usize, takes: Duration },
 }
 
 impl Fault {
@@ -215,6 +218,9 @@ impl fmt::Display for Fault {
             Fault::Failover { candidate } => write!(f, "failover to {} requested", n(candidate)),
             Fault::Pause { for_ } => write!(f, "maintenance mode for {for_:.1?}"),
             Fault::RewindFails { node } => write!(f, "the next pg_rewind of {} fails", n(node)),
+            Fault::Restart { node, .. } => {
+                write!(f, "restart of {}'s PostgreSQL requested", n(node))
+            }
         }
     }
 }

@@ -130,6 +130,17 @@ impl World {
                 self.schedule(t + *for_, Event::Unpause);
             }
             Fault::RewindFails { node } => self.nodes[*node].rewind_fails = true,
+            Fault::Restart { node, takes } => {
+                let n = &mut self.nodes[*node];
+                let Some(a) = n
+                    .agent
+                    .as_mut()
+                    .filter(|_| n.agent_state == AgentState::Running)
+                else {
+                    return false;
+                };
+                a.restart_requested = Some(*takes);
+            }
         }
         true
     }

@@ -9,8 +9,8 @@
 //! committing to whoever accepts writes. Faults are drawn from the seed
 //! ([`faults::Fault`]): host, agent, guard and PostgreSQL deaths, frozen
 //! agents and WAL senders, lost, slow or refused DCS calls, DCS outages,
-//! partitions, clock-rate skew, switchovers, failovers and maintenance
-//! mode.
+//! partitions, clock-rate skew, switchovers, failovers, restarts and
+//! maintenance mode.
 //!
 //! Invariants ([`invariants::Violation`]), checked after every event:
 //! never two PostgreSQL servers accepting writes at once; in synchronous

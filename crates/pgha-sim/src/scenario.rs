@@ -78,6 +78,21 @@ impl Scenario {
             })
             .collect();
         faults.sort_by_key(|p| p.at);
+        // Restart requests come from a stream of their own, appended, so
+        // that adding them changed no other draw of any seed.
+        let mut requests = Rng::new(seed ^ 0x7E57_A127);
+        if requests.chance(0.3) {
+            faults.push(Planned {
+                at: faults_from + requests.between(Duration::ZERO, window),
+                fault: Fault::Restart {
+                    node: requests.index(nodes),
+                    takes: requests.between(
+                        crate::postgres::durations::START.0,
+                        crate::postgres::durations::START.1,
+                    ),
+                },
+            });
+        }
         Scenario {
             seed,
             nodes,

@@ -308,6 +308,30 @@ impl World {
         self.acknowledge(i);
     }
 
+    /// A restart an operator asked for, once no job runs (the HA loop's
+    /// `start_requested_restart`): PostgreSQL stops (a fast shutdown,
+    /// which sends the last WAL to connected standbys) and starts again in
+    /// its role. Not running: nothing to restart.
+    pub(super) fn start_requested_restart(&mut self, i: usize, a: &mut Agent) {
+        let Some(takes) = a.restart_requested.take() else {
+            return;
+        };
+        let Process::Up(role) = self.nodes[i].pg.process else {
+            return;
+        };
+        let name = self.nodes[i].name.clone();
+        self.trace(format!("{name}: restarting PostgreSQL as requested"));
+        self.flush_to_standbys(i);
+        self.stop_pg(i);
+        let pg = &mut self.nodes[i].pg;
+        pg.process = Process::Starting(role);
+        pg.streaming_from = None;
+        self.nodes[i].pg_op += 1;
+        let op = self.nodes[i].pg_op;
+        self.schedule(self.t + takes, Event::PgReady { node: i, op });
+        self.spawn_job_for(i, a, Job::Restart, takes);
+    }
+
     pub(super) fn start_pg(
         &mut self,
         i: usize,
@@ -454,7 +478,14 @@ impl World {
                     JobResult::Failed
                 }
             }
-            Job::Stop | Job::Restart => JobResult::Succeeded,
+            Job::Restart => {
+                if self.nodes[i].pg.is_up() {
+                    JobResult::Succeeded
+                } else {
+                    JobResult::Failed
+                }
+            }
+            Job::Stop => JobResult::Succeeded,
         };
         if let Some(j) = self.nodes[i].agent.as_mut().and_then(|a| a.job.as_mut()) {
             j.result = Some(result);
