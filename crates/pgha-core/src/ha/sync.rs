@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 
 use super::observation::PeerStatus;
-use crate::model::{Cluster, ClusterKey, SyncState};
+use crate::model::{Cluster, ClusterKey, Expect, SyncState, Versioned};
 
 pub mod quorum;
 
@@ -857,6 +857,33 @@ pub fn key_at_promotion(me: &str) -> SyncState {
 /// that may be synchronous: commits block until the configuration changes
 /// or a member joins.
 pub const NO_STANDBY: &str = "pgha: no synchronous standby";
+
+/// The members as the synchronous-replication choice sees them (from
+/// their member keys).
+pub fn members(cluster: &Cluster) -> Vec<SyncMember> {
+    cluster
+        .members
+        .iter()
+        .map(|m| SyncMember {
+            name: m.name.clone(),
+            running: m.data.is_running(),
+            nosync: m.data.tags.nosync(),
+            nofailover: m.data.tags.nofailover(),
+            sync_priority: m.data.tags.sync_priority(),
+        })
+        .collect()
+}
+
+/// How to write the `sync` key over `key` as it was read: compare-and-set
+/// on its version; absent, only if still absent; a key that could not be
+/// read (garbage) is the leader's to replace.
+pub fn key_expect(cluster: &Cluster, key: Option<&Versioned<SyncState>>) -> Expect {
+    match key {
+        Some(k) => Expect::Version(k.version.clone()),
+        None if cluster.problem(&ClusterKey::Sync).is_some() => Expect::Any,
+        None => Expect::Absent,
+    }
+}
 
 #[cfg(test)]
 mod tests;

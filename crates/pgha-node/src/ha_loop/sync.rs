@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use pgha_core::dcs::{DcsExt, SharedKey};
 use pgha_core::ha::SyncStep;
-use pgha_core::ha::sync::{self, SyncMember, SyncView, Walsender};
-use pgha_core::model::{Cluster, ClusterKey, Expect, SyncState, Versioned};
+use pgha_core::ha::sync::{self, SyncView, Walsender};
+use pgha_core::model::{Cluster, Versioned};
 
 use super::HaLoop;
 use super::execute::Failure;
@@ -25,21 +25,6 @@ const MAX_STEPS: usize = 8;
 /// either: the lock's renewal waits meanwhile).
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
-/// The members as the sync choice sees them.
-fn sync_members(cluster: &Cluster) -> Vec<SyncMember> {
-    cluster
-        .members
-        .iter()
-        .map(|m| SyncMember {
-            name: m.name.clone(),
-            running: m.data.is_running(),
-            nosync: m.data.tags.nosync(),
-            nofailover: m.data.tags.nofailover(),
-            sync_priority: m.data.tags.sync_priority(),
-        })
-        .collect()
-}
-
 fn walsenders(db: &DbState) -> Vec<Walsender> {
     db.replication
         .iter()
@@ -53,22 +38,11 @@ fn walsenders(db: &DbState) -> Vec<Walsender> {
         .collect()
 }
 
-/// How to write the `sync` key over what was read: compare-and-set on its
-/// version; a key that could not be read (garbage) is the leader's to
-/// replace.
-fn expect(cluster: &Cluster, key: Option<&Versioned<SyncState>>) -> Expect {
-    match key {
-        Some(k) => Expect::Version(k.version.clone()),
-        None if cluster.problem(&ClusterKey::Sync).is_some() => Expect::Any,
-        None => Expect::Absent,
-    }
-}
-
 impl HaLoop {
     /// The leader's synchronous replication upkeep, on a running primary.
     pub(super) async fn keep_sync(&mut self, cluster: &Cluster, db: &DbState) {
         let settings = self.dynamic.sync_settings();
-        let members = sync_members(cluster);
+        let members = sync::members(cluster);
         let mut key = cluster.sync.clone();
         let mut db = db.clone();
         let mut waiting_since: Option<Instant> = None;
@@ -106,7 +80,7 @@ impl HaLoop {
                 SyncStep::WriteKey(state) => {
                     match self
                         .dcs
-                        .write_sync(&state, expect(cluster, key.as_ref()))
+                        .write_sync(&state, sync::key_expect(cluster, key.as_ref()))
                         .await
                     {
                         Ok(version) => {
@@ -119,7 +93,7 @@ impl HaLoop {
                 SyncStep::DeleteKey => {
                     match self
                         .dcs
-                        .delete(SharedKey::Sync, expect(cluster, key.as_ref()))
+                        .delete(SharedKey::Sync, sync::key_expect(cluster, key.as_ref()))
                         .await
                     {
                         Ok(()) => {
@@ -204,14 +178,14 @@ impl HaLoop {
         let me = self.config.name.clone();
         let key = sync::key_at_promotion(&me);
         self.dcs
-            .write_sync(&key, expect(cluster, cluster.sync.as_ref()))
+            .write_sync(&key, sync::key_expect(cluster, cluster.sync.as_ref()))
             .await
             .map_err(|e| {
                 Failure::Other(format!(
                     "synchronous_mode: cannot write the sync key before promoting: {e}"
                 ))
             })?;
-        let names = sync::names_at_promotion(settings, &me, &sync_members(cluster)).render();
+        let names = sync::names_at_promotion(settings, &me, &sync::members(cluster)).render();
         self.pg.set_sync_names(Some(&names)).await.map_err(|e| {
             Failure::Other(format!(
                 "synchronous_mode: cannot set synchronous_standby_names before promoting: {e}"

@@ -5,8 +5,8 @@
 
 use pgha_core::dcs::{Dcs, DcsExt, SharedKey};
 use pgha_core::ha::SyncStep;
-use pgha_core::ha::sync::{self, SyncMember, SyncView, Walsender};
-use pgha_core::model::{Cluster, ClusterKey, Expect, HistoryEntry, Status, SyncState, Versioned};
+use pgha_core::ha::sync::{self, SyncView, Walsender};
+use pgha_core::model::{Cluster, HistoryEntry, Status, Versioned};
 
 use super::{Agent, Failure, MAX_SYNC_STEPS};
 use crate::postgres::{DataDir, sync_states};
@@ -75,7 +75,7 @@ impl World {
     /// (the HA loop's `keep_sync`).
     pub(super) fn keep_sync(&mut self, i: usize, a: &mut Agent, cluster: &Cluster) {
         let settings = a.dynamic.sync_settings();
-        let members = sync_members(cluster);
+        let members = sync::members(cluster);
         let me = self.nodes[i].name.clone();
         let mut key = cluster.sync.clone();
         for _ in 0..MAX_SYNC_STEPS {
@@ -113,7 +113,7 @@ impl World {
             match step {
                 SyncStep::Settled | SyncStep::Waiting => return,
                 SyncStep::WriteKey(state) => {
-                    let expect = sync_expect(cluster, key.as_ref());
+                    let expect = sync::key_expect(cluster, key.as_ref());
                     match self.call(i, &a.dcs, "write", |d| d.write_sync(&state, expect)) {
                         Ok(version) => {
                             self.trace(format!("{me}: sync: {why}"));
@@ -123,7 +123,7 @@ impl World {
                     }
                 }
                 SyncStep::DeleteKey => {
-                    let expect = sync_expect(cluster, key.as_ref());
+                    let expect = sync::key_expect(cluster, key.as_ref());
                     if self
                         .call(i, &a.dcs, "delete", |d| d.delete(SharedKey::Sync, expect))
                         .is_err()
@@ -180,33 +180,11 @@ impl World {
         };
         let me = self.nodes[i].name.clone();
         let key = sync::key_at_promotion(&me);
-        let expect = sync_expect(cluster, cluster.sync.as_ref());
+        let expect = sync::key_expect(cluster, cluster.sync.as_ref());
         self.call(i, &a.dcs, "write", |d| d.write_sync(&key, expect))
             .map_err(|_| Failure::Other)?;
-        let names = sync::names_at_promotion(settings, &me, &sync_members(cluster)).render();
+        let names = sync::names_at_promotion(settings, &me, &sync::members(cluster)).render();
         self.set_sync_names(i, Some(names));
         Ok(())
-    }
-}
-
-fn sync_members(cluster: &Cluster) -> Vec<SyncMember> {
-    cluster
-        .members
-        .iter()
-        .map(|m| SyncMember {
-            name: m.name.clone(),
-            running: m.data.is_running(),
-            nosync: m.data.tags.nosync(),
-            nofailover: m.data.tags.nofailover(),
-            sync_priority: m.data.tags.sync_priority(),
-        })
-        .collect()
-}
-
-fn sync_expect(cluster: &Cluster, key: Option<&Versioned<SyncState>>) -> Expect {
-    match key {
-        Some(k) => Expect::Version(k.version.clone()),
-        None if cluster.problem(&ClusterKey::Sync).is_some() => Expect::Any,
-        None => Expect::Absent,
     }
 }
