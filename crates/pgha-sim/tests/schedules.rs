@@ -126,6 +126,10 @@ const FOUND_BEFORE_RESTARTS: &[(u64, &str)] = &[
         "standbys did not take the lineage with a timeline switch (a simulator bug)",
     ),
     (
+        22780,
+        "the history key rewritten as the leader's lineage forgot a timeline a dead leader took",
+    ),
+    (
         4676,
         "a promotion during a DCS outage went unrecorded, and another member reused its timeline",
     ),
