@@ -126,6 +126,10 @@ const FOUND_BEFORE_RESTARTS: &[(u64, &str)] = &[
         "standbys did not take the lineage with a timeline switch (a simulator bug)",
     ),
     (
+        206145,
+        "maintenance mode: the leader's member-key writes failed during the pause, so its old key (no pause) made the others forget it",
+    ),
+    (
         22780,
         "the history key rewritten as the leader's lineage forgot a timeline a dead leader took",
     ),

@@ -231,6 +231,11 @@ pub struct HaMemory {
     /// mode) while its PostgreSQL still runs as a primary: nobody races
     /// until it answers that it is not one (see `ha::decide`).
     pub paused_leader: Option<String>,
+    /// The version of `paused_leader`'s member key when it was last seen
+    /// during the pause: the memory is dropped only once the leader wrote
+    /// its key again (a write that failed during the pause leaves an older
+    /// key, which says nothing about whether it saw the pause end).
+    pub paused_leader_key: Option<Version>,
     /// A promotion is under way and its checkpoint is not done yet: a
     /// former primary must not `pg_rewind` against this node before it
     /// (published as `checkpoint_after_promote: false`).
@@ -283,13 +288,24 @@ impl HaMemory {
             self.candidate_awaited_since = None;
         }
         // The leader's own member key says whether its agent has seen the
-        // pause end (and armed its fences again with its next renewal).
-        let leader_paused = cluster
-            .leader_member()
-            .is_some_and(|m| m.data.pause == Some(true));
+        // pause end (and armed its fences again with its next renewal), once
+        // it was written again after the pause.
+        let member = cluster.leader_member();
+        let leader_paused = member.is_some_and(|m| m.data.pause == Some(true));
         match cluster.leader_name() {
-            Some(l) if paused || leader_paused => self.paused_leader = Some(l.to_string()),
-            Some(_) => self.paused_leader = None,
+            Some(l) if paused || leader_paused => {
+                self.paused_leader = Some(l.to_string());
+                self.paused_leader_key = member.map(|m| m.version.clone());
+            }
+            Some(l) => {
+                let other_holder = self.paused_leader.as_deref().is_some_and(|p| p != l);
+                let rewritten =
+                    member.is_some_and(|m| Some(&m.version) != self.paused_leader_key.as_ref());
+                if other_holder || rewritten {
+                    self.paused_leader = None;
+                    self.paused_leader_key = None;
+                }
+            }
             None => {}
         }
     }

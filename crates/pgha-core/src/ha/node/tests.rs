@@ -494,8 +494,18 @@ fn the_race_memory_follows_the_requests_and_maintenance_mode() {
     let c = w.cluster();
     node.observe(w.now, &w.inputs(&c));
     assert_eq!(node.memory().paused_leader.as_deref(), Some("n1"));
-    // A leader whose member key no longer says paused: forgotten.
+    // The leader again, its member key as it was during the pause (its
+    // writes since failed): still remembered.
     w.leader("n1");
+    let mut c = w.cluster();
+    let seen = node.memory().paused_leader_key.clone();
+    if let (Some(m), Some(v)) = (c.members.iter_mut().find(|m| m.name == "n1"), seen) {
+        m.version = v;
+    }
+    node.observe(w.now, &w.inputs(&c));
+    assert_eq!(node.memory().paused_leader.as_deref(), Some("n1"));
+    // Written again, without the pause: forgotten.
+    w.set("members/n1", &member_json("primary", "running", 1000));
     let c = w.cluster();
     node.observe(w.now, &w.inputs(&c));
     assert_eq!(node.memory().paused_leader, None);
