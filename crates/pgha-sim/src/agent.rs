@@ -117,20 +117,13 @@ impl World {
             a.dynamic = cfg.value.clone();
         }
         let mut renew_failed: Option<String> = None;
-        let mut acted = false;
         for _ in 0..3 {
             let local = self.local_view(i, &mut a);
             let settings = self.settings(i, &a);
             let inputs = self.inputs(i, &settings, cluster.as_ref(), &local, &[], None);
             a.node.observe(self.local(i), &inputs);
             let peers = match &cluster {
-                Some(c)
-                    if (c.leader.is_none() || c.failover.is_some())
-                        && local.running
-                        && a.node.memory().job.is_none() =>
-                {
-                    self.peers(i, c)
-                }
+                Some(c) if a.node.needs_peers(c, &local) => self.peers(i, c),
                 _ => Vec::new(),
             };
             let inputs = self.inputs(
@@ -146,7 +139,6 @@ impl World {
             if d.actions.is_empty() {
                 break;
             }
-            acted = true;
             match self.execute(i, &mut a, &d.actions, cluster.as_ref()) {
                 Ok(()) => break,
                 Err(Failure::Lock { why, stale }) if renew_failed.is_none() => {
@@ -167,7 +159,6 @@ impl World {
                 Err(_) => break,
             }
         }
-        let _ = acted;
         if a.job.is_none() && renew_failed.is_none() {
             self.start_requested_restart(i, &mut a);
         }

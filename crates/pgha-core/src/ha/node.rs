@@ -170,6 +170,21 @@ impl HaNode {
         (before, m.streaming.broken(limit))
     }
 
+    /// Whether this cycle's decision needs the other members' status (their
+    /// REST answers): only for the leader race (no leader, or a requested
+    /// switchover/failover), and only when PostgreSQL runs and no job is
+    /// under way (neither can race otherwise). Asking costs a round of
+    /// calls, so the shell asks only then.
+    pub fn needs_peers(
+        &self,
+        cluster: &crate::model::Cluster,
+        local: &super::LocalPostgres,
+    ) -> bool {
+        (cluster.leader.is_none() || cluster.failover.is_some())
+            && local.running
+            && self.memory.job.is_none()
+    }
+
     /// Decides what to do now ([`decide`] on these inputs and the memory).
     /// A postmaster that is up but not answering counts as a start in
     /// progress, whoever began it.

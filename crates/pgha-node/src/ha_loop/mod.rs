@@ -290,11 +290,7 @@ impl HaLoop {
             let streaming = self.node.observe(self.clock.now(), &inputs);
             self.log_streaming(streaming, &observed, &local);
             let peers = match &cluster {
-                Some(c)
-                    if (c.leader.is_none() || c.failover.is_some())
-                        && local.running
-                        && self.node.memory().job.is_none() =>
-                {
+                Some(c) if self.node.needs_peers(c, &local) => {
                     peers::statuses(
                         &self.rest,
                         &self.race_peers(c),
