@@ -9,7 +9,11 @@
 //!
 //! The order of the checks is the safety argument in code form:
 //! 1. a primary whose lock lifetime is over stops at once, whatever else;
-//! 2. without the DCS, a primary demotes (it cannot prove it holds the lock);
+//! 2. without the DCS, a primary demotes (it cannot prove it holds the lock),
+//!    unless failsafe mode is on and every member of the `failsafe` key
+//!    just confirmed it: each such round extends its right to write by a
+//!    bound that outlasts no member's promise not to take the lock
+//!    ([`super::failsafe`]);
 //! 3. a running background job is not interrupted, but the leader keeps
 //!    renewing its lock meanwhile;
 //!    3b. a leader key no lease or session backs is nobody's lock: the
@@ -105,12 +109,39 @@ pub fn decide(o: &Observation<'_>) -> Decision {
             );
         }
         if o.inputs.local.is_primary() {
-            return Decision::new(
+            return match failsafe_verdict(o) {
+                Some(Ok(why)) => Decision::idle(
+                    Rule::Failsafe,
+                    format!(
+                        "continuing as the leader in failsafe mode: the DCS is not accessible and {why}"
+                    ),
+                ),
+                Some(Err(why)) => Decision::new(
+                    Rule::Failsafe,
+                    vec![Action::Demote {
+                        mode: StopMode::Fast,
+                    }],
+                    format!(
+                        "demoting: the DCS is not accessible, and failsafe mode cannot keep me: {why}"
+                    ),
+                ),
+                None => Decision::new(
+                    Rule::NoDcs,
+                    vec![Action::Demote {
+                        mode: StopMode::Fast,
+                    }],
+                    "demoting: the DCS is not accessible, so I cannot prove I still hold the leader lock",
+                ),
+            };
+        }
+        if let Some(w) = o.inputs.failsafe_witness.as_ref().filter(|w| w.until > o.now) {
+            return Decision::idle(
                 Rule::NoDcs,
-                vec![Action::Demote {
-                    mode: StopMode::Fast,
-                }],
-                "demoting: the DCS is not accessible, so I cannot prove I still hold the leader lock",
+                format!(
+                    "DCS is not accessible; no action as a replica (failsafe mode: I confirmed {} \
+                     as the leader)",
+                    w.leader.as_deref().unwrap_or("a leader")
+                ),
             );
         }
         return Decision::idle(Rule::NoDcs, "DCS is not accessible; no action as a replica");
@@ -124,6 +155,16 @@ pub fn decide(o: &Observation<'_>) -> Decision {
                 // (Not in maintenance mode: a failed renewal demotes no
                 // paused primary, job or not; see step 6.)
                 if o.inputs.local.is_primary() && !o.inputs.settings.paused {
+                    if let Some(Ok(keeps)) = failsafe_verdict(o) {
+                        return Decision::idle(
+                            Rule::Failsafe,
+                            format!(
+                                "continuing as the leader in failsafe mode during {}: renewing \
+                                 the leader lock failed ({why}) and {keeps}",
+                                job_name(job)
+                            ),
+                        );
+                    }
                     return Decision::new(
                         Rule::JobInProgress,
                         vec![Action::Demote {
@@ -194,6 +235,46 @@ pub fn decide(o: &Observation<'_>) -> Decision {
 
     // 6. Running.
     decide_running(o, cluster)
+}
+
+/// Failsafe mode's word on a primary that cannot renew its lock this
+/// cycle: `None` when failsafe mode is off; `Ok(why)` when this cycle's
+/// round confirmed it and its right to write (extended by the round)
+/// still holds; `Err(why)` otherwise.
+fn failsafe_verdict(o: &Observation<'_>) -> Option<Result<String, String>> {
+    if !o.inputs.settings.failsafe_mode {
+        return None;
+    }
+    let Some(round) = o.inputs.failsafe_round else {
+        return Some(Err(
+            "no confirmation round ran (my right to write had run out)".into()
+        ));
+    };
+    if !round.confirmed() {
+        return Some(Err(round.describe()));
+    }
+    match o.memory.lock_deadline.filter(|d| o.now + FENCE_MARGIN < *d) {
+        Some(d) => Some(Ok(format!(
+            "{}: I may write for {:.1?} more",
+            round.describe(),
+            d - o.now
+        ))),
+        None => Some(Err(format!(
+            "{}, but my right to write had already run out",
+            round.describe()
+        ))),
+    }
+}
+
+/// Why failsafe mode keeps this node out of the race for a free lock.
+fn failsafe_race_problem(o: &Observation<'_>, cluster: &Cluster) -> Option<String> {
+    super::failsafe::race_problem(
+        o.now,
+        &o.inputs.settings.name,
+        o.inputs.settings.failsafe_mode,
+        o.inputs.failsafe_witness.as_ref(),
+        cluster,
+    )
 }
 
 fn job_name(job: &Job) -> String {
@@ -789,6 +870,7 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         if cluster.leader.is_none()
             && switchover::race_gate(o, cluster) == RaceGate::Candidate
             && candidate_sync_problem(o, cluster).is_none()
+            && failsafe_race_problem(o, cluster).is_none()
             && !(switchover::is_switchover(cluster) && paused_leader_problem(o, cluster).is_some())
         {
             let mut actions = vec![Action::AcquireLock];
@@ -806,6 +888,15 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
 
     if cluster.is_leader(me) {
         if let Some(why) = &o.inputs.renew_failed {
+            if primary && let Some(Ok(keeps)) = failsafe_verdict(o) {
+                return Decision::idle(
+                    Rule::Failsafe,
+                    format!(
+                        "continuing as the leader in failsafe mode: renewing the leader lock \
+                         failed ({why}) and {keeps}"
+                    ),
+                );
+            }
             return if primary {
                 Decision::new(
                     Rule::RenewFailed,
@@ -897,6 +988,24 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         return Decision::idle(
             Rule::Follow,
             format!("no action: I am {me}, a replica following {leader}"),
+        );
+    }
+
+    // No leader, but this primary's right to write stands on failsafe
+    // confirmations: no member may take the lock before it ends, so the
+    // key is taken back at once, with no race and no new timeline.
+    if primary
+        && o.memory.failsafe_since.is_some()
+        && let Some(deadline) = o.memory.lock_deadline.filter(|d| o.now + FENCE_MARGIN < *d)
+    {
+        return Decision::new(
+            Rule::Failsafe,
+            vec![Action::AcquireLock],
+            format!(
+                "no leader key: I ran as the leader in failsafe mode, and no member may take the \
+                 lock for {:.1?} more; taking it back",
+                deadline - o.now
+            ),
         );
     }
 
@@ -1014,6 +1123,9 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
     }
     if let Some(why) = &o.inputs.unfenced {
         return RaceVerdict::StayOut(format!("I could not be fenced if my agent failed ({why})"));
+    }
+    if let Some(why) = failsafe_race_problem(o, cluster) {
+        return RaceVerdict::StayOut(why);
     }
     let sync_mode = o.inputs.settings.sync_mode;
     match switchover::race_gate(o, cluster) {

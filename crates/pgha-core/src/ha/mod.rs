@@ -12,6 +12,7 @@
 pub mod action;
 pub mod decide;
 pub mod divergence;
+pub mod failsafe;
 pub mod node;
 pub mod observation;
 pub mod replication;

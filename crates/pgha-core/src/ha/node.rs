@@ -80,6 +80,10 @@ pub enum Outcome<'a> {
     /// The member key about to be published says this replica streams
     /// from the leader.
     StreamsFromLeader,
+    /// Every member of the `failsafe` key confirmed this primary in a
+    /// round sent at `sent` (monotonic): none takes the lock before
+    /// `sent + valid_for` ([`super::failsafe`]).
+    FailsafeConfirmed { sent: Duration, valid_for: Duration },
 }
 
 /// One node's HA state machine. See the module docs.
@@ -185,6 +189,32 @@ impl HaNode {
             && self.memory.job.is_none()
     }
 
+    /// Whether this primary should ask the members of the `failsafe` key to
+    /// confirm it now (the shell asks when the DCS could not be read, or a
+    /// renewal failed): failsafe mode is on, not paused, PostgreSQL runs as
+    /// primary and the right to write still holds (a round cannot revive a
+    /// lapsed one).
+    pub fn failsafe_round_due(
+        &self,
+        now: Duration,
+        settings: &super::NodeSettings,
+        local: &super::LocalPostgres,
+    ) -> bool {
+        settings.failsafe_mode
+            && !settings.paused
+            && local.is_primary()
+            && self
+                .memory
+                .lock_deadline
+                .is_some_and(|d| d > now + FENCE_MARGIN)
+    }
+
+    /// Whether the right to write currently stands on failsafe
+    /// confirmations (for `GET /patroni`'s `failsafe_mode_is_active`).
+    pub fn failsafe_active(&self, now: Duration) -> bool {
+        self.memory.failsafe_since.is_some() && self.holds_lock(now)
+    }
+
     /// Decides what to do now ([`decide`] on these inputs and the memory).
     /// A postmaster that is up but not answering counts as a start in
     /// progress, whoever began it.
@@ -223,11 +253,17 @@ impl HaNode {
                 valid_for,
             } => {
                 m.lock_held(sent + valid_for);
+                m.failsafe_since = None;
                 self.lock_changed |= call != LockCall::Renew;
             }
             Outcome::LockFailed { call, error } => {
                 if error.is_lost_race() && call != LockCall::Renew {
                     // Someone else holds it: we never did.
+                    return;
+                }
+                if m.failsafe_since.is_some() {
+                    // The right to write stands on the members' promises,
+                    // not on the lease this call was about.
                     return;
                 }
                 if !error.is_unreachable() && !matches!(error, DcsError::NotOwner { .. }) {
@@ -238,7 +274,19 @@ impl HaNode {
                     m.lock_gone();
                 }
             }
-            Outcome::LockReleased => m.lock_gone(),
+            Outcome::LockReleased => {
+                m.lock_gone();
+                m.failsafe_since = None;
+            }
+            Outcome::FailsafeConfirmed { sent, valid_for } => {
+                // Only a right that still holds when the round was sent is
+                // extended: it stays one unbroken interval, so no member
+                // can have taken the lock in a gap.
+                if m.lock_deadline.is_some_and(|d| d > sent + FENCE_MARGIN) {
+                    m.lock_deadline = m.lock_deadline.max(Some(sent + valid_for));
+                    m.failsafe_since.get_or_insert(sent);
+                }
+            }
             Outcome::UnownedLockRemoved => self.lock_changed = true,
             Outcome::JobStarted(job) => {
                 m.crash_handover_since = None;
@@ -263,6 +311,7 @@ impl HaNode {
             Outcome::Demoting => {
                 m.expect_running = false;
                 m.demoted = true;
+                m.failsafe_since = None;
             }
             Outcome::ShuttingDown => m.expect_running = false,
             Outcome::PostgresSeen { role } => {

@@ -37,6 +37,10 @@ pub struct NodeSettings {
     pub primary_start_timeout: Duration,
     /// Maintenance mode (`pause` in the dynamic configuration).
     pub paused: bool,
+    /// `failsafe_mode`: a primary that loses the DCS keeps running while
+    /// every member of the `failsafe` key confirms it
+    /// ([`super::failsafe`]).
+    pub failsafe_mode: bool,
     /// The cluster's `ttl`: no lock outlives it past its last renewal.
     pub ttl: Duration,
     /// How long a replica may go without streaming from the leader before
@@ -236,6 +240,13 @@ pub struct HaMemory {
     /// its key again (a write that failed during the pause leaves an older
     /// key, which says nothing about whether it saw the pause end).
     pub paused_leader_key: Option<Version>,
+    /// Since when (monotonic) `lock_deadline` has been extended by failsafe
+    /// confirmations instead of lock calls (the DCS is unreachable, or
+    /// renewing failed): the right to write stands on the members'
+    /// promises, not on the DCS's lease, so a failed renewal does not end
+    /// it, and a free leader key is taken back at once. Ends with the next
+    /// lock granted, a demotion, or a release.
+    pub failsafe_since: Option<Duration>,
     /// A promotion is under way and its checkpoint is not done yet: a
     /// former primary must not `pg_rewind` against this node before it
     /// (published as `checkpoint_after_promote: false`).
@@ -369,6 +380,12 @@ pub struct Inputs<'a> {
     /// was written by hand or by a tool without a lease, nobody holds it,
     /// and it never expires.
     pub leader_unowned: bool,
+    /// The failsafe confirmation round this primary ran this cycle (the
+    /// DCS was unreachable, or renewing the lock failed), if it ran one.
+    pub failsafe_round: Option<&'a super::failsafe::Round>,
+    /// The leader this node confirmed in failsafe mode, while its promise
+    /// not to take the lock lasts.
+    pub failsafe_witness: Option<super::failsafe::Witness>,
 }
 
 /// Everything `decide` looks at: what was observed, what the node

@@ -18,6 +18,11 @@ pub enum Rule {
     Unfenced,
     /// 2. The DCS could not be read: a primary demotes, a replica waits.
     NoDcs,
+    /// 2, 3, 6. Failsafe mode: a primary without the DCS (or whose renewal
+    ///    failed) runs on while every member of the `failsafe` key
+    ///    confirms it, and takes a free leader key back at once when the
+    ///    DCS returns.
+    Failsafe,
     /// 3. A background job runs: the leader keeps renewing, nobody else
     ///    acts.
     JobInProgress,
@@ -80,6 +85,7 @@ impl Rule {
             Rule::LockExpiring => "lock-expiring",
             Rule::Unfenced => "unfenced",
             Rule::NoDcs => "no-dcs",
+            Rule::Failsafe => "failsafe",
             Rule::JobInProgress => "job-in-progress",
             Rule::UnownedLock => "unowned-lock",
             Rule::UnusableDataDir => "unusable-data-dir",

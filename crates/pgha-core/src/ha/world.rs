@@ -29,6 +29,10 @@ pub(crate) struct World {
     pub(crate) unfenced: Option<String>,
     /// The leader key has no lease or session behind it.
     pub(crate) leader_unowned: bool,
+    /// This cycle's failsafe confirmation round, if one ran.
+    pub(crate) failsafe_round: Option<crate::ha::failsafe::Round>,
+    /// A leader this node confirmed in failsafe mode.
+    pub(crate) failsafe_witness: Option<crate::ha::failsafe::Witness>,
 }
 
 pub(crate) fn member_json(role: &str, state: &str, wal: u64) -> String {
@@ -52,6 +56,7 @@ impl World {
                 sync_mode: crate::ha::sync::SyncMode::Off,
                 primary_start_timeout: Duration::from_secs(300),
                 paused: false,
+                failsafe_mode: false,
                 not_streaming_limit: Duration::from_secs(50),
                 ttl: Duration::from_secs(30),
             },
@@ -81,6 +86,8 @@ impl World {
             wall_now: "2026-11-21T12:00:00Z".parse().unwrap(),
             unfenced: None,
             leader_unowned: false,
+            failsafe_round: None,
+            failsafe_witness: None,
         };
         w.set("initialize", SYSID);
         w.set("config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#);
@@ -177,6 +184,8 @@ impl World {
             wall_now: self.wall_now,
             unfenced: self.unfenced.clone(),
             leader_unowned: self.leader_unowned,
+            failsafe_round: self.failsafe_round.as_ref(),
+            failsafe_witness: self.failsafe_witness.clone(),
         }
     }
 

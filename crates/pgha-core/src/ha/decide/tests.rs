@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::ha::failsafe::{Round, Witness};
 use crate::ha::observation::*;
 use crate::ha::replication::{ConfiguredUpstream, Endpoint};
 use crate::ha::rule::Rule;
@@ -133,6 +134,137 @@ fn without_the_dcs_a_primary_demotes_and_a_replica_waits() {
     let mut w = World::new("n2");
     w.dcs_down = true;
     assert_idle(&w.decide(), Rule::NoDcs, "DCS is not accessible");
+}
+
+// ---- 2. failsafe mode
+
+impl World {
+    /// `n1`, the leader, runs as primary in failsafe mode with its right to
+    /// write good for `secs` more, and this cycle's round `round`.
+    fn failsafe_primary(&mut self, secs: u64, round: Round) -> &mut Self {
+        self.primary();
+        self.settings.failsafe_mode = true;
+        self.memory.lock_deadline = Some(self.now + Duration::from_secs(secs));
+        self.failsafe_round = Some(round);
+        self
+    }
+}
+
+fn confirmed_by(names: &[&str]) -> Round {
+    Round {
+        asked: names.iter().map(|n| n.to_string()).collect(),
+        ..Round::default()
+    }
+}
+
+#[test]
+fn without_the_dcs_a_primary_confirmed_by_every_member_runs_on_in_failsafe_mode() {
+    let mut w = World::new("n1");
+    w.failsafe_primary(25, confirmed_by(&["n2", "n3"]));
+    w.dcs_down = true;
+    assert_idle(
+        &w.decide(),
+        Rule::Failsafe,
+        "all 2 other members of the failsafe key confirmed",
+    );
+
+    // One member did not answer: demote, as without failsafe mode.
+    let mut round = confirmed_by(&["n2", "n3"]);
+    round.refused.push(("n3".into(), "timed out after 10s".into()));
+    w.failsafe_round = Some(round);
+    let d = w.decide();
+    assert_decided(&d, Rule::Failsafe, "not confirmed by n3: timed out");
+    assert_eq!(
+        actions(&d),
+        [Action::Demote {
+            mode: StopMode::Fast
+        }]
+    );
+
+    // No round ran (the right had lapsed, or the key does not name me).
+    w.failsafe_round = None;
+    assert_decided(&w.decide(), Rule::Failsafe, "no confirmation round ran");
+
+    // Confirmed, but the right to write is over: rule 1 stops it first.
+    w.failsafe_primary(0, confirmed_by(&["n2"]));
+    assert_decided(&w.decide(), Rule::LockExpiring, "may expire");
+
+    // Failsafe mode off: the old rule.
+    let mut w = World::new("n1");
+    w.failsafe_primary(25, confirmed_by(&["n2", "n3"]));
+    w.settings.failsafe_mode = false;
+    w.dcs_down = true;
+    assert_decided(&w.decide(), Rule::NoDcs, "cannot prove");
+}
+
+#[test]
+fn a_failed_renewal_is_survived_only_when_every_member_confirmed() {
+    let mut w = World::new("n1");
+    w.failsafe_primary(25, confirmed_by(&["n2", "n3"]));
+    w.renew_failed = Some("DCS unreachable during renew: no leader".into());
+    assert_idle(&w.decide(), Rule::Failsafe, "renewing the leader lock failed");
+    w.memory.job = Some(Job::Restart);
+    assert_idle(&w.decide(), Rule::Failsafe, "during restart");
+
+    w.memory.job = None;
+    w.failsafe_round = None;
+    assert_decided(&w.decide(), Rule::RenewFailed, "demoting");
+}
+
+#[test]
+fn back_from_the_outage_a_failsafe_primary_takes_the_free_key_back_without_a_race() {
+    let mut w = World::new("n1");
+    w.failsafe_primary(20, Round::default());
+    w.failsafe_round = None;
+    w.memory.failsafe_since = Some(w.now - Duration::from_secs(40));
+    w.no_leader();
+    // Peers unknown, nobody asked: no race is needed.
+    let d = w.decide();
+    assert_decided(&d, Rule::Failsafe, "taking it back");
+    assert_eq!(actions(&d), [Action::AcquireLock]);
+
+    // Once the right has lapsed, it is an ordinary race again.
+    w.memory.lock_deadline = Some(w.now);
+    w.memory.failsafe_since = None;
+    assert_ne!(w.decide().rule, Rule::Failsafe);
+}
+
+#[test]
+fn a_member_that_confirmed_a_failsafe_leader_does_not_race_until_its_promise_ends() {
+    let mut w = World::new("n2");
+    w.no_leader();
+    w.peer("n3", 900, 1);
+    assert_eq!(w.decide().rule, Rule::Race);
+    assert!(actions(&w.decide()).contains(&Action::AcquireLock));
+
+    w.failsafe_witness = Some(Witness {
+        leader: Some("n1".into()),
+        until: w.now + Duration::from_secs(5),
+    });
+    assert_idle(&w.decide(), Rule::Race, "I confirmed n1 as the leader in failsafe mode");
+    // Even named as the failover candidate.
+    w.set("failover", r#"{"member":"n2"}"#);
+    assert_idle(&w.decide(), Rule::Race, "confirmed n1");
+
+    w.failsafe_witness.as_mut().unwrap().until = w.now;
+    assert!(actions(&w.decide()).contains(&Action::AcquireLock));
+}
+
+#[test]
+fn in_failsafe_mode_a_member_the_failsafe_key_does_not_name_does_not_race() {
+    let mut w = World::new("n2");
+    w.no_leader();
+    w.settings.failsafe_mode = true;
+    w.set(
+        "failsafe",
+        r#"{"n1":"http://n1:8008/patroni","n3":"http://n3:8008/patroni"}"#,
+    );
+    assert_idle(&w.decide(), Rule::Race, "does not name me");
+    w.set(
+        "failsafe",
+        r#"{"n1":"http://n1:8008/patroni","n2":"http://n2:8008/patroni"}"#,
+    );
+    assert!(actions(&w.decide()).contains(&Action::AcquireLock));
 }
 
 // ---- 3. background jobs
@@ -297,6 +429,8 @@ fn an_unreadable_initialize_key_blocks_bootstrap_and_clone() {
             wall_now: w.wall_now,
             unfenced: None,
             leader_unowned: false,
+            failsafe_round: None,
+            failsafe_witness: None,
         },
     };
     assert_idle(
@@ -1546,6 +1680,14 @@ fn every_rule_is_reached_and_named() {
         ),
         (Rule::NoDcs, Box::new(|w| w.dcs_down = true)),
         (
+            Rule::Failsafe,
+            Box::new(|w| {
+                w.primary();
+                w.dcs_down = true;
+                w.settings.failsafe_mode = true;
+            }),
+        ),
+        (
             Rule::JobInProgress,
             Box::new(|w| w.memory.job = Some(Job::Restart)),
         ),
@@ -1671,7 +1813,7 @@ fn every_rule_is_reached_and_named() {
     let mut ids: Vec<&str> = cases.iter().map(|(r, _)| r.id()).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 24, "every rule once, each with its own id");
+    assert_eq!(ids.len(), 25, "every rule once, each with its own id");
 }
 
 // ---- 6. the race in synchronous mode

@@ -115,6 +115,102 @@ fn a_failed_renewal_keeps_the_lifetime_unless_the_lease_is_gone() {
     }
 }
 
+// ---- failsafe mode
+
+fn confirmed(n: &mut HaNode, sent: Duration) {
+    n.handle(
+        sent + secs(1),
+        Outcome::FailsafeConfirmed {
+            sent,
+            valid_for: secs(30),
+        },
+    );
+}
+
+#[test]
+fn a_failsafe_confirmation_extends_a_right_that_still_holds_from_the_round_send_time() {
+    let mut n = node();
+    granted(&mut n, LockCall::Renew); // until T0 + 30
+    confirmed(&mut n, T0 + secs(18));
+    assert_eq!(n.memory().lock_deadline, Some(T0 + secs(48)));
+    assert_eq!(n.memory().failsafe_since, Some(T0 + secs(18)));
+    assert!(n.failsafe_active(T0 + secs(40)));
+    // The next round extends again; `failsafe_since` keeps its start.
+    confirmed(&mut n, T0 + secs(36));
+    assert_eq!(n.memory().lock_deadline, Some(T0 + secs(66)));
+    assert_eq!(n.memory().failsafe_since, Some(T0 + secs(18)));
+    // An older round's answer never shortens the right.
+    confirmed(&mut n, T0 + secs(20));
+    assert_eq!(n.memory().lock_deadline, Some(T0 + secs(66)));
+}
+
+#[test]
+fn a_failsafe_confirmation_never_revives_a_lapsed_right() {
+    let mut n = node();
+    confirmed(&mut n, T0);
+    assert_eq!(n.memory().lock_deadline, None, "no lock ever held");
+    granted(&mut n, LockCall::Renew); // until T0 + 30
+    // Sent within the fence margin of the end, or after it: a member may
+    // already race for the lock.
+    confirmed(&mut n, T0 + secs(29) + Duration::from_millis(500));
+    confirmed(&mut n, T0 + secs(31));
+    assert_eq!(n.memory().lock_deadline, Some(T0 + secs(30)));
+    assert_eq!(n.memory().failsafe_since, None);
+}
+
+#[test]
+fn in_failsafe_mode_a_failed_renewal_keeps_the_right_and_a_granted_lock_ends_the_mode() {
+    let mut n = node();
+    granted(&mut n, LockCall::Renew);
+    confirmed(&mut n, T0 + secs(10));
+    let gone = DcsError::SessionExpired { what: "etcd lease" };
+    n.handle(
+        T0 + secs(20),
+        Outcome::LockFailed {
+            call: LockCall::Renew,
+            error: &gone,
+        },
+    );
+    assert_eq!(n.memory().lock_deadline, Some(T0 + secs(40)));
+    n.handle(
+        T0 + secs(21),
+        Outcome::LockGranted {
+            call: LockCall::Acquire,
+            sent: T0 + secs(20),
+            valid_for: secs(30),
+        },
+    );
+    assert_eq!(n.memory().lock_deadline, Some(T0 + secs(50)));
+    assert_eq!(n.memory().failsafe_since, None);
+    assert!(!n.failsafe_active(T0 + secs(21)));
+
+    // A demotion ends it too (the right runs out on its own).
+    confirmed(&mut n, T0 + secs(25));
+    assert!(n.failsafe_active(T0 + secs(26)));
+    n.handle(T0 + secs(26), Outcome::Demoting);
+    assert!(!n.failsafe_active(T0 + secs(26)));
+}
+
+#[test]
+fn a_round_is_due_only_for_a_running_primary_with_a_right_left_in_failsafe_mode() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.settings.failsafe_mode = true;
+    let mut n = node();
+    assert!(!n.failsafe_round_due(T0, &w.settings, &w.local), "no right");
+    granted(&mut n, LockCall::Renew);
+    assert!(n.failsafe_round_due(T0 + secs(5), &w.settings, &w.local));
+    assert!(!n.failsafe_round_due(T0 + secs(29) + Duration::from_millis(1), &w.settings, &w.local));
+    w.settings.paused = true;
+    assert!(!n.failsafe_round_due(T0 + secs(5), &w.settings, &w.local));
+    w.settings.paused = false;
+    w.settings.failsafe_mode = false;
+    assert!(!n.failsafe_round_due(T0 + secs(5), &w.settings, &w.local));
+    w.settings.failsafe_mode = true;
+    w.local.role = Some(PgRole::Replica);
+    assert!(!n.failsafe_round_due(T0 + secs(5), &w.settings, &w.local));
+}
+
 #[test]
 fn losing_the_race_for_a_free_lock_changes_nothing() {
     let mut n = node();

@@ -7,7 +7,7 @@
 //! named as not meaning it: no key is accepted without a word and without
 //! effect. Where ignoring a key could lose acknowledged writes or give the
 //! cluster a second writable server (synchronous replication, standby
-//! clusters, failsafe mode), the key is [`Support::Refused`]: writers refuse
+//! clusters), the key is [`Support::Refused`]: writers refuse
 //! it and a cluster already holding it reports it on every cycle. When pgha
 //! implements a key, flipping its row here is the whole change.
 
@@ -183,14 +183,10 @@ pub const DYNAMIC: &[Key] = &[
     key("postgresql", Section(POSTGRESQL), Supported),
     key("synchronous_mode", SyncMode, Supported),
     key("synchronous_mode_strict", Bool, Supported),
-    key(
-        "failsafe_mode",
-        Bool,
-        refused(
-            "failsafe mode (keeping the primary through a DCS outage)",
-            switched_on,
-        ),
-    ),
+    key("failsafe_mode", Bool, Supported),
+    // pgha's own: how long a primary in failsafe mode waits for each
+    // member's confirmation (default `retry_timeout`).
+    key("failsafe_timeout", Count, Supported),
     key(
         "standby_cluster",
         Section(STANDBY_CLUSTER),
@@ -412,7 +408,6 @@ mod tests {
     #[test]
     fn data_losing_keys_are_unsupported_only_when_they_turn_something_on() {
         for (doc, key) in [
-            (json!({"failsafe_mode": true}), "failsafe_mode"),
             (
                 json!({"standby_cluster": {"host": "10.0.0.1", "port": 5432}}),
                 "standby_cluster",
@@ -440,6 +435,7 @@ mod tests {
             json!({"synchronous_mode": "on", "synchronous_mode_strict": "yes"}),
             json!({"synchronous_node_count": 2, "maximum_lag_on_syncnode": -1}),
             json!({"failsafe_mode": false}),
+            json!({"failsafe_mode": true, "failsafe_timeout": 3}),
             json!({"standby_cluster": {"host": null, "primary_slot_name": "x"}}),
             json!({"standby_cluster": {}}),
         ] {
@@ -450,12 +446,12 @@ mod tests {
     #[test]
     fn the_message_names_the_key_the_feature_and_the_value() {
         let r = Review::of(
-            json!({"failsafe_mode": "on"}).as_object().unwrap(),
+            json!({"standby_cluster": {"host": "h"}}).as_object().unwrap(),
             "bootstrap.dcs",
         );
         assert_eq!(
             r.unsupported[0].to_string(),
-            "bootstrap.dcs.failsafe_mode: failsafe mode (keeping the primary through a DCS outage) is not supported by pgha yet (set to \"on\")"
+            "bootstrap.dcs.standby_cluster: standby clusters (a read-only replica of another cluster) is not supported by pgha yet (set to {\"host\":\"h\"})"
         );
     }
 
@@ -522,12 +518,13 @@ mod tests {
 
     #[test]
     fn a_writer_refuses_only_what_it_newly_sets() {
-        let stored = review(json!({"failsafe_mode": true}));
-        let same = review(json!({"failsafe_mode": true, "ttl": 20}));
+        let stored = review(json!({"standby_cluster": {"host": "h"}}));
+        let same = review(json!({"standby_cluster": {"host": "h"}, "ttl": 20}));
         assert!(same.newly_unsupported(&stored).is_empty());
-        let more = review(json!({"failsafe_mode": true, "standby_cluster": {"host": "h"}}));
+        let none = review(json!({"ttl": 20}));
         assert_eq!(
-            more.newly_unsupported(&stored)
+            stored
+                .newly_unsupported(&none)
                 .iter()
                 .map(|u| u.key.as_str())
                 .collect::<Vec<_>>(),
@@ -540,12 +537,12 @@ mod tests {
         use crate::model::DynamicConfig;
         let cfg = |v: Value| DynamicConfig::from_map(v.as_object().unwrap().clone());
         let stored = cfg(json!({"ttl": 30}));
-        let err = cfg(json!({"ttl": 30, "failsafe_mode": true}))
+        let err = cfg(json!({"ttl": 30, "standby_cluster": {"host": "h"}}))
             .check_write(Some(&stored))
             .unwrap_err();
         assert!(
             err.to_string().starts_with(
-                "refused: failsafe_mode: failsafe mode (keeping the primary through a DCS outage) is not supported by pgha yet (set to true); nothing was written"
+                "refused: standby_cluster: standby clusters (a read-only replica of another cluster) is not supported by pgha yet (set to {\"host\":\"h\"}); nothing was written"
             ),
             "{err}"
         );
@@ -561,14 +558,14 @@ mod tests {
             ["slots: not supported by pgha yet; ignored"]
         );
         // Written by Patroni before: may stay while something else changes.
-        let patronis = cfg(json!({"ttl": 30, "failsafe_mode": true}));
+        let patronis = cfg(json!({"ttl": 30, "standby_cluster": {"host": "h"}}));
         assert!(
-            cfg(json!({"ttl": 20, "failsafe_mode": true}))
+            cfg(json!({"ttl": 20, "standby_cluster": {"host": "h"}}))
                 .check_write(Some(&patronis))
                 .is_ok()
         );
         assert!(
-            cfg(json!({"failsafe_mode": true}))
+            cfg(json!({"standby_cluster": {"host": "h"}}))
                 .check_write(None)
                 .is_err()
         );

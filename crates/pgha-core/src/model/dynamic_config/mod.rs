@@ -195,6 +195,20 @@ impl DynamicConfig {
         self.flag("pause")
     }
 
+    /// `failsafe_mode`: a primary that loses the DCS runs on while every
+    /// member confirms it (see `ha::failsafe`).
+    pub fn failsafe_mode(&self) -> bool {
+        self.flag("failsafe_mode")
+    }
+
+    /// `failsafe_timeout` (pgha's own, seconds): how long a primary in
+    /// failsafe mode waits for each member's confirmation; `None`: the
+    /// default (`retry_timeout`).
+    pub fn failsafe_timeout(&self) -> Option<std::time::Duration> {
+        self.uint("failsafe_timeout")
+            .map(std::time::Duration::from_secs)
+    }
+
     /// `synchronous_mode`: `true`, `false` or `"quorum"`.
     pub fn synchronous_mode(&self) -> bool {
         self.flag("synchronous_mode") || self.quorum_commit_mode()
@@ -239,10 +253,6 @@ impl DynamicConfig {
             node_count: usize::try_from(self.synchronous_node_count()).unwrap_or(1),
             maximum_lag_on_syncnode: self.maximum_lag_on_syncnode(),
         }
-    }
-
-    pub fn failsafe_mode(&self) -> bool {
-        self.flag("failsafe_mode")
     }
 
     pub fn check_timeline(&self) -> bool {
