@@ -37,6 +37,7 @@ fn main() {
         sync_mode: SyncMode::Off,
         primary_start_timeout: Duration::from_secs(300),
         paused: false,
+        failsafe_mode: false,
         not_streaming_limit: Duration::from_secs(50),
         ttl: Duration::from_secs(30),
     };
@@ -100,6 +101,8 @@ fn main() {
                 // here; `Some(why)` keeps the node from being primary.
                 unfenced: None,
                 leader_unowned: false,
+                failsafe_round: None,
+                failsafe_witness: None,
             },
         );
         let actions: Vec<String> = d.actions.iter().map(ToString::to_string).collect();

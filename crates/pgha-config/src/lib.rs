@@ -203,6 +203,10 @@ impl Config {
             bootstrap: self.bootstrap.as_ref().map(|b| b.dcs.clone()),
             refused: self.refused.clone(),
             client_tls: self.client_tls.clone(),
+            client_auth: self
+                .restapi_auth
+                .clone()
+                .map(|(username, password)| pgha_rest_client::BasicAuth { username, password }),
         }
     }
 

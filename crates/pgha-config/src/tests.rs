@@ -148,13 +148,8 @@ fn bootstrap_dcs_is_checked_with_the_dynamic_configuration_table() {
     assert_ne!(yaml, PATRONI_EXAMPLE);
     let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
     let refused: Vec<&str> = c.refused.iter().map(|u| u.key.as_str()).collect();
-    assert_eq!(
-        refused,
-        [
-            "bootstrap.dcs.failsafe_mode",
-            "bootstrap.dcs.standby_cluster"
-        ]
-    );
+    // failsafe_mode and quorum are supported; standby clusters are not yet.
+    assert_eq!(refused, ["bootstrap.dcs.standby_cluster"]);
     assert!(
         c.warnings
             .contains(&"bootstrap.dcs.slots: not supported by pgha yet; ignored".to_string()),

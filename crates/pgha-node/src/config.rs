@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pgha_core::model::{DynamicConfig, KeyLayout, Tags, Unsupported};
 use pgha_postgres::settings::PgSettings;
-use pgha_rest_client::ClientTls;
+use pgha_rest_client::{BasicAuth, ClientTls};
 
 /// One node's configuration.
 ///
@@ -46,6 +46,10 @@ pub struct NodeConfig {
     pub refused: Vec<Unsupported>,
     /// How to call other members' REST APIs.
     pub client_tls: ClientTls,
+    /// The credentials for other members' unsafe REST calls (`POST
+    /// /failsafe`): `restapi.authentication`, shared by the cluster's
+    /// members as in Patroni.
+    pub client_auth: Option<BasicAuth>,
 }
 
 impl NodeConfig {
@@ -77,6 +81,7 @@ impl NodeConfig {
             bootstrap: Some(bootstrap),
             refused: Vec::new(),
             client_tls: ClientTls::default(),
+            client_auth: None,
         }
     }
 

@@ -38,6 +38,8 @@ pub struct NodeHandle {
     clock: Arc<dyn Clock>,
     /// The node's PostgreSQL, for [`NodeHandle::live_status`].
     postgres: Option<Arc<crate::postgres::Postgres>>,
+    /// Failsafe mode's promises (`POST /failsafe`).
+    failsafe: Option<crate::failsafe::FailsafeGate>,
 }
 
 impl NodeHandle {
@@ -54,6 +56,7 @@ impl NodeHandle {
             commands,
             clock,
             postgres: None,
+            failsafe: None,
         }
     }
 
@@ -61,6 +64,26 @@ impl NodeHandle {
     pub(crate) fn with_postgres(mut self, postgres: Arc<crate::postgres::Postgres>) -> Self {
         self.postgres = Some(postgres);
         self
+    }
+
+    /// The same handle, answering `POST /failsafe` through `gate`.
+    pub fn with_failsafe(mut self, gate: crate::failsafe::FailsafeGate) -> Self {
+        self.failsafe = Some(gate);
+        self
+    }
+
+    /// `POST /failsafe`: a primary in failsafe mode asks this member to
+    /// confirm it; a confirmation is a promise not to take the leader
+    /// lock for the sender's window. A handle without a gate (a test's)
+    /// confirms nothing.
+    pub fn confirm_failsafe(
+        &self,
+        ping: &pgha_core::ha::failsafe::FailsafePing,
+    ) -> Result<(), crate::failsafe::PingRefused> {
+        match &self.failsafe {
+            Some(gate) => gate.confirm(ping),
+            None => Err(crate::failsafe::PingRefused::Disabled),
+        }
     }
 
     /// The last cycle's status with PostgreSQL's state read now (within

@@ -32,6 +32,7 @@
 mod callbacks;
 pub mod command;
 pub mod config;
+pub mod failsafe;
 mod fence;
 pub mod guard;
 mod ha_loop;
@@ -90,6 +91,8 @@ pub struct Node {
     commands: mpsc::Receiver<Command>,
     /// [`Node::check_name`] passed.
     name_checked: bool,
+    /// Failsafe mode's promises, shared with the handle.
+    failsafe: failsafe::FailsafeGate,
 }
 
 impl Node {
@@ -103,7 +106,19 @@ impl Node {
         // A connection of its own for the REST API's live reads: never
         // queued behind the loop's queries.
         let live = Arc::new(postgres::Postgres::new(Arc::new(config.postgresql.clone())));
-        let handle = NodeHandle::new(status_rx, commands_tx, clock.clone()).with_postgres(live);
+        // Failsafe mode as last known here: a restarted agent keeps the
+        // promise it may have given before.
+        let dynamic = postgres::files::read_dynamic_cache(&config.postgresql.data_dir)
+            .or_else(|| config.bootstrap.clone())
+            .unwrap_or_default();
+        let failsafe = failsafe::FailsafeGate::new(
+            clock.clone(),
+            dynamic.failsafe_mode(),
+            dynamic.timing().0.ttl,
+        );
+        let handle = NodeHandle::new(status_rx, commands_tx, clock.clone())
+            .with_postgres(live)
+            .with_failsafe(failsafe.clone());
         let node = Node {
             config,
             dcs,
@@ -112,6 +127,7 @@ impl Node {
             status: status_tx,
             commands: commands_rx,
             name_checked: false,
+            failsafe,
         };
         (node, handle)
     }
@@ -157,6 +173,7 @@ impl Node {
             self.guard,
             self.clock,
             self.status,
+            self.failsafe,
         )
         .run(shutdown, self.commands)
         .await

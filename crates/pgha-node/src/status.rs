@@ -37,6 +37,11 @@ pub struct NodeStatus {
     pub last_cycle: Option<Duration>,
     /// The last decision's reason.
     pub last_reason: String,
+    /// Failsafe mode is active here: this primary runs on members'
+    /// confirmations instead of the DCS, or this member promised a
+    /// primary in failsafe mode not to take the lock
+    /// (`failsafe_mode_is_active` in `GET /patroni`).
+    pub failsafe_active: bool,
 }
 
 impl NodeStatus {
@@ -55,6 +60,7 @@ impl NodeStatus {
             timing: Timing::default(),
             last_cycle: None,
             last_reason: "starting".into(),
+            failsafe_active: false,
         }
     }
 

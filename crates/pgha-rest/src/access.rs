@@ -343,10 +343,16 @@ async fn is_member_address(ip: IpAddr, cluster: Option<&Cluster>) -> bool {
     let Some(cluster) = cluster else {
         return false;
     };
+    // The `failsafe` key's members count too: during a DCS outage their
+    // member keys may have expired from the last snapshot while a primary
+    // in failsafe mode still asks this node to confirm it.
+    let failsafe = cluster.failsafe.iter().flat_map(|f| f.value.0.values());
     let mut hosts: Vec<(String, u16)> = cluster
         .members
         .iter()
-        .filter_map(|m| m.data.api_url.as_deref().and_then(url_host_port))
+        .filter_map(|m| m.data.api_url.as_deref())
+        .chain(failsafe.map(String::as_str))
+        .filter_map(url_host_port)
         .collect();
     hosts.sort();
     hosts.dedup();

@@ -203,6 +203,7 @@ async fn handle(State(state): State<ApiState>, request: Request) -> Response {
         ("POST", "/restart") => write::restart(&state, &body).await,
         ("DELETE", "/restart") => write::delete_restart(&state).await,
         ("POST", "/reload") => write::reload(&state).await,
+        ("POST", "/failsafe") => write::failsafe(&state, &body),
         ("POST", "/reinitialize") => write::reinitialize(&state, &body).await,
         ("PATCH", "/config") => write::patch_config(&state, &body).await,
         ("PUT", "/config") => write::put_config(&state, &body).await,
@@ -229,6 +230,7 @@ fn is_known(path: &str) -> bool {
             "/restart",
             "/reload",
             "/reinitialize",
+            "/failsafe",
         ]
         .contains(&path)
 }
@@ -375,6 +377,10 @@ fn read(
                     .map_or_else(|| json!([]), |h| json!(h.value)),
             ),
         ),
+        "/failsafe" => match status.cluster.as_ref().and_then(|c| c.failsafe.as_ref()) {
+            Some(f) => (200, Some(json!(f.value))),
+            _ => (502, None),
+        },
         "/config" => match status.cluster.as_ref().and_then(|c| c.config.as_ref()) {
             Some(c) => (200, Some(json!(c.value))),
             None => (
@@ -475,6 +481,9 @@ pub fn status_json(s: &NodeStatus) -> Value {
     }
     if s.paused {
         out.insert("pause".into(), json!(true));
+    }
+    if s.failsafe_active {
+        out.insert("failsafe_mode_is_active".into(), json!(true));
     }
     if s.cluster.as_ref().is_none_or(|c| c.leader.is_none()) {
         out.insert("cluster_unlocked".into(), json!(true));
@@ -902,6 +911,29 @@ pub fn metrics(s: &NodeStatus) -> String {
         "gauge",
         "Value is 1 if auto failover is disabled, 0 otherwise.",
         flag(s.paused),
+    );
+    metric(
+        "patroni_failsafe_mode_is_active",
+        "gauge",
+        "Value is 1 if failsafe mode is active, 0 if inactive.",
+        flag(s.failsafe_active),
+    );
+    metric(
+        "patroni_failsafe_mode_enabled",
+        "gauge",
+        "Value is 1 if failsafe_mode is enabled, 0 otherwise.",
+        flag(s.dynamic.failsafe_mode()),
+    );
+    metric(
+        "patroni_failsafe_member",
+        "gauge",
+        "Value is 1 if this node is a member of failsafe, 0 otherwise.",
+        flag(
+            s.cluster
+                .as_ref()
+                .and_then(|c| c.failsafe.as_ref())
+                .is_some_and(|f| f.value.0.contains_key(&s.name)),
+        ),
     );
     metric(
         "patroni_failover_priority",

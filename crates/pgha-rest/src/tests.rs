@@ -703,7 +703,6 @@ mod write_side {
         let a = api(None).await;
         let before = a.dcs.load().await.unwrap().config.unwrap();
         for (method, body, key) in [
-            ("PATCH", r#"{"failsafe_mode": "on"}"#, "failsafe_mode"),
             (
                 "PATCH",
                 r#"{"standby_cluster": {"host": "10.0.0.9", "port": 5432}}"#,
@@ -713,11 +712,6 @@ mod write_side {
                 "PUT",
                 r#"{"ttl": 30, "standby_cluster": {"restore_command": "cp /a/%f %p"}}"#,
                 "standby_cluster",
-            ),
-            (
-                "PUT",
-                r#"{"ttl": 30, "failsafe_mode": true}"#,
-                "failsafe_mode",
             ),
         ] {
             assert_error(
@@ -736,7 +730,7 @@ mod write_side {
             &a,
             "PATCH",
             "/config",
-            r#"{"synchronous_mode": "quorum", "synchronous_mode_strict": true, "slots": {"s": {"type": "physical"}}}"#,
+            r#"{"synchronous_mode": "quorum", "synchronous_mode_strict": true, "failsafe_mode": true, "slots": {"s": {"type": "physical"}}}"#,
             &[],
         )
         .await;
@@ -760,18 +754,57 @@ mod write_side {
         .unsupported;
         let m = super::metrics(&s);
         assert!(
-            m.contains("pgha_unsupported_config{scope=\"demo\",name=\"n1\"} 2"),
+            m.contains("pgha_unsupported_config{scope=\"demo\",name=\"n1\"} 1"),
             "{m}"
         );
         let j = super::status_json(&s);
-        assert_eq!(j["unsupported_config"][0]["key"], "failsafe_mode");
-        assert_eq!(j["unsupported_config"][1]["key"], "standby_cluster");
+        assert_eq!(j["unsupported_config"][0]["key"], "standby_cluster");
         assert!(
             j["unsupported_config"][0]["message"]
                 .as_str()
                 .unwrap()
-                .contains("failsafe mode (keeping the primary through a DCS outage) is not supported by pgha yet"),
+                .contains("standby clusters (a read-only replica of another cluster) is not supported by pgha yet"),
             "{j}"
+        );
+    }
+
+    #[tokio::test]
+    async fn post_failsafe_answers_as_patroni_and_is_a_promise() {
+        let mut a = api(None).await;
+        let ping = r#"{"name":"n2","conn_url":"postgres://h:5432/postgres","api_url":"http://h:8009/patroni"}"#;
+        // A handle without failsafe mode.
+        let r = call(&a, "POST", "/failsafe", ping, &[]).await;
+        assert_eq!(r.0, 502, "{r:?}");
+
+        let gate = pgha_node::failsafe::FailsafeGate::new(
+            Arc::new(pgha_core::clock::MonotonicClock::new()),
+            false,
+            Duration::from_secs(30),
+        );
+        a.state.node = a.state.node.clone().with_failsafe(gate.clone());
+        assert_eq!(call(&a, "POST", "/failsafe", ping, &[]).await.0, 502);
+        // Enabled (the loop configures it from the dynamic configuration).
+        let gate2 = pgha_node::failsafe::FailsafeGate::new(
+            Arc::new(pgha_core::clock::MonotonicClock::new()),
+            true,
+            Duration::from_secs(30),
+        );
+        a.state.node = a.state.node.clone().with_failsafe(gate2.clone());
+        let r = call(&a, "POST", "/failsafe", ping, &[]).await;
+        assert_eq!(
+            r,
+            (200, Value::String("Accepted".into())),
+            "Patroni's answer"
+        );
+        assert_eq!(
+            gate2.witness().and_then(|w| w.leader).as_deref(),
+            Some("n2"),
+            "the member now refuses the lock"
+        );
+        assert_error(
+            &call(&a, "POST", "/failsafe", "{}", &[]).await,
+            400,
+            "POST /failsafe needs a JSON object",
         );
     }
 

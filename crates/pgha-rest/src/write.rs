@@ -635,6 +635,46 @@ pub async fn reload(state: &ApiState) -> Response {
     }
 }
 
+/// `POST /failsafe`: a primary in failsafe mode (its DCS is unreachable)
+/// asks this member to confirm it. Patroni's answers: 200 `Accepted`
+/// (with this member's WAL position in the `lsn` header), 500 `Running as
+/// a leader`, 502 when failsafe mode is off here. A confirmation is a
+/// promise: this member takes no leader lock for the sender's window.
+pub fn failsafe(state: &ApiState, body: &[u8]) -> Response {
+    use pgha_node::failsafe::PingRefused;
+    let ping: pgha_core::ha::failsafe::FailsafePing = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("POST /failsafe needs a JSON object with the primary's name: {e}"),
+            );
+        }
+    };
+    match state.node.confirm_failsafe(&ping) {
+        Ok(()) => {
+            let status = state.node.status();
+            let lsn = status
+                .observed
+                .as_ref()
+                .and_then(|o| o.db.as_ref())
+                .and_then(|d| d.wal_position());
+            let mut response = text(StatusCode::OK, "Accepted");
+            if let Some(lsn) = lsn
+                && let Ok(v) = axum::http::HeaderValue::from_str(&lsn.to_string())
+            {
+                response.headers_mut().insert("lsn", v);
+            }
+            tracing::debug!(leader = %ping.name, "confirmed a primary in failsafe mode");
+            response
+        }
+        Err(PingRefused::Leader) => text(StatusCode::INTERNAL_SERVER_ERROR, "Running as a leader"),
+        Err(PingRefused::Disabled) => {
+            error(StatusCode::BAD_GATEWAY, "failsafe_mode is not enabled")
+        }
+    }
+}
+
 /// `POST /reinitialize`: wipe and reclone this replica.
 pub async fn reinitialize(state: &ApiState, body: &[u8]) -> Response {
     let body = match object(body, true) {

@@ -230,6 +230,9 @@ impl World {
             unfenced,
             leader_unowned: cluster
                 .is_some_and(|c| c.leader.as_ref().is_some_and(|l| l.owner.is_none())),
+            // Failsafe mode is not simulated yet.
+            failsafe_round: None,
+            failsafe_witness: None,
         }
     }
 
@@ -252,6 +255,7 @@ impl World {
             sync_mode: mode,
             primary_start_timeout: Duration::from_secs(a.dynamic.primary_start_timeout()),
             paused: a.dynamic.pause(),
+            failsafe_mode: false,
             ttl: timing.ttl,
             not_streaming_limit: not_streaming_limit(timing),
         }

@@ -134,7 +134,12 @@ pub fn decide(o: &Observation<'_>) -> Decision {
                 ),
             };
         }
-        if let Some(w) = o.inputs.failsafe_witness.as_ref().filter(|w| w.until > o.now) {
+        if let Some(w) = o
+            .inputs
+            .failsafe_witness
+            .as_ref()
+            .filter(|w| w.until > o.now)
+        {
             return Decision::idle(
                 Rule::NoDcs,
                 format!(
@@ -247,7 +252,7 @@ fn failsafe_verdict(o: &Observation<'_>) -> Option<Result<String, String>> {
     }
     let Some(round) = o.inputs.failsafe_round else {
         return Some(Err(
-            "no confirmation round ran (my right to write had run out)".into()
+            "no confirmation round ran (my right to write had run out)".into(),
         ));
     };
     if !round.confirmed() {

@@ -51,6 +51,14 @@ impl HaLoop {
         let dcs = self.dcs.clone();
         match action {
             Action::AcquireLock | Action::RenewLock | Action::ReclaimLock { .. } => {
+                if matches!(action, Action::AcquireLock)
+                    && let Err(w) = self.failsafe.claim_lock()
+                {
+                    return Err(Failure::LostRace(format!(
+                        "not taking the lock: I confirmed {} as the leader in failsafe mode meanwhile",
+                        w.leader.as_deref().unwrap_or("a leader")
+                    )));
+                }
                 let sent = self.clock.now();
                 let (call, r) = match action {
                     Action::AcquireLock => (LockCall::Acquire, dcs.acquire_leader().await),

@@ -40,6 +40,7 @@ impl HaLoop {
         if let Some(timeline) = db.timeline {
             self.sync_history(cluster, timeline).await;
         }
+        self.keep_failsafe_key(cluster).await;
         self.keep_sync(cluster, db).await;
     }
 

@@ -19,6 +19,7 @@
 
 mod apply;
 mod execute;
+mod failsafe;
 mod jobs;
 mod leader;
 mod member;
@@ -36,7 +37,8 @@ use pgha_core::ha::{
     self, Decision, HaNode, Inputs, LocalPostgres, NodeSettings, Outcome, PeerStatus, PgRole,
 };
 use pgha_core::model::{
-    Cluster, DynamicConfig, MemberData, PGHA_VERSION, Status, Timing, Unsupported, Version,
+    Cluster, DynamicConfig, Failsafe, MemberData, PGHA_VERSION, Status, Timing, Unsupported,
+    Version,
 };
 use pgha_rest_client::RestClient;
 use tokio::sync::{Notify, mpsc, watch};
@@ -44,6 +46,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::callbacks::Callbacks;
 use crate::command::{Command, RestartAnswer, RestartRequest};
 use crate::config::NodeConfig;
+use crate::failsafe::FailsafeGate;
 use crate::fence::Fence;
 use crate::guard::{GuardLink, GuardMode};
 use crate::peers;
@@ -108,6 +111,16 @@ pub(crate) struct HaLoop {
     pending_reload: Option<NodeConfig>,
     last_reason: String,
     dcs_last_seen: Option<i64>,
+    /// Failsafe mode: the promise this member gave a primary, shared with
+    /// the REST API's `POST /failsafe`.
+    failsafe: FailsafeGate,
+    /// The `failsafe` key as last known: read, or written (a write whose
+    /// outcome is unknown adds its members to what was read, since any of
+    /// them may race if it was applied): whom a round must ask.
+    failsafe_key: Option<Failsafe>,
+    /// Whether failsafe mode was active at the last cycle (one log line
+    /// per change).
+    failsafe_was_active: bool,
     /// Why the configured watchdog timeout cannot fit the timings.
     watchdog_problem: Option<crate::config::WatchdogTimeoutError>,
     /// `required` mode could not get this watchdog: not retried until the
@@ -124,6 +137,7 @@ impl HaLoop {
         guard: GuardMode,
         clock: Arc<MonotonicClock>,
         status: watch::Sender<Arc<NodeStatus>>,
+        failsafe: FailsafeGate,
     ) -> Self {
         let pg = Arc::new(Postgres::new(Arc::new(config.postgresql.clone())));
         let fence = Fence::start(pg.ctl.clone(), clock.clone());
@@ -170,6 +184,9 @@ impl HaLoop {
             pending_reload: None,
             last_reason: String::new(),
             dcs_last_seen: None,
+            failsafe,
+            failsafe_key: None,
+            failsafe_was_active: false,
             watchdog_problem: None,
             watchdog_refused: None,
         }
@@ -270,6 +287,7 @@ impl HaLoop {
             self.adopt_dynamic(c);
             self.keep_dynamic_cache(c);
             self.remember_members(c);
+            self.failsafe_key = c.failsafe.as_ref().map(|f| f.value.clone());
             for p in &c.problems {
                 tracing::warn!("DCS key {p}");
             }
@@ -278,15 +296,28 @@ impl HaLoop {
         if cluster.is_some() {
             self.fence.set_paused(self.dynamic.pause());
         }
+        self.failsafe
+            .configure(self.dynamic.failsafe_mode(), self.node.timing().ttl);
         let want = self.watchdog_want();
         self.fence.set_watchdog(want);
         let mut observed = self.pg.observe().await;
         let mut acted = false;
         let mut renew_failed: Option<String> = None;
+        let mut round: Option<ha::failsafe::Round> = None;
         for _ in 0..3 {
             let local = self.local_view(&observed);
             let settings = self.settings();
-            let inputs = self.inputs(&settings, cluster.as_ref(), &local, &[], None);
+            // Without the DCS (this cycle's read failed, or the renewal
+            // below did), a primary in failsafe mode asks its members.
+            if (cluster.is_none() || renew_failed.is_some())
+                && round.is_none()
+                && self
+                    .node
+                    .failsafe_round_due(self.clock.now(), &settings, &local)
+            {
+                round = Some(self.failsafe_round().await);
+            }
+            let inputs = self.inputs(&settings, cluster.as_ref(), &local, &[], None, None);
             let streaming = self.node.observe(self.clock.now(), &inputs);
             self.log_streaming(streaming, &observed, &local);
             let peers = match &cluster {
@@ -307,6 +338,7 @@ impl HaLoop {
                 &local,
                 &peers,
                 renew_failed.clone(),
+                round.as_ref(),
             );
             let decision = self.node.decide(self.clock.now(), inputs);
             self.log_decision(&decision);
@@ -351,6 +383,8 @@ impl HaLoop {
             }
         }
         self.notice_role_change(&observed);
+        let primary = observed.db.as_ref().is_some_and(|d| !d.in_recovery);
+        self.failsafe.set_candidate(primary || self.holds_lock());
         let member = self.member_data(&observed, cluster.as_ref());
         if let Some(c) = &cluster {
             if let Err(e) = self.dcs.touch_member(&member).await {
@@ -378,6 +412,7 @@ impl HaLoop {
         local: &'a LocalPostgres,
         peers: &'a [PeerStatus],
         renew_failed: Option<String>,
+        failsafe_round: Option<&'a ha::failsafe::Round>,
     ) -> Inputs<'a> {
         Inputs {
             settings,
@@ -388,6 +423,8 @@ impl HaLoop {
             wall_now: jiff::Timestamp::now(),
             unfenced: self.unfenced(),
             leader_unowned: cluster.is_some_and(|c| self.leader_unowned(c)),
+            failsafe_round,
+            failsafe_witness: self.failsafe.witness(),
         }
     }
 
@@ -433,6 +470,7 @@ impl HaLoop {
             sync_mode: self.dynamic.sync_settings().mode,
             primary_start_timeout: Duration::from_secs(self.dynamic.primary_start_timeout()),
             paused: self.dynamic.pause(),
+            failsafe_mode: self.dynamic.failsafe_mode(),
             not_streaming_limit: ha::not_streaming_limit(self.node.timing()),
             ttl: self.node.timing().ttl,
         }
@@ -619,7 +657,17 @@ impl HaLoop {
         self.last_role = Some(role.to_string());
     }
 
-    fn publish(&self, cluster: Option<&Cluster>, observed: Observed, member: MemberData) {
+    fn publish(&mut self, cluster: Option<&Cluster>, observed: Observed, member: MemberData) {
+        let failsafe_active = self.node.failsafe_active(self.clock.now())
+            || self.failsafe.witness().is_some_and(|w| w.leader.is_some());
+        if failsafe_active != self.failsafe_was_active {
+            self.failsafe_was_active = failsafe_active;
+            if failsafe_active {
+                tracing::warn!("failsafe mode is active: {}", self.last_reason);
+            } else {
+                tracing::info!("failsafe mode is no longer active");
+            }
+        }
         let holds_lock =
             cluster.is_some_and(|c| c.is_leader(&self.config.name)) && self.holds_lock();
         let status = NodeStatus {
@@ -638,6 +686,7 @@ impl HaLoop {
             timing: self.node.timing(),
             last_cycle: Some(self.clock.now()),
             last_reason: self.last_reason.clone(),
+            failsafe_active,
         };
         self.status.send_replace(Arc::new(status));
     }

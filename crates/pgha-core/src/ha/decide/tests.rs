@@ -170,7 +170,9 @@ fn without_the_dcs_a_primary_confirmed_by_every_member_runs_on_in_failsafe_mode(
 
     // One member did not answer: demote, as without failsafe mode.
     let mut round = confirmed_by(&["n2", "n3"]);
-    round.refused.push(("n3".into(), "timed out after 10s".into()));
+    round
+        .refused
+        .push(("n3".into(), "timed out after 10s".into()));
     w.failsafe_round = Some(round);
     let d = w.decide();
     assert_decided(&d, Rule::Failsafe, "not confirmed by n3: timed out");
@@ -202,7 +204,11 @@ fn a_failed_renewal_is_survived_only_when_every_member_confirmed() {
     let mut w = World::new("n1");
     w.failsafe_primary(25, confirmed_by(&["n2", "n3"]));
     w.renew_failed = Some("DCS unreachable during renew: no leader".into());
-    assert_idle(&w.decide(), Rule::Failsafe, "renewing the leader lock failed");
+    assert_idle(
+        &w.decide(),
+        Rule::Failsafe,
+        "renewing the leader lock failed",
+    );
     w.memory.job = Some(Job::Restart);
     assert_idle(&w.decide(), Rule::Failsafe, "during restart");
 
@@ -241,7 +247,11 @@ fn a_member_that_confirmed_a_failsafe_leader_does_not_race_until_its_promise_end
         leader: Some("n1".into()),
         until: w.now + Duration::from_secs(5),
     });
-    assert_idle(&w.decide(), Rule::Race, "I confirmed n1 as the leader in failsafe mode");
+    assert_idle(
+        &w.decide(),
+        Rule::Race,
+        "I confirmed n1 as the leader in failsafe mode",
+    );
     // Even named as the failover candidate.
     w.set("failover", r#"{"member":"n2"}"#);
     assert_idle(&w.decide(), Rule::Race, "confirmed n1");

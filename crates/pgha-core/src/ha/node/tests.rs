@@ -200,7 +200,11 @@ fn a_round_is_due_only_for_a_running_primary_with_a_right_left_in_failsafe_mode(
     assert!(!n.failsafe_round_due(T0, &w.settings, &w.local), "no right");
     granted(&mut n, LockCall::Renew);
     assert!(n.failsafe_round_due(T0 + secs(5), &w.settings, &w.local));
-    assert!(!n.failsafe_round_due(T0 + secs(29) + Duration::from_millis(1), &w.settings, &w.local));
+    assert!(!n.failsafe_round_due(
+        T0 + secs(29) + Duration::from_millis(1),
+        &w.settings,
+        &w.local
+    ));
     w.settings.paused = true;
     assert!(!n.failsafe_round_due(T0 + secs(5), &w.settings, &w.local));
     w.settings.paused = false;

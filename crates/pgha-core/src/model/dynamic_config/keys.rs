@@ -79,11 +79,6 @@ const fn refused(feature: &'static str, engaged: fn(&Value) -> bool) -> Support 
     Refused { feature, engaged }
 }
 
-/// A boolean switch that is on.
-fn switched_on(v: &Value) -> bool {
-    lenient::bool(v).unwrap_or(false)
-}
-
 /// `synchronous_mode: quorum`.
 fn quorum(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("quorum"))
@@ -446,7 +441,9 @@ mod tests {
     #[test]
     fn the_message_names_the_key_the_feature_and_the_value() {
         let r = Review::of(
-            json!({"standby_cluster": {"host": "h"}}).as_object().unwrap(),
+            json!({"standby_cluster": {"host": "h"}})
+                .as_object()
+                .unwrap(),
             "bootstrap.dcs",
         );
         assert_eq!(
