@@ -727,6 +727,36 @@ impl TestCluster {
         format!("/service/{}/{key}", self.scope)
     }
 
+    /// Freezes (SIGSTOP) or resumes (SIGCONT) the DCS server: etcd or
+    /// ZooKeeper (the emulators run in the test's process).
+    pub fn signal_dcs(&self, signal: Signal) -> anyhow::Result<()> {
+        match &self.dcs {
+            DcsServer::Etcd(e) => e.signal(signal),
+            DcsServer::ZooKeeper(z) => z.signal(signal),
+            _ => bail!("only etcd and ZooKeeper run as processes of their own"),
+        }
+    }
+
+    /// Kills the DCS server (etcd or ZooKeeper); its data stays for
+    /// [`TestCluster::start_dcs_again`].
+    pub fn kill_dcs(&mut self) -> anyhow::Result<()> {
+        match &mut self.dcs {
+            DcsServer::Etcd(e) => e.kill(),
+            DcsServer::ZooKeeper(z) => z.kill(),
+            _ => bail!("only etcd and ZooKeeper run as processes of their own"),
+        }
+        Ok(())
+    }
+
+    /// Starts the DCS server killed by [`TestCluster::kill_dcs`] again.
+    pub async fn start_dcs_again(&mut self) -> anyhow::Result<()> {
+        match &mut self.dcs {
+            DcsServer::Etcd(e) => e.start_again().await,
+            DcsServer::ZooKeeper(z) => z.start_again().await,
+            _ => bail!("only etcd and ZooKeeper run as processes of their own"),
+        }
+    }
+
     /// Stops the DCS server (kill) and starts it again with its data.
     pub async fn restart_dcs(&mut self) -> anyhow::Result<()> {
         match &mut self.dcs {

@@ -124,6 +124,16 @@ impl EtcdServer {
         }
     }
 
+    /// Sends `signal` to the server (SIGSTOP freezes it: connections stay
+    /// open and nothing answers, as in a stalled or overloaded server;
+    /// SIGCONT resumes it).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        match &self.process {
+            Some(p) => p.signal(signal),
+            None => anyhow::bail!("the server is not running"),
+        }
+    }
+
     /// Starts it again on the same ports with the same data.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         self.start_process().await

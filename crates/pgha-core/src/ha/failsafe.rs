@@ -25,8 +25,8 @@
 //! So for as long as the primary may write, no member that could take the
 //! lock would; the DCS's own lease is not needed for that interval.
 //!
-//! Patroni's holes this avoids: its 2 s peer timeout is
-//! [`round_timeout`] (derived from `retry_timeout`, or `failsafe_timeout`);
+//! Patroni's holes this avoids: its fixed 2 s peer timeout is
+//! [`round_timeout`] (half of `retry_timeout`, or `failsafe_timeout`);
 //! every error class of the DCS read counts as the DCS being unreachable
 //! (the loop passes no snapshot at all); a member key expiring meanwhile
 //! changes nothing, since the round asks the members of the `failsafe`
@@ -119,13 +119,18 @@ pub fn window(timing: Timing) -> Duration {
 }
 
 /// How long the primary waits for each member's answer: `failsafe_timeout`
-/// when set, else `retry_timeout` (what a lock renewal may take; the loop
-/// starts a renewal, or a round, that long before the right runs out).
-/// Never more than `retry_timeout`: a longer round could not end before
-/// the right it is meant to extend.
+/// when set, else half of `retry_timeout` (5 s with Patroni's defaults,
+/// where Patroni waits a fixed 2 s and demotes over slow links).
+///
+/// The trade-off: a member that cannot be reached is only known to be so
+/// when this runs out, and until then a primary cut off from everyone
+/// (N1) keeps acknowledging writes no replica receives (lost in
+/// asynchronous mode). Never more than `retry_timeout`: the loop starts a
+/// renewal, or a round, that long before the right runs out, so a longer
+/// round could not end before the right it is meant to extend.
 pub fn round_timeout(timing: Timing, configured: Option<Duration>) -> Duration {
     configured
-        .unwrap_or(timing.retry_timeout)
+        .unwrap_or(timing.retry_timeout / 2)
         .clamp(Duration::from_millis(100), timing.retry_timeout)
 }
 
@@ -238,7 +243,7 @@ mod tests {
     #[test]
     fn the_round_timeout_follows_retry_timeout_and_never_exceeds_it() {
         let t = Timing::adjusted(30, 10, 10).0;
-        assert_eq!(round_timeout(t, None), Duration::from_secs(10));
+        assert_eq!(round_timeout(t, None), Duration::from_secs(5));
         assert_eq!(
             round_timeout(t, Some(Duration::from_secs(3))),
             Duration::from_secs(3)

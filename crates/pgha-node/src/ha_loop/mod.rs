@@ -668,8 +668,12 @@ impl HaLoop {
                 tracing::info!("failsafe mode is no longer active");
             }
         }
-        let holds_lock =
-            cluster.is_some_and(|c| c.is_leader(&self.config.name)) && self.holds_lock();
+        // A primary in failsafe mode leads without a leader key (the DCS is
+        // gone, or its key is being taken back): `/primary` must still
+        // answer 200, or load balancers would take writes away from it.
+        let holds_lock = self.holds_lock()
+            && (cluster.is_some_and(|c| c.is_leader(&self.config.name))
+                || self.node.failsafe_active(self.clock.now()));
         let status = NodeStatus {
             name: self.config.name.clone(),
             scope: self.config.scope().to_string(),

@@ -87,7 +87,16 @@ impl Outcome {
 impl Run {
     /// A converged 3-node etcd cluster with both writers running.
     pub async fn start(agent: &Path, options: ClusterOptions) -> anyhow::Result<Run> {
-        let mut cluster = TestCluster::new(agent, DcsKind::Etcd, options).await?;
+        Run::start_on(agent, DcsKind::Etcd, options).await
+    }
+
+    /// A converged 3-node cluster on `kind` with both writers running.
+    pub async fn start_on(
+        agent: &Path,
+        kind: DcsKind,
+        options: ClusterOptions,
+    ) -> anyhow::Result<Run> {
+        let mut cluster = TestCluster::new(agent, kind, options).await?;
         cluster.start_all()?;
         let primary = cluster.wait_converged(&[0, 1, 2], BOOT).await?;
         cluster

@@ -180,7 +180,7 @@ pub const DYNAMIC: &[Key] = &[
     key("synchronous_mode_strict", Bool, Supported),
     key("failsafe_mode", Bool, Supported),
     // pgha's own: how long a primary in failsafe mode waits for each
-    // member's confirmation (default `retry_timeout`).
+    // member's confirmation (default: half of `retry_timeout`).
     key("failsafe_timeout", Count, Supported),
     key(
         "standby_cluster",

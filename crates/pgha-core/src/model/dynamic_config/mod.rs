@@ -203,7 +203,7 @@ impl DynamicConfig {
 
     /// `failsafe_timeout` (pgha's own, seconds): how long a primary in
     /// failsafe mode waits for each member's confirmation; `None`: the
-    /// default (`retry_timeout`).
+    /// default (half of `retry_timeout`).
     pub fn failsafe_timeout(&self) -> Option<std::time::Duration> {
         self.uint("failsafe_timeout")
             .map(std::time::Duration::from_secs)
