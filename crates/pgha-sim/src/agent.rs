@@ -17,13 +17,16 @@ use std::time::Duration;
 
 use pgha_core::dcs::Dcs;
 use pgha_core::dcs::memory::MemoryDcs;
+use pgha_core::ha::failsafe::{self, Round, Witness};
 use pgha_core::ha::replication::{BROKEN_FIELD, published_state};
 use pgha_core::ha::{
     ConfiguredUpstream, DataDir as HaDataDir, Decision, Endpoint, HaNode, Inputs, Job, JobResult,
     LocalPostgres, NodeSettings, Outcome, PeerSource, PeerStatus, PgRole, SyncKeeper, SyncMode,
     not_streaming_limit,
 };
-use pgha_core::model::{Cluster, DynamicConfig, MemberData, PgState, Role, Status, Tags, Timing};
+use pgha_core::model::{
+    Cluster, DynamicConfig, Failsafe, MemberData, PgState, Role, Status, Tags, Timing,
+};
 use serde_json::Value;
 
 use crate::postgres::{DataDir, Process};
@@ -56,6 +59,13 @@ pub(crate) struct Agent {
     /// `POST /restart` was asked, and the start will take this long.
     pub restart_requested: Option<Duration>,
     last_status: Option<Status>,
+    /// Failsafe mode: the promise this member gave a primary (its
+    /// FailsafeGate), on its own clock.
+    pub witness: Option<Witness>,
+    /// It holds or takes the lock, or runs as primary: it confirms nobody.
+    pub candidate: bool,
+    /// The `failsafe` key as last read or written.
+    pub failsafe_key: Option<Failsafe>,
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +98,9 @@ impl Agent {
             fence_deadline: None,
             restart_requested: None,
             last_status: None,
+            witness: None,
+            candidate: false,
+            failsafe_key: None,
         }
     }
 }
@@ -116,24 +129,43 @@ impl World {
         {
             a.dynamic = cfg.value.clone();
         }
+        if let Some(c) = &cluster {
+            a.failsafe_key = c.failsafe.as_ref().map(|f| f.value.clone());
+        }
         let mut renew_failed: Option<String> = None;
+        let mut round: Option<Round> = None;
         for _ in 0..3 {
             let local = self.local_view(i, &mut a);
             let settings = self.settings(i, &a);
+            if (cluster.is_none() || renew_failed.is_some())
+                && round.is_none()
+                && a.node.failsafe_round_due(self.local(i), &settings, &local)
+            {
+                round = Some(self.failsafe_round(i, &mut a));
+            }
+            let witness = self.witness(i, &a);
             let inputs = self.inputs(i, &settings, cluster.as_ref(), &local, &[], None);
+            let inputs = Inputs {
+                failsafe_witness: witness.clone(),
+                ..inputs
+            };
             a.node.observe(self.local(i), &inputs);
             let peers = match &cluster {
                 Some(c) if a.node.needs_peers(c, &local) => self.peers(i, c),
                 _ => Vec::new(),
             };
-            let inputs = self.inputs(
-                i,
-                &settings,
-                cluster.as_ref(),
-                &local,
-                &peers,
-                renew_failed.clone(),
-            );
+            let inputs = Inputs {
+                failsafe_round: round.as_ref(),
+                failsafe_witness: witness,
+                ..self.inputs(
+                    i,
+                    &settings,
+                    cluster.as_ref(),
+                    &local,
+                    &peers,
+                    renew_failed.clone(),
+                )
+            };
             let d = a.node.decide(self.local(i), inputs);
             self.log_decision(i, &mut a, &d);
             if d.actions.is_empty() {
@@ -162,6 +194,7 @@ impl World {
         if a.job.is_none() && renew_failed.is_none() {
             self.start_requested_restart(i, &mut a);
         }
+        a.candidate = self.nodes[i].pg.is_primary() || a.node.holds_lock(self.local(i));
         let member = self.member_data(i, &a, cluster.as_ref());
         if let Some(c) = &cluster {
             let _ = self.call(i, &a.dcs, "touch_member", |d| d.touch_member(&member));
@@ -230,7 +263,7 @@ impl World {
             unfenced,
             leader_unowned: cluster
                 .is_some_and(|c| c.leader.as_ref().is_some_and(|l| l.owner.is_none())),
-            // Failsafe mode is not simulated yet.
+            // Set by the caller, which has the agent's memory.
             failsafe_round: None,
             failsafe_witness: None,
         }
@@ -255,7 +288,7 @@ impl World {
             sync_mode: mode,
             primary_start_timeout: Duration::from_secs(a.dynamic.primary_start_timeout()),
             paused: a.dynamic.pause(),
-            failsafe_mode: false,
+            failsafe_mode: a.dynamic.failsafe_mode(),
             ttl: timing.ttl,
             not_streaming_limit: not_streaming_limit(timing),
         }
@@ -307,6 +340,92 @@ impl World {
                 _ => None,
             },
         }
+    }
+
+    /// The promise node `i`'s agent gave, while it binds (none when the
+    /// simulation runs without that protection).
+    pub(crate) fn witness(&self, i: usize, a: &Agent) -> Option<Witness> {
+        let now = self.local(i);
+        a.witness
+            .clone()
+            .filter(|w| w.until > now && self.options.protections.failsafe_promise)
+    }
+
+    /// The primary's confirmation round (pgha-node's `confirm_round`):
+    /// `POST /failsafe` to every other member of the last known key. A
+    /// member confirms when the network links the two nodes, its agent
+    /// runs, has failsafe mode on and is no candidate itself; confirming,
+    /// it promises not to take the lock for its ttl. A member that does
+    /// not answer costs the round's timeout.
+    fn failsafe_round(&mut self, i: usize, a: &mut Agent) -> Round {
+        let me = self.nodes[i].name.clone();
+        let timing = a.node.timing();
+        let sent = self.local(i);
+        let Some(key) = a.failsafe_key.clone() else {
+            return Round {
+                impossible: Some("no failsafe key was read".into()),
+                ..Round::default()
+            };
+        };
+        if !key.0.contains_key(&me) {
+            return Round {
+                impossible: Some("the failsafe key does not name me".into()),
+                ..Round::default()
+            };
+        }
+        let mut round = Round::default();
+        let mut silent = false;
+        for name in key.0.keys().filter(|n| **n != me) {
+            round.asked.push(name.clone());
+            let j = self.index_of(name);
+            let reachable = j
+                .filter(|&j| self.linked(i, j) && self.nodes[j].agent_state == AgentState::Running);
+            let Some(j) = reachable else {
+                silent = true;
+                round.refused.push((name.clone(), "no answer".into()));
+                continue;
+            };
+            let now_j = self.local(j);
+            let Some(b) = self.nodes[j].agent.as_mut() else {
+                silent = true;
+                round.refused.push((name.clone(), "no answer".into()));
+                continue;
+            };
+            if !b.dynamic.failsafe_mode() {
+                round.refused.push((name.clone(), "502".into()));
+            } else if b.candidate {
+                round
+                    .refused
+                    .push((name.clone(), "Running as a leader".into()));
+            } else {
+                let until = now_j + b.node.timing().ttl;
+                if b.witness.as_ref().is_none_or(|w| w.until < until) {
+                    b.witness = Some(Witness {
+                        leader: Some(me.clone()),
+                        until,
+                    });
+                }
+            }
+        }
+        if silent {
+            self.cycle_latency += failsafe::round_timeout(timing, a.dynamic.failsafe_timeout());
+        }
+        if round.confirmed() {
+            a.node.handle(
+                self.local(i),
+                Outcome::FailsafeConfirmed {
+                    sent,
+                    valid_for: failsafe::window(timing),
+                },
+            );
+            if let Some(deadline) = a.node.memory().lock_deadline {
+                self.arm_agent(i, a, deadline);
+            }
+        }
+        if self.tracing() {
+            self.trace(format!("{me}: failsafe round: {}", round.describe()));
+        }
+        round
     }
 
     /// The other members, as `GET /patroni` answers when reachable (the

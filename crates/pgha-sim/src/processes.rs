@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use pgha_core::dcs::Dcs;
+use pgha_core::ha::failsafe::Witness;
 use pgha_core::ha::{FENCE_MARGIN, PgRole};
 
 use crate::agent::Agent;
@@ -122,11 +123,17 @@ impl World {
         let dcs = self
             .store
             .client(self.layout.clone(), &n.name, self.scenario.timing);
-        n.agent = Some(Box::new(Agent::new(
-            dcs,
-            self.bootstrap.clone(),
-            self.scenario.timing,
-        )));
+        let mut agent = Agent::new(dcs, self.bootstrap.clone(), self.scenario.timing);
+        // A restarted agent keeps the promise it may have given before
+        // (pgha-node's FailsafeGate::new).
+        if self.bootstrap.failsafe_mode() {
+            agent.witness = Some(Witness {
+                leader: None,
+                until: n.clock.local(self.t) + self.scenario.timing.ttl,
+            });
+        }
+        let n = &mut self.nodes[i];
+        n.agent = Some(Box::new(agent));
         n.agent_state = AgentState::Running;
         n.guard.alive = true;
         n.guard.serial += 1;

@@ -34,6 +34,8 @@ pub struct Scenario {
     pub seed: u64,
     pub nodes: usize,
     pub mode: Mode,
+    /// `failsafe_mode: true` in the cluster's configuration.
+    pub failsafe: bool,
     pub timing: Timing,
     /// Each node's clock.
     pub clocks: Vec<NodeClock>,
@@ -93,10 +95,13 @@ impl Scenario {
                 },
             });
         }
+        // Failsafe mode, too, from a stream of its own.
+        let failsafe = Rng::new(seed ^ 0xFA11_5AFE).chance(0.5);
         Scenario {
             seed,
             nodes,
             mode,
+            failsafe,
             timing,
             clocks,
             faults_from,
@@ -119,9 +124,10 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} nodes, {:?}, ttl {} loop_wait {} retry_timeout {}, clocks {:?} ppm, faults {:.0?}..{:.0?}",
+            "{} nodes, {:?}{}, ttl {} loop_wait {} retry_timeout {}, clocks {:?} ppm, faults {:.0?}..{:.0?}",
             self.nodes,
             self.mode,
+            if self.failsafe { ", failsafe mode" } else { "" },
             self.timing.ttl.as_secs(),
             self.timing.loop_wait.as_secs(),
             self.timing.retry_timeout.as_secs(),

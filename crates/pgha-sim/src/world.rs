@@ -45,6 +45,9 @@ pub struct Protections {
     /// `decide` is told the synchronous mode (off: it races as if
     /// asynchronous, while the leader still manages synchronous commit).
     pub sync_race: bool,
+    /// A member that confirmed a primary in failsafe mode keeps its promise
+    /// not to take the lock (off: it confirms, and races all the same).
+    pub failsafe_promise: bool,
 }
 
 impl Default for Protections {
@@ -52,6 +55,7 @@ impl Default for Protections {
         Protections {
             fences: true,
             sync_race: true,
+            failsafe_promise: true,
         }
     }
 }
@@ -283,6 +287,9 @@ impl World {
             "retry_timeout".into(),
             json!(timing.retry_timeout.as_secs()),
         );
+        if scenario.failsafe {
+            bootstrap.insert("failsafe_mode".into(), Value::Bool(true));
+        }
         match scenario.mode {
             Mode::Async => {}
             Mode::On => {

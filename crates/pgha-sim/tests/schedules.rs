@@ -137,6 +137,10 @@ const FOUND_BEFORE_RESTARTS: &[(u64, &str)] = &[
         4676,
         "a promotion during a DCS outage went unrecorded, and another member reused its timeline",
     ),
+    (
+        7,
+        "failsafe mode: a switchover to a member the failsafe key did not name yet left the cluster leaderless",
+    ),
 ];
 
 #[test]
@@ -209,6 +213,24 @@ fn without_the_synchronous_race_rules_the_simulator_finds_lost_commits() {
     );
     assert!(
         matches!(found, Some((_, Violation::LostAcknowledged { .. }))),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn without_the_failsafe_promise_the_simulator_finds_two_primaries() {
+    // Members that confirm a primary in failsafe mode and race all the
+    // same: a primary cut off from the DCS only runs on while another
+    // takes the expired lock.
+    let found = first_violation(
+        Protections {
+            failsafe_promise: false,
+            ..Protections::default()
+        },
+        300,
+    );
+    assert!(
+        matches!(found, Some((_, Violation::TwoPrimaries { .. }))),
         "{found:?}"
     );
 }

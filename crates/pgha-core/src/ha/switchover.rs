@@ -87,7 +87,23 @@ pub fn for_leader(o: &Observation<'_>, cluster: &Cluster) -> LeaderStep {
         )],
         None => others.iter().map(|p| (p.name.clone(), judge(p))).collect(),
     };
-    if let Some((name, _)) = judged.iter().find(|(_, problem)| problem.is_none()) {
+    let able: Vec<&String> = judged
+        .iter()
+        .filter(|(_, problem)| problem.is_none())
+        .map(|(name, _)| name)
+        .collect();
+    if !able.is_empty()
+        && let Some(why) = able
+            .iter()
+            .map(|name| not_in_failsafe_key(o, cluster, name).map(|w| format!("{name} {w}")))
+            .collect::<Option<Vec<String>>>()
+    {
+        return LeaderStep::Wait(format!("waiting to switch over: {}", why.join("; ")));
+    }
+    if let Some(name) = able
+        .iter()
+        .find(|name| not_in_failsafe_key(o, cluster, name).is_none())
+    {
         let to = candidate.map_or_else(
             || format!("the healthiest member (e.g. {name})"),
             String::from,
@@ -106,6 +122,19 @@ pub fn for_leader(o: &Observation<'_>, cluster: &Cluster) -> LeaderStep {
             .join("; ")
     };
     LeaderStep::Clear(format!("the requested switchover is not possible: {why}"))
+}
+
+/// In failsafe mode a member the `failsafe` key does not name never takes
+/// the lock ([`super::failsafe::race_problem`]): handing over to it would
+/// leave the cluster without a leader. The leader adds it to the key at
+/// the end of its next cycle.
+fn not_in_failsafe_key(o: &Observation<'_>, cluster: &Cluster, name: &str) -> Option<String> {
+    if !o.inputs.settings.failsafe_mode {
+        return None;
+    }
+    let key = &cluster.failsafe.as_ref()?.value.0;
+    (!key.is_empty() && !key.contains_key(name))
+        .then(|| "is not in the failsafe key yet (the leader adds it within a cycle)".into())
 }
 
 /// In synchronous mode, why `name` cannot take over in a switchover: it

@@ -37,6 +37,15 @@ impl World {
     ) -> Result<(), Failure> {
         match action {
             Action::AcquireLock | Action::RenewLock | Action::ReclaimLock { .. } => {
+                // pgha-node's FailsafeGate::claim_lock (the sim's calls are
+                // instants, so the decision's view still holds; checked
+                // all the same, as the agent does).
+                if matches!(action, Action::AcquireLock) {
+                    if self.witness(i, a).is_some() {
+                        return Err(Failure::LostRace);
+                    }
+                    a.candidate = true;
+                }
                 let sent = self.local(i);
                 let (call, r) = match action {
                     Action::AcquireLock => (

@@ -5,8 +5,9 @@
 
 use pgha_core::dcs::{Dcs, DcsExt, SharedKey};
 use pgha_core::ha::SyncStep;
+use pgha_core::ha::failsafe;
 use pgha_core::ha::sync::{self, SyncView, Walsender};
-use pgha_core::model::{Cluster, HistoryEntry, Status, Versioned};
+use pgha_core::model::{Cluster, Failsafe, HistoryEntry, Status, Versioned};
 
 use super::{Agent, Failure, MAX_SYNC_STEPS};
 use crate::postgres::{DataDir, sync_states};
@@ -34,7 +35,28 @@ impl World {
             a.last_status = Some(status);
         }
         self.sync_history(i, a, cluster);
+        self.keep_failsafe_key(i, a, cluster);
         self.keep_sync(i, a, cluster);
+    }
+
+    /// The `failsafe` key (the HA loop's `keep_failsafe_key`).
+    fn keep_failsafe_key(&mut self, i: usize, a: &mut Agent, cluster: &Cluster) {
+        if !a.dynamic.failsafe_mode() {
+            return;
+        }
+        let me = self.nodes[i].name.clone();
+        let wanted = failsafe::topology(cluster, &me, &format!("http://{me}:8008/patroni"));
+        if cluster.failsafe.as_ref().map(|f| &f.value) == Some(&wanted) {
+            return;
+        }
+        match self.call(i, &a.dcs, "write_failsafe", |d| d.write_failsafe(&wanted)) {
+            Ok(_) => a.failsafe_key = Some(wanted),
+            Err(_) => {
+                let mut both = a.failsafe_key.take().map(|f| f.0).unwrap_or_default();
+                both.extend(wanted.0);
+                a.failsafe_key = Some(Failsafe(both));
+            }
+        }
     }
 
     /// After a promotion, the `history` key becomes the leader's lineage

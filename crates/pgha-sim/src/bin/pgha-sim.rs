@@ -2,7 +2,7 @@
 //!
 //!   pgha-sim --seeds N [--from S] [--threads T]   a sweep; exits 1 on any violation
 //!   pgha-sim --replay SEED                        one schedule with its whole trace
-//!   ... --without fences|sync-race                a protection off, to see what breaks
+//!   ... --without fences|sync-race|failsafe-promise                a protection off, to see what breaks
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,7 @@ use std::time::Instant;
 use pgha_sim::{Options, Protections, Report, run_seed};
 
 const USAGE: &str = "usage: pgha-sim --seeds N [--from S] [--threads T] | --replay SEED \
-                     [--without fences|sync-race]";
+                     [--without fences|sync-race|failsafe-promise]";
 
 struct Args {
     seeds: u64,
@@ -46,7 +46,12 @@ fn parse() -> Result<Args, String> {
             "--without" => match it.next().as_deref() {
                 Some("fences") => args.protections.fences = false,
                 Some("sync-race") => args.protections.sync_race = false,
-                other => return Err(format!("--without {other:?}: fences or sync-race")),
+                Some("failsafe-promise") => args.protections.failsafe_promise = false,
+                other => {
+                    return Err(format!(
+                        "--without {other:?}: fences, sync-race or failsafe-promise"
+                    ));
+                }
             },
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -201,6 +206,9 @@ fn without_args(p: Protections) -> String {
     }
     if !p.sync_race {
         out.push_str(" --without sync-race");
+    }
+    if !p.failsafe_promise {
+        out.push_str(" --without failsafe-promise");
     }
     out
 }

@@ -261,6 +261,37 @@ fn a_member_that_confirmed_a_failsafe_leader_does_not_race_until_its_promise_end
 }
 
 #[test]
+fn in_failsafe_mode_the_leader_waits_for_the_key_to_name_the_switchover_candidate() {
+    // Found by the simulator (seed 7): a member back from a DCS outage is
+    // not in the key yet; handing over to it left the cluster leaderless.
+    let mut w = World::new("n1");
+    w.primary();
+    w.settings.failsafe_mode = true;
+    w.set(
+        "failsafe",
+        r#"{"n1":"http://n1/patroni","n3":"http://n3/patroni"}"#,
+    )
+    .set("failover", r#"{"leader":"n1","member":"n2"}"#)
+    .peer("n2", 1000, 1)
+    .peer("n3", 1000, 1);
+    let d = w.decide();
+    assert_decided(&d, Rule::Switchover, "n2 is not in the failsafe key yet");
+    assert_eq!(actions(&d), [Action::RenewLock], "waiting, not clearing");
+    w.set(
+        "failsafe",
+        r#"{"n1":"http://n1/patroni","n2":"http://n2/patroni","n3":"http://n3/patroni"}"#,
+    );
+    assert!(w.decide().actions.contains(&Action::ReleaseLock));
+    // Without a candidate, a member in the key takes it.
+    w.set(
+        "failsafe",
+        r#"{"n1":"http://n1/patroni","n3":"http://n3/patroni"}"#,
+    )
+    .set("failover", r#"{"leader":"n1"}"#);
+    assert_decided(&w.decide(), Rule::Switchover, "e.g. n3");
+}
+
+#[test]
 fn in_failsafe_mode_a_member_the_failsafe_key_does_not_name_does_not_race() {
     let mut w = World::new("n2");
     w.no_leader();
