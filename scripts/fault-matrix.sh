@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the fault matrix (crates/pgha-agent/tests/faults.rs: the rows of
-# scenarios.md on a 3-node etcd cluster under a live writer) and writes the
+# scenarios.md on a 3-node etcd cluster under a live writer; and
+# crates/pgha-agent/tests/failsafe.rs: DCS outages with failsafe mode on
+# and off, F1-F6, some on ZooKeeper too) and writes the
 # figures it measured to docs/fault-matrix.md. The tests assert what must
 # hold (no split brain, convergence, no loss where no failover happens);
 # the table records what was measured on this machine this time.
@@ -15,7 +17,7 @@ if [[ "${1:-}" != "--render" ]]; then
   scripts/install-deps.sh
   rm -rf "$results"
   features=(--features pgha-agent/kubernetes)
-  cargo nextest run -p pgha-agent --locked --test faults --no-fail-fast "${features[@]}"
+  cargo nextest run -p pgha-agent --locked --test faults --test failsafe --no-fail-fast "${features[@]}"
 fi
 
 python3 - "$results" docs/fault-matrix.md <<'PY'
@@ -25,7 +27,8 @@ rows = []
 for f in sorted(os.listdir(results)):
     if f.endswith(".json"):
         rows.append(json.load(open(os.path.join(results, f))))
-order = {k: i for i, k in enumerate(["S1","S2","S3","S4","P1","P2","P3","P4","N1","N2","M1"])}
+order = {k: i for i, k in enumerate(["S1","S2","S3","S4","P1","P2","P3","P4","N1","N2","M1",
+                                     "F1","F1-zk","F2","F3","F3-zk","F4","F5","F6"])}
 rows.sort(key=lambda r: order.get(r["id"], 99))
 def ms(v):
     return "–" if v is None else f"{v/1000:.2f} s"
@@ -41,7 +44,7 @@ lines = [
     "# Fault matrix: measured",
     "",
     "Written by `scripts/fault-matrix.sh` from the last run of",
-    "`crates/pgha-agent/tests/faults.rs`: each row of",
+    "`crates/pgha-agent/tests/faults.rs` and `crates/pgha-agent/tests/failsafe.rs`: each row of",
     "the team's scenario list (`shared/reference/scenarios.md`) on a fresh 3-node cluster",
     "(real etcd, PostgreSQL 15, pgha at ttl 5 s / loop_wait 1 s / retry_timeout 2 s,",
     "asynchronous replication) while a writer inserts a row every 10 ms through",
@@ -85,6 +88,19 @@ lines += [
     "",
     "S4: while the agent is down its member key expires, but the leader keeps its",
     "replication slot, and `pghactl list` shows the node as `unmanaged`.",
+    "",
+    "F rows: a DCS outage (docs/failsafe.md). F1/F2 (`-zk`: on ZooKeeper): the DCS",
+    "frozen (SIGSTOP) or killed for 60 s with `failsafe_mode` on: the tests assert",
+    "the writer was never interrupted (0 writer errors), nothing lost, and the same",
+    "leader on the same timeline afterwards. F3: the DCS frozen and a replica's host",
+    "down too: the primary cannot be confirmed by every member and demotes. F4: N1",
+    "with failsafe on: the primary also waits for its confirmation round to time out",
+    "(half of retry_timeout) before it demotes, so it acknowledges that much more",
+    "that no replica receives (asynchronous replication). F5: the primary cut off",
+    "from etcd only: the replicas, which see the leader key expire, confirmed it and",
+    "do not take over. F6: failsafe off, etcd frozen for 30 s: the primary demotes",
+    "and the writer waits for the whole outage (and today another member, on a new",
+    "timeline, leads afterwards).",
 ]
 open(out, "w").write("\n".join(lines) + "\n")
 print(f"written to {out} ({len(rows)} rows)")
