@@ -31,9 +31,23 @@ feel it, by clients outside the cluster:
                   guard (agent + guard), and the guard's RSS alone too
   REST checks     requests per second on GET /primary of the leader (wrk,
                   2 threads, 16 connections, 10 s)
+  DCS outage      (--only outage; not in the default list: it adds about
+                  5 minutes per setting at --outage-seconds 60) for
+                  failsafe_mode off, then on (PATCH /config on both
+                  clusters, waited for: GET /config shows it, and with it
+                  on the leader's GET /failsafe names 3 members): a writer
+                  on each cluster, the shared etcd frozen (SIGSTOP) for
+                  --outage-seconds, resumed (SIGCONT), until each cluster
+                  is whole again -> the longest gap between acknowledged
+                  writes, the sum of the gaps over OUTAGE_GAP s (time
+                  without acknowledged writes), whether the leader is the
+                  same member as before, and whether its timeline changed.
+                  etcd is shared: both clusters suffer the same outage at
+                  the same moment, and both writers are measured in it
 
 Both systems' clusters run at the same time (so both see the same machine),
-and each measurement is taken on one while the other idles. Settings run in
+and each measurement is taken on one while the other idles (but the DCS
+outage, taken on both at once). Settings run in
 the order given by --setting; --budget-minutes stops starting new runs once
 the next one would not fit (the table's n= says how many each cell has).
 A measurement that times out is counted as failed, listed under the table,
@@ -46,7 +60,7 @@ Everything listens on 127.0.0.1 only; every wait is bounded in time. This
 prints figures; it asserts nothing. Run it as root on a quiet machine (see
 bench/run.sh): PostgreSQL and both agents run as the unprivileged postgres
 user. Usage: bench.py [--runs N] [--only a,b] [--setting fastest,ttl30]
-[--budget-minutes M] [--markdown FILE]
+[--outage-seconds S] [--budget-minutes M] [--markdown FILE]
 """
 
 import argparse
@@ -77,6 +91,7 @@ SU_PASSWORD = "su-pass"
 VENV = os.environ.get("PGHA_VENV", "/opt/pgha-venv")
 SPLIT_WINDOW = 5  # seconds of old-primary writes counted after agent death
 WRITER_MAX_SECONDS = 900  # a writer thread stops by itself after this
+OUTAGE_GAP = 0.5  # seconds: a longer gap between writes counts as unavailability
 NOTES = []  # what the bench had to do by hand, printed under the table
 
 # (key, label, pgha timing, Patroni timing) as ttl/loop_wait/retry_timeout:
@@ -108,6 +123,10 @@ M_REST = "REST GET /primary requests per second"
 
 def m_cpu(seconds):
     return f"agent CPU seconds per node over {seconds} idle s (pgha: agent + guard)"
+
+
+def m_outage(seconds, failsafe, what):
+    return f"DCS outage {seconds} s, failsafe {'on' if failsafe else 'off'}: {what}"
 
 
 def log(msg):
@@ -243,6 +262,14 @@ class Etcd:
             stdout=open(os.path.join(base, "etcd.log"), "w"), stderr=subprocess.STDOUT,
         )
         wait_for("etcd", 30, lambda: http("GET", f"http://127.0.0.1:{self.port}/health")[0] == 200)
+
+    def freeze(self):
+        """The DCS outage: etcd stopped (SIGSTOP), its connections open and
+        unanswered, as with a host that hangs."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
 
     def stop(self):
         self.proc.kill()
@@ -733,9 +760,116 @@ def rest_rps(c, results):
     results.setdefault(M_REST, []).append(float(m.group(1)))
 
 
+def timeline(port):
+    """A primary's timeline: pg_control_checkpoint()'s, or its current WAL
+    file's if that is newer (after a promotion the control file names the
+    old timeline until the next checkpoint, which PostgreSQL spreads over
+    minutes)."""
+    checkpoint, walfile = pg(port, "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), "
+                             "pg_walfile_name(pg_current_wal_lsn())")[0]
+    return max(checkpoint, int(walfile[:8], 16))
+
+
+def set_failsafe(clusters, on):
+    """failsafe_mode on or off in both clusters' dynamic configuration
+    (PATCH /config), waited for: GET /config shows it and, with it on, the
+    leader's GET /failsafe names all three members (the leader writes that
+    key only in failsafe mode); then one loop_wait more, for the replicas
+    (which answer POST /failsafe only in failsafe mode) to read it too."""
+    body = json.dumps({"failsafe_mode": on}).encode()
+    for c in clusters:
+        lead = c.wait_healthy(120)
+        code, text = http("PATCH", lead.api("/config"), body, auth=True, timeout=10)
+        if code != 200:
+            raise RuntimeError(f"{c.kind}: PATCH /config failsafe_mode {on}: {code} {text.strip()}")
+    for c in clusters:
+        def took(c=c):
+            lead = c.leader()
+            if lead is None:
+                return False
+            code, text = http("GET", lead.api("/config"))
+            if code != 200 or bool(json.loads(text).get("failsafe_mode")) != on:
+                return False
+            if not on:
+                return True
+            code, text = http("GET", lead.api("/failsafe"))
+            return code == 200 and len(json.loads(text)) == 3
+        wait_for(f"{c.kind}: failsafe_mode {on} in effect", 3 * c.timing[1] + 30, took, every=0.5)
+    time.sleep(max(c.timing[1] for c in clusters) + 1)
+
+
+def dcs_outage(clusters, results_by_kind, etcd, seconds, failsafe):
+    """Both clusters, each with a writer, through one outage of the etcd
+    they share: frozen for `seconds`, then resumed; measured until each is
+    whole again and its writer had a write acknowledged since."""
+    set_failsafe(clusters, failsafe)
+    before = {}
+    for c in clusters:
+        lead = c.wait_healthy(120)
+        before[c.kind] = (lead.name, timeline(lead.pg_port))
+    writers = {c.kind: Writer(c.conninfo()) for c in clusters}
+    for w in writers.values():
+        w.start()
+    after = {}
+    try:
+        for kind, w in writers.items():
+            wait_for(f"{kind} writer's first write", 30, lambda w=w: w.acks)
+        time.sleep(2)
+        log(f"etcd frozen for {seconds} s (failsafe_mode {'on' if failsafe else 'off'})")
+        t0 = time.monotonic()
+        etcd.freeze()
+        try:
+            # Near the end, who answers GET /primary (for the log only).
+            time.sleep(max(0.0, seconds - 5))
+            for c in clusters:
+                up = []
+                for n in c.nodes:
+                    try:
+                        if http("GET", n.api("/primary"), timeout=1)[0] == 200:
+                            up.append(n.name)
+                    except Exception:  # noqa: BLE001 - not answering: not a primary
+                        pass
+                log(f"{c.kind}: {', '.join(up) or 'no node'} answering GET /primary "
+                    f"{time.monotonic() - t0:.0f} s into the outage (before: {before[c.kind][0]})")
+            time.sleep(max(0.0, t0 + seconds - time.monotonic()))
+        finally:
+            etcd.resume()
+        t1 = time.monotonic()
+        log("etcd resumed")
+        for c in clusters:
+            lead = c.settle(4 * c.timing[0] + 120, f"a {seconds} s DCS outage")
+            w = writers[c.kind]
+            wait_for(f"{c.kind}: a write acknowledged after the outage", 60,
+                     lambda w=w: any(t > t1 for t, _, _ in list(w.acks)), every=0.1)
+            after[c.kind] = (lead.name, timeline(lead.pg_port))
+            log(f"{c.kind}: whole again {time.monotonic() - t1:.0f} s after the outage, leader "
+                f"{lead.name} on timeline {after[c.kind][1]} (before: {before[c.kind][0]} on "
+                f"timeline {before[c.kind][1]})")
+        time.sleep(2)
+    finally:
+        for w in writers.values():
+            w.stop()
+    for c in clusters:
+        times = [t for t, _, _ in writers[c.kind].acks if t >= t0 - 1]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        r = results_by_kind[c.kind]
+        r.setdefault(m_outage(seconds, failsafe, "longest write gap (s)"), []).append(
+            max(gaps, default=float("nan")))
+        r.setdefault(m_outage(seconds, failsafe, f"time without acknowledged writes (s, gaps over {OUTAGE_GAP} s)"),
+                     []).append(sum(g for g in gaps if g > OUTAGE_GAP))
+        r.setdefault(m_outage(seconds, failsafe, "same leader afterwards"), []).append(
+            after[c.kind][0] == before[c.kind][0])
+        r.setdefault(m_outage(seconds, failsafe, "timeline changed"), []).append(
+            after[c.kind][1] != before[c.kind][1])
+
+
 def summary(values):
     if not values:
         return "-"
+    if all(isinstance(v, bool) for v in values):
+        yes = sum(values)
+        word = "yes" if yes == len(values) else "no" if yes == 0 else f"yes in {yes} of {len(values)}"
+        return f"{word} (n={len(values)})"
     fmt = (lambda v: f"{v:.0f}") if max(values) >= 100 else (lambda v: f"{v:.2f}")
     return f"{fmt(min(values))} / {fmt(statistics.median(values))} / {fmt(max(values))} (n={len(values)})"
 
@@ -821,8 +955,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="runs of node/agent/switchover per setting")
     ap.add_argument("--rest-runs", type=int, help="wrk runs per system and setting (default: --runs)")
-    ap.add_argument("--only", default="node,agent,switchover,idle,rest")
+    ap.add_argument("--only", default="node,agent,switchover,idle,rest",
+                    help="comma-separated: node, agent, switchover, idle, rest, outage "
+                         "(outage is not in the default: it adds about 5 minutes per setting)")
     ap.add_argument("--idle-seconds", type=int, default=120)
+    ap.add_argument("--outage-seconds", type=int, default=60, help="how long etcd stays frozen (outage)")
+    ap.add_argument("--outage-runs", type=int, default=1,
+                    help="outages per failsafe setting (off, on) and setting")
     ap.add_argument("--setting", default="all",
                     help="comma-separated, in the order to run: fastest, ttl30; all = fastest,ttl30")
     ap.add_argument("--budget-minutes", type=float,
@@ -879,6 +1018,21 @@ def main():
             f"{version(['etcd', '--version'])} on 127.0.0.1. Settings run: {', '.join(completed) or 'none'}. "
             f"Figures: min / median / max (n = measurements; for the idle rows, n = nodes)."
         )
+        if any(m.startswith("DCS outage") for m, _, _, _ in table):
+            header += (
+                f"\n\nThe DCS outage rows: failsafe_mode set on both clusters (PATCH /config), a "
+                f"writer on each (as for the failovers: an INSERT every 10 ms, multi-host, read-write), "
+                f"then the one etcd both clusters share frozen with SIGSTOP for {args.outage_seconds} s "
+                f"and resumed with SIGCONT. Both clusters go through the same outage at the same moment, "
+                f"and both writers are measured in it. Measured from the freeze until the cluster is whole "
+                f"again (one leader, both replicas streaming from it) and its writer had a write "
+                f"acknowledged since: the longest time between two acknowledged writes, and the sum of "
+                f"those gaps longer than {OUTAGE_GAP} s (time without acknowledged writes); then whether "
+                f"the leader is the member it was before the outage, and whether its timeline changed "
+                f"(pg_control_checkpoint()'s, or the current WAL file's if newer). With failsafe_mode "
+                f"off, a primary that cannot reach etcd demotes (both systems); with it on, it keeps "
+                f"running while every member confirms it over POST /failsafe."
+            )
         order = [SETTINGS[k][0] for k in ("ttl30", "fastest")]
         order += [s for s in dict.fromkeys(s for _, s, _, _ in table) if s not in order]
         text = render(table, failures, NOTES, header, order)
@@ -911,7 +1065,8 @@ def main():
                 parts = [(p, f) for p, f in (("node", node_death), ("agent", agent_death),
                                              ("switchover", switchover)) if p in only]
                 reserve = (args.idle_seconds + 30 if "idle" in only else 0) + \
-                    (2 * rest_runs * 15 if "rest" in only else 0)
+                    (2 * rest_runs * 15 if "rest" in only else 0) + \
+                    (2 * args.outage_runs * (args.outage_seconds + 90) if "outage" in only else 0)
                 last_run = 0.0
                 for i in range(args.runs if parts else 0):
                     if deadline and i > 0 and time.monotonic() + last_run + reserve > deadline:
@@ -938,6 +1093,32 @@ def main():
                     last_run = time.monotonic() - t_run
                     log(f"{label}: run {i + 1} took {last_run:.0f} s")
                 live = [c for c in clusters if c.kind not in broken]
+                if "outage" in only and live:
+                    for i in range(args.outage_runs):
+                        for failsafe in (False, True):
+                            log(f"{label}: run {i + 1}/{args.outage_runs}, DCS outage, "
+                                f"failsafe {'on' if failsafe else 'off'}, on {', '.join(c.kind for c in live)}")
+                            try:
+                                dcs_outage(live, results, etcd, args.outage_seconds, failsafe)
+                            except Exception as e:  # noqa: BLE001
+                                failures.append(f"{label}, run {i + 1}, DCS outage, failsafe "
+                                                f"{'on' if failsafe else 'off'}: {e}")
+                                log(f"FAILED: {failures[-1]}")
+                                for c in live:
+                                    try:
+                                        c.recover()
+                                    except Exception as e2:  # noqa: BLE001
+                                        failures.append(f"{label}, {c.kind}: not recovered ({e2}); "
+                                                        f"its remaining runs skipped")
+                                        log(failures[-1])
+                                        broken.add(c.kind)
+                                live = [c for c in live if c.kind not in broken]
+                            if not live:
+                                break
+                    try:  # back to the configuration the other measurements run with
+                        set_failsafe(live, False)
+                    except Exception as e:  # noqa: BLE001
+                        log(f"{label}: failsafe_mode not turned off again: {e}")
                 if "idle" in only and live:
                     try:
                         idle(live, results, args.idle_seconds)

@@ -311,6 +311,12 @@ fn f5_failsafe_on_the_primary_cut_off_from_the_dcs_only() {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        // The leader key has expired: `list` names the leader that runs on
+        // the members' confirmations.
+        let ctl = run.cluster.ctl_config()?;
+        let wanted = format!("Failsafe mode: active: node{} runs as the leader", p + 1);
+        let listed = pghactl_list(&ctl);
+        anyhow::ensure!(listed.contains(&wanted), "pghactl list:\n{listed}");
         net.heal(&me)?;
         let c = &run.cluster;
         let after_primary = c.wait_converged(&[0, 1, 2], bound(c)).await?;
@@ -362,4 +368,21 @@ async fn f6_failsafe_off_etcd_frozen_the_primary_demotes() {
         o.main_errors > 0,
         "without failsafe mode the writer must have been interrupted"
     );
+}
+
+/// `pghactl list` (the table and the notes under it).
+fn pghactl_list(ctl: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pghactl"))
+        .arg("-c")
+        .arg(ctl)
+        .arg("list")
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env_remove("DCS_URL")
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

@@ -463,6 +463,12 @@ pub fn service_info(c: &Cluster) -> Vec<String> {
     if c.dynamic_config().pause() {
         info.push("Maintenance mode: on".to_string());
     }
+    if let Some((leader, by)) = pgha_core::ha::failsafe::confirmed_leader(c) {
+        info.push(format!(
+            "Failsafe mode: active: {leader} runs as the leader without the DCS (confirmed by {})",
+            by.join(", ")
+        ));
+    }
     if !c.run_by_patroni_only() {
         for u in c.dynamic_config().review().unsupported {
             info.push(format!("WARNING: {u}"));
@@ -615,6 +621,27 @@ mod tests {
             text.contains("{nofailover: true, replicatefrom: node2}"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_leader_running_in_failsafe_mode_is_named_under_the_table() {
+        let mut c = cluster(&[]);
+        c.leader = None;
+        for m in c.members.iter_mut().filter(|m| m.name != "node1") {
+            m.data
+                .extra
+                .insert("failsafe_leader".into(), serde_json::json!("node1"));
+        }
+        let text = render(&c, "demo", false, Format::Pretty);
+        assert!(
+            text.contains(
+                " Failsafe mode: active: node1 runs as the leader without the DCS (confirmed by node2, node3)"
+            ),
+            "{text}"
+        );
+        // With a leader key, nothing to say.
+        let c = cluster(&[]);
+        assert!(!render(&c, "demo", false, Format::Pretty).contains("Failsafe"));
     }
 
     #[test]

@@ -39,6 +39,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Cluster, Failsafe, Timing};
 
+/// The member-key field (pgha only) naming the leader this member
+/// confirmed in failsafe mode while its promise lasts: how `pghactl list`
+/// shows a leader that runs without the DCS (its own key cannot be
+/// written, and its leader key expired).
+pub const LEADER_FIELD: &str = "failsafe_leader";
+
+/// The leader the members' keys say runs in failsafe mode, and who
+/// confirmed it: for a cluster whose leader key is gone.
+pub fn confirmed_leader(cluster: &Cluster) -> Option<(String, Vec<String>)> {
+    if cluster.leader.is_some() {
+        return None;
+    }
+    let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in &cluster.members {
+        if let Some(l) = m.data.extra.get(LEADER_FIELD).and_then(|v| v.as_str()) {
+            by.entry(l.to_string()).or_default().push(m.name.clone());
+        }
+    }
+    by.into_iter().max_by_key(|(_, who)| who.len())
+}
+
 /// The body of `POST /failsafe`, as Patroni sends it: who the primary is
 /// and where to reach it. pgha adds `ttl`, how long the sender's right to
 /// write may last after it sent the call (a witness refuses the lock for

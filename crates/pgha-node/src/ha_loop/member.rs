@@ -49,6 +49,12 @@ impl HaLoop {
         if self.dynamic.pause() {
             data.pause = Some(true);
         }
+        if let Some(leader) = self.failsafe.witness().and_then(|w| w.leader) {
+            data.extra.insert(
+                pgha_core::ha::failsafe::LEADER_FIELD.into(),
+                Value::String(leader),
+            );
+        }
         if let Some(r) = &self.scheduled_restart {
             data.scheduled_restart = Some(ScheduledRestart {
                 schedule: r
