@@ -32,7 +32,7 @@ feel it, by clients outside the cluster:
   REST checks     requests per second on GET /primary of the leader (wrk,
                   2 threads, 16 connections, 10 s)
   DCS outage      (--only outage; not in the default list: it adds about
-                  5 minutes per setting at --outage-seconds 60) for
+                  3.5 minutes per setting at --outage-seconds 60) for
                   failsafe_mode off, then on (PATCH /config on both
                   clusters, waited for: GET /config shows it, and with it
                   on the leader's GET /failsafe names 3 members): a writer
@@ -957,7 +957,7 @@ def main():
     ap.add_argument("--rest-runs", type=int, help="wrk runs per system and setting (default: --runs)")
     ap.add_argument("--only", default="node,agent,switchover,idle,rest",
                     help="comma-separated: node, agent, switchover, idle, rest, outage "
-                         "(outage is not in the default: it adds about 5 minutes per setting)")
+                         "(outage is not in the default: it adds about 3.5 minutes per setting)")
     ap.add_argument("--idle-seconds", type=int, default=120)
     ap.add_argument("--outage-seconds", type=int, default=60, help="how long etcd stays frozen (outage)")
     ap.add_argument("--outage-runs", type=int, default=1,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pgha and Patroni side by side: failover, rejoin, agent death, switchover
-# write gap, idle CPU/RSS, REST checks per second. Prints one table and
+# write gap, idle CPU/RSS, REST checks per second (and, asked for, a DCS
+# outage with failsafe_mode off and on). Prints one table and
 # writes it to docs/benchmarks.md (with date, machine and load).
 #
 #   bench/run.sh                  # 5 runs of everything, both settings
@@ -9,6 +10,9 @@
 #                                 # a quick look (about 6 minutes)
 #   bench/run.sh --only node,switchover
 #   bench/run.sh --modes on,strict,quorum --only node,switchover   # synchronous modes
+#   bench/run.sh --only outage    # a 60 s etcd outage (SIGSTOP), failsafe_mode off
+#                                 # and on, both systems at once (about 3.5 minutes
+#                                 # per setting; not in the default run)
 #   bench/run.sh --budget-minutes 80   # start no new run past 80 minutes
 #
 # Arguments go to bench/bench.py (see its --help). Run as root on a quiet

@@ -127,5 +127,6 @@ fn peer(name: &str, wal: u64) -> PeerStatus {
         nofailover: false,
         failover_priority: 1,
         replication_broken: false,
+        takes_lock_back: false,
     }
 }

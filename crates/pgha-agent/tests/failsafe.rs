@@ -14,8 +14,9 @@
 //! - F5: the primary cut off from the DCS only: the replicas, which still
 //!   see the DCS and the expired leader key, confirm it and do not take
 //!   over; the writer is never interrupted.
-//! - F6: failsafe mode off, the DCS frozen: the old behaviour (the primary
-//!   demotes), with the write gap recorded.
+//! - F6: failsafe mode off, the DCS frozen: the primary demotes (the write
+//!   gap recorded), and takes its lock back when the DCS returns: same
+//!   leader, same timeline.
 //!
 //! Every row asserts that no two servers accepted writes at once and
 //! records its figures in `target/tmp/fault-matrix/<row>.json`.
@@ -52,6 +53,16 @@ fn record(o: &Outcome) {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
     );
+}
+
+/// The failsafe rows run with `restapi.authentication` set, as production
+/// clusters do: `POST /failsafe` is an unsafe call, and a primary that did
+/// not send the credentials would be refused by every member.
+fn with_rest_auth(options: ClusterOptions) -> ClusterOptions {
+    ClusterOptions {
+        rest_auth: Some(("patroni".into(), "failsafe-test".into())),
+        ..options
+    }
 }
 
 fn bound(c: &TestCluster) -> Duration {
@@ -136,7 +147,7 @@ impl Outage {
 /// DCS changes nothing a client sees.
 async fn outage_keeps_the_primary(kind: DcsKind, id: &str, outage: Outage, label: &str) {
     pgha_testkit::init_tracing();
-    let mut run = Run::start_on(agent(), kind, ClusterOptions::default())
+    let mut run = Run::start_on(agent(), kind, with_rest_auth(ClusterOptions::default()))
         .await
         .expect("a converged cluster with both writers");
     enable_failsafe(&run).await.unwrap();
@@ -213,7 +224,7 @@ async fn f1_zookeeper_frozen_for_a_minute_failsafe_keeps_the_primary() {
 /// the lock on the DCS's other side). Back, the cluster converges.
 async fn a_missing_member_demotes_the_primary(kind: DcsKind, id: &str) {
     pgha_testkit::init_tracing();
-    let mut run = Run::start_on(agent(), kind, ClusterOptions::default())
+    let mut run = Run::start_on(agent(), kind, with_rest_auth(ClusterOptions::default()))
         .await
         .expect("a converged cluster with both writers");
     enable_failsafe(&run).await.unwrap();
@@ -261,7 +272,7 @@ async fn f3_zookeeper_frozen_and_a_replica_down_the_primary_demotes() {
 fn f4_failsafe_on_the_primary_cut_off_from_the_dcs_and_the_replicas() {
     partition::run("F4", |net| async move {
         pgha_testkit::init_tracing();
-        let mut run = Run::start(agent(), partition::in_namespaces(&net)).await?;
+        let mut run = Run::start(agent(), with_rest_auth(partition::in_namespaces(&net))).await?;
         enable_failsafe(&run).await?;
         let p = run.primary;
         run.fault();
@@ -292,7 +303,7 @@ fn f4_failsafe_on_the_primary_cut_off_from_the_dcs_and_the_replicas() {
 fn f5_failsafe_on_the_primary_cut_off_from_the_dcs_only() {
     partition::run("F5", |net| async move {
         pgha_testkit::init_tracing();
-        let mut run = Run::start(agent(), partition::in_namespaces(&net)).await?;
+        let mut run = Run::start(agent(), with_rest_auth(partition::in_namespaces(&net))).await?;
         enable_failsafe(&run).await?;
         let p = run.primary;
         let me = format!("n{}", p + 1);
@@ -336,14 +347,18 @@ fn f5_failsafe_on_the_primary_cut_off_from_the_dcs_only() {
 
 /// F6: failsafe mode off (the default), etcd frozen for 30 s: the primary
 /// demotes, as it must without failsafe mode; nothing is lost, no two
-/// writers. The write gap is the figure failsafe mode removes.
+/// writers. The write gap is the figure failsafe mode removes. When etcd
+/// returns, the old primary takes its lock back and starts in place: the
+/// same leader on the same timeline (before, a replica won the race and
+/// promoted onto a new timeline 4.4-6.2 s after etcd returned).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn f6_failsafe_off_etcd_frozen_the_primary_demotes() {
+async fn f6_failsafe_off_etcd_frozen_the_primary_demotes_and_takes_its_lock_back() {
     pgha_testkit::init_tracing();
     let mut run = Run::start(agent(), ClusterOptions::default())
         .await
         .expect("a converged cluster with both writers");
     let p = run.primary;
+    let before = timeline(&run.cluster, p).await;
     run.fault();
     run.cluster.signal_dcs(Signal::SIGSTOP).unwrap();
     let c = &run.cluster;
@@ -357,13 +372,27 @@ async fn f6_failsafe_off_etcd_frozen_the_primary_demotes() {
     .unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
     run.cluster.signal_dcs(Signal::SIGCONT).unwrap();
-    let b = bound(&run.cluster);
+    let c = &run.cluster;
+    let after_primary = c.wait_converged(&[0, 1, 2], bound(c)).await.unwrap();
+    let after = timeline(c, after_primary).await;
+    let logs = format!(
+        "{}\n--- node{}\n{}",
+        c.log(p),
+        after_primary + 1,
+        c.log(after_primary)
+    );
+    let b = bound(c);
     let o = run
         .finish("F6", "failsafe off: etcd frozen (SIGSTOP) for 30 s", b)
         .await
         .unwrap();
     record(&o);
     assert_eq!(o.lost, 0, "acknowledged rows lost");
+    assert_eq!(
+        after_primary, p,
+        "the old leader did not take its lock back:\n{logs}"
+    );
+    assert_eq!(after, before, "the timeline changed");
     assert!(
         o.main_errors > 0,
         "without failsafe mode the writer must have been interrupted"

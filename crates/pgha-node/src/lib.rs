@@ -139,7 +139,11 @@ impl Node {
     /// from this node's only in its PostgreSQL address would be taken for
     /// a live other node (its API, at this node's address, answers).
     pub async fn check_name(&mut self) -> Result<(), NodeExit> {
-        let peers = RestClient::new("pgha", None, &self.config.client_tls);
+        let peers = RestClient::new(
+            "pgha",
+            self.config.client_auth.clone(),
+            &self.config.client_tls,
+        );
         unique_name::ensure_unique_name(
             &self.config,
             self.dcs.as_ref(),

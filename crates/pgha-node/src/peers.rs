@@ -56,12 +56,18 @@ fn from_member_key(m: &Member) -> PeerStatus {
         nofailover: m.data.tags.nofailover(),
         failover_priority: m.data.tags.failover_priority(),
         replication_broken: broken_flag(&m.data.extra),
+        takes_lock_back: takeback_flag(&m.data.extra),
     }
 }
 
 /// The pgha-only `replication_broken` flag of a member key or `GET /patroni`.
 fn broken_flag(fields: &serde_json::Map<String, Value>) -> bool {
     fields.get(pgha_core::ha::replication::BROKEN_FIELD) == Some(&Value::Bool(true))
+}
+
+/// The pgha-only flag of a former primary that takes the lock back.
+fn takeback_flag(fields: &serde_json::Map<String, Value>) -> bool {
+    fields.get(pgha_core::ha::failsafe::TAKEBACK_FIELD) == Some(&Value::Bool(true))
 }
 
 /// Reads `GET /patroni`: `xlog.location` on a primary, the furthest of
@@ -109,6 +115,9 @@ fn from_rest(m: &Member, json: &Value) -> PeerStatus {
         replication_broken: json
             .as_object()
             .map_or_else(|| broken_flag(&m.data.extra), broken_flag),
+        takes_lock_back: json
+            .as_object()
+            .map_or_else(|| takeback_flag(&m.data.extra), takeback_flag),
     }
 }
 

@@ -465,6 +465,12 @@ pub fn status_json(s: &NodeStatus) -> Value {
     } else if let Some(role) = &s.member.role {
         out.insert("role".into(), json!(role.as_str()));
     }
+    // pgha only: a primary stopped for want of the DCS, which takes the lock
+    // back when it returns; read by peers in the leader race.
+    let takeback = pgha_core::ha::failsafe::TAKEBACK_FIELD;
+    if let Some(v) = s.member.extra.get(takeback) {
+        out.insert(takeback.into(), v.clone());
+    }
     if s.is_sync_standby() {
         out.insert("sync_standby".into(), json!(true));
     }

@@ -25,7 +25,7 @@ use pgha_core::ha::{
     not_streaming_limit,
 };
 use pgha_core::model::{
-    Cluster, DynamicConfig, Failsafe, MemberData, PgState, Role, Status, Tags, Timing,
+    Cluster, DynamicConfig, Failsafe, Member, MemberData, PgState, Role, Status, Tags, Timing,
 };
 use serde_json::Value;
 
@@ -151,7 +151,10 @@ impl World {
             };
             a.node.observe(self.local(i), &inputs);
             let peers = match &cluster {
-                Some(c) if a.node.needs_peers(c, &local) => self.peers(i, c),
+                Some(c) if a.node.needs_peers(c, &local) => {
+                    let extra = a.node.missing_leader_to_ask(self.local(i), c).cloned();
+                    self.peers(i, c, extra)
+                }
                 _ => Vec::new(),
             };
             let inputs = Inputs {
@@ -432,11 +435,12 @@ impl World {
     /// agent runs and the network links the two nodes: its last cycle's
     /// status with PostgreSQL's role and WAL position read now), else as
     /// their member keys say.
-    fn peers(&self, i: usize, cluster: &Cluster) -> Vec<PeerStatus> {
+    fn peers(&self, i: usize, cluster: &Cluster, extra: Option<Member>) -> Vec<PeerStatus> {
         let me = &self.nodes[i].name;
         cluster
             .members
             .iter()
+            .chain(extra.as_ref())
             .filter(|m| &m.name != me)
             .map(|m| {
                 let rest = self.index_of(&m.name).and_then(|j| {
@@ -472,6 +476,8 @@ impl World {
                     nofailover: data.tags.nofailover(),
                     failover_priority: data.tags.failover_priority(),
                     replication_broken: data.extra.get(BROKEN_FIELD) == Some(&Value::Bool(true)),
+                    takes_lock_back: data.extra.get(failsafe::TAKEBACK_FIELD)
+                        == Some(&Value::Bool(true)),
                 }
             })
             .collect()
@@ -535,6 +541,10 @@ impl World {
         }
         if a.dynamic.pause() {
             data.pause = Some(true);
+        }
+        if a.node.takes_lock_back(&self.settings(i, a)) {
+            data.extra
+                .insert(failsafe::TAKEBACK_FIELD.into(), Value::Bool(true));
         }
         if data.replication_state.is_some()
             && a.node

@@ -52,6 +52,9 @@ pub struct ClusterOptions {
     pub bin_dir: PathBuf,
     /// Where the DCS and the nodes run; default: all on loopback, here.
     pub placement: Placement,
+    /// `restapi.authentication` (user, password) on every node; the
+    /// cluster's REST calls send it. Default: none.
+    pub rest_auth: Option<(String, String)>,
 }
 
 /// Where one server of the cluster runs: the address it listens on and
@@ -122,6 +125,7 @@ impl Default for ClusterOptions {
             retry_timeout: 2,
             bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
             placement: Placement::default(),
+            rest_auth: None,
         }
     }
 }
@@ -207,7 +211,9 @@ impl TestCluster {
             binary: agent_binary.to_path_buf(),
             dcs,
             user,
-            http: reqwest_lite::Client,
+            http: reqwest_lite::Client {
+                auth: options.rest_auth.as_ref().map(|(u, p)| basic_auth(u, p)),
+            },
         };
         if let DcsServer::K8sEmulator(k) = &cluster.dcs {
             k.write_kubeconfig(&cluster.kubeconfig(), "pgha-test", "default")?;
@@ -299,7 +305,7 @@ impl TestCluster {
         let o = &self.options;
         let yaml = format!(
             "scope: {scope}\nnamespace: /service/\nname: {name}\n\
-             restapi:\n  listen: {host}:{api_port}\n  connect_address: {host}:{api_port}\n\
+             restapi:\n  listen: {host}:{api_port}\n  connect_address: {host}:{api_port}\n{rest_auth}\
              {dcs}\
              bootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {loop_wait}\n    retry_timeout: {retry}\n    maximum_lag_on_failover: 1048576\n    \
              postgresql:\n      use_pg_rewind: true\n      use_slots: true\n      parameters:\n        wal_keep_size: 64MB\n        max_connections: 50\n        shared_buffers: 16MB\n  \
@@ -309,6 +315,9 @@ impl TestCluster {
              parameters:\n    unix_socket_directories: {sock}\n  \
              pg_hba:\n  - local all all trust\n  - host all all {net} md5\n  - host replication replicator {net} md5\n",
             scope = self.scope,
+            rest_auth = o.rest_auth.as_ref().map_or(String::new(), |(u, p)| {
+                format!("  authentication: {{username: {u}, password: {p}}}\n")
+            }),
             dcs = self.dcs_section(),
             ttl = o.ttl,
             loop_wait = o.loop_wait,
@@ -795,6 +804,29 @@ pub fn run_as_user() -> anyhow::Result<Option<(Uid, Gid)>> {
     Ok(Some((user.uid, user.gid)))
 }
 
+/// `Basic <base64(user:password)>`.
+fn basic_auth(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}");
+    let mut out = String::new();
+    for chunk in input.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("Basic {out}")
+}
+
 /// A minimal HTTP GET client for the REST API (hyper is not a dependency
 /// of the test kit; the requests are tiny).
 mod reqwest_lite {
@@ -805,7 +837,10 @@ mod reqwest_lite {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[derive(Debug, Default, Clone)]
-    pub struct Client;
+    pub struct Client {
+        /// The `Authorization` header's value, sent with every call.
+        pub auth: Option<String>,
+    }
 
     impl Client {
         pub async fn call(
@@ -824,8 +859,12 @@ mod reqwest_lite {
             let body = body.unwrap_or("");
             let fut = async {
                 let mut s = tokio::net::TcpStream::connect(host).await?;
+                let auth = self
+                    .auth
+                    .as_ref()
+                    .map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
                 let head = format!(
-                    "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
                     body.len()
                 );
                 s.write_all(head.as_bytes()).await?;
@@ -879,5 +918,18 @@ mod reqwest_lite {
                 .await
                 .map_err(|_| anyhow!("GET {url}: timed out"))?
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn basic_auth_is_base64_of_user_colon_password() {
+        assert_eq!(
+            super::basic_auth("patroni", "secret"),
+            "Basic cGF0cm9uaTpzZWNyZXQ="
+        );
+        assert_eq!(super::basic_auth("a", "bc"), "Basic YTpiYw==");
+        assert_eq!(super::basic_auth("ab", "c"), "Basic YWI6Yw==");
     }
 }

@@ -596,6 +596,9 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     }
 
     let Some(leader) = cluster.leader_name() else {
+        if let Some(d) = decide_takeback(o, cluster) {
+            return d;
+        }
         if let Some(to) = &handover {
             return Decision::idle(
                 Rule::SyncCrash,
@@ -623,6 +626,71 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         }],
         format!("PostgreSQL is {what}: starting as a replica of {leader}"),
     )
+}
+
+/// A primary stopped only because the DCS went away (failsafe mode off,
+/// or not confirmed), back with the DCS and no leader: it takes the lock
+/// back and starts in place, on its own timeline, instead of leaving the
+/// race to a replica that would promote onto a new one (Patroni keeps the
+/// old leader too). Its WAL is the cluster's newest as long as nobody
+/// went past its timeline: replicas only ever receive what it wrote, and a
+/// promotion anywhere records a newer timeline in the `history` key before
+/// it happens (announced promotions count: one may have happened, its
+/// node dead before it said so; found by the simulator, seed 7726).
+/// Taking the lock is the race: exclusive, as always.
+fn decide_takeback(o: &Observation<'_>, cluster: &Cluster) -> Option<Decision> {
+    let DataDir::Initialized {
+        was_primary: true,
+        timeline,
+        ..
+    } = o.inputs.local.data_dir
+    else {
+        return None;
+    };
+    if !takes_lock_back(o.memory, o.inputs.settings)
+        || o.inputs.unfenced.is_some()
+        || cluster.failover.is_some()
+        || failsafe_race_problem(o, cluster).is_some()
+    {
+        return None;
+    }
+    // Any promotion past my timeline, even one only announced (its node
+    // may have promoted and died before it could say so), rules it out.
+    let announced_past = cluster
+        .history
+        .as_ref()
+        .is_some_and(|h| h.value.0.iter().any(|e| e.timeline >= timeline));
+    if announced_past {
+        return None;
+    }
+    let me = o.inputs.settings.name.as_str();
+    let passed = o.inputs.peers.iter().find(|p| {
+        p.name != me
+            && ((p.source == PeerSource::Rest && p.is_primary)
+                || p.timeline.is_some_and(|t| t > timeline))
+    });
+    if passed.is_some() {
+        return None;
+    }
+    Some(Decision::new(
+        Rule::Race,
+        vec![Action::AcquireLock, Action::StartPrimary],
+        format!(
+            "no leader: I was the primary on timeline {timeline} until the DCS went away, and \
+             nobody went past it: taking the lock back and starting in place"
+        ),
+    ))
+}
+
+/// Whether a node with this memory takes the free lock back when the DCS
+/// returns ([`decide_takeback`]): it is a primary stopped only for want of
+/// the DCS. Not in a synchronous mode: started in place, the commits that
+/// were waiting for their standbys at the demotion would become visible
+/// (the others race as usual); nor when it may not lead (`nofailover`).
+pub fn takes_lock_back(memory: &super::HaMemory, settings: &super::NodeSettings) -> bool {
+    memory.demoted_offline
+        && settings.sync_mode == sync::SyncMode::Off
+        && !settings.tags.nofailover()
 }
 
 /// How long a crashed synchronous primary waits for a standby to take over
@@ -1230,6 +1298,27 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
         (Some(t), Some(m)) if t != m => t > m,
         _ => theirs > mine,
     };
+    // A primary stopped only because the DCS went away takes the lock back
+    // (rule 5) on its timeline; for a ttl nobody else races beside it.
+    let leaderless_for = o
+        .memory
+        .leaderless_since
+        .map_or(Duration::ZERO, |since| o.now.saturating_sub(since));
+    if leaderless_for < o.inputs.settings.ttl
+        && let Some(p) = o.inputs.peers.iter().find(|p| {
+            p.name != me
+                && p.takes_lock_back
+                && match (p.timeline, my_timeline) {
+                    (Some(t), Some(m)) => t >= m,
+                    _ => true,
+                }
+        })
+    {
+        return RaceVerdict::StayOut(format!(
+            "{} led until the DCS went away and takes its lock back (waiting up to ttl, {:.1?} so far)",
+            p.name, leaderless_for
+        ));
+    }
     for peer in o.inputs.peers.iter().filter(|p| p.name != me) {
         if peer.source == PeerSource::Rest && peer.is_primary {
             return RaceVerdict::StayOut(format!("{} still runs as a primary", peer.name));

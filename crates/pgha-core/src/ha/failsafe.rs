@@ -39,6 +39,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Cluster, Failsafe, Timing};
 
+/// The member-key and `GET /patroni` field (pgha only) of a former
+/// primary stopped only because the DCS went away (failsafe mode off, or
+/// not confirmed): when the DCS returns with no leader, it takes the lock
+/// back and starts in place, on its timeline, and the others let it for a
+/// ttl instead of promoting one of them onto a new timeline.
+pub const TAKEBACK_FIELD: &str = "takes_lock_back";
+
 /// The member-key field (pgha only) naming the leader this member
 /// confirmed in failsafe mode while its promise lasts: how `pghactl list`
 /// shows a leader that runs without the DCS (its own key cannot be

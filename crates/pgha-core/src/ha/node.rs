@@ -153,6 +153,14 @@ impl HaNode {
     /// before and after (for one log line when that changes).
     pub fn observe(&mut self, now: Duration, inputs: &Inputs<'_>) -> (bool, bool) {
         let m = &mut self.memory;
+        match inputs.cluster {
+            None => m.dcs_lost = true,
+            Some(_) if m.dcs_lost => {
+                m.dcs_lost = false;
+                m.dcs_back_since = Some(now);
+            }
+            Some(_) => {}
+        }
         m.observe_initialize(inputs.cluster, inputs.local.system_id());
         m.observe_unowned_lock(inputs.cluster, inputs.leader_unowned, now);
         m.observe_race(
@@ -185,8 +193,16 @@ impl HaNode {
         local: &super::LocalPostgres,
     ) -> bool {
         (cluster.leader.is_none() || cluster.failover.is_some())
-            && local.running
+            && (local.running || self.memory.demoted_offline)
             && self.memory.job.is_none()
+    }
+
+    /// Whether this node, a primary stopped only because the DCS went
+    /// away, will take the free lock back when the DCS returns (published
+    /// as [`super::failsafe::TAKEBACK_FIELD`], so the others let it; see
+    /// [`super::decide::takes_lock_back`]).
+    pub fn takes_lock_back(&self, settings: &super::NodeSettings) -> bool {
+        super::decide::takes_lock_back(&self.memory, settings)
     }
 
     /// Whether this primary should ask the members of the `failsafe` key to
@@ -215,6 +231,29 @@ impl HaNode {
         self.memory.failsafe_since.is_some() && self.holds_lock(now)
     }
 
+    /// A member to ask in the leader race although the snapshot has no key
+    /// of it: the last leader, when this node has just (within ttl) read
+    /// the DCS again after an outage. Its member key may have expired with
+    /// its lease during the outage while it still runs, and it may take
+    /// its lock back (`failsafe::TAKEBACK_FIELD`) or still run as primary.
+    /// Only after an outage of this node's own: a leader whose key expired
+    /// while the DCS worked is dead (the usual failover), and asking a dead
+    /// host would only slow the race down.
+    pub fn missing_leader_to_ask(
+        &self,
+        now: Duration,
+        cluster: &crate::model::Cluster,
+    ) -> Option<&crate::model::Member> {
+        let back = self.memory.dcs_back_since?;
+        if now.saturating_sub(back) >= self.timing.ttl || cluster.leader.is_some() {
+            return None;
+        }
+        self.memory
+            .last_leader_member
+            .as_ref()
+            .filter(|l| cluster.member(&l.name).is_none())
+    }
+
     /// Decides what to do now ([`decide`] on these inputs and the memory).
     /// A postmaster that is up but not answering counts as a start in
     /// progress, whoever began it.
@@ -239,6 +278,18 @@ impl HaNode {
         // is bounded: it starts counting at the first such decision.
         if d.rule == super::rule::Rule::SyncCrash {
             self.memory.crash_handover_since.get_or_insert(now);
+        }
+        // A primary stopped for want of the DCS alone takes the lock back
+        // when the DCS returns (decide, rule 5).
+        if matches!(
+            d.rule,
+            super::rule::Rule::NoDcs | super::rule::Rule::Failsafe | super::rule::Rule::RenewFailed
+        ) && d
+            .actions
+            .iter()
+            .any(|a| matches!(a, super::Action::Demote { .. }))
+        {
+            self.memory.demoted_offline = true;
         }
         d
     }
@@ -318,6 +369,7 @@ impl HaNode {
                 if role.is_some() {
                     m.expect_running = true;
                     m.start_failed = false;
+                    m.demoted_offline = false;
                 }
                 if role == Some(PgRole::Primary) {
                     m.primary_start_since = None;

@@ -149,6 +149,10 @@ pub struct PeerStatus {
     /// It says it has not been streaming from the leader for longer than
     /// the limit (the leader it had, when there is none now).
     pub replication_broken: bool,
+    /// It says it led until the DCS went away, was demoted for that alone,
+    /// and takes the free lock back when the DCS returns
+    /// ([`super::failsafe::TAKEBACK_FIELD`]).
+    pub takes_lock_back: bool,
 }
 
 /// A long operation the agent is carrying out in the background.
@@ -247,6 +251,20 @@ pub struct HaMemory {
     /// it, and a free leader key is taken back at once. Ends with the next
     /// lock granted, a demotion, or a release.
     pub failsafe_since: Option<Duration>,
+    /// PostgreSQL was stopped because the DCS could not be read while this
+    /// node was the primary (failsafe mode off, or not confirmed), and has
+    /// not run since: when the DCS returns with no leader, this node takes
+    /// the lock back and starts in place, keeping its timeline
+    /// (`ha::decide`, rule 5).
+    pub demoted_offline: bool,
+    /// Since when (monotonic) the cluster has been seen without a leader key.
+    pub leaderless_since: Option<Duration>,
+    /// The leader's member key in the last snapshot that had a leader.
+    pub last_leader_member: Option<crate::model::Member>,
+    /// The last cycle could not read the DCS.
+    pub dcs_lost: bool,
+    /// When (monotonic) the DCS was read again after cycles without it.
+    pub dcs_back_since: Option<Duration>,
     /// A promotion is under way and its checkpoint is not done yet: a
     /// former primary must not `pg_rewind` against this node before it
     /// (published as `checkpoint_after_promote: false`).
@@ -297,6 +315,21 @@ impl HaMemory {
             self.candidate_awaited_since.get_or_insert(now);
         } else {
             self.candidate_awaited_since = None;
+        }
+        if let Some(l) = cluster.leader_member() {
+            self.last_leader_member = Some(l.clone());
+        }
+        match cluster.leader_name() {
+            None => {
+                self.leaderless_since.get_or_insert(now);
+            }
+            Some(l) => {
+                self.leaderless_since = None;
+                if l != me {
+                    // Someone else leads: nothing left to take back.
+                    self.demoted_offline = false;
+                }
+            }
         }
         // The leader's own member key says whether its agent has seen the
         // pause end (and armed its fences again with its next renewal), once

@@ -206,6 +206,7 @@ pub fn requested_candidate_problem(
     if named_without_leader && peer.replication_broken {
         return candidate_problem(&PeerStatus {
             replication_broken: false,
+            takes_lock_back: false,
             ..peer.clone()
         });
     }

@@ -150,6 +150,7 @@ impl World {
             nofailover: priority <= 0,
             failover_priority: priority,
             replication_broken: false,
+            takes_lock_back: false,
             timeline: None,
         });
         self

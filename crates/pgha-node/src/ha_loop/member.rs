@@ -49,6 +49,12 @@ impl HaLoop {
         if self.dynamic.pause() {
             data.pause = Some(true);
         }
+        if self.node.takes_lock_back(&self.settings()) {
+            data.extra.insert(
+                pgha_core::ha::failsafe::TAKEBACK_FIELD.into(),
+                Value::Bool(true),
+            );
+        }
         if let Some(leader) = self.failsafe.witness().and_then(|w| w.leader) {
             data.extra.insert(
                 pgha_core::ha::failsafe::LEADER_FIELD.into(),

@@ -150,7 +150,7 @@ impl HaLoop {
         let dynamic = cached.unwrap_or_else(|| config.bootstrap.clone().unwrap_or_default());
         let (timing, _) = dynamic.timing();
         dcs.set_timing(timing);
-        let rest = RestClient::new("pgha", None, &config.client_tls);
+        let rest = RestClient::new("pgha", config.client_auth.clone(), &config.client_tls);
         let callbacks = Callbacks {
             scripts: config.ha.callbacks.clone(),
             scope: config.scope().to_string(),
@@ -553,7 +553,8 @@ impl HaLoop {
         self.dcs.locks_have_owners() && cluster.leader.as_ref().is_some_and(|l| l.owner.is_none())
     }
 
-    /// The members to ask in the leader race: the snapshot's, and, when the
+    /// The members to ask in the leader race: the snapshot's, the last
+    /// leader after an outage ([`HaNode::missing_leader_to_ask`]), and, when the
     /// DCS lost the cluster's keys under this node (no `initialize`, though
     /// this node saw it hold its data's system ID), the members of the last
     /// intact snapshot too. Their keys are gone for up to a loop, but a
@@ -561,6 +562,9 @@ impl HaLoop {
     /// replica would find nobody ahead and promote beside it.
     fn race_peers(&self, cluster: &Cluster) -> Vec<pgha_core::model::Member> {
         let mut members = cluster.members.clone();
+        if let Some(l) = self.node.missing_leader_to_ask(self.clock.now(), cluster) {
+            members.push(l.clone());
+        }
         if cluster.initialize.is_none() && self.node.memory().belongs_to_cluster {
             for m in &self.members_seen {
                 if cluster.member(&m.name).is_none() {

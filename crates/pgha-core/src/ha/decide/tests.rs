@@ -308,6 +308,75 @@ fn in_failsafe_mode_a_member_the_failsafe_key_does_not_name_does_not_race() {
     assert!(actions(&w.decide()).contains(&Action::AcquireLock));
 }
 
+// ---- 5. a primary stopped for want of the DCS takes its lock back
+
+#[test]
+fn back_from_an_outage_a_primary_stopped_for_want_of_the_dcs_takes_its_lock_back() {
+    let mut w = World::new("n1");
+    w.stopped().was_primary().no_leader();
+    w.memory.demoted_offline = true;
+    w.peer("n2", 1000, 1).peer("n3", 1000, 1);
+    let d = w.decide();
+    assert_decided(&d, Rule::Race, "taking the lock back and starting in place");
+    assert_eq!(actions(&d), [Action::AcquireLock, Action::StartPrimary]);
+
+    // Someone went past its timeline (a promotion recorded in history, or
+    // a peer on a newer timeline), or runs as primary: it rejoins instead.
+    let mut later = World::new("n1");
+    later.stopped().was_primary().no_leader();
+    later.memory.demoted_offline = true;
+    later.set("history", "[[1, 5000, \"no recovery target specified\"]]");
+    assert!(!later.decide().actions.contains(&Action::StartPrimary));
+    // Only announced: the node may have promoted and died (seed 7726).
+    later.set(
+        "history",
+        &format!(
+            "[[1, 5000, \"{}\"]]",
+            crate::ha::divergence::PROMOTION_ANNOUNCED
+        ),
+    );
+    assert!(!later.decide().actions.contains(&Action::StartPrimary));
+    w.peers[0].timeline = Some(2);
+    assert!(!w.decide().actions.contains(&Action::StartPrimary));
+    w.peers[0].timeline = None;
+    w.peers[0].is_primary = true;
+    assert!(!w.decide().actions.contains(&Action::StartPrimary));
+    w.peers[0].is_primary = false;
+
+    // Not in a synchronous mode (waiting commits would become visible),
+    // not when an operator asked for something, not without the flag.
+    w.settings.sync_mode = SyncMode::On { strict: false };
+    assert!(!w.decide().actions.contains(&Action::StartPrimary));
+    w.settings.sync_mode = SyncMode::Off;
+    w.set("failover", r#"{"member":"n2"}"#);
+    assert!(!w.decide().actions.contains(&Action::StartPrimary));
+    w.unset("failover");
+    w.memory.demoted_offline = false;
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::StartReplica { leader: None }]
+    );
+}
+
+#[test]
+fn the_others_let_a_primary_stopped_for_want_of_the_dcs_take_its_lock_back_for_a_ttl() {
+    let mut w = World::new("n2");
+    w.no_leader();
+    w.peer("n1", 1000, 1).peer("n3", 900, 1);
+    w.peers[0].running = false;
+    w.peers[0].takes_lock_back = true;
+    w.memory.leaderless_since = Some(w.now - Duration::from_secs(5));
+    assert_idle(&w.decide(), Rule::Race, "n1 led until the DCS went away");
+    // A ttl later, the race is open again.
+    w.memory.leaderless_since = Some(w.now - Duration::from_secs(30));
+    assert!(actions(&w.decide()).contains(&Action::AcquireLock));
+    // A peer on an older timeline is not waited for.
+    w.memory.leaderless_since = Some(w.now);
+    w.peers[0].timeline = Some(0);
+    w.local.timeline = Some(1);
+    assert!(actions(&w.decide()).contains(&Action::AcquireLock));
+}
+
 // ---- 3. background jobs
 
 #[test]
@@ -550,6 +619,7 @@ fn a_replica_of_the_cluster_carries_on_when_the_dcs_loses_its_keys() {
         nofailover: false,
         failover_priority: 1,
         replication_broken: false,
+        takes_lock_back: false,
         timeline: None,
     });
     assert_idle(&w.decide(), Rule::Race, "n1 still runs as a primary");

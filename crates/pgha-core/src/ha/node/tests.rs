@@ -216,6 +216,38 @@ fn a_round_is_due_only_for_a_running_primary_with_a_right_left_in_failsafe_mode(
 }
 
 #[test]
+fn a_primary_demoted_for_want_of_the_dcs_remembers_it_until_postgres_runs_or_another_leads() {
+    let mut w = World::new("n1");
+    w.primary();
+    w.dcs_down = true;
+    let mut n = node();
+    let cluster = w.cluster();
+    let d = n.decide(T0, w.inputs(&cluster));
+    assert_eq!(d.rule, crate::ha::rule::Rule::NoDcs);
+    assert!(n.memory().demoted_offline);
+    assert!(n.takes_lock_back(&w.settings));
+    let mut sync = w.settings.clone();
+    sync.sync_mode = crate::ha::SyncMode::On { strict: false };
+    assert!(!n.takes_lock_back(&sync), "not in a synchronous mode");
+
+    let mut again = n.clone();
+    again.handle(
+        T0,
+        Outcome::PostgresSeen {
+            role: Some(PgRole::Replica),
+        },
+    );
+    assert!(!again.memory().demoted_offline);
+
+    // Another member leads: nothing to take back.
+    w.dcs_down = false;
+    w.leader("n2");
+    let cluster = w.cluster();
+    n.observe(T0, &w.inputs(&cluster));
+    assert!(!n.memory().demoted_offline);
+}
+
+#[test]
 fn losing_the_race_for_a_free_lock_changes_nothing() {
     let mut n = node();
     let before = n.memory().clone();

@@ -494,6 +494,7 @@ fn quorum_votes_follow_patronis_race() {
         nofailover: false,
         failover_priority: 1,
         replication_broken: false,
+        takes_lock_back: false,
         timeline: None,
     };
     let k = quorum_key("n1", &["n2", "n3", "n4"], 1);
