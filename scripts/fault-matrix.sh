@@ -99,8 +99,8 @@ lines += [
     "that no replica receives (asynchronous replication). F5: the primary cut off",
     "from etcd only: the replicas, which see the leader key expire, confirmed it and",
     "do not take over. F6: failsafe off, etcd frozen for 30 s: the primary demotes",
-    "and the writer waits for the whole outage (and today another member, on a new",
-    "timeline, leads afterwards).",
+    "and the writer waits for the whole outage; afterwards the old primary takes its",
+    "lock back (same leader, same timeline).",
 ]
 open(out, "w").write("\n".join(lines) + "\n")
 print(f"written to {out} ({len(rows)} rows)")
