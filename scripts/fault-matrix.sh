@@ -28,7 +28,7 @@ for f in sorted(os.listdir(results)):
     if f.endswith(".json"):
         rows.append(json.load(open(os.path.join(results, f))))
 order = {k: i for i, k in enumerate(["S1","S2","S3","S4","P1","P2","P3","P4","N1","N2","M1",
-                                     "F1","F1-zk","F2","F3","F3-zk","F4","F5","F6"])}
+                                     "F1","F1-zk","F2","F3","F3-zk","F4","F5","F7","F6"])}
 rows.sort(key=lambda r: order.get(r["id"], 99))
 def ms(v):
     return "–" if v is None else f"{v/1000:.2f} s"
@@ -98,7 +98,9 @@ lines += [
     "(half of retry_timeout) before it demotes, so it acknowledges that much more",
     "that no replica receives (asynchronous replication). F5: the primary cut off",
     "from etcd only: the replicas, which see the leader key expire, confirmed it and",
-    "do not take over. F6: failsafe off, etcd frozen for 30 s: the primary demotes",
+    "do not take over. F7: as F5, then the primary's agent is frozen: its fence guard",
+    "stops PostgreSQL when the last confirmation's right runs out, before a replica",
+    "can take over. F6: failsafe off, etcd frozen for 30 s: the primary demotes",
     "and the writer waits for the whole outage; afterwards the old primary takes its",
     "lock back (same leader, same timeline).",
 ]

@@ -14,6 +14,8 @@
 //! - F5: the primary cut off from the DCS only: the replicas, which still
 //!   see the DCS and the expired leader key, confirm it and do not take
 //!   over; the writer is never interrupted.
+//! - F7: the primary runs on confirmations and its agent freezes: its
+//!   fence guard stops PostgreSQL before a replica can take over.
 //! - F6: failsafe mode off, the DCS frozen: the primary demotes (the write
 //!   gap recorded), and takes its lock back when the DCS returns: same
 //!   leader, same timeline.
@@ -341,6 +343,58 @@ fn f5_failsafe_on_the_primary_cut_off_from_the_dcs_only() {
         anyhow::ensure!(o.lost == 0, "acknowledged rows lost");
         anyhow::ensure!(after_primary == p, "the leader changed");
         anyhow::ensure!(after == before, "the timeline changed");
+        Ok(())
+    });
+}
+
+/// F7: the primary runs in failsafe mode (cut off from etcd only), and
+/// then its agent freezes: no more confirmations, so the replicas' promises
+/// end and one of them takes the expired lock. The frozen agent cannot
+/// demote; its fence guard stops PostgreSQL when the right to write the
+/// last confirmation gave runs out, before any replica can promote: no
+/// two servers ever accept writes.
+#[test]
+fn f7_failsafe_on_the_primarys_agent_freezes_while_it_runs_on_confirmations() {
+    partition::run("F7", |net| async move {
+        pgha_testkit::init_tracing();
+        let mut run = Run::start(agent(), with_rest_auth(partition::in_namespaces(&net))).await?;
+        enable_failsafe(&run).await?;
+        let p = run.primary;
+        let me = format!("n{}", p + 1);
+        run.fault();
+        net.cut(&me, &["dcs"])?;
+        wait_failsafe_active(&run.cluster, p).await?;
+        run.cluster.signal_agent(p, Signal::SIGSTOP)?;
+        let c = &run.cluster;
+        let ttl = c.options.ttl;
+        let new_primary = pgha_testkit::wait::until(
+            "a replica to take over from the frozen agent's primary",
+            Duration::from_secs(4 * ttl + 20),
+            Duration::from_millis(200),
+            || async move { c.primary().await.filter(|&n| n != p) },
+        )
+        .await?;
+        anyhow::ensure!(
+            c.postmaster_pid(p).is_none(),
+            "the frozen agent's PostgreSQL still runs after node{} took over",
+            new_primary + 1
+        );
+        run.cluster.signal_agent(p, Signal::SIGCONT)?;
+        net.heal(&me)?;
+        let b = bound(&run.cluster);
+        let o = run
+            .finish(
+                "F7",
+                "failsafe on: primary cut off from etcd, then its agent frozen",
+                b,
+            )
+            .await?;
+        record(&o);
+        anyhow::ensure!(
+            o.stale_writes == Some(0),
+            "the old primary took {:?} writes after the failover",
+            o.stale_writes
+        );
         Ok(())
     });
 }
