@@ -46,15 +46,7 @@ const CALL: Duration = Duration::from_secs(10);
 fn record(o: &Outcome) {
     o.record(&results_dir(env!("CARGO_TARGET_TMPDIR")))
         .expect("recording the outcome");
-    assert!(
-        o.split_brain.is_empty(),
-        "{}: two servers accepted writes at once: {:?}",
-        o.id,
-        o.split_brain
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-    );
+    o.assert_no_split_brain();
 }
 
 /// The failsafe rows run with `restapi.authentication` set, as production

@@ -48,15 +48,7 @@ fn convergence_bound(c: &TestCluster, settle: Duration) -> Duration {
 fn record(o: &Outcome) {
     o.record(&results_dir(env!("CARGO_TARGET_TMPDIR")))
         .expect("recording the outcome");
-    assert!(
-        o.split_brain.is_empty(),
-        "{}: two servers accepted writes at once: {:?}",
-        o.id,
-        o.split_brain
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-    );
+    o.assert_no_split_brain();
 }
 
 /// Waits (bounded) until node `i` runs PostgreSQL again and streams.

@@ -142,15 +142,7 @@ async fn freeze_wal_senders(c: &TestCluster, p: usize) -> Vec<Pid> {
 
 fn report(o: &Outcome) {
     eprintln!("synchronous scenario {}: {}", o.id, o.to_json());
-    assert!(
-        o.split_brain.is_empty(),
-        "{}: two servers accepted writes at once: {:?}",
-        o.id,
-        o.split_brain
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-    );
+    o.assert_no_split_brain();
 }
 
 /// Fault (a) in `mode`; the outcome.

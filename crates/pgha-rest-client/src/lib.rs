@@ -66,7 +66,7 @@ impl std::fmt::Debug for BasicAuth {
 
 impl BasicAuth {
     /// The `Authorization` header value.
-    fn header(&self) -> String {
+    pub fn header(&self) -> String {
         format!(
             "Basic {}",
             base64(format!("{}:{}", self.username, self.password).as_bytes())

@@ -74,6 +74,20 @@ impl Outcome {
         })
     }
 
+    /// Fails the test, naming every overlap, if two servers accepted
+    /// writes at once.
+    pub fn assert_no_split_brain(&self) {
+        assert!(
+            self.split_brain.is_empty(),
+            "{}: two servers accepted writes at once: {:?}",
+            self.id,
+            self.split_brain
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        );
+    }
+
     /// Writes [`Outcome::to_json`] to `dir/<id>.json` and prints it.
     pub fn record(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
