@@ -313,6 +313,37 @@ async fn include_members_admits_the_members_api_hosts() {
 }
 
 #[tokio::test]
+async fn include_members_admits_the_failsafe_keys_hosts_whose_member_keys_expired() {
+    // During a DCS outage a primary in failsafe mode asks the members to
+    // confirm it (POST /failsafe), though its own member key may have
+    // expired from their last snapshot: the failsafe key still names it.
+    use pgha_core::model::{Failsafe, Version, Versioned};
+    let rules = AccessRules::resolve(&access(&[], true), VerifyClient::None).await;
+    let mut c = cluster(&["10.0.0.2"]);
+    assert_eq!(
+        rules
+            .check(Some(&client("10.0.0.1", false)), Some(&c))
+            .await,
+        Err(Denied::Address)
+    );
+    let key = Failsafe(
+        [
+            ("n0".to_string(), "http://10.0.0.1:8008/patroni".to_string()),
+            ("n1".to_string(), "http://10.0.0.2:8008/patroni".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    c.failsafe = Some(Versioned::new(key, Version::number(2)));
+    assert_eq!(
+        rules
+            .check(Some(&client("10.0.0.1", false)), Some(&c))
+            .await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
 async fn client_certificates_are_checked_after_the_allowlist() {
     let optional = AccessRules::resolve(&RestApiAccess::default(), VerifyClient::Optional).await;
     assert_eq!(
