@@ -1,5 +1,5 @@
-//! The dynamic configuration's keys that pgha refuses (failsafe_mode,
-//! standby_cluster...), at every entry point, on a real
+//! The dynamic configuration's keys that pgha refuses (standby_cluster),
+//! at every entry point, on a real
 //! etcd and PostgreSQL 15: a node's `bootstrap.dcs`, `PATCH`/`PUT /config`,
 //! `pghactl edit-config`, and a `config` key written by someone else (as
 //! Patroni would) that the running cluster reads each cycle.
@@ -104,7 +104,6 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
 
     // REST: 400 naming the key, nothing written.
     for (method, body, key) in [
-        ("PATCH", r#"{"failsafe_mode": "on"}"#, "failsafe_mode"),
         (
             "PATCH",
             r#"{"standby_cluster": {"host": "127.0.0.1", "port": 5999}}"#,
@@ -112,8 +111,8 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
         ),
         (
             "PUT",
-            r#"{"ttl": 5, "failsafe_mode": true}"#,
-            "failsafe_mode",
+            r#"{"ttl": 5, "standby_cluster": {"restore_command": "cp /a/%f %p"}}"#,
+            "standby_cluster",
         ),
     ] {
         let (code, text) = c
@@ -130,7 +129,10 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     }
 
     // pghactl edit-config: exit 1 naming the key, nothing written.
-    for set in ["failsafe_mode=true", "standby_cluster.host=127.0.0.1"] {
+    for set in [
+        "standby_cluster.host=127.0.0.1",
+        "standby_cluster.port=5999",
+    ] {
         let out = pghactl(&ctl, &["edit-config", "-s", set, "--force"], "")
             .await
             .failed();
@@ -162,30 +164,28 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     // pghactl list.
     let current = stored().await;
     let mut patronis = current.value.clone();
-    patronis.set_path("failsafe_mode", Some(serde_json::json!(true)));
     patronis.set_path("standby_cluster.host", Some(serde_json::json!("127.0.0.1")));
     dcs.write_config(&patronis, Expect::Version(current.version.clone()))
         .await
         .unwrap();
-    wait_until(&c, "GET /patroni to name both keys", async || {
+    wait_until(&c, "GET /patroni to name the key", async || {
         let (_, s) = c.api(p, "/patroni").await.unwrap();
-        s["unsupported_config"].as_array().map(Vec::len) == Some(2)
+        s["unsupported_config"].as_array().map(Vec::len) == Some(1)
     })
     .await;
     let (_, s) = c.api(p, "/patroni").await.unwrap();
-    assert_eq!(s["unsupported_config"][0]["key"], "failsafe_mode");
-    assert_eq!(s["unsupported_config"][1]["key"], "standby_cluster");
+    assert_eq!(s["unsupported_config"][0]["key"], "standby_cluster");
     let (_, metrics) = c.api_call(p, "GET", "/metrics", None, CALL).await.unwrap();
     assert!(
         metrics.contains(&format!(
-            "pgha_unsupported_config{{scope=\"{}\",name=\"node1\"}} 2",
+            "pgha_unsupported_config{{scope=\"{}\",name=\"node1\"}} 1",
             c.scope
         )),
         "{metrics}"
     );
     let cycles = |log: &str| {
         log.matches(
-            "asks for what pgha does not do, and the cluster runs without it: failsafe_mode",
+            "asks for what pgha does not do, and the cluster runs without it: standby_cluster",
         )
         .count()
     };
@@ -195,12 +195,10 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     })
     .await;
     let list = pghactl(&ctl, &["list"], "").await.ok();
-    for key in ["failsafe_mode", "standby_cluster"] {
-        assert!(
-            list.stdout.contains(&format!(" WARNING: {key}: ")),
-            "{list}"
-        );
-    }
+    assert!(
+        list.stdout.contains(" WARNING: standby_cluster: "),
+        "{list}"
+    );
     // The primary runs on, and takes writes.
     c.sql(p, "CREATE TABLE still_writable(i int)")
         .await
@@ -213,14 +211,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
         .ok();
     pghactl(
         &ctl,
-        &[
-            "edit-config",
-            "-s",
-            "failsafe_mode=null",
-            "-s",
-            "standby_cluster=null",
-            "--force",
-        ],
+        &["edit-config", "-s", "standby_cluster=null", "--force"],
         "",
     )
     .await
@@ -232,7 +223,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     .await;
     let after: DynamicConfig = stored().await.value;
     assert_eq!(after.get("loop_wait"), Some(&serde_json::json!(2)));
-    assert!(after.get("failsafe_mode").is_none());
+    assert!(after.get("standby_cluster").is_none());
     assert!(
         !pghactl(&ctl, &["list"], "")
             .await
