@@ -63,8 +63,10 @@ fn bound(c: &TestCluster) -> Duration {
     Duration::from_secs(4 * c.options.ttl + 60)
 }
 
-/// Turns failsafe mode on and waits (bounded) until the leader wrote the
-/// `failsafe` key naming all three members.
+/// Turns failsafe mode on and waits (bounded) until every node runs with
+/// it (a member that has not read it yet answers `POST /failsafe` with 502,
+/// as Patroni's does) and the leader wrote the `failsafe` key naming all
+/// three members.
 async fn enable_failsafe(run: &Run) -> anyhow::Result<()> {
     let c = &run.cluster;
     let (code, text) = c
@@ -77,6 +79,20 @@ async fn enable_failsafe(run: &Run) -> anyhow::Result<()> {
         )
         .await?;
     anyhow::ensure!(code == 200, "PATCH /config failsafe_mode: {code} {text}");
+    for i in 0..c.nodes.len() {
+        pgha_testkit::wait::until(
+            "every node running with failsafe_mode (its metric)",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async move {
+                let (_, m) = c.api_call(i, "GET", "/metrics", None, CALL).await.ok()?;
+                m.lines()
+                    .any(|l| l.starts_with("patroni_failsafe_mode_enabled{") && l.ends_with(" 1"))
+                    .then_some(())
+            },
+        )
+        .await?;
+    }
     let p = run.primary;
     pgha_testkit::wait::until(
         "the failsafe key naming all three members",
