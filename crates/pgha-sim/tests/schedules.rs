@@ -141,6 +141,10 @@ const FOUND_BEFORE_RESTARTS: &[(u64, &str)] = &[
         7,
         "failsafe mode: a switchover to a member the failsafe key did not name yet left the cluster leaderless",
     ),
+    (
+        90290,
+        "failsafe mode: the key gained a member while the primary ran on confirmations that never asked it; it raced",
+    ),
 ];
 
 #[test]

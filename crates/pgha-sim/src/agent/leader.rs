@@ -41,7 +41,7 @@ impl World {
 
     /// The `failsafe` key (the HA loop's `keep_failsafe_key`).
     fn keep_failsafe_key(&mut self, i: usize, a: &mut Agent, cluster: &Cluster) {
-        if !a.dynamic.failsafe_mode() {
+        if !a.dynamic.failsafe_mode() || a.node.memory().failsafe_since.is_some() {
             return;
         }
         let me = self.nodes[i].name.clone();
