@@ -23,7 +23,8 @@
 //! 5. a stopped PostgreSQL is started in the role the lock allows (a
 //!    synchronous primary that crashed hands the lock to a synchronous
 //!    standby instead, so crash recovery never shows clients commits no
-//!    standby has);
+//!    standby has; a primary stopped only for want of the DCS takes a free
+//!    lock back and starts in place, unless anyone went past its timeline);
 //! 6. a running one is made to match the lock: the holder is primary,
 //!    everybody else a replica of the holder, and without a holder only the
 //!    healthiest node races for it.
