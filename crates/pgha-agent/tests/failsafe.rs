@@ -128,6 +128,37 @@ async fn wait_failsafe_active(c: &TestCluster, i: usize) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("{e}\n{}", c.log(i)))
 }
 
+/// Until `until`, polls (every 0.5 s) that no node but `p` answers
+/// `/primary`: the leader in failsafe mode stays the only one.
+async fn only_primary_until(c: &TestCluster, p: usize, until: Instant) -> anyhow::Result<()> {
+    while Instant::now() < until {
+        let primary = c.primary().await;
+        anyhow::ensure!(
+            primary.is_none_or(|q| q == p),
+            "node{} answers /primary while node{} runs in failsafe mode",
+            primary.unwrap_or(0) + 1,
+            p + 1
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+/// F5 and F7's start: a converged cluster in network namespaces with
+/// failsafe mode on, its primary cut off from etcd only and running in
+/// failsafe mode. Returns the run and the primary's namespace host.
+async fn primary_cut_off_from_the_dcs_only(
+    net: &pgha_testkit::netns::Network,
+) -> anyhow::Result<(Run, String)> {
+    let mut run = Run::start(agent(), with_rest_auth(partition::in_namespaces(net))).await?;
+    enable_failsafe(&run).await?;
+    let me = format!("n{}", run.primary + 1);
+    run.fault();
+    net.cut(&me, &["dcs"])?;
+    wait_failsafe_active(&run.cluster, run.primary).await?;
+    Ok((run, me))
+}
+
 /// How the DCS goes away.
 #[derive(Clone, Copy)]
 enum Outage {
@@ -168,15 +199,9 @@ async fn outage_keeps_the_primary(kind: DcsKind, id: &str, outage: Outage, label
     outage.begin(&mut run.cluster).unwrap();
     wait_failsafe_active(&run.cluster, p).await.unwrap();
     // Throughout the outage the primary stays the only one.
-    while started.elapsed() < OUTAGE {
-        let primary = run.cluster.primary().await;
-        assert!(
-            primary.is_none_or(|q| q == p),
-            "{id}: node{} answers /primary during the outage",
-            primary.unwrap_or(0) + 1
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    only_primary_until(&run.cluster, p, started + OUTAGE)
+        .await
+        .unwrap_or_else(|e| panic!("{id}: {e}"));
     assert_eq!(
         run.cluster.primary().await,
         Some(p),
@@ -313,25 +338,16 @@ fn f4_failsafe_on_the_primary_cut_off_from_the_dcs_and_the_replicas() {
 fn f5_failsafe_on_the_primary_cut_off_from_the_dcs_only() {
     partition::run("F5", |net| async move {
         pgha_testkit::init_tracing();
-        let mut run = Run::start(agent(), with_rest_auth(partition::in_namespaces(&net))).await?;
-        enable_failsafe(&run).await?;
+        let (run, me) = primary_cut_off_from_the_dcs_only(&net).await?;
         let p = run.primary;
-        let me = format!("n{}", p + 1);
         let before = timeline(&run.cluster, p).await;
-        run.fault();
-        net.cut(&me, &["dcs"])?;
-        wait_failsafe_active(&run.cluster, p).await?;
         let ttl = run.cluster.options.ttl;
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(6 * ttl) {
-            let primary = run.cluster.primary().await;
-            anyhow::ensure!(
-                primary.is_none_or(|q| q == p),
-                "node{} answers /primary while the leader runs in failsafe mode",
-                primary.unwrap_or(0) + 1
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        only_primary_until(
+            &run.cluster,
+            p,
+            Instant::now() + Duration::from_secs(6 * ttl),
+        )
+        .await?;
         // The leader key has expired: `list` names the leader that runs on
         // the members' confirmations.
         let ctl = run.cluster.ctl_config()?;
@@ -365,13 +381,8 @@ fn f5_failsafe_on_the_primary_cut_off_from_the_dcs_only() {
 fn f7_failsafe_on_the_primarys_agent_freezes_while_it_runs_on_confirmations() {
     partition::run("F7", |net| async move {
         pgha_testkit::init_tracing();
-        let mut run = Run::start(agent(), with_rest_auth(partition::in_namespaces(&net))).await?;
-        enable_failsafe(&run).await?;
+        let (run, me) = primary_cut_off_from_the_dcs_only(&net).await?;
         let p = run.primary;
-        let me = format!("n{}", p + 1);
-        run.fault();
-        net.cut(&me, &["dcs"])?;
-        wait_failsafe_active(&run.cluster, p).await?;
         run.cluster.signal_agent(p, Signal::SIGSTOP)?;
         let c = &run.cluster;
         let ttl = c.options.ttl;

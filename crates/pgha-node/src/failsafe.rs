@@ -86,16 +86,13 @@ impl FailsafeGate {
             return Err(PingRefused::Leader);
         }
         let window = s.ttl.max(Duration::from_secs(ping.ttl.unwrap_or(0)));
-        let until = self.clock.now() + window;
-        let keep_longer = s.witness.as_ref().is_some_and(|w| w.until > until);
-        if !keep_longer {
-            s.witness = Some(Witness {
-                leader: Some(ping.name.clone()),
-                until,
-            });
-        } else if let Some(w) = s.witness.as_mut() {
-            w.leader = Some(ping.name.clone());
-        }
+        // A promise given is never shortened.
+        let until =
+            (self.clock.now() + window).max(s.witness.as_ref().map_or(Duration::ZERO, |w| w.until));
+        s.witness = Some(Witness {
+            leader: Some(ping.name.clone()),
+            until,
+        });
         Ok(())
     }
 
