@@ -889,12 +889,6 @@ pub fn metrics(s: &NodeStatus) -> String {
         flag(s.cluster.as_ref().is_none_or(|c| c.leader.is_none())),
     );
     metric(
-        "patroni_failsafe_mode_is_active",
-        "gauge",
-        "Value is 1 if failsafe mode is active, 0 if inactive.",
-        "0".into(),
-    );
-    metric(
         "patroni_postgres_timeline",
         "counter",
         "Postgres timeline of this node (if running), 0 otherwise.",
@@ -951,7 +945,7 @@ pub fn metrics(s: &NodeStatus) -> String {
         "pgha_unsupported_config",
         "gauge",
         "Number of keys of the dynamic configuration that pgha does not implement and runs without, \
-         although they protect data (synchronous_mode, standby_cluster, failsafe_mode, ...); \
+         although they protect data (standby_cluster, ...); \
          GET /patroni names them.",
         s.unsupported.len().to_string(),
     );

@@ -738,6 +738,20 @@ mod write_side {
     }
 
     #[test]
+    fn every_metric_is_declared_once() {
+        // A family exposed twice is invalid exposition: Prometheus rejects
+        // the scrape (patroni_failsafe_mode_is_active once was).
+        let s = super::node("n1", true, true);
+        let m = super::metrics(&s);
+        let mut seen = std::collections::HashSet::new();
+        for line in m.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(seen.insert(name.to_string()), "{name} declared twice:\n{m}");
+        }
+        assert!(seen.contains("patroni_failsafe_mode_is_active"));
+    }
+
+    #[test]
     fn a_configuration_asking_for_what_pgha_lacks_shows_in_status_and_metrics() {
         let mut s = super::node("n1", true, true);
         let m = super::metrics(&s);
