@@ -528,3 +528,103 @@ async fn etcd_a_required_watchdog_that_cannot_be_had_keeps_the_node_from_leading
         .await
         .expect("primary once the watchdog is no longer required");
 }
+
+/// The System V segment id (postmaster.pid's 7th line: key, id) and the
+/// /dev/shm files the postmaster of `data_dir` has mapped.
+fn shared_memory_of(data_dir: &Path, postmaster: i32) -> (i32, Vec<String>) {
+    let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap();
+    let line = pid_file.lines().nth(6).unwrap();
+    let shmid = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{postmaster}/maps")).unwrap();
+    let mut files: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with("/dev/shm/PostgreSQL."))
+        .map(str::to_owned)
+        .collect();
+    files.dedup();
+    (shmid, files)
+}
+
+fn segment_exists(shmid: i32) -> bool {
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(&shmid.to_string()))
+}
+
+/// A PostgreSQL killed with SIGKILL leaves its shared memory on the machine
+/// (PostgreSQL frees it only when a server starts again in that data
+/// directory); the test kit frees it, and an immediate shutdown leaves
+/// nothing. Without this, runs of the suite filled the machine's 4096
+/// System V segments and no postmaster could start (CI, 14 failures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_killed_servers_leave_no_shared_memory_behind() {
+    use pgha_testkit::postgres_teardown::{release_orphaned_shared_memory, stop_postmasters};
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .expect("cluster");
+    c.start_all().unwrap();
+    c.wait_for_primary(BOOT).await.expect("primary");
+    let data_dir = c.data_dir(0).to_path_buf();
+
+    // SIGKILL: the memory stays until released.
+    let pid = c.postmaster_pid(0).unwrap();
+    let (shmid, files) = shared_memory_of(&data_dir, pid);
+    assert!(
+        !files.is_empty(),
+        "no dynamic shared memory mapped by {pid}"
+    );
+    c.kill_node(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pgha_testkit::postgres_teardown::running_postmaster(&data_dir).is_some()
+        || std::fs::read_to_string("/proc/sysvipc/shm")
+            .unwrap()
+            .lines()
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1) == Some(&shmid.to_string().as_str()) && f.get(6) != Some(&"0")
+            })
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the killed server's processes stay attached"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(segment_exists(shmid), "segment {shmid} vanished by itself");
+    assert!(files.iter().all(|f| Path::new(f).exists()), "{files:?}");
+    let released = release_orphaned_shared_memory();
+    assert!(
+        !segment_exists(shmid),
+        "segment {shmid} not released: {released:?}"
+    );
+    for f in &files {
+        assert!(!Path::new(f).exists(), "{f} not released: {released:?}");
+    }
+
+    // An immediate shutdown (what the test kit's teardown sends first):
+    // PostgreSQL frees everything itself.
+    c.start_agent(0).unwrap();
+    c.wait_for_primary(BOOT).await.expect("primary again");
+    let pid = c.postmaster_pid(0).unwrap();
+    let (shmid, files) = shared_memory_of(&data_dir, pid);
+    c.kill_agent(0); // its fence guard sends SIGQUIT too: either way an immediate shutdown
+    stop_postmasters(&[pid], Duration::from_secs(10));
+    assert!(
+        !segment_exists(shmid),
+        "segment {shmid} left by an immediate shutdown"
+    );
+    for f in &files {
+        assert!(!Path::new(f).exists(), "{f} left by an immediate shutdown");
+    }
+}

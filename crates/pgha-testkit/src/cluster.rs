@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::etcd::EtcdServer;
 use crate::ports::free_port;
+use crate::postgres_teardown;
 use crate::process::ServerProcess;
 use crate::workdir::WorkDir;
 use crate::zookeeper::ZooKeeperServer;
@@ -174,6 +175,9 @@ impl TestCluster {
         kind: DcsKind,
         options: ClusterOptions,
     ) -> anyhow::Result<Self> {
+        // Earlier runs' killed servers may hold most of the machine's
+        // System V segments; without this a new postmaster can fail to start.
+        postgres_teardown::release_orphaned_shared_memory();
         let dir = WorkDir::new("cluster")?;
         let user = run_as_user()?;
         if let Some((uid, gid)) = user {
@@ -508,9 +512,7 @@ impl TestCluster {
 
     /// The pid of node `i`'s postmaster, if running.
     pub fn postmaster_pid(&self, i: usize) -> Option<i32> {
-        let text = std::fs::read_to_string(self.nodes[i].data_dir.join("postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        kill(Pid::from_raw(pid), None).is_ok().then_some(pid)
+        postgres_teardown::running_postmaster(&self.nodes[i].data_dir)
     }
 
     /// kill -9 of node `i`'s postmaster.
@@ -540,6 +542,11 @@ impl TestCluster {
         self.http
             .call(method, &self.nodes[i].api(path), body, within)
             .await
+    }
+
+    /// Node `i`'s PostgreSQL data directory.
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.nodes[i].data_dir
     }
 
     /// Creates an empty file `name` in the cluster's directory that the
@@ -791,11 +798,11 @@ impl Drop for TestCluster {
             }
             self.kill_agent(i);
         }
-        for i in 0..self.nodes.len() {
-            if let Some(pid) = self.postmaster_pid(i) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
+        let postmasters: Vec<i32> = (0..self.nodes.len())
+            .filter_map(|i| self.postmaster_pid(i))
+            .collect();
+        postgres_teardown::stop_postmasters(&postmasters, Duration::from_secs(5));
+        postgres_teardown::release_orphaned_shared_memory();
     }
 }
 

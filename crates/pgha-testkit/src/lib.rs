@@ -6,6 +6,8 @@
 //!   hole or refuse), so one client can be partitioned from a real server.
 //! - [`conformance`]: the one DCS conformance suite every backend passes.
 //! - [`memory`]: the in-memory store wired into that suite.
+//! - [`postgres_teardown`]: ends a test's PostgreSQL servers and frees the
+//!   shared memory killed servers leave on the machine.
 //!
 //! Every wait here is bounded in time; a server that does not come up fails
 //! the test with its log's tail, never hangs it.
@@ -19,6 +21,7 @@ pub mod netns;
 pub mod patronictl;
 pub mod pki;
 pub mod ports;
+pub mod postgres_teardown;
 pub mod process;
 pub mod proxy;
 pub mod wait;

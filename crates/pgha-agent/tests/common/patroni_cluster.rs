@@ -7,19 +7,19 @@
 //! (PostgreSQL refuses root). Dropping the cluster kills every Patroni and
 //! postmaster it started, then etcd.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Gid, Pid, Uid, User};
+use nix::unistd::{Gid, Uid, User};
 use pgha_agent::config::DcsSection;
 use pgha_core::dcs::Dcs;
 use pgha_core::model::{KeyLayout, Timing};
 use pgha_testkit::etcd::EtcdServer;
 use pgha_testkit::ports::free_port;
+use pgha_testkit::postgres_teardown;
 use pgha_testkit::process::ServerProcess;
 use pgha_testkit::workdir::WorkDir;
 use serde_json::json;
@@ -231,11 +231,6 @@ impl PatroniCluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
-
-    pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
-        let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
-        text.lines().next()?.trim().parse().ok()
-    }
 }
 
 impl Operated for PatroniCluster {
@@ -272,10 +267,12 @@ impl Drop for PatroniCluster {
                 p.kill();
             }
         }
-        for node in &self.nodes {
-            if let Some(pid) = Self::postmaster_pid(&node.data_dir) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
+        let postmasters: Vec<i32> = self
+            .nodes
+            .iter()
+            .filter_map(|node| postgres_teardown::running_postmaster(&node.data_dir))
+            .collect();
+        postgres_teardown::stop_postmasters(&postmasters, Duration::from_secs(5));
+        postgres_teardown::release_orphaned_shared_memory();
     }
 }
