@@ -48,7 +48,8 @@ impl PgCtl {
             })?;
         }
         let secs = timeout.as_secs().max(1).to_string();
-        run(
+        let log_from = std::fs::metadata(&self.log_file).map_or(0, |m| m.len());
+        let started = run(
             tokio::process::Command::new(&self.pg_ctl)
                 .arg("start")
                 .arg("-D")
@@ -57,8 +58,25 @@ impl PgCtl {
                 .arg(&self.log_file),
             timeout + Duration::from_secs(5),
         )
-        .await
-        .map(drop)
+        .await;
+        match started {
+            Ok(_) => Ok(()),
+            // pg_ctl only says "Examine the log output": the reason (a port
+            // in use, no shared memory left, a bad setting) is in the log.
+            Err(PgError::Failed {
+                program,
+                status,
+                output,
+            }) => Err(PgError::Failed {
+                program,
+                status,
+                output: match log_written_since(&self.log_file, log_from, START_LOG_LINES) {
+                    Some(log) => format!("{output}\n{}:\n{log}", self.log_file.display()),
+                    None => output,
+                },
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Stops the postmaster, waiting up to `timeout`. If it is still up
@@ -131,6 +149,22 @@ impl PgCtl {
     }
 }
 
+/// How many of the postmaster's log lines a failed start reports.
+const START_LOG_LINES: usize = 5;
+
+/// The last `lines` lines `log` got after it was `from` bytes long, if any.
+fn log_written_since(log: &Path, from: u64, lines: usize) -> Option<String> {
+    let bytes = std::fs::read(log).ok()?;
+    let from = usize::try_from(from)
+        .ok()
+        .filter(|&f| f <= bytes.len())
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&bytes[from..]);
+    let written: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &written[written.len().saturating_sub(lines)..];
+    (!tail.is_empty()).then(|| tail.join("\n"))
+}
+
 /// Waits (at most `within`) until the process `postmaster.pid` names has
 /// exited and been reaped: until then PostgreSQL itself, started on this
 /// data directory, finds the lock file held ("another postmaster is
@@ -181,6 +215,41 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// pg_ctl says only "Examine the log output"; the error carries what
+    /// the postmaster logged during this start, not what an earlier one did.
+    #[tokio::test]
+    async fn a_failed_start_says_what_the_postmaster_logged() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = tmp.path().join("pg_ctl");
+        // Arguments: start -D DIR -w -t SECS -l LOG.
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\n\
+             echo 'FATAL:  could not create shared memory segment: No space left on device' >> \"$8\"\n\
+             echo 'pg_ctl: could not start server' >&2\n\
+             exit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let log_file = tmp.path().join("log").join("postgresql.log");
+        std::fs::create_dir_all(log_file.parent().unwrap()).unwrap();
+        std::fs::write(&log_file, "FATAL:  an earlier start's reason\n").unwrap();
+        let ctl = PgCtl {
+            pg_ctl: fake,
+            data_dir: tmp.path().join("data"),
+            log_file,
+        };
+        let error = ctl
+            .start(Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("could not start server"), "{error}");
+        assert!(error.contains("No space left on device"), "{error}");
+        assert!(!error.contains("an earlier start"), "{error}");
+    }
 
     #[tokio::test]
     async fn a_rewind_waits_for_the_lock_files_process_to_be_gone() {
