@@ -492,7 +492,7 @@ impl World {
             (Some(Job::Clone { .. } | Job::Reinitialize { .. }), _) => PgState::CreatingReplica,
             (_, Process::Up(_)) => PgState::Running,
             (_, Process::Starting(_)) => PgState::Starting,
-            _ if a.node.memory().start_failed => PgState::StartFailed,
+            _ if a.node.memory().start_failed.is_some() => PgState::StartFailed,
             _ if a.node.memory().expect_running => PgState::Crashed,
             _ => PgState::Stopped,
         };

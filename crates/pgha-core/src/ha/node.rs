@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use super::action::Decision;
+use super::action::{Action, Decision};
 use super::decide::{FENCE_MARGIN, decide};
 use super::observation::{HaMemory, Inputs, Job, Observation, PgRole};
 use crate::dcs::DcsError;
@@ -266,11 +266,12 @@ impl HaNode {
                 as_primary: role == PgRole::Primary,
             });
         }
-        let d = decide(&Observation {
+        let mut d = decide(&Observation {
             now,
             memory: &memory,
             inputs,
         });
+        self.pace_start_retries(now, &mut d);
         if d.look_again_soon {
             self.look_again_soon(now);
         }
@@ -292,6 +293,29 @@ impl HaNode {
             self.memory.demoted_offline = true;
         }
         d
+    }
+
+    /// A start that failed is tried again a `loop_wait` later, not at once:
+    /// what made it fail (a port in use, no shared memory left, a bad
+    /// setting) rarely clears within a moment, and the loop wakes as soon
+    /// as a job ends, so it would otherwise run `pg_ctl start` several
+    /// times a second. Leaving a start out never makes a second primary.
+    fn pace_start_retries(&self, now: Duration, d: &mut Decision) {
+        let Some(failed) = self.memory.start_failed else {
+            return;
+        };
+        let retry_at = failed + self.timing.loop_wait;
+        let is_start = |a: &Action| matches!(a, Action::StartPrimary | Action::StartReplica { .. });
+        if now >= retry_at || !d.actions.iter().any(is_start) {
+            return;
+        }
+        d.actions.retain(|a| !is_start(a));
+        d.reason = format!(
+            "{}; the last start failed {:.1}s ago, next try in {:.1}s",
+            d.reason,
+            (now - failed).as_secs_f64(),
+            (retry_at - now).as_secs_f64()
+        );
     }
 
     /// Records what happened. Each arm is one transition of the memory.
@@ -368,7 +392,7 @@ impl HaNode {
             Outcome::PostgresSeen { role } => {
                 if role.is_some() {
                     m.expect_running = true;
-                    m.start_failed = false;
+                    m.start_failed = None;
                     m.demoted_offline = false;
                 }
                 if role == Some(PgRole::Primary) {
@@ -391,16 +415,20 @@ impl HaNode {
             Job::Rewind { source } => m.rewind_failed_against = Some(source),
             Job::Start { as_primary } if ok => {
                 m.expect_running = true;
-                m.start_failed = false;
+                m.start_failed = None;
                 if !as_primary {
                     self.look_again_soon(now);
                 }
             }
             Job::Restart if ok => {
                 m.expect_running = true;
-                m.start_failed = false;
+                m.start_failed = None;
             }
-            Job::Start { .. } | Job::Restart => m.start_failed = true,
+            // Counted from the cycle that collected it, so that the next
+            // regular cycle (a loop_wait after that one began) tries again.
+            Job::Start { .. } | Job::Restart => {
+                m.start_failed = Some(self.cycle_started.min(now));
+            }
             Job::Promote => {
                 m.checkpoint_pending = false;
                 match result {

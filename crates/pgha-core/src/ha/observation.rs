@@ -224,8 +224,10 @@ pub struct HaMemory {
     /// PostgreSQL should be running (this node started it, or saw it
     /// answer), so finding its postmaster gone is a crash.
     pub expect_running: bool,
-    /// The last start (or restart) of PostgreSQL failed.
-    pub start_failed: bool,
+    /// When (monotonic) the last start (or restart) of PostgreSQL failed,
+    /// until PostgreSQL answers. The next start waits a `loop_wait` after
+    /// it ([`super::HaNode::decide`]).
+    pub start_failed: Option<Duration>,
     /// PostgreSQL was stopped by a demotion (published as role `demoted`).
     pub demoted: bool,
     /// Since when (monotonic) the lock has been free while a `failover`

@@ -103,7 +103,7 @@ impl HaLoop {
             PgState::Running
         } else if o.postmaster.is_some() {
             PgState::Starting
-        } else if self.node.memory().start_failed {
+        } else if self.node.memory().start_failed.is_some() {
             PgState::StartFailed
         } else if self.node.memory().expect_running {
             PgState::Crashed

@@ -384,18 +384,23 @@ fn starting_as_primary_counts_the_start_timeout_from_the_first_attempt() {
 fn a_failed_start_or_restart_is_remembered_until_postgres_answers() {
     for job in [Job::Start { as_primary: false }, Job::Restart] {
         let mut n = node();
+        n.begin_cycle(T0);
         n.handle(T0, Outcome::JobStarted(job.clone()));
         n.handle(T0, Outcome::JobEnded(job.clone(), JobResult::Failed));
-        assert!(n.memory().start_failed, "{job:?}");
+        assert_eq!(n.memory().start_failed, Some(T0), "{job:?}");
         n.handle(T0, Outcome::PostgresSeen { role: None });
-        assert!(n.memory().start_failed, "not answering is no news");
+        assert_eq!(
+            n.memory().start_failed,
+            Some(T0),
+            "not answering is no news"
+        );
         n.handle(
             T0,
             Outcome::PostgresSeen {
                 role: Some(PgRole::Replica),
             },
         );
-        assert!(!n.memory().start_failed);
+        assert_eq!(n.memory().start_failed, None);
         assert!(n.memory().expect_running);
     }
 }
@@ -547,6 +552,29 @@ fn decide_sees_a_postmaster_that_does_not_answer_yet_as_a_start_in_progress() {
 
     w.local.starting = None;
     let d = n.decide(T0, w.inputs(&cluster));
+    assert!(
+        d.actions.contains(&Action::StartReplica {
+            leader: Some("n1".into())
+        }),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_failed_start_is_tried_again_a_loop_wait_later_not_at_once() {
+    let mut w = World::new("n2");
+    w.stopped();
+    let cluster = w.cluster();
+    let mut n = node();
+    let start = Job::Start { as_primary: false };
+    n.begin_cycle(T0);
+    n.handle(T0, Outcome::JobStarted(start.clone()));
+    n.handle(T0, Outcome::JobEnded(start, JobResult::Failed));
+    let loop_wait = timing().loop_wait;
+    let d = n.decide(T0 + secs(1), w.inputs(&cluster));
+    assert!(d.actions.is_empty(), "{d:?}");
+    assert!(d.reason.contains("the last start failed 1.0s ago"), "{d:?}");
+    let d = n.decide(T0 + loop_wait, w.inputs(&cluster));
     assert!(
         d.actions.contains(&Action::StartReplica {
             leader: Some("n1".into())
