@@ -628,3 +628,196 @@ async fn etcd_killed_servers_leave_no_shared_memory_behind() {
         assert!(!Path::new(f).exists(), "{f} left by an immediate shutdown");
     }
 }
+
+/// The slots `pg_replication_slots` lists on node `i`: "name:type:lsn"
+/// (restart_lsn for physical, confirmed_flush_lsn for logical, as bytes).
+async fn slots_on(c: &TestCluster, i: usize) -> Vec<String> {
+    c.sql(
+        i,
+        "SELECT slot_name || ':' || slot_type || ':' || \
+         coalesce((coalesce(confirmed_flush_lsn, restart_lsn) - '0/0')::bigint, 0) \
+         FROM pg_replication_slots ORDER BY slot_name",
+    )
+    .await
+    .unwrap_or_default()
+}
+
+fn slot_lsn(slots: &[String], name: &str) -> Option<u64> {
+    slots.iter().find_map(|s| {
+        let mut parts = s.split(':');
+        (parts.next() == Some(name))
+            .then(|| parts.nth(1).and_then(|l| l.parse().ok()))
+            .flatten()
+    })
+}
+
+/// Permanent slots (`slots`) and `ignore_slots`: the primary creates a
+/// physical and a logical permanent slot, replicas keep a copy of the
+/// physical one moved to where its consumer confirmed, and after a failover
+/// the new primary has it, still holding the WAL its consumer has not
+/// received. A hand-made slot that `ignore_slots` matches stays; the same
+/// slot unlisted is dropped (what happened to every Barman or
+/// pg_receivewal slot before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_permanent_slots_survive_failover_and_listed_slots_are_never_dropped() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, ClusterOptions::default())
+        .await
+        .expect("cluster");
+    // Logical slots need wal_level logical (Patroni leaves it to the user too).
+    for i in 0..3 {
+        c.edit_config(i, |t| {
+            t.replace(
+                "wal_keep_size: 64MB\n",
+                "wal_keep_size: 64MB\n        wal_level: logical\n",
+            )
+        })
+        .unwrap();
+    }
+    c.start_all().unwrap();
+    let p = c.wait_converged(&[0, 1, 2], BOOT).await.expect("converged");
+    for slot in ["external_keep", "stray"] {
+        c.sql(
+            p,
+            &format!("SELECT pg_create_physical_replication_slot('{slot}', true)"),
+        )
+        .await
+        .unwrap();
+    }
+    let patch = r#"{"member_slots_ttl": 0,
+        "slots": {"barman": {"type": "physical"},
+                  "cdc": {"type": "logical", "database": "postgres", "plugin": "test_decoding"}},
+        "ignore_slots": [{"name": "external_keep", "type": "physical"}]}"#;
+    let (code, body) = c
+        .api_call(p, "PATCH", "/config", Some(patch), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+
+    let within = Duration::from_secs(30);
+    let deadline = Instant::now() + within;
+    loop {
+        let slots = slots_on(&c, p).await;
+        let has = |n: &str| slot_lsn(&slots, n).is_some();
+        if has("barman") && has("cdc") && has("external_keep") && !has("stray") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "primary's slots: {slots:?}\n{}",
+            c.log(p)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        c.log(p).contains("dropped replication slot stray"),
+        "{}",
+        c.log(p)
+    );
+
+    // barman's consumer confirms up to here; the replicas' copies follow.
+    c.sql(
+        p,
+        "CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 1000)",
+    )
+    .await
+    .unwrap();
+    let confirmed: u64 = c
+        .sql(p, "SELECT (pg_current_wal_lsn() - '0/0')::bigint")
+        .await
+        .unwrap()[0]
+        .parse()
+        .unwrap();
+    c.sql(
+        p,
+        "SELECT pg_replication_slot_advance('barman', pg_current_wal_lsn())",
+    )
+    .await
+    .unwrap();
+    // WAL barman's consumer has not received yet: the slot must keep it.
+    c.sql(p, "INSERT INTO t SELECT generate_series(1001, 2000)")
+        .await
+        .unwrap();
+    let unconsumed: u64 = c
+        .sql(p, "SELECT (pg_current_wal_lsn() - '0/0')::bigint")
+        .await
+        .unwrap()[0]
+        .parse()
+        .unwrap();
+    let replicas: Vec<usize> = (0..3).filter(|&i| i != p).collect();
+    for &r in &replicas {
+        c.wait_sql(r, "SELECT count(*) FROM t", within, |rows| rows == ["2000"])
+            .await
+            .unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            let slots = slots_on(&c, r).await;
+            if slot_lsn(&slots, "barman").is_some_and(|l| l >= confirmed) {
+                assert!(
+                    slot_lsn(&slots, "cdc").is_none(),
+                    "logical slots stay on the primary"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {r}'s copy of barman did not reach {confirmed}: {slots:?}\n{}",
+                c.log(r)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Many cycles later, with member_slots_ttl 0: still there.
+    let slots = slots_on(&c, p).await;
+    for kept in ["barman", "cdc", "external_keep"] {
+        assert!(
+            slot_lsn(&slots, kept).is_some(),
+            "{kept} dropped: {slots:?}"
+        );
+    }
+    // The leader publishes both positions in the status key, as Patroni.
+    let deadline = Instant::now() + within;
+    loop {
+        let status = c
+            .etcdctl(&["get", &c.key_path("status"), "--print-value-only"])
+            .await
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+        if status["slots"]["barman"]
+            .as_u64()
+            .is_some_and(|l| l >= confirmed)
+            && status["slots"]["cdc"].as_u64().is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "status key: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Failover: the new primary has barman where its consumer confirmed,
+    // so the WAL written since is still there for it (a slot created anew
+    // would start past it), and creates cdc.
+    c.kill_node(p);
+    let new = c
+        .wait_for_primary(Duration::from_secs(60))
+        .await
+        .expect("failover");
+    let deadline = Instant::now() + within;
+    loop {
+        let slots = slots_on(&c, new).await;
+        if slot_lsn(&slots, "cdc").is_some() {
+            let barman = slot_lsn(&slots, "barman").expect("barman on the new primary");
+            assert!(
+                barman >= confirmed && barman < unconsumed,
+                "barman at {barman}: its consumer confirmed {confirmed}, the WAL it has not received ends at {unconsumed}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new primary's slots: {slots:?}\n{}",
+            c.log(new)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

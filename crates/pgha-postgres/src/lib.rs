@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgha_core::ha::DataDir;
+use pgha_core::ha::slots::{LocalSlot, SlotChange};
 use pgha_core::model::DynamicConfig;
+use pgha_core::model::slots::SlotKind;
 use tokio::sync::Mutex;
 
 pub use controldata::ControlData;
@@ -289,6 +291,56 @@ impl Postgres {
                     .map(|(n, a)| (n.to_string(), a == "true"))
             })
             .collect())
+    }
+
+    /// Every replication slot, physical and logical, with its positions.
+    pub async fn slots(&self) -> Result<Vec<LocalSlot>, PgError> {
+        let rows = self
+            .query_texts(
+                "SELECT json_build_object('name', slot_name, 'type', slot_type, \
+                 'database', database, 'plugin', plugin, 'active', active, \
+                 'restart', (restart_lsn - '0/0')::bigint, \
+                 'confirmed', (confirmed_flush_lsn - '0/0')::bigint)::text \
+                 FROM pg_catalog.pg_replication_slots",
+            )
+            .await?;
+        rows.iter().map(|r| slot_from_row(r)).collect()
+    }
+
+    /// Carries one change of a [`pgha_core::ha::slots::SlotPlan`] out.
+    pub async fn change_slot(&self, change: &SlotChange) -> Result<(), PgError> {
+        let quote = |s: &str| s.replace('\'', "''");
+        match change {
+            SlotChange::CreatePhysical { name } => {
+                self.execute(&format!(
+                    "SELECT pg_catalog.pg_create_physical_replication_slot('{}', true)",
+                    quote(name)
+                ))
+                .await
+            }
+            SlotChange::CreateLogical {
+                name,
+                database,
+                plugin,
+            } => {
+                let sql = format!(
+                    "SELECT pg_catalog.pg_create_logical_replication_slot('{}', '{}')",
+                    quote(name),
+                    quote(plugin)
+                );
+                let db = self.db.lock().await;
+                db.execute_in(database, &sql, QUERY_TIMEOUT).await
+            }
+            SlotChange::Advance { name, to } => {
+                self.execute(&format!(
+                    "SELECT pg_catalog.pg_replication_slot_advance('{}', '{:X}/{:X}'::pg_lsn)",
+                    quote(name),
+                    to >> 32,
+                    to & 0xffff_ffff
+                ))
+                .await
+            }
+        }
     }
 
     /// Creates each physical slot of `names` that is not in `existing` (as
@@ -582,6 +634,34 @@ fn wipe_dir(dir: &Path) -> Result<(), PgError> {
         r.map_err(|e| io(&path, e))?;
     }
     Ok(())
+}
+
+/// One row of [`Postgres::slots`].
+fn slot_from_row(row: &str) -> Result<LocalSlot, PgError> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        name: String,
+        #[serde(rename = "type")]
+        kind: String,
+        database: Option<String>,
+        plugin: Option<String>,
+        active: bool,
+        restart: Option<i64>,
+        confirmed: Option<i64>,
+    }
+    let r: Row = serde_json::from_str(row)
+        .map_err(|e| PgError::Unexpected(format!("pg_replication_slots row {row}: {e}")))?;
+    let kind = match (r.kind.as_str(), r.database, r.plugin) {
+        ("logical", Some(database), Some(plugin)) => SlotKind::Logical { database, plugin },
+        _ => SlotKind::Physical,
+    };
+    Ok(LocalSlot {
+        name: r.name,
+        kind,
+        active: r.active,
+        restart_lsn: r.restart.and_then(|v| u64::try_from(v).ok()),
+        confirmed_flush_lsn: r.confirmed.and_then(|v| u64::try_from(v).ok()),
+    })
 }
 
 /// How the agent connects to its own PostgreSQL: the Unix socket when

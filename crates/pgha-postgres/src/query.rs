@@ -7,6 +7,15 @@ use tokio_postgres::{Client, NoTls};
 
 use super::PgError;
 
+/// A query error with PostgreSQL's own words: tokio-postgres displays a
+/// server error as just "db error".
+fn query_error(e: tokio_postgres::Error) -> PgError {
+    PgError::Query(match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    })
+}
+
 /// One row of `pg_stat_replication`, as `GET /patroni` shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ReplicationConnection {
@@ -127,7 +136,7 @@ impl LocalDb {
                     what: "connecting to PostgreSQL".into(),
                     after: timeout,
                 })?
-                .map_err(|e| PgError::Query(e.to_string()))?;
+                .map_err(query_error)?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!("local PostgreSQL connection ended: {e}");
@@ -138,6 +147,31 @@ impl LocalDb {
         self.client
             .as_ref()
             .ok_or_else(|| PgError::Query("no connection".into()))
+    }
+
+    /// Runs one statement in `database` over a connection of its own
+    /// (creating a logical slot must happen in its database), closed after.
+    pub async fn execute_in(
+        &self,
+        database: &str,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<(), PgError> {
+        let mut cfg = self.target.config.clone();
+        cfg.dbname(database).connect_timeout(timeout);
+        tokio::time::timeout(timeout, async {
+            let (client, connection) = cfg.connect(NoTls).await.map_err(query_error)?;
+            let connection = tokio::spawn(connection);
+            let r = client.batch_execute(sql).await.map_err(query_error);
+            drop(client);
+            let _ = connection.await;
+            r
+        })
+        .await
+        .map_err(|_| PgError::Timeout {
+            what: format!("running {sql:?} in database {database}"),
+            after: timeout,
+        })?
     }
 
     /// Drops the connection (PostgreSQL is being stopped or restarted).
@@ -152,11 +186,11 @@ impl LocalDb {
             let row = client
                 .query_one(STATE_SQL, &[])
                 .await
-                .map_err(|e| PgError::Query(e.to_string()))?;
+                .map_err(query_error)?;
             let rows = client
                 .query(REPLICATION_SQL, &[])
                 .await
-                .map_err(|e| PgError::Query(e.to_string()))?;
+                .map_err(query_error)?;
             let lsn = |i: usize| {
                 row.get::<_, Option<i64>>(i)
                     .and_then(|v| u64::try_from(v).ok())
@@ -225,10 +259,7 @@ impl LocalDb {
     pub async fn execute(&mut self, sql: &str, timeout: Duration) -> Result<(), PgError> {
         let r = tokio::time::timeout(timeout, async {
             let client = self.client(timeout).await?;
-            client
-                .batch_execute(sql)
-                .await
-                .map_err(|e| PgError::Query(e.to_string()))
+            client.batch_execute(sql).await.map_err(query_error)
         })
         .await
         .map_err(|_| PgError::Timeout {
@@ -249,10 +280,7 @@ impl LocalDb {
     ) -> Result<Vec<String>, PgError> {
         let r = tokio::time::timeout(timeout, async {
             let client = self.client(timeout).await?;
-            let rows = client
-                .query(sql, &[])
-                .await
-                .map_err(|e| PgError::Query(e.to_string()))?;
+            let rows = client.query(sql, &[]).await.map_err(query_error)?;
             Ok(rows
                 .iter()
                 .filter_map(|r| r.get::<_, Option<String>>(0))

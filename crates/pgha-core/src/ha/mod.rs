@@ -17,6 +17,7 @@ pub mod node;
 pub mod observation;
 pub mod replication;
 pub mod rule;
+pub mod slots;
 pub mod switchover;
 pub mod sync;
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod lenient;
 pub mod lsn;
 pub mod member;
+pub mod slots;
 pub mod status;
 pub mod sync;
 pub mod value_error;

@@ -9,6 +9,9 @@ use pgha_core::dcs::DcsExt;
 use pgha_core::ha::divergence::lineage;
 use pgha_core::model::{Cluster, HistoryEntry, Status};
 
+use pgha_core::ha::slots::{self, SlotChange};
+use pgha_core::model::slots::{SlotKind, SlotsConfig};
+
 use super::{HaLoop, parse_lsn};
 use crate::postgres::{Observed, PgError, Postgres, files};
 
@@ -19,14 +22,22 @@ impl HaLoop {
         let Some(db) = o.db.as_ref().filter(|d| !d.in_recovery) else {
             return;
         };
-        let slots = if self.use_slots() {
+        let kept = if self.use_slots() {
             self.ensure_slots(cluster).await
         } else {
             None
         };
+        let (retain_slots, positions) = match kept {
+            Some(k) => (
+                Some(k.retain),
+                (!k.positions.is_empty()).then_some(k.positions),
+            ),
+            None => (None, None),
+        };
         let status = Status {
             optime: db.write_lsn,
-            retain_slots: slots,
+            slots: positions,
+            retain_slots,
             paused_leader: self.dynamic.pause().then(|| self.config.name.clone()),
             timeline: db.timeline,
             ..Default::default()
@@ -48,54 +59,137 @@ impl HaLoop {
     /// member seen (in any role, by this agent) within `member_slots_ttl`
     /// whose key is gone: after a failover, the old primary's slot is
     /// ready when it comes back, so it streams as soon as it is rewound
-    /// instead of a loop later. Drops the slots of members gone for longer
-    /// (inactive ones only). Returns the member slots kept.
-    async fn ensure_slots(&mut self, cluster: &Cluster) -> Option<Vec<String>> {
-        let now = self.clock.now();
-        let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
+    /// instead of a loop later. Creates the permanent slots (`slots`).
+    /// Drops inactive physical slots unwanted for `member_slots_ttl`,
+    /// never a permanent one or one `ignore_slots` matches
+    /// ([`slots::protects`]). Returns the member slots kept and the
+    /// positions published in `status.slots`.
+    async fn ensure_slots(&mut self, cluster: &Cluster) -> Option<KeptSlots> {
         let wanted = self.member_slots(cluster);
-        let existing = match self.pg.physical_slots().await {
+        let config = SlotsConfig::of(&self.dynamic);
+        let local = match self.pg.slots().await {
             Ok(slots) => slots,
             Err(e) => {
                 tracing::warn!("cannot list replication slots: {e}");
                 return None;
             }
         };
-        log_created(self.pg.create_missing_slots(&wanted, &existing).await);
+        let physical: Vec<(String, bool)> = local
+            .iter()
+            .filter(|l| l.kind == SlotKind::Physical)
+            .map(|l| (l.name.clone(), l.active))
+            .collect();
+        log_created(self.pg.create_missing_slots(&wanted, &physical).await);
+        let own = files::slot_name(&self.config.name);
+        let plan = slots::primary_plan(&config, &local, &wanted, &own);
+        self.carry_out(plan).await;
         let mut kept = wanted.clone();
-        for (slot, active) in &existing {
-            if wanted.contains(slot) {
-                self.slot_orphaned_since.remove(slot);
+        kept.extend(self.drop_unwanted_slots(&local, &wanted, &config).await);
+        kept.sort();
+        kept.dedup();
+        let positions = slots::published_positions(&config, &local, &kept);
+        Some(KeptSlots {
+            retain: kept,
+            positions,
+        })
+    }
+
+    /// Drops the inactive physical slots of `local` unwanted for
+    /// `member_slots_ttl`: neither in `wanted`, nor protected
+    /// ([`slots::protects`]); a member's slot as soon as it is unwanted and
+    /// its member gone for that long. The same rule on every node, so a
+    /// slot removed from `slots` does not keep WAL on a replica for ever.
+    /// Returns the slots of members gone that it keeps.
+    async fn drop_unwanted_slots(
+        &mut self,
+        local: &[slots::LocalSlot],
+        wanted: &[String],
+        config: &SlotsConfig,
+    ) -> Vec<String> {
+        let now = self.clock.now();
+        let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
+        let mut kept = Vec::new();
+        for slot in local.iter().filter(|l| l.kind == SlotKind::Physical) {
+            let name = &slot.name;
+            if wanted.contains(name) || slots::protects(config, slot) {
+                self.slot_orphaned_since.remove(name);
                 continue;
             }
             // A member's slot is unwanted once its member has been gone for
             // member_slots_ttl; another slot once it has been unwanted as long.
-            let member = self.member_seen_at.contains_key(slot);
-            let since = *self.slot_orphaned_since.entry(slot.clone()).or_insert(now);
-            if !active && (member || now.saturating_sub(since) >= ttl) {
+            let member = self.member_seen_at.contains_key(name);
+            let since = *self.slot_orphaned_since.entry(name.clone()).or_insert(now);
+            if !slot.active && (member || now.saturating_sub(since) >= ttl) {
                 let sql = format!(
                     "SELECT pg_catalog.pg_drop_replication_slot('{}')",
-                    slot.replace('\'', "''")
+                    name.replace('\'', "''")
                 );
                 match self.pg.execute(&sql).await {
                     Ok(()) => {
                         tracing::info!(
-                            "dropped replication slot {slot}: its member has been gone for {ttl:?}"
+                            "dropped replication slot {name}: unwanted for {ttl:?} (neither a member's, nor in slots or ignore_slots)"
                         );
-                        self.slot_orphaned_since.remove(slot);
+                        self.slot_orphaned_since.remove(name);
                     }
-                    Err(e) => tracing::warn!("cannot drop replication slot {slot}: {e}"),
+                    Err(e) => tracing::warn!("cannot drop replication slot {name}: {e}"),
                 }
             } else if member {
                 // A member's slot kept after its key vanished (its
                 // PostgreSQL may run without an agent); other physical
                 // slots are not members' and are not listed.
-                kept.push(slot.clone());
+                kept.push(name.clone());
             }
         }
-        kept.sort();
-        kept.dedup();
-        Some(kept)
+        kept
+    }
+
+    /// On a replica: the copies of the permanent physical slots, moved to
+    /// the positions the leader published, so that they exist and hold the
+    /// WAL their consumers need if this node is promoted; slots unwanted
+    /// for `member_slots_ttl` dropped as on the leader.
+    pub(super) async fn replica_slot_duties(&mut self, cluster: &Cluster) {
+        if !self.use_slots() || self.config.tags.nofailover() {
+            return;
+        }
+        let config = SlotsConfig::of(&self.dynamic);
+        let local = match self.pg.slots().await {
+            Ok(slots) => slots,
+            Err(e) => {
+                tracing::warn!("cannot list replication slots: {e}");
+                return;
+            }
+        };
+        let published = cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.value.slots.clone())
+            .unwrap_or_default();
+        let own = files::slot_name(&self.config.name);
+        let plan = slots::replica_plan(&config, &local, &published, &own);
+        self.carry_out(plan).await;
+        let wanted = self.member_slots(cluster);
+        self.drop_unwanted_slots(&local, &wanted, &config).await;
+    }
+
+    /// Carries a slot plan out. Conflicts and failures are logged when
+    /// they change, not on every cycle they persist.
+    async fn carry_out(&mut self, plan: slots::SlotPlan) {
+        let mut problems = plan.conflicts;
+        for change in &plan.changes {
+            match self.pg.change_slot(change).await {
+                Ok(()) => match change {
+                    SlotChange::Advance { .. } => tracing::debug!("{change:?}"),
+                    _ => tracing::info!("permanent slot: {change:?}"),
+                },
+                Err(e) => problems.push(format!("permanent slot: {change:?} failed: {e}")),
+            }
+        }
+        if problems != self.slot_problems {
+            for p in &problems {
+                tracing::warn!("{p}");
+            }
+            self.slot_problems = problems;
+        }
     }
 
     /// The slots the leader keeps: one for every other member, and for
@@ -179,4 +273,12 @@ fn log_created((created, failed): (Vec<String>, Vec<(String, PgError)>)) {
     for (slot, e) in failed {
         tracing::warn!("cannot create replication slot {slot}: {e}");
     }
+}
+
+/// What [`HaLoop::ensure_slots`] leaves for the `status` key.
+struct KeptSlots {
+    /// Member slots (`retain_slots`).
+    retain: Vec<String>,
+    /// Member and permanent slot positions (`slots`).
+    positions: std::collections::BTreeMap<String, u64>,
 }

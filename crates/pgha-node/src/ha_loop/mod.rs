@@ -93,6 +93,9 @@ pub(crate) struct HaLoop {
     last_status: Option<Status>,
     /// Slots of members gone from the cluster, since when (monotonic).
     slot_orphaned_since: HashMap<String, Duration>,
+    /// The permanent-slot conflicts and failures last logged (logged
+    /// again only when they change).
+    slot_problems: Vec<String>,
     /// The slot name of every member this agent has seen, in any role,
     /// and when (monotonic) it last saw its key: whose slot the leader
     /// keeps, or creates, for `member_slots_ttl`.
@@ -176,6 +179,7 @@ impl HaLoop {
             last_role: None,
             last_status: None,
             slot_orphaned_since: HashMap::new(),
+            slot_problems: Vec::new(),
             member_seen_at: HashMap::new(),
             sync: pgha_core::ha::SyncKeeper::default(),
             sync_said: String::new(),
@@ -394,6 +398,9 @@ impl HaLoop {
                 self.leader_duties(c, &observed).await;
             } else {
                 self.sync.reset();
+                if observed.db.as_ref().is_some_and(|d| d.in_recovery) {
+                    self.replica_slot_duties(c).await;
+                }
             }
         }
         if member.replication_state.as_deref() == Some("streaming") {

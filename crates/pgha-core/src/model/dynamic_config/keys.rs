@@ -197,10 +197,12 @@ pub const DYNAMIC: &[Key] = &[
     key("primary_race_backoff", Count, NotYet),
     key("check_timeline", Bool, NotYet),
     key("max_timelines_history", Count, NotYet),
-    key("slots", Map, NotYet),
-    key("permanent_slots", Map, NotYet),
-    key("permanent_replication_slots", Map, NotYet),
-    key("ignore_slots", List, NotYet),
+    // Read by model::slots (the first non-empty of the three permanent
+    // keys, as Patroni); entries it cannot use are warned about there.
+    key("slots", Map, Supported),
+    key("permanent_slots", Map, Supported),
+    key("permanent_replication_slots", Map, Supported),
+    key("ignore_slots", List, Supported),
 ];
 
 /// A refused key that a configuration sets.
@@ -242,6 +244,17 @@ impl Review {
     pub fn of(doc: &serde_json::Map<String, Value>, prefix: &str) -> Review {
         let mut out = Review::default();
         check_map(doc, DYNAMIC, prefix, &mut out);
+        let slots = crate::model::slots::SlotsConfig::of_document(doc);
+        let logical = slots
+            .permanent
+            .iter()
+            .filter(|s| matches!(s.kind, crate::model::slots::SlotKind::Logical { .. }));
+        let slot_warnings = slots
+            .problems
+            .iter()
+            .cloned()
+            .chain(logical.map(|s| crate::ha::slots::logical_slot_warning(&s.name)));
+        out.warnings.extend(slot_warnings.map(|w| join(prefix, &w)));
         out
     }
 
@@ -455,14 +468,11 @@ mod tests {
     #[test]
     fn other_unsupported_keys_are_warned_by_path() {
         let r = review(json!({
-            "slots": {"s": {"type": "physical"}}, "ignore_slots": [{"name": "x"}],
             "check_timeline": true, "max_timelines_history": 10, "primary_stop_timeout": 30,
             "postgresql": {"recovery_conf": {"restore_command": "x"}, "data_dir": "/x", "pg_ctl_timeout": 60},
             "typo": 1
         }));
         for w in [
-            "slots: not supported by pgha yet; ignored",
-            "ignore_slots: not supported by pgha yet; ignored",
             "check_timeline: not supported by pgha yet; ignored",
             "max_timelines_history: not supported by pgha yet; ignored",
             "primary_stop_timeout: not supported by pgha yet; ignored",
@@ -547,12 +557,12 @@ mod tests {
             cfg(json!({"ttl": "x"})).check_write(Some(&stored)),
             Err(ConfigRefused::Invalid(_))
         ));
-        let review = cfg(json!({"ttl": 20, "slots": {}}))
+        let review = cfg(json!({"ttl": 20, "primary_stop_timeout": 30}))
             .check_write(Some(&stored))
             .unwrap();
         assert_eq!(
             review.warnings,
-            ["slots: not supported by pgha yet; ignored"]
+            ["primary_stop_timeout: not supported by pgha yet; ignored"]
         );
         // Written by Patroni before: may stay while something else changes.
         let patronis = cfg(json!({"ttl": 30, "standby_cluster": {"host": "h"}}));
@@ -565,6 +575,28 @@ mod tests {
             cfg(json!({"standby_cluster": {"host": "h"}}))
                 .check_write(None)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn slots_entries_pgha_cannot_keep_as_patroni_does_are_warned_by_name() {
+        let r = Review::of(
+            json!({"slots": {
+                "barman": {"type": "physical"},
+                "cdc": {"database": "app", "plugin": "pgoutput"},
+                "Bad": {}
+            }})
+            .as_object()
+            .unwrap(),
+            "bootstrap.dcs",
+        );
+        assert!(r.errors.is_empty() && r.unsupported.is_empty(), "{r:?}");
+        assert_eq!(r.warnings.len(), 2, "{r:?}");
+        assert!(r.warnings[0].starts_with("bootstrap.dcs.slots.Bad: not a valid slot name"));
+        assert!(
+            r.warnings[1]
+                .starts_with("bootstrap.dcs.slots.cdc: a logical slot is kept on the primary only"),
+            "{r:?}"
         );
     }
 
