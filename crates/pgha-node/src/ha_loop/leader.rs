@@ -94,8 +94,8 @@ impl HaLoop {
         })
     }
 
-    /// Drops the inactive physical slots of `local` unwanted for
-    /// `member_slots_ttl`: neither in `wanted`, nor protected
+    /// Drops (outside maintenance mode) the inactive physical slots of
+    /// `local` unwanted for `member_slots_ttl`: neither in `wanted`, nor protected
     /// ([`slots::protects`]); a member's slot as soon as it is unwanted and
     /// its member gone for that long. The same rule on every node, so a
     /// slot removed from `slots` does not keep WAL on a replica for ever.
@@ -119,7 +119,9 @@ impl HaLoop {
             // member_slots_ttl; another slot once it has been unwanted as long.
             let member = self.member_seen_at.contains_key(name);
             let since = *self.slot_orphaned_since.entry(name.clone()).or_insert(now);
-            if !slot.active && (member || now.saturating_sub(since) >= ttl) {
+            // Maintenance mode: hands off, as Patroni.
+            let paused = self.dynamic.pause();
+            if !paused && !slot.active && (member || now.saturating_sub(since) >= ttl) {
                 let sql = format!(
                     "SELECT pg_catalog.pg_drop_replication_slot('{}')",
                     name.replace('\'', "''")
