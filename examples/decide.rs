@@ -39,6 +39,7 @@ fn main() {
         paused: false,
         failsafe_mode: false,
         not_streaming_limit: Duration::from_secs(50),
+        standby_cluster: None,
         ttl: Duration::from_secs(30),
     };
     let local = LocalPostgres {

@@ -57,7 +57,8 @@ async fn wait_until(c: &TestCluster, what: &str, mut check: impl AsyncFnMut() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_bootstrap_dcs_sets_standby_cluster_never_runs_initdb() {
     let mut c = one_node().await;
-    let standby = "    standby_cluster: {host: 127.0.0.1, port: 5999}\n";
+    // Archive only (no host): the kind of standby cluster pgha does not run yet.
+    let standby = "    standby_cluster: {restore_command: \"cp /a/%f %p\"}\n";
     c.edit_config(0, |y| {
         y.replace(
             "    maximum_lag_on_failover: 1048576\n",
@@ -106,7 +107,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     for (method, body, key) in [
         (
             "PATCH",
-            r#"{"standby_cluster": {"host": "127.0.0.1", "port": 5999}}"#,
+            r#"{"standby_cluster": {"port": 5999}}"#,
             "standby_cluster",
         ),
         (
@@ -130,7 +131,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
 
     // pghactl edit-config: exit 1 naming the key, nothing written.
     for set in [
-        "standby_cluster.host=127.0.0.1",
+        "standby_cluster.restore_command=cp",
         "standby_cluster.port=5999",
     ] {
         let out = pghactl(&ctl, &["edit-config", "-s", set, "--force"], "")
@@ -164,7 +165,10 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     // pghactl list.
     let current = stored().await;
     let mut patronis = current.value.clone();
-    patronis.set_path("standby_cluster.host", Some(serde_json::json!("127.0.0.1")));
+    patronis.set_path(
+        "standby_cluster.restore_command",
+        Some(serde_json::json!("cp /a/%f %p")),
+    );
     dcs.write_config(&patronis, Expect::Version(current.version.clone()))
         .await
         .unwrap();

@@ -454,10 +454,13 @@ fn refused_keys(doc: &Value, bootstrap: Option<&Bootstrap>) -> Vec<Unsupported> 
     let mut out = bootstrap
         .map(|b| Review::of(b.dcs.as_map(), "bootstrap.dcs").unsupported)
         .unwrap_or_default();
-    if let Some(standby) = get(doc, &["standby_cluster"]) {
-        let mut top = Map::new();
-        top.insert("standby_cluster".into(), standby.clone());
-        out.extend(Review::of(&top, "").unsupported);
+    if let Some(standby) = get(doc, &["standby_cluster"]).filter(|v| !v.is_null()) {
+        out.push(Unsupported {
+            key: "standby_cluster".into(),
+            feature: "standby_cluster at the top level of a node's file (Patroni reads it from \
+                      bootstrap.dcs only; move it there)",
+            value: standby.to_string(),
+        });
     }
     out
 }

@@ -122,9 +122,9 @@ fn unsupported_dcs_and_keys_are_named() {
     assert_eq!(c.watchdog.mode, crate::WatchdogMode::Required);
     assert!(
         c.warnings.contains(
-            &"standby_cluster: standby clusters (a read-only replica of another cluster) is not \
-              supported by pgha yet (set to {\"host\":\"h\"}): this node will not create a new \
-              cluster while it is set"
+            &"standby_cluster: standby_cluster at the top level of a node's file (Patroni reads \
+              it from bootstrap.dcs only; move it there) is not supported by pgha yet (set to \
+              {\"host\":\"h\"}): this node will not create a new cluster while it is set"
                 .to_string()
         ),
         "{:?}",
@@ -148,11 +148,10 @@ fn bootstrap_dcs_is_checked_with_the_dynamic_configuration_table() {
     assert_ne!(yaml, PATRONI_EXAMPLE);
     let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
     let refused: Vec<&str> = c.refused.iter().map(|u| u.key.as_str()).collect();
-    // failsafe_mode and quorum are supported; standby clusters are not yet.
-    assert_eq!(refused, ["bootstrap.dcs.standby_cluster"]);
+    // failsafe_mode, quorum, standby clusters with a host and slots are supported.
+    assert!(refused.is_empty(), "{refused:?}");
     assert!(
-        c.warnings
-            .contains(&"bootstrap.dcs.slots: not supported by pgha yet; ignored".to_string()),
+        !c.warnings.iter().any(|w| w.contains("slots")),
         "{:?}",
         c.warnings
     );

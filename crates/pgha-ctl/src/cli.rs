@@ -52,6 +52,10 @@ pub enum Command {
     Pause(PauseArgs),
     /// Resume automatic failover.
     Resume(PauseArgs),
+    /// Demote the cluster to a standby cluster of another one.
+    DemoteCluster(DemoteClusterArgs),
+    /// Promote a standby cluster: make it run standalone.
+    PromoteCluster(PromoteClusterArgs),
     /// Change the cluster's dynamic configuration.
     EditConfig(EditConfigArgs),
     /// Show the cluster's dynamic configuration.
@@ -245,6 +249,36 @@ pub struct PauseArgs {
     /// Wait until every member has seen the change.
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoteClusterArgs {
+    /// The cluster [default: the configured scope].
+    pub cluster_name: Option<String>,
+    /// Do not ask anything.
+    #[arg(long)]
+    pub force: bool,
+    /// Address of the remote node.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port of the remote node.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Command to restore WAL records from the remote primary.
+    #[arg(long = "restore-command")]
+    pub restore_command: Option<String>,
+    /// Name of the slot on the remote node to use for replication.
+    #[arg(long = "primary-slot-name")]
+    pub primary_slot_name: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PromoteClusterArgs {
+    /// The cluster [default: the configured scope].
+    pub cluster_name: Option<String>,
+    /// Do not ask anything.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Clone)]

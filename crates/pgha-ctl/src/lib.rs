@@ -10,6 +10,7 @@
 //! [`run`] dispatches to them.
 
 pub mod cli;
+pub mod cluster_role;
 pub mod config;
 pub mod diff;
 pub mod history;
@@ -435,6 +436,8 @@ pub async fn run(ctl: &mut Ctl, command: cli::Command) -> Result<(), CtlError> {
         C::Flush(a) => restart::flush(ctl, a).await,
         C::Pause(a) => pause::toggle(ctl, a, true).await,
         C::Resume(a) => pause::toggle(ctl, a, false).await,
+        C::DemoteCluster(a) => cluster_role::demote(ctl, a).await,
+        C::PromoteCluster(a) => cluster_role::promote(ctl, a).await,
         C::EditConfig(a) => config::edit_config(ctl, a).await,
         C::ShowConfig(a) => config::show_config(ctl, a).await,
         C::History(a) => history::run(ctl, a).await,

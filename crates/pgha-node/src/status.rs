@@ -104,6 +104,12 @@ impl NodeStatus {
                 .is_some_and(|k| k.value.is_standby(&self.name))
     }
 
+    /// The lock holder of a standby cluster, replicating from its source
+    /// (`/standby-leader`, role `standby_leader`).
+    pub fn is_standby_leader(&self) -> bool {
+        self.holds_lock && self.is_replica() && self.dynamic.standby_cluster().is_some()
+    }
+
     pub fn is_replica(&self) -> bool {
         self.observed
             .as_ref()

@@ -57,6 +57,10 @@ pub struct Upstream {
     pub port: u16,
     /// The slot to use on it, when `use_slots`.
     pub slot: Option<String>,
+    /// Recovery parameters it comes with (a standby cluster's
+    /// `restore_command`, `archive_cleanup_command`,
+    /// `recovery_min_apply_delay`), written after `primary_conninfo`.
+    pub recovery: Vec<(String, String)>,
 }
 
 /// The role PostgreSQL is configured for.
@@ -228,6 +232,9 @@ pub fn render(
                 let _ = writeln!(s, "primary_conninfo = {}", quote(&info));
                 if let Some(slot) = &u.slot {
                     let _ = writeln!(s, "primary_slot_name = {}", quote(slot));
+                }
+                for (k, v) in &u.recovery {
+                    let _ = writeln!(s, "{k} = {}", quote(v));
                 }
                 let _ = writeln!(s, "{MARKER}{}", u.name);
             }
@@ -451,10 +458,12 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 5433,
             slot: Some("node1".into()),
+            recovery: vec![("recovery_min_apply_delay".into(), "5min".into())],
         };
         let text = render(&c, &DynamicConfig::new(), &ConfRole::Replica(Some(up)));
         assert!(text.contains("primary_conninfo = 'host=''127.0.0.1'' port=5433 user=''replicator'' password=''rep-pass'' application_name=''node1'''"), "{text}");
         assert!(text.contains("primary_slot_name = 'node1'"));
+        assert!(text.contains("recovery_min_apply_delay = '5min'"), "{text}");
         assert!(text.contains("port = 5432"));
         assert!(text.contains("# pgha: following node2"));
         assert!(
@@ -477,6 +486,7 @@ mod tests {
             host: "h".into(),
             port: 1,
             slot: None,
+            recovery: Vec::new(),
         };
         write_config(&c, &DynamicConfig::new(), &ConfRole::Replica(Some(up))).unwrap();
         assert_eq!(

@@ -433,7 +433,13 @@ pub fn status_json(s: &NodeStatus) -> Value {
         }
         out.insert(
             "role".into(),
-            json!(if db.in_recovery { "replica" } else { "primary" }),
+            json!(if s.is_standby_leader() {
+                "standby_leader"
+            } else if db.in_recovery {
+                "replica"
+            } else {
+                "primary"
+            }),
         );
         out.insert("server_version".into(), json!(db.server_version));
         let xlog = if db.in_recovery {
@@ -567,6 +573,7 @@ pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) 
             .as_ref()
             .is_some_and(|st| st.as_str() == "running");
     let primary = s.holds_lock && s.is_primary();
+    let standby_leader = s.is_standby_leader();
     let leader = s.holds_lock;
     let max_lag = query
         .get("lag")
@@ -583,18 +590,24 @@ pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) 
     let state_ok = query
         .get("replication_state")
         .is_none_or(|wanted| s.member.replication_state.as_deref() == Some(wanted.as_str()));
-    let replica =
-        running && s.is_replica() && !s.member.tags.noloadbalance() && !lagging && state_ok;
+    let replica = running
+        && s.is_replica()
+        && !standby_leader
+        && !s.member.tags.noloadbalance()
+        && !lagging
+        && state_ok;
+    // Patroni: a standby leader answers the read-only checks as a primary.
+    let reader = primary || standby_leader;
     // Only the synchronous checks look at the sync key: a load balancer's
     // `/primary` costs no more than before.
     let sync_standby = || s.is_sync_standby();
     let quorum_standby = || s.is_quorum_standby();
     let (code_ok, ignore_tags) = match path {
-        "/standby-leader" | "/standby_leader" => (false, true),
+        "/standby-leader" | "/standby_leader" => (standby_leader, true),
         "/leader" => (leader, true),
         "/" | "/primary" | "/master" | "/read-write" => (primary, true),
         "/replica" => (replica, false),
-        "/read-only" => (primary || replica, false),
+        "/read-only" => (reader || replica, false),
         "/health" => (running, false),
         "/sync" | "/synchronous" => (s.cluster.is_some() && replica && sync_standby(), false),
         "/quorum" => (s.cluster.is_some() && replica && quorum_standby(), false),
@@ -603,11 +616,11 @@ pub fn health_code(path: &str, query: &HashMap<String, String>, s: &NodeStatus) 
             false,
         ),
         "/read-only-sync" | "/read-only-synchronous" => (
-            s.cluster.is_some() && (primary || (replica && sync_standby())),
+            s.cluster.is_some() && (reader || (replica && sync_standby())),
             false,
         ),
         "/read-only-quorum" => (
-            s.cluster.is_some() && (primary || (replica && quorum_standby())),
+            s.cluster.is_some() && (reader || (replica && quorum_standby())),
             false,
         ),
         _ => (false, false),
@@ -685,7 +698,11 @@ pub fn cluster_json(c: &Cluster, s: &NodeStatus) -> Value {
         .iter()
         .map(|m| {
             let is_leader = Some(m.name.as_str()) == leader;
-            let role = if is_leader { "leader" } else { "replica" };
+            let role = match (is_leader, s.dynamic.standby_cluster().is_some()) {
+                (true, true) => "standby_leader",
+                (true, false) => "leader",
+                _ => "replica",
+            };
             let state = if is_leader {
                 None
             } else {
@@ -814,7 +831,7 @@ pub fn metrics(s: &NodeStatus) -> String {
         "patroni_standby_leader",
         "gauge",
         "Value is 1 if this node is the standby_leader, 0 otherwise.",
-        "0".into(),
+        flag(s.is_standby_leader()),
     );
     metric(
         "patroni_replica",

@@ -705,7 +705,7 @@ mod write_side {
         for (method, body, key) in [
             (
                 "PATCH",
-                r#"{"standby_cluster": {"host": "10.0.0.9", "port": 5432}}"#,
+                r#"{"standby_cluster": {"port": 5432}}"#,
                 "standby_cluster",
             ),
             (
@@ -761,7 +761,7 @@ mod write_side {
         );
         assert!(super::status_json(&s).get("unsupported_config").is_none());
         s.unsupported = pgha_core::model::DynamicConfig::parse(
-            r#"{"failsafe_mode": true, "standby_cluster": {"host": "h"}}"#,
+            r#"{"failsafe_mode": true, "standby_cluster": {"restore_command": "x"}}"#,
         )
         .unwrap()
         .review()
@@ -777,7 +777,7 @@ mod write_side {
             j["unsupported_config"][0]["message"]
                 .as_str()
                 .unwrap()
-                .contains("standby clusters (a read-only replica of another cluster) is not supported by pgha yet"),
+                .contains("standby clusters without a host (replaying the WAL archive only) is not supported by pgha yet"),
             "{j}"
         );
     }

@@ -294,6 +294,7 @@ impl World {
             failsafe_mode: a.dynamic.failsafe_mode(),
             ttl: timing.ttl,
             not_streaming_limit: not_streaming_limit(timing),
+            standby_cluster: None,
         }
     }
 

@@ -67,6 +67,11 @@ pub enum Action {
     Follow { leader: Option<String> },
     /// Promote the running replica.
     Promote,
+    /// Start PostgreSQL as the standby leader of a standby cluster:
+    /// a replica of the cluster's `standby_cluster` source.
+    StartStandbyLeader { source: String },
+    /// Point the running replica at the `standby_cluster` source.
+    FollowSource { source: String },
     /// Stop accepting writes now.
     Demote { mode: StopMode },
     /// Refuse to go on: the agent exits with this reason.
@@ -103,6 +108,12 @@ impl fmt::Display for Action {
             Action::Follow { leader: Some(l) } => write!(f, "follow {l}"),
             Action::Follow { leader: None } => f.write_str("follow nobody"),
             Action::Promote => f.write_str("promote"),
+            Action::StartStandbyLeader { source } => {
+                write!(f, "start as standby leader replicating from {source}")
+            }
+            Action::FollowSource { source } => {
+                write!(f, "follow the standby cluster's source {source}")
+            }
             Action::Demote { mode } => write!(f, "demote ({mode:?})"),
             Action::Exit { reason } => write!(f, "exit: {reason}"),
         }

@@ -27,7 +27,9 @@
 //!    lock back and starts in place, unless anyone went past its timeline);
 //! 6. a running one is made to match the lock: the holder is primary,
 //!    everybody else a replica of the holder, and without a holder only the
-//!    healthiest node races for it.
+//!    healthiest node races for it (in a standby cluster the holder is the
+//!    standby leader instead, a replica of the cluster's source: nobody
+//!    promotes while `standby_cluster` is set).
 
 use std::time::Duration;
 
@@ -572,6 +574,20 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                 ),
             );
         }
+        if let Some(source) = &o.inputs.settings.standby_cluster {
+            return Decision::new(
+                Rule::StandbyLeader,
+                vec![
+                    Action::RenewLock,
+                    Action::StartStandbyLeader {
+                        source: source.clone(),
+                    },
+                ],
+                format!(
+                    "PostgreSQL is {what} and I hold the leader lock of a standby cluster: starting it as the standby leader, replicating from {source}"
+                ),
+            );
+        }
         return if was_primary {
             Decision::new(
                 Rule::Stopped,
@@ -887,7 +903,8 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     // at once (nobody else can have data to race with: we won the
     // initialize race). A lock someone holds is dealt with below like any
     // other: it is theirs.
-    if o.memory.bootstrapped_here && primary && cluster.leader.is_none() {
+    let standby = o.inputs.settings.standby_cluster.as_deref();
+    if o.memory.bootstrapped_here && (primary || standby.is_some()) && cluster.leader.is_none() {
         let mut actions = vec![Action::AcquireLock];
         if let Some(sysid) = o.inputs.local.system_id() {
             actions.push(Action::RecordSystemId {
@@ -906,11 +923,18 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
 
     if o.inputs.settings.paused {
         if cluster.is_leader(me) {
-            if !primary {
+            if !primary && standby.is_none() {
                 return Decision::new(
                     Rule::Paused,
                     vec![Action::ReleaseLock],
                     "paused and PostgreSQL is not a primary: releasing the leader lock",
+                );
+            }
+            if standby.is_some() && !primary {
+                return Decision::new(
+                    Rule::Paused,
+                    vec![Action::RenewLock],
+                    "paused: keeping the standby leader's lock; no automatic action",
                 );
             }
             let mut actions = vec![Action::RenewLock];
@@ -949,7 +973,12 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         {
             let mut actions = vec![Action::AcquireLock];
             if !primary {
-                actions.push(Action::Promote);
+                actions.push(match standby {
+                    Some(source) => Action::FollowSource {
+                        source: source.to_string(),
+                    },
+                    None => Action::Promote,
+                });
             }
             return Decision::new(
                 Rule::Paused,
@@ -988,6 +1017,9 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         }
         let mut actions = vec![Action::RenewLock];
         actions.extend(repair);
+        if let Some(source) = standby {
+            return standby_leader(o, cluster, actions, source, primary);
+        }
         if primary {
             return match switchover::for_leader(o, cluster) {
                 LeaderStep::HandOver(reason) => {
@@ -1087,7 +1119,16 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     match healthiest(o, cluster) {
         RaceVerdict::Race(why) => {
             let mut actions = vec![Action::AcquireLock];
-            let reason = if primary {
+            let reason = if let Some(source) = standby.filter(|_| !primary) {
+                if o.inputs.local.following.as_deref() != Some(source) {
+                    actions.push(Action::FollowSource {
+                        source: source.to_string(),
+                    });
+                }
+                format!(
+                    "no leader: I am the healthiest node ({why}); taking the lock as the standby leader, replicating from {source}"
+                )
+            } else if primary {
                 format!("no leader: taking the lock as the running primary ({why})")
             } else {
                 actions.push(Action::Promote);
@@ -1111,6 +1152,69 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             }
         }
     }
+}
+
+/// The lock holder of a standby cluster (`standby_cluster` names
+/// `source`): it never promotes. A primary demotes first (`pghactl
+/// demote-cluster`: it starts again as the standby leader); a replica makes
+/// sure it replicates from the source, and hands the lock over for a
+/// switchover as a primary would (the candidate then follows the source).
+/// Removing `standby_cluster` makes the same node promote (rule
+/// `holder-promotes`).
+fn standby_leader(
+    o: &Observation<'_>,
+    cluster: &Cluster,
+    mut actions: Vec<Action>,
+    source: &str,
+    primary: bool,
+) -> Decision {
+    if primary {
+        actions.push(Action::Demote {
+            mode: StopMode::Fast,
+        });
+        return Decision::new(
+            Rule::StandbyLeader,
+            actions,
+            format!(
+                "demoting: the cluster is now a standby cluster of {source}; I start again as its standby leader"
+            ),
+        );
+    }
+    match switchover::for_leader(o, cluster) {
+        LeaderStep::HandOver(reason) => {
+            actions.extend([
+                Action::Demote {
+                    mode: StopMode::Graceful,
+                },
+                Action::ReleaseLock,
+            ]);
+            return Decision::new(Rule::Switchover, actions, reason);
+        }
+        LeaderStep::Clear(reason) => {
+            actions.push(Action::ClearFailover);
+            return Decision::new(
+                Rule::Switchover,
+                actions,
+                format!("I am the standby leader; {reason}"),
+            );
+        }
+        LeaderStep::Wait(_) | LeaderStep::Nothing => {}
+    }
+    if o.inputs.local.following.as_deref() != Some(source) {
+        actions.push(Action::FollowSource {
+            source: source.to_string(),
+        });
+        return Decision::new(
+            Rule::StandbyLeader,
+            actions,
+            format!("I am the standby leader: replicating from {source}"),
+        );
+    }
+    Decision::new(
+        Rule::StandbyLeader,
+        actions,
+        format!("no action: I am the standby leader, replicating from {source}"),
+    )
 }
 
 /// A replica that has not been streaming from `leader` for longer than

@@ -47,6 +47,12 @@ pub struct NodeSettings {
     /// its replication counts as broken
     /// ([`super::replication::not_streaming_limit`]).
     pub not_streaming_limit: Duration,
+    /// `standby_cluster` is set: the cluster is a standby of another one,
+    /// named here as the upstream label its standby leader follows
+    /// (`host:port`, or `restore_command` for archive only). The lock
+    /// holder then never promotes: it runs as the standby leader,
+    /// replicating from that source, and the other members follow it.
+    pub standby_cluster: Option<String>,
 }
 
 /// What is in the data directory.

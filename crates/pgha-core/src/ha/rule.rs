@@ -67,6 +67,9 @@ pub enum Rule {
     Leader,
     /// 6. The lock holder runs as a replica: it promotes.
     HolderPromotes,
+    /// 6. A standby cluster's lock holder replicates from the cluster's
+    ///    source instead of promoting (a primary demotes to do so).
+    StandbyLeader,
     /// 6. A primary sees another node hold the lock: it stops at once.
     OtherHolder,
     /// 6. A replica follows the lock holder.
@@ -104,6 +107,7 @@ impl Rule {
             Rule::Switchover => "switchover",
             Rule::Leader => "leader",
             Rule::HolderPromotes => "holder-promotes",
+            Rule::StandbyLeader => "standby-leader",
             Rule::OtherHolder => "other-holder",
             Rule::Follow => "follow",
             Rule::NotStreaming => "not-streaming",

@@ -58,6 +58,7 @@ impl World {
                 paused: false,
                 failsafe_mode: false,
                 not_streaming_limit: Duration::from_secs(50),
+                standby_cluster: None,
                 ttl: Duration::from_secs(30),
             },
             entries: Vec::new(),

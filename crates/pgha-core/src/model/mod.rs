@@ -21,7 +21,9 @@ pub mod value_error;
 pub mod version;
 
 pub use cluster::{Cluster, KeyProblem, LeaderLock, RawEntry};
-pub use dynamic_config::{ConfigRefused, DynamicConfig, Review, Timing, Unsupported};
+pub use dynamic_config::{
+    ConfigRefused, DynamicConfig, Review, StandbyCluster, Timing, Unsupported,
+};
 pub use failover::Failover;
 pub use failsafe::Failsafe;
 pub use history::{History, HistoryEntry};

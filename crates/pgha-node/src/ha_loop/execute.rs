@@ -182,7 +182,16 @@ impl HaLoop {
             }
             Action::Bootstrap => {
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
-                self.spawn_job(Job::Bootstrap, async move { pg.bootstrap(&dynamic).await });
+                if dynamic.standby_cluster().is_some() {
+                    // A standby cluster starts as a copy of its source.
+                    let source = self.standby_source()?;
+                    self.spawn_job(Job::Bootstrap, async move {
+                        pg.create_replica(&source).await?;
+                        pg.start(&ConfRole::Replica(Some(source)), &dynamic).await
+                    });
+                } else {
+                    self.spawn_job(Job::Bootstrap, async move { pg.bootstrap(&dynamic).await });
+                }
                 Ok(())
             }
             Action::Clone { source } => {
@@ -249,6 +258,25 @@ impl HaLoop {
                     .follow(upstream.as_ref(), &self.dynamic)
                     .await
                     .map_err(|e| Failure::Other(format!("follow: {e}")))?;
+                self.node.handle(self.clock.now(), Outcome::Followed);
+                Ok(())
+            }
+            Action::StartStandbyLeader { .. } => {
+                let source = self.standby_source()?;
+                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
+                self.spawn_job(Job::Start { as_primary: false }, async move {
+                    pg.start(&ConfRole::Replica(Some(source)), &dynamic).await
+                });
+                Ok(())
+            }
+            Action::FollowSource { .. } => {
+                let source = self.standby_source()?;
+                self.pg
+                    .follow(Some(&source), &self.dynamic)
+                    .await
+                    .map_err(|e| {
+                        Failure::Other(format!("follow the standby cluster's source: {e}"))
+                    })?;
                 self.node.handle(self.clock.now(), Outcome::Followed);
                 Ok(())
             }

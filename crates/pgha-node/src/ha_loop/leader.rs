@@ -17,13 +17,20 @@ use crate::postgres::{Observed, PgError, Postgres, files};
 
 impl HaLoop {
     /// What the leader keeps up to date: `status` (its WAL position and
-    /// slots), `history` after a promotion, and the members' slots.
+    /// slots), `history` after a promotion, and the members' slots. A
+    /// standby cluster's standby leader keeps `status` and the slots its
+    /// replicas stream through (physical ones only: a standby cannot have
+    /// logical slots on PostgreSQL 15).
     pub(super) async fn leader_duties(&mut self, cluster: &Cluster, o: &Observed) {
-        let Some(db) = o.db.as_ref().filter(|d| !d.in_recovery) else {
+        let Some(db) = o.db.as_ref() else {
             return;
         };
+        let standby_leader = db.in_recovery && self.dynamic.standby_cluster().is_some();
+        if db.in_recovery && !standby_leader {
+            return;
+        }
         let kept = if self.use_slots() {
-            self.ensure_slots(cluster).await
+            self.ensure_slots(cluster, standby_leader).await
         } else {
             None
         };
@@ -35,7 +42,11 @@ impl HaLoop {
             None => (None, None),
         };
         let status = Status {
-            optime: db.write_lsn,
+            optime: if standby_leader {
+                db.receive_lsn.or(db.replay_lsn)
+            } else {
+                db.write_lsn
+            },
             slots: positions,
             retain_slots,
             paused_leader: self.dynamic.pause().then(|| self.config.name.clone()),
@@ -47,6 +58,9 @@ impl HaLoop {
                 Ok(_) => self.last_status = Some(status),
                 Err(e) => tracing::warn!("cannot write the status key: {e}"),
             }
+        }
+        if standby_leader {
+            return;
         }
         if let Some(timeline) = db.timeline {
             self.sync_history(cluster, timeline).await;
@@ -64,7 +78,7 @@ impl HaLoop {
     /// never a permanent one or one `ignore_slots` matches
     /// ([`slots::protects`]). Returns the member slots kept and the
     /// positions published in `status.slots`.
-    async fn ensure_slots(&mut self, cluster: &Cluster) -> Option<KeptSlots> {
+    async fn ensure_slots(&mut self, cluster: &Cluster, standby_leader: bool) -> Option<KeptSlots> {
         let wanted = self.member_slots(cluster);
         let config = SlotsConfig::of(&self.dynamic);
         let local = match self.pg.slots().await {
@@ -81,7 +95,11 @@ impl HaLoop {
             .collect();
         log_created(self.pg.create_missing_slots(&wanted, &physical).await);
         let own = files::slot_name(&self.config.name);
-        let plan = slots::primary_plan(&config, &local, &wanted, &own);
+        let mut plan = slots::primary_plan(&config, &local, &wanted, &own);
+        if standby_leader {
+            plan.changes
+                .retain(|c| matches!(c, SlotChange::CreatePhysical { .. }));
+        }
         self.carry_out(plan).await;
         let mut kept = wanted.clone();
         kept.extend(self.drop_unwanted_slots(&local, &wanted, &config).await);

@@ -115,7 +115,9 @@ impl HaLoop {
     pub(super) fn role(&self, o: &Observed) -> Role {
         match (&o.db, &o.data_dir) {
             (Some(d), _) => {
-                if d.in_recovery {
+                if d.in_recovery && self.holds_lock() && self.dynamic.standby_cluster().is_some() {
+                    Role::StandbyLeader
+                } else if d.in_recovery {
                     Role::Replica
                 } else {
                     Role::Primary

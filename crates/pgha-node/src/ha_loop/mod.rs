@@ -474,11 +474,18 @@ impl HaLoop {
                         .postgresql_flag("remove_data_directory_on_diverged_timelines")
                 }),
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover(),
-            sync_mode: self.dynamic.sync_settings().mode,
+            // A standby cluster has no synchronous replication of its own
+            // (Patroni ignores synchronous_mode there too).
+            sync_mode: if self.dynamic.standby_cluster().is_some() {
+                ha::SyncMode::Off
+            } else {
+                self.dynamic.sync_settings().mode
+            },
             primary_start_timeout: Duration::from_secs(self.dynamic.primary_start_timeout()),
             paused: self.dynamic.pause(),
             failsafe_mode: self.dynamic.failsafe_mode(),
             not_streaming_limit: ha::not_streaming_limit(self.node.timing()),
+            standby_cluster: self.dynamic.standby_cluster().map(|s| s.source()),
             ttl: self.node.timing().ttl,
         }
     }
@@ -655,6 +662,23 @@ impl HaLoop {
             slot: self
                 .use_slots()
                 .then(|| files::slot_name(&self.config.name)),
+            recovery: Vec::new(),
+        })
+    }
+
+    /// The upstream of a standby cluster's standby leader: the
+    /// `standby_cluster` source, with its slot and recovery parameters.
+    fn standby_source(&self) -> Result<Upstream, Failure> {
+        let standby = self
+            .dynamic
+            .standby_cluster()
+            .ok_or_else(|| Failure::Other("standby_cluster is no longer set".into()))?;
+        Ok(Upstream {
+            name: standby.source(),
+            host: standby.host.clone(),
+            port: standby.port,
+            slot: standby.primary_slot_name.clone(),
+            recovery: standby.recovery_parameters(),
         })
     }
 

@@ -271,6 +271,9 @@ impl World {
                 Ok(())
             }
             Action::Exit { reason } => Err(Failure::Exit(reason.clone())),
+            // The simulated clusters are never standby clusters
+            // (NodeSettings::standby_cluster is None).
+            Action::StartStandbyLeader { .. } | Action::FollowSource { .. } => Err(Failure::Other),
         }
     }
 

@@ -2236,3 +2236,126 @@ fn an_announced_promotion_that_never_happened_does_not_stop_the_race() {
     );
     assert_eq!(actions(&w.decide()), [Action::AcquireLock, Action::Promote]);
 }
+
+// ---- standby cluster
+
+const SOURCE: &str = "10.0.0.9:5432";
+
+fn standby_world(me: &str) -> World {
+    let mut w = World::new(me);
+    w.settings.standby_cluster = Some(SOURCE.into());
+    w.memory.lock_deadline = Some(w.now + Duration::from_secs(20));
+    w
+}
+
+fn follow_source() -> Action {
+    Action::FollowSource {
+        source: SOURCE.into(),
+    }
+}
+
+#[test]
+fn a_standby_clusters_lock_holder_replicates_from_the_source_and_never_promotes() {
+    // n1 holds the lock and runs as a replica of a member.
+    let mut w = standby_world("n1");
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::RenewLock, follow_source()]);
+    assert_decided(&d, Rule::StandbyLeader, "replicating from 10.0.0.9:5432");
+    w.local.following = Some(SOURCE.into());
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::RenewLock]);
+    assert_decided(
+        &d,
+        Rule::StandbyLeader,
+        "no action: I am the standby leader",
+    );
+    // standby_cluster removed: the same node promotes (promote-cluster).
+    w.settings.standby_cluster = None;
+    assert_eq!(actions(&w.decide()), [Action::RenewLock, Action::Promote]);
+}
+
+#[test]
+fn a_primary_whose_cluster_becomes_a_standby_cluster_demotes_and_keeps_the_lock() {
+    let mut w = standby_world("n1");
+    w.primary();
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [
+            Action::RenewLock,
+            Action::Demote {
+                mode: StopMode::Fast
+            }
+        ]
+    );
+    assert_decided(&d, Rule::StandbyLeader, "standby cluster of 10.0.0.9:5432");
+    // Stopped with the lock: it starts as the standby leader, not as primary.
+    let mut w = standby_world("n1");
+    w.stopped().was_primary();
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [
+            Action::RenewLock,
+            Action::StartStandbyLeader {
+                source: SOURCE.into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn in_a_standby_cluster_the_race_winner_follows_the_source_instead_of_promoting() {
+    let mut w = standby_world("n2");
+    w.memory.lock_deadline = None;
+    w.no_leader().peer("n3", 900, 1);
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::AcquireLock, follow_source()]);
+    assert_decided(&d, Rule::Race, "as the standby leader");
+    // Its replicas follow it as in any cluster.
+    let mut r = standby_world("n3");
+    r.leader("n2");
+    r.local.following = Some("n1".into());
+    assert_eq!(
+        actions(&r.decide()),
+        [Action::Follow {
+            leader: Some("n2".into())
+        }]
+    );
+}
+
+#[test]
+fn a_paused_standby_leader_keeps_its_lock() {
+    let mut w = standby_world("n1");
+    w.settings.paused = true;
+    let d = w.decide();
+    assert_eq!(actions(&d), [Action::RenewLock]);
+    assert_decided(&d, Rule::Paused, "standby leader");
+}
+
+#[test]
+fn a_standby_leader_hands_over_for_a_switchover_and_the_candidate_follows_the_source() {
+    let mut w = standby_world("n1");
+    w.local.following = Some(SOURCE.into());
+    w.set("failover", r#"{"leader":"n1","member":"n2"}"#)
+        .peer("n2", 1000, 1)
+        .peer("n3", 1000, 1);
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [
+            Action::RenewLock,
+            Action::Demote {
+                mode: StopMode::Graceful
+            },
+            Action::ReleaseLock
+        ],
+        "{d:?}"
+    );
+    let mut c = standby_world("n2");
+    c.memory.lock_deadline = None;
+    c.no_leader()
+        .set("failover", r#"{"leader":"n1","member":"n2"}"#)
+        .peer("n3", 1000, 1);
+    assert_eq!(actions(&c.decide()), [Action::AcquireLock, follow_source()]);
+}

@@ -84,13 +84,15 @@ fn quorum(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("quorum"))
 }
 
-/// Patroni's `is_standby_cluster`: the section names a `host`, a `port` or
-/// a `restore_command`.
-fn standby(v: &Value) -> bool {
+/// Patroni's `is_standby_cluster` (the section names a `host`, a `port` or
+/// a `restore_command`) without a `host`: a standby cluster fed from the
+/// WAL archive alone, which pgha does not run yet.
+fn archive_only_standby(v: &Value) -> bool {
     v.as_object().is_some_and(|m| {
-        ["host", "port", "restore_command"]
-            .iter()
-            .any(|k| m.get(*k).is_some_and(is_set))
+        !m.get("host").is_some_and(is_set)
+            && ["port", "restore_command"]
+                .iter()
+                .any(|k| m.get(*k).is_some_and(is_set))
     })
 }
 
@@ -186,8 +188,8 @@ pub const DYNAMIC: &[Key] = &[
         "standby_cluster",
         Section(STANDBY_CLUSTER),
         refused(
-            "standby clusters (a read-only replica of another cluster)",
-            standby,
+            "standby clusters without a host (replaying the WAL archive only)",
+            archive_only_standby,
         ),
     ),
     key("synchronous_node_count", Count, Supported),
@@ -417,7 +419,7 @@ mod tests {
     fn data_losing_keys_are_unsupported_only_when_they_turn_something_on() {
         for (doc, key) in [
             (
-                json!({"standby_cluster": {"host": "10.0.0.1", "port": 5432}}),
+                json!({"standby_cluster": {"port": 5432}}),
                 "standby_cluster",
             ),
             (
@@ -446,6 +448,7 @@ mod tests {
             json!({"failsafe_mode": true, "failsafe_timeout": 3}),
             json!({"standby_cluster": {"host": null, "primary_slot_name": "x"}}),
             json!({"standby_cluster": {}}),
+            json!({"standby_cluster": {"host": "10.0.0.1", "port": 5432, "restore_command": "x"}}),
         ] {
             assert!(review(doc.clone()).unsupported.is_empty(), "{doc}");
         }
@@ -454,14 +457,14 @@ mod tests {
     #[test]
     fn the_message_names_the_key_the_feature_and_the_value() {
         let r = Review::of(
-            json!({"standby_cluster": {"host": "h"}})
+            json!({"standby_cluster": {"restore_command": "x"}})
                 .as_object()
                 .unwrap(),
             "bootstrap.dcs",
         );
         assert_eq!(
             r.unsupported[0].to_string(),
-            "bootstrap.dcs.standby_cluster: standby clusters (a read-only replica of another cluster) is not supported by pgha yet (set to {\"host\":\"h\"})"
+            "bootstrap.dcs.standby_cluster: standby clusters without a host (replaying the WAL archive only) is not supported by pgha yet (set to {\"restore_command\":\"x\"})"
         );
     }
 
@@ -525,8 +528,8 @@ mod tests {
 
     #[test]
     fn a_writer_refuses_only_what_it_newly_sets() {
-        let stored = review(json!({"standby_cluster": {"host": "h"}}));
-        let same = review(json!({"standby_cluster": {"host": "h"}, "ttl": 20}));
+        let stored = review(json!({"standby_cluster": {"restore_command": "x"}}));
+        let same = review(json!({"standby_cluster": {"restore_command": "x"}, "ttl": 20}));
         assert!(same.newly_unsupported(&stored).is_empty());
         let none = review(json!({"ttl": 20}));
         assert_eq!(
@@ -544,12 +547,12 @@ mod tests {
         use crate::model::DynamicConfig;
         let cfg = |v: Value| DynamicConfig::from_map(v.as_object().unwrap().clone());
         let stored = cfg(json!({"ttl": 30}));
-        let err = cfg(json!({"ttl": 30, "standby_cluster": {"host": "h"}}))
+        let err = cfg(json!({"ttl": 30, "standby_cluster": {"restore_command": "x"}}))
             .check_write(Some(&stored))
             .unwrap_err();
         assert!(
             err.to_string().starts_with(
-                "refused: standby_cluster: standby clusters (a read-only replica of another cluster) is not supported by pgha yet (set to {\"host\":\"h\"}); nothing was written"
+                "refused: standby_cluster: standby clusters without a host (replaying the WAL archive only) is not supported by pgha yet (set to {\"restore_command\":\"x\"}); nothing was written"
             ),
             "{err}"
         );
@@ -565,14 +568,14 @@ mod tests {
             ["primary_stop_timeout: not supported by pgha yet; ignored"]
         );
         // Written by Patroni before: may stay while something else changes.
-        let patronis = cfg(json!({"ttl": 30, "standby_cluster": {"host": "h"}}));
+        let patronis = cfg(json!({"ttl": 30, "standby_cluster": {"restore_command": "x"}}));
         assert!(
-            cfg(json!({"ttl": 20, "standby_cluster": {"host": "h"}}))
+            cfg(json!({"ttl": 20, "standby_cluster": {"restore_command": "x"}}))
                 .check_write(Some(&patronis))
                 .is_ok()
         );
         assert!(
-            cfg(json!({"standby_cluster": {"host": "h"}}))
+            cfg(json!({"standby_cluster": {"restore_command": "x"}}))
                 .check_write(None)
                 .is_err()
         );

@@ -47,6 +47,42 @@ pub const MIN_RETRY_TIMEOUT: u64 = 1;
 #[serde(transparent)]
 pub struct DynamicConfig(Map<String, Value>);
 
+/// `standby_cluster`: where a standby cluster's standby leader replicates
+/// from, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandbyCluster {
+    pub host: String,
+    pub port: u16,
+    /// A slot on the source for the standby leader (the source must have
+    /// it: a permanent slot there).
+    pub primary_slot_name: Option<String>,
+    pub restore_command: Option<String>,
+    pub archive_cleanup_command: Option<String>,
+    pub recovery_min_apply_delay: Option<String>,
+}
+
+impl StandbyCluster {
+    /// How the standby leader names its upstream (in logs, in decisions,
+    /// in the `postgresql.conf` marker): `host:port`. A change of source
+    /// is a change of this label, and the standby leader follows anew.
+    pub fn source(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The recovery parameters the standby leader runs with besides
+    /// `primary_conninfo` and `primary_slot_name`.
+    pub fn recovery_parameters(&self) -> Vec<(String, String)> {
+        [
+            ("restore_command", &self.restore_command),
+            ("archive_cleanup_command", &self.archive_cleanup_command),
+            ("recovery_min_apply_delay", &self.recovery_min_apply_delay),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+        .collect()
+    }
+}
+
 /// The three timings that bound every HA decision, after validation.
 ///
 /// Invariant: `loop_wait + 2 * retry_timeout <= ttl`: a leader that cannot
@@ -253,6 +289,34 @@ impl DynamicConfig {
             node_count: usize::try_from(self.synchronous_node_count()).unwrap_or(1),
             maximum_lag_on_syncnode: self.maximum_lag_on_syncnode(),
         }
+    }
+
+    /// `standby_cluster` with a `host`: this cluster is a standby of the
+    /// one `host:port` reaches (Patroni's default port 5432). `None`
+    /// otherwise; a section without a host (archive only) is refused by
+    /// the key table, not read here.
+    pub fn standby_cluster(&self) -> Option<StandbyCluster> {
+        let section = self.get("standby_cluster")?.as_object()?;
+        let text = |k: &str| {
+            section
+                .get(k)
+                .and_then(lenient::text)
+                .filter(|t| !t.is_empty())
+        };
+        let host = text("host")?;
+        let port = section
+            .get("port")
+            .and_then(lenient::int)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(5432);
+        Some(StandbyCluster {
+            host,
+            port,
+            primary_slot_name: text("primary_slot_name"),
+            restore_command: text("restore_command"),
+            archive_cleanup_command: text("archive_cleanup_command"),
+            recovery_min_apply_delay: text("recovery_min_apply_delay"),
+        })
     }
 
     pub fn check_timeline(&self) -> bool {
