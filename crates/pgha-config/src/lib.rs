@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use pgha_core::model::lenient;
 pub use pgha_postgres::address::{AddressError, HostPort, PgListen};
 pub use pgha_postgres::settings::{
-    BootstrapUser, Credentials, NewCluster, PgSettings, ReplicaMethod,
+    BootstrapUser, Credentials, CustomBootstrap, NewCluster, PgSettings, ReplicaMethod,
 };
 use pgha_rest::access::AllowEntry;
 use schema::{Findings, text_list};
@@ -521,6 +521,7 @@ fn build_bootstrap(b: &Value, errors: &mut Vec<String>, warnings: &mut Vec<Strin
         .get("post_bootstrap")
         .or_else(|| b.get("post_init"))
         .and_then(lenient::text);
+    let custom = custom_bootstrap(b, errors);
     Bootstrap {
         dcs,
         new_cluster: NewCluster {
@@ -528,8 +529,69 @@ fn build_bootstrap(b: &Value, errors: &mut Vec<String>, warnings: &mut Vec<Strin
             pg_hba,
             users,
             post_bootstrap,
+            custom,
         },
     }
+}
+
+/// `bootstrap.method` other than `initdb`, and its `bootstrap.<method>`
+/// section, as Patroni reads them: a method without a `command` falls back
+/// to initdb in Patroni, silently; here it is an error naming the key, so a
+/// restore is never replaced by an empty new cluster.
+fn custom_bootstrap(b: &Value, errors: &mut Vec<String>) -> Option<CustomBootstrap> {
+    let method = b.get("method").and_then(lenient::text)?;
+    if method == "initdb" {
+        return None;
+    }
+    let Some(section) = b.get(method.as_str()).and_then(Value::as_object) else {
+        errors.push(format!(
+            "bootstrap.{method}: missing (bootstrap.method names {method:?})"
+        ));
+        return None;
+    };
+    let Some(command) = section.get("command").and_then(lenient::text) else {
+        errors.push(format!(
+            "bootstrap.{method}.command: missing (bootstrap.method names {method:?})"
+        ));
+        return None;
+    };
+    let flag = |k: &str| section.get(k).and_then(lenient::bool).unwrap_or(false);
+    let recovery_conf = match section.get("recovery_conf") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(
+            m.iter()
+                .filter_map(|(k, v)| lenient::text(v).map(|v| (k.clone(), v)))
+                .collect(),
+        ),
+        Some(other) => {
+            errors.push(format!(
+                "bootstrap.{method}.recovery_conf: expected a mapping, found {}",
+                schema::kind_name(other)
+            ));
+            None
+        }
+    };
+    const RESERVED: [&str; 6] = [
+        "command",
+        "no_params",
+        "keep_existing_recovery_conf",
+        "recovery_conf",
+        "scope",
+        "datadir",
+    ];
+    let params = section
+        .iter()
+        .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+        .filter_map(|(k, v)| lenient::text(v).map(|v| (k.clone(), v)))
+        .collect();
+    Some(CustomBootstrap {
+        name: method,
+        command,
+        no_params: flag("no_params"),
+        keep_existing_recovery_conf: flag("keep_existing_recovery_conf"),
+        recovery_conf,
+        params,
+    })
 }
 
 fn credentials(

@@ -200,7 +200,7 @@ const BOOTSTRAP: &[Field] = &[
     f("users", Map, Yes),
     f("post_bootstrap", Text, Yes),
     f("post_init", Text, Yes),
-    f("method", Text, NotYet),
+    f("method", Text, Yes),
 ];
 
 const LOG: &[Field] = &[
@@ -314,13 +314,20 @@ pub fn check(doc: &Value, fields: &[Field], path: &str, out: &mut Findings) {
 }
 
 /// `postgresql.<method>` sections named in `create_replica_methods` are the
-/// custom replica methods' settings, not unknown keys.
+/// custom replica methods' settings, and `bootstrap.<method>` the one
+/// `bootstrap.method` names, not unknown keys.
 fn is_extension(path: &str, key: &str, map: &serde_json::Map<String, Value>) -> bool {
-    path == "postgresql"
-        && map
+    match path {
+        "postgresql" => map
             .get("create_replica_methods")
             .map(|m| text_list(m).iter().any(|name| name == key))
-            .unwrap_or(false)
+            .unwrap_or(false),
+        "bootstrap" => map
+            .get("method")
+            .and_then(pgha_core::model::lenient::text)
+            .is_some_and(|m| m == key),
+        _ => false,
+    }
 }
 
 fn check_kind(v: &Value, kind: Kind, here: &str, out: &mut Findings) {

@@ -317,3 +317,44 @@ fn the_rest_api_allowlist_is_typed_and_bad_entries_are_named_with_their_index() 
     );
     assert!(c.restapi_access.include_members);
 }
+
+#[test]
+fn a_custom_bootstrap_method_is_read_as_patroni_reads_it() {
+    let method = "  method: pitr\n  pitr:\n    command: /usr/local/bin/restore --from s3\n    keep_existing_recovery_conf: false\n    stanza: main\n    recovery_conf:\n      restore_command: cp /archive/%f %p\n      recovery_target_time: '2026-12-04 12:00:00+00'\n      recovery_target_action: promote\n  initdb:\n";
+    let yaml = PATRONI_EXAMPLE.replacen("  initdb:\n", method, 1);
+    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    assert!(
+        !c.warnings
+            .iter()
+            .any(|w| w.contains("pitr") || w.contains("method")),
+        "{:?}",
+        c.warnings
+    );
+    let custom = c.bootstrap.unwrap().new_cluster.custom.unwrap();
+    assert_eq!(custom.name, "pitr");
+    assert_eq!(custom.command, "/usr/local/bin/restore --from s3");
+    assert!(!custom.no_params && !custom.keep_existing_recovery_conf);
+    assert_eq!(custom.params, [("stanza".to_string(), "main".to_string())]);
+    let recovery = custom.recovery_conf.unwrap();
+    assert!(recovery.contains(&(
+        "recovery_target_time".to_string(),
+        "2026-12-04 12:00:00+00".to_string()
+    )));
+
+    // A method without its section or command would silently become
+    // initdb in Patroni: here it is an error naming the key.
+    let bad = PATRONI_EXAMPLE.replacen("  initdb:\n", "  method: pitr\n  initdb:\n", 1);
+    let err = Config::from_yaml(&bad, no_env(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bootstrap.pitr: missing"), "{err}");
+    let bad = PATRONI_EXAMPLE.replacen(
+        "  initdb:\n",
+        "  method: pitr\n  pitr: {no_params: true}\n  initdb:\n",
+        1,
+    );
+    let err = Config::from_yaml(&bad, no_env(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bootstrap.pitr.command: missing"), "{err}");
+}

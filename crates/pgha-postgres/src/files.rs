@@ -69,6 +69,10 @@ pub enum ConfRole {
     Primary,
     /// A replica; `None` while there is no leader to follow.
     Replica(Option<Upstream>),
+    /// Recovering to a target after a custom bootstrap (a restore):
+    /// `recovery.signal` and these recovery settings. PostgreSQL ends the
+    /// recovery by itself (`recovery_target_action`).
+    Recovery(Vec<(String, String)>),
 }
 
 /// The parameters PostgreSQL runs with: pgha's defaults, then the dynamic
@@ -171,14 +175,27 @@ pub fn write_config(
         }
     }
     write_file(&conf, &render(settings, dynamic, role))?;
-    let signal = dir.join("standby.signal");
+    let standby = dir.join("standby.signal");
+    let recovery = dir.join("recovery.signal");
+    let remove = |path: &Path| -> Result<(), PgError> {
+        if path.exists() {
+            std::fs::remove_file(path).map_err(|e| io(path, e))?;
+        }
+        Ok(())
+    };
     match role {
         ConfRole::Primary => {
-            if signal.exists() {
-                std::fs::remove_file(&signal).map_err(|e| io(&signal, e))?;
-            }
+            remove(&standby)?;
+            remove(&recovery)?;
         }
-        ConfRole::Replica(_) => write_file(&signal, "")?,
+        ConfRole::Replica(_) => {
+            remove(&recovery)?;
+            write_file(&standby, "")?;
+        }
+        ConfRole::Recovery(_) => {
+            remove(&standby)?;
+            write_file(&recovery, "")?;
+        }
     }
     write_hba(settings, dynamic)?;
     Ok(())
@@ -218,6 +235,12 @@ pub fn render(
     // synchronous_standby_names the leader manages in synchronous mode
     // (absent otherwise, and the configured value applies).
     let _ = writeln!(s, "include_if_exists '{SYNC_CONF}'");
+    if let ConfRole::Recovery(settings) = role {
+        let _ = writeln!(s);
+        for (k, v) in settings {
+            let _ = writeln!(s, "{k} = {}", quote(v));
+        }
+    }
     if let ConfRole::Replica(upstream) = role {
         let _ = writeln!(s);
         let _ = writeln!(s, "recovery_target_timeline = 'latest'");

@@ -27,7 +27,7 @@ pub use controldata::ControlData;
 pub use ctl::{PgCtl, ShutdownMode};
 pub use files::{ConfRole, Upstream};
 pub use query::{DbState, LocalDb, LocalTarget};
-pub use settings::{Credentials, NewCluster, PgSettings, ReplicaMethod};
+pub use settings::{Credentials, CustomBootstrap, NewCluster, PgSettings, ReplicaMethod};
 
 /// What went wrong with PostgreSQL or one of its programs.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -371,14 +371,19 @@ impl Postgres {
         (created, failed)
     }
 
-    /// Creates a new cluster: initdb, the agent's configuration, start as
-    /// primary, the roles from the configuration, the post-bootstrap script.
+    /// Creates a new cluster: initdb (or the custom bootstrap method), the
+    /// agent's configuration, start as primary, the roles from the
+    /// configuration, the post-bootstrap script.
     pub async fn bootstrap(&self, dynamic: &DynamicConfig) -> Result<(), PgError> {
         let cfg = &*self.settings;
         let pg = cfg;
         let bootstrap = cfg.new_cluster.as_ref();
         ensure_empty_dir(&pg.data_dir)?;
         self.write_pgpass()?;
+        if let Some(custom) = bootstrap.and_then(|b| b.custom.as_ref()) {
+            self.restore(custom, dynamic).await?;
+            return self.after_bootstrap(bootstrap, true, dynamic).await;
+        }
         let pwfile = pg.data_dir.with_extension("pgha-pwfile");
         let mut cmd = tokio::process::Command::new(cfg.binary("initdb"));
         cmd.arg("-D")
@@ -394,6 +399,95 @@ impl Postgres {
         result?;
 
         self.start(&ConfRole::Primary, dynamic).await?;
+        self.after_bootstrap(bootstrap, false, dynamic).await
+    }
+
+    /// A custom bootstrap up to a running primary: the method's command,
+    /// then PostgreSQL recovering with its `recovery_conf` until it ends
+    /// the recovery itself (`recovery_target_action: promote`).
+    async fn restore(
+        &self,
+        custom: &CustomBootstrap,
+        dynamic: &DynamicConfig,
+    ) -> Result<(), PgError> {
+        let cfg = &*self.settings;
+        let mut parts = custom.command.split_whitespace();
+        let program = parts.next().ok_or_else(|| {
+            PgError::Unexpected(format!("bootstrap.{}.command is empty", custom.name))
+        })?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(parts);
+        if !custom.no_params {
+            cmd.arg(format!("--scope={}", cfg.scope))
+                .arg(format!("--datadir={}", cfg.data_dir.display()));
+        }
+        for (k, v) in &custom.params {
+            cmd.arg(format!("--{k}={v}"));
+        }
+        cmd.env("PGPASSFILE", &cfg.pgpass);
+        tracing::info!(
+            "running custom bootstrap method {}: {}",
+            custom.name,
+            custom.command
+        );
+        command::run(&mut cmd, Duration::from_secs(24 * 3600))
+            .await
+            .map_err(|e| PgError::Unexpected(format!("custom bootstrap {}: {e}", custom.name)))?;
+        if !cfg.data_dir.join("PG_VERSION").exists() {
+            return Err(PgError::Unexpected(format!(
+                "custom bootstrap {}: the command left no data directory in {}",
+                custom.name,
+                cfg.data_dir.display()
+            )));
+        }
+        let dir = &cfg.data_dir;
+        let signalled = dir.join("recovery.signal").exists() || dir.join("standby.signal").exists();
+        let role = match &custom.recovery_conf {
+            Some(settings) => ConfRole::Recovery(settings.clone()),
+            None if custom.keep_existing_recovery_conf && signalled => {
+                ConfRole::Recovery(Vec::new())
+            }
+            None => ConfRole::Primary,
+        };
+        self.start(&role, dynamic).await?;
+        // Recovery to the target can take as long as the WAL to replay.
+        let mut paused_said = false;
+        loop {
+            match self.db.lock().await.state(QUERY_TIMEOUT).await {
+                Ok(s) if !s.in_recovery => return Ok(()),
+                Ok(s) if s.replay_paused && !paused_said => {
+                    tracing::warn!(
+                        "custom bootstrap {}: recovery is paused (recovery_target_action pause?); \
+                         the cluster is created when it ends: set recovery_target_action: promote, \
+                         or run SELECT pg_wal_replay_resume()",
+                        custom.name
+                    );
+                    paused_said = true;
+                }
+                Ok(_) => {}
+                Err(_) if self.ctl.postmaster_pid().is_none() => {
+                    return Err(PgError::Unexpected(format!(
+                        "custom bootstrap {}: PostgreSQL stopped during the recovery (see its log)",
+                        custom.name
+                    )));
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// The rest of a bootstrap, on a running primary: roles, the
+    /// post-bootstrap script; after a restore, the configuration written
+    /// for a primary (no recovery settings) and a restart to drop them.
+    async fn after_bootstrap(
+        &self,
+        bootstrap: Option<&NewCluster>,
+        restored: bool,
+        dynamic: &DynamicConfig,
+    ) -> Result<(), PgError> {
+        let cfg = &*self.settings;
+        let pg = cfg;
         self.wait_ready(pg.pg_ctl_timeout).await?;
         for sql in role_statements(cfg) {
             self.execute(&sql)
@@ -411,6 +505,11 @@ impl Postgres {
             command::run(&mut cmd, Duration::from_secs(600))
                 .await
                 .map_err(|e| PgError::Unexpected(format!("post_bootstrap script: {e}")))?;
+        }
+        if restored {
+            self.stop(ShutdownMode::Fast, pg.pg_ctl_timeout).await?;
+            self.start(&ConfRole::Primary, dynamic).await?;
+            self.wait_ready(pg.pg_ctl_timeout).await?;
         }
         Ok(())
     }

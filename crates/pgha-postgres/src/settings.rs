@@ -107,6 +107,31 @@ pub struct NewCluster {
     pub users: Vec<BootstrapUser>,
     /// A script run once after bootstrap, with a connection URL argument.
     pub post_bootstrap: Option<String>,
+    /// `bootstrap.method` other than initdb: how the data directory is
+    /// made instead (a restore from a backup, to a point in time).
+    pub custom: Option<CustomBootstrap>,
+}
+
+/// Patroni's custom bootstrap (`bootstrap.method: <name>` and the
+/// `bootstrap.<name>` section): a command creates the data directory, then
+/// PostgreSQL starts with the given recovery settings and is the new
+/// cluster's primary once its recovery ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomBootstrap {
+    /// The method's name, for messages.
+    pub name: String,
+    /// The command line, split on whitespace (as Patroni's `shlex.split`
+    /// for commands without quotes).
+    pub command: String,
+    /// Do not pass `--scope=` and `--datadir=`.
+    pub no_params: bool,
+    /// Leave the recovery settings and signal files the command wrote.
+    pub keep_existing_recovery_conf: bool,
+    /// Recovery settings (`restore_command`, `recovery_target_time`,
+    /// `recovery_target_action`, ...) written with `recovery.signal`.
+    pub recovery_conf: Option<Vec<(String, String)>>,
+    /// Other keys of the section, passed as `--key=value`.
+    pub params: Vec<(String, String)>,
 }
 
 /// PostgreSQL login settings for one role.

@@ -1,0 +1,191 @@
+//! End-to-end: a new cluster restored from a base backup and a WAL archive
+//! of another one, to a point in time, with Patroni's custom bootstrap
+//! (`bootstrap.method` and its `recovery_conf`). Real etcd and PostgreSQL 15
+//! on loopback.
+
+// A panic is how a test fails; the helpers here are part of the tests.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::Duration;
+
+use pgha_testkit::cluster::{ClusterOptions, DcsKind, TestCluster, run_as_user};
+use tokio::time::Instant;
+
+fn agent() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgha"))
+}
+
+const BOOT: Duration = Duration::from_secs(90);
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// A directory the agents' OS user owns.
+fn owned_dir(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if let Some((uid, gid)) = run_as_user().unwrap() {
+        nix::unistd::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+/// Runs `program args` as the agents' OS user; panics on failure.
+fn run_as_postgres(program: &Path, args: &[&str]) {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).env("PGPASSWORD", "rep-pass");
+    if let Some((uid, gid)) = run_as_user().unwrap() {
+        cmd.uid(uid.as_raw()).gid(gid.as_raw());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program:?} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn one_value(c: &TestCluster, i: usize, sql: &str) -> String {
+    c.sql(i, sql).await.unwrap().remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_cluster_is_restored_to_a_point_in_time_by_a_custom_bootstrap() {
+    pgha_testkit::init_tracing();
+    // The source cluster archives its WAL.
+    let mut a = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let archive = work.path().join("archive");
+    let backup = work.path().join("backup");
+    owned_dir(&archive);
+    owned_dir(&backup);
+    let archiving = format!(
+        "        archive_mode: 'on'\n        archive_command: 'cp %p {}/%f'\n",
+        archive.display()
+    );
+    a.edit_config(0, |y| {
+        let anchor = "        wal_keep_size: 64MB\n";
+        assert!(y.contains(anchor));
+        y.replace(anchor, &format!("{anchor}{archiving}"))
+    })
+    .unwrap();
+    a.start_all().unwrap();
+    let p = a.wait_for_primary(BOOT).await.unwrap();
+    a.sql(p, "CREATE TABLE t(id int primary key)")
+        .await
+        .unwrap();
+    a.sql(p, "INSERT INTO t SELECT generate_series(1, 100)")
+        .await
+        .unwrap();
+
+    // A base backup, then rows before and after the target time.
+    let bin = a.options.bin_dir.clone();
+    let port = a.nodes[p].pg_port.to_string();
+    run_as_postgres(
+        &bin.join("pg_basebackup"),
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "replicator",
+            "-D",
+            backup.to_str().unwrap(),
+            "-c",
+            "fast",
+            "-X",
+            "none",
+            "--no-password",
+        ],
+    );
+    a.sql(p, "INSERT INTO t SELECT generate_series(101, 200)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let target = one_value(&a, p, "SELECT now()::text").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    a.sql(p, "INSERT INTO t SELECT generate_series(201, 300)")
+        .await
+        .unwrap();
+    let last = one_value(&a, p, "SELECT pg_walfile_name(pg_current_wal_lsn())").await;
+    a.sql(p, "SELECT pg_switch_wal()").await.unwrap();
+    let deadline = Instant::now() + WITHIN;
+    while !archive.join(&last).exists() {
+        assert!(Instant::now() < deadline, "{last} not archived");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The new cluster: restored by a custom bootstrap method.
+    let mut b = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 2,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let script = work.path().join("restore.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# Patroni passes --scope= and --datadir=.\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; esac; done\ncp -a {}/. \"$d\"/\n",
+            backup.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let method = format!(
+        "  method: from_backup\n  from_backup:\n    command: {}\n    recovery_conf:\n      restore_command: cp {}/%f %p\n      recovery_target_time: '{target}'\n      recovery_target_action: promote\n",
+        script.display(),
+        archive.display()
+    );
+    for i in 0..2 {
+        b.edit_config(i, |y| {
+            let anchor = "  initdb:\n";
+            assert!(y.contains(anchor));
+            y.replacen(anchor, &format!("{method}{anchor}"), 1)
+        })
+        .unwrap();
+    }
+    b.start_all().unwrap();
+    let bp = b
+        .wait_converged(&[0, 1], BOOT)
+        .await
+        .expect("restored cluster");
+    assert!(
+        b.log(bp)
+            .contains("running custom bootstrap method from_backup"),
+        "{}",
+        b.log(bp)
+    );
+    // Every row committed before the target, none after.
+    assert_eq!(one_value(&b, bp, "SELECT count(*) FROM t").await, "200");
+    assert_eq!(
+        one_value(&b, bp, "SELECT max(id)::text FROM t").await,
+        "200"
+    );
+    // A primary without recovery settings left behind, taking writes; its
+    // replica streams them.
+    assert_eq!(
+        one_value(&b, bp, "SELECT current_setting('recovery_target_time')").await,
+        ""
+    );
+    b.sql(bp, "INSERT INTO t VALUES (1000)").await.unwrap();
+    let r = 1 - bp;
+    b.wait_sql(r, "SELECT count(*) FROM t", WITHIN, |rows| rows == ["201"])
+        .await
+        .unwrap();
+}
