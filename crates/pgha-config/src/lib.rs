@@ -283,6 +283,18 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         Some(Value::Object(map)) => Tags(map.clone()),
         _ => Tags::default(),
     };
+    // Tags pgha publishes (pghactl topology and patronictl show them) but
+    // does not act on yet: named, never silently taken for done.
+    if let Some(from) = tags.replicatefrom() {
+        warnings.push(format!(
+            "tags.replicatefrom: cascading replication is not supported by pgha yet; this node streams from the leader, not from {from}"
+        ));
+    }
+    if tags.nostream() {
+        warnings.push(
+            "tags.nostream: replicas fed from the WAL archive only are not supported by pgha yet; this node streams from the leader".into(),
+        );
+    }
     let log_level = text(doc, &["log", "level"]).unwrap_or_else(|| "INFO".into());
     if log_filter(&log_level).is_none() {
         errors.push(format!(

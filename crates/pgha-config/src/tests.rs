@@ -358,3 +358,20 @@ fn a_custom_bootstrap_method_is_read_as_patroni_reads_it() {
         .to_string();
     assert!(err.contains("bootstrap.pitr.command: missing"), "{err}");
 }
+
+#[test]
+fn tags_pgha_does_not_act_on_are_named() {
+    let yaml = PATRONI_EXAMPLE.replace(
+        "\ntags:\n",
+        "\ntags:\n  replicatefrom: node2\n  nostream: true\n",
+    );
+    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    let named: Vec<&String> = c
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with("tags."))
+        .collect();
+    assert_eq!(named.len(), 2, "{:?}", c.warnings);
+    assert!(named[0].contains("not from node2"), "{named:?}");
+    assert!(named[1].starts_with("tags.nostream:"), "{named:?}");
+}
