@@ -821,3 +821,100 @@ async fn etcd_permanent_slots_survive_failover_and_listed_slots_are_never_droppe
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Cascading replication: a replica whose `replicatefrom` names another
+/// replica streams from it (through a slot there, none on the leader),
+/// shows under it in `pghactl topology`, and receives every row; when the
+/// middle replica dies it streams from the leader again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_replicatefrom_replica_cascades_and_falls_back_to_the_leader() {
+    let mut c = three_nodes(DcsKind::Etcd).await;
+    let p = c.wait_converged(&[0, 1, 2], BOOT).await.expect("converged");
+    let (b, d) = ((p + 1) % 3, (p + 2) % 3);
+    let (b_name, d_name) = (c.nodes[b].name.clone(), c.nodes[d].name.clone());
+    c.stop_agent(d).await.unwrap();
+    c.edit_config(d, |y| format!("{y}tags:\n  replicatefrom: {b_name}\n"))
+        .unwrap();
+    c.start_agent(d).unwrap();
+
+    let sender_port =
+        "SELECT sender_port::text FROM pg_stat_wal_receiver WHERE status = 'streaming'";
+    let b_port = c.nodes[b].pg_port.to_string();
+    c.wait_sql(d, sender_port, Duration::from_secs(60), |r| {
+        r == [b_port.as_str()]
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{d_name} does not stream from {b_name}: {e}\n{}", c.log(d)));
+    let slot_of = |name: &str| {
+        format!("SELECT active::text FROM pg_replication_slots WHERE slot_name = '{name}'")
+    };
+    c.wait_sql(b, &slot_of(&d_name), Duration::from_secs(30), |r| {
+        r == ["true"]
+    })
+    .await
+    .expect("the middle replica keeps the cascading replica's slot");
+    c.wait_sql(p, &slot_of(&d_name), Duration::from_secs(30), |r| {
+        r.is_empty()
+    })
+    .await
+    .expect("the leader keeps no slot it would never see used");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c
+        .api(d, "/patroni")
+        .await
+        .is_ok_and(|(_, s)| s["replication_state"] == "streaming")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{d_name} not published as streaming"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pghactl"))
+        .arg("-c")
+        .arg(c.ctl_config().unwrap())
+        .arg("topology")
+        .output()
+        .unwrap();
+    let topology = String::from_utf8_lossy(&out.stdout);
+    assert!(topology.contains(&format!("|   + {d_name} ")), "{topology}");
+
+    c.sql(
+        p,
+        "CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await
+    .unwrap();
+    c.wait_sql(d, "SELECT count(*) FROM t", Duration::from_secs(30), |r| {
+        r == ["100"]
+    })
+    .await
+    .unwrap();
+
+    // The middle replica dies: the cascading one streams from the leader.
+    c.kill_node(b);
+    let p_port = c.nodes[p].pg_port.to_string();
+    c.wait_sql(d, sender_port, Duration::from_secs(60), |r| {
+        r == [p_port.as_str()]
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{d_name} did not fall back to the leader: {e}\n{}",
+            c.log(d)
+        )
+    });
+    c.sql(p, "INSERT INTO t SELECT generate_series(101, 200)")
+        .await
+        .unwrap();
+    c.wait_sql(d, "SELECT count(*) FROM t", Duration::from_secs(30), |r| {
+        r == ["200"]
+    })
+    .await
+    .unwrap();
+    c.wait_sql(p, &slot_of(&d_name), Duration::from_secs(30), |r| {
+        r == ["true"]
+    })
+    .await
+    .expect("the leader keeps its slot now");
+}

@@ -283,12 +283,11 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         Some(Value::Object(map)) => Tags(map.clone()),
         _ => Tags::default(),
     };
-    // Tags pgha publishes (pghactl topology and patronictl show them) but
+    // A tag pgha publishes (pghactl topology and patronictl show it) but
     // does not act on yet: named, never silently taken for done.
-    if let Some(from) = tags.replicatefrom() {
-        warnings.push(format!(
-            "tags.replicatefrom: cascading replication is not supported by pgha yet; this node streams from the leader, not from {from}"
-        ));
+    if tags.replicatefrom() == Some(name.as_str()) {
+        warnings
+            .push("tags.replicatefrom: names this node itself; it streams from the leader".into());
     }
     if tags.nostream() {
         warnings.push(

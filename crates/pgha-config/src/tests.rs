@@ -371,7 +371,7 @@ fn tags_pgha_does_not_act_on_are_named() {
         .iter()
         .filter(|w| w.starts_with("tags."))
         .collect();
-    assert_eq!(named.len(), 2, "{:?}", c.warnings);
-    assert!(named[0].contains("not from node2"), "{named:?}");
-    assert!(named[1].starts_with("tags.nostream:"), "{named:?}");
+    // replicatefrom is supported; nostream is not yet.
+    assert_eq!(named.len(), 1, "{:?}", c.warnings);
+    assert!(named[0].starts_with("tags.nostream:"), "{named:?}");
 }

@@ -343,6 +343,7 @@ impl World {
                 Process::Starting(r) => Some(r),
                 _ => None,
             },
+            replicate_from: None,
         }
     }
 
@@ -534,6 +535,7 @@ impl World {
             receiver_sender: pg.streaming_from.filter(|_| pg.is_replica()).map(endpoint),
             configured_upstream: None,
             starting: None,
+            replicate_from: None,
         };
         data.replication_state = published_state(&local, cluster);
         let now = self.local(i);

@@ -636,12 +636,14 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
     if was_primary && !rewound {
         return decide_rejoin(o, cluster, leader);
     }
+    let upstream =
+        replication::upstream(cluster, o.inputs.local.replicate_from.as_deref()).unwrap_or(leader);
     Decision::new(
         Rule::Stopped,
         vec![Action::StartReplica {
-            leader: Some(leader.to_string()),
+            leader: Some(upstream.to_string()),
         }],
-        format!("PostgreSQL is {what}: starting as a replica of {leader}"),
+        format!("PostgreSQL is {what}: starting as a replica of {upstream}"),
     )
 }
 
@@ -1069,31 +1071,45 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                 format!("demoting at once: {leader} holds the leader lock and I run as primary"),
             );
         }
-        if o.inputs.local.following.as_deref() != Some(leader) {
+        // The leader, or the member `replicatefrom` names while it runs.
+        let upstream = replication::upstream(cluster, o.inputs.local.replicate_from.as_deref())
+            .unwrap_or(leader);
+        let via = if upstream == leader {
+            String::new()
+        } else {
+            format!(" through {upstream} (replicatefrom)")
+        };
+        if o.inputs.local.following.as_deref() != Some(upstream) {
             return Decision::new(
                 Rule::Follow,
                 vec![Action::Follow {
-                    leader: Some(leader.to_string()),
+                    leader: Some(upstream.to_string()),
                 }],
-                format!("following the new leader {leader}"),
+                if upstream == leader {
+                    format!("following the new leader {leader}")
+                } else {
+                    format!("following leader {leader}{via}")
+                },
             );
         }
-        if let Some(d) = decide_not_streaming(o, cluster, leader) {
+        if let Some(d) = decide_not_streaming(o, cluster, upstream) {
             return d;
         }
-        if replication::streams_from_leader(o.inputs.local, Some(cluster)) == Some(false) {
+        if replication::streams_from_upstream(o.inputs.local, Some(cluster)) == Some(false) {
             return Decision::idle(
                 Rule::Follow,
                 format!(
-                    "no action: I am {me}, a replica following {leader}, but not streaming from it \
-                 for {:.1?} (repaired or dropped as a candidate after {:?})",
-                    o.memory.streaming.not_streaming_for, o.inputs.settings.not_streaming_limit
+                    "no action: I am {me}, a replica following {leader}{via}, but not streaming from \
+                 {} for {:.1?} (repaired or dropped as a candidate after {:?})",
+                    if via.is_empty() { "it" } else { upstream },
+                    o.memory.streaming.not_streaming_for,
+                    o.inputs.settings.not_streaming_limit
                 ),
             );
         }
         return Decision::idle(
             Rule::Follow,
-            format!("no action: I am {me}, a replica following {leader}"),
+            format!("no action: I am {me}, a replica following {leader}{via}"),
         );
     }
 
@@ -1223,10 +1239,12 @@ fn standby_leader(
 /// leader's `conn_url` changed); otherwise say so, since rewriting it would
 /// change nothing (the leader refuses the connection, the network, a
 /// missing slot, diverged timelines...). `None` while replication is fine.
+/// `leader` here is the replica's upstream: the leader, or the member its
+/// `replicatefrom` tag names.
 fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) -> Option<Decision> {
     let watch = &o.memory.streaming;
     let limit = o.inputs.settings.not_streaming_limit;
-    if watch.leader.as_deref() != Some(leader) || !watch.broken(limit) {
+    if watch.upstream.as_deref() != Some(leader) || !watch.broken(limit) {
         return None;
     }
     let what = format!(
@@ -1241,7 +1259,11 @@ fn decide_not_streaming(o: &Observation<'_>, cluster: &Cluster, leader: &str) ->
             &format!("{what}, and my WAL diverged from its history ({div})"),
         ));
     }
-    let Some(wanted) = replication::leader_endpoint(cluster) else {
+    let Some(wanted) = cluster
+        .member(leader)
+        .and_then(|m| m.data.conn_host_port())
+        .map(|(host, port)| replication::Endpoint::new(host, port))
+    else {
         return Some(Decision::idle(
             Rule::NotStreaming,
             format!(
@@ -1372,7 +1394,7 @@ pub fn healthiest(o: &Observation<'_>, cluster: &Cluster) -> RaceVerdict {
         // an operator can still name me in a failover (the branch above).
         return RaceVerdict::StayOut(format!(
             "I was not streaming from {} for {:.1?} (more than {:?}): not a failover candidate",
-            watch.leader.as_deref().unwrap_or("the leader"),
+            watch.upstream.as_deref().unwrap_or("the leader"),
             watch.not_streaming_for,
             o.inputs.settings.not_streaming_limit
         ));

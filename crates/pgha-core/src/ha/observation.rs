@@ -109,6 +109,11 @@ pub struct LocalPostgres {
     /// or in crash recovery), and will run in this role: a start in
     /// progress, whoever began it.
     pub starting: Option<PgRole>,
+    /// The member this node's `replicatefrom` tag names: a replica streams
+    /// from it while it runs, else from the leader
+    /// ([`super::replication::upstream`]). Carried with the local view so
+    /// that every "does it stream from its upstream" answer sees it.
+    pub replicate_from: Option<String>,
 }
 
 impl LocalPostgres {

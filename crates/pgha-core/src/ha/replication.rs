@@ -3,7 +3,7 @@
 //! pass for a healthy replica.)
 //!
 //! Three things, all pure:
-//! - [`streams_from_leader`] / [`published_state`]: what this replica is
+//! - [`streams_from_upstream`] / [`published_state`]: what this replica is
 //!   *now*: `streaming` only when its WAL receiver streams and is connected
 //!   to the current leader (the host and port of the leader's `conn_url`).
 //!   That is what the member key, `GET /patroni`, `/replica?replication_state=streaming`,
@@ -205,31 +205,57 @@ pub fn leader_endpoint(cluster: &Cluster) -> Option<Endpoint> {
     Some(Endpoint::new(host, port))
 }
 
-/// Whether the local replica streams from the current leader now: `None`
-/// when it is not a running replica. Without a leader (or without a usable
+/// The member a replica streams from: the one its `replicatefrom` tag
+/// names while that member's key says its PostgreSQL runs and gives an
+/// address (cascading replication), else the leader. A cascade whose
+/// middle member dies falls back to the leader as soon as the member's key
+/// says so (or expires).
+pub fn upstream<'a>(cluster: &'a Cluster, replicate_from: Option<&str>) -> Option<&'a str> {
+    replicate_from
+        .and_then(|from| cluster.member(from))
+        .filter(|m| m.data.is_running() && m.data.conn_host_port().is_some())
+        .map(|m| m.name.as_str())
+        .or_else(|| cluster.leader_name())
+}
+
+/// The address of [`upstream`], from its member key's `conn_url`.
+pub fn upstream_endpoint(cluster: &Cluster, replicate_from: Option<&str>) -> Option<Endpoint> {
+    let name = upstream(cluster, replicate_from)?;
+    let (host, port) = cluster.member(name)?.data.conn_host_port()?;
+    Some(Endpoint::new(host, port))
+}
+
+/// Whether the local replica streams from its upstream now (the leader,
+/// or the member its `replicatefrom` tag names: [`upstream`]): `None` when
+/// it is not a running replica. Without an upstream (or without a usable
 /// `conn_url` for it, or without a known sender) streaming is enough.
-pub fn streams_from_leader(local: &LocalPostgres, cluster: Option<&Cluster>) -> Option<bool> {
+pub fn streams_from_upstream(local: &LocalPostgres, cluster: Option<&Cluster>) -> Option<bool> {
     local.is_replica().then(|| {
         streams_from(
             local.replication_state.as_deref(),
             local.receiver_sender.as_ref(),
             cluster,
+            local.replicate_from.as_deref(),
         )
     })
 }
 
 /// Whether a WAL receiver in `status` (`pg_stat_wal_receiver.status`)
-/// connected to `sender` streams from the cluster's current leader.
+/// connected to `sender` streams from its upstream in `cluster`.
 pub fn streams_from(
     status: Option<&str>,
     sender: Option<&Endpoint>,
     cluster: Option<&Cluster>,
+    replicate_from: Option<&str>,
 ) -> bool {
     if status != Some(STREAMING) {
         return false;
     }
-    match (cluster.and_then(leader_endpoint), sender) {
-        (Some(leader), Some(sender)) => leader.same_as(sender),
+    match (
+        cluster.and_then(|c| upstream_endpoint(c, replicate_from)),
+        sender,
+    ) {
+        (Some(upstream), Some(sender)) => upstream.same_as(sender),
         _ => true,
     }
 }
@@ -241,9 +267,10 @@ pub fn state_of(
     status: Option<&str>,
     sender: Option<&Endpoint>,
     cluster: Option<&Cluster>,
+    replicate_from: Option<&str>,
 ) -> Option<String> {
     in_recovery.then(|| {
-        if streams_from(status, sender, cluster) {
+        if streams_from(status, sender, cluster, replicate_from) {
             STREAMING
         } else {
             NOT_STREAMING
@@ -253,10 +280,10 @@ pub fn state_of(
 }
 
 /// The `replication_state` a running replica publishes: `streaming` when it
-/// streams from the current leader, `in archive recovery` otherwise;
+/// streams from its upstream (the leader, or its `replicatefrom` member), `in archive recovery` otherwise;
 /// `None` for anything but a running replica.
 pub fn published_state(local: &LocalPostgres, cluster: Option<&Cluster>) -> Option<String> {
-    streams_from_leader(local, cluster).map(|s| if s { STREAMING } else { NOT_STREAMING }.into())
+    streams_from_upstream(local, cluster).map(|s| if s { STREAMING } else { NOT_STREAMING }.into())
 }
 
 /// The pgha-only field of the member key and `GET /patroni` saying the
@@ -269,8 +296,9 @@ pub const BROKEN_FIELD: &str = "replication_broken";
 /// cycle with [`StreamingWatch::update`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamingWatch {
-    /// The leader the count is about.
-    pub leader: Option<String>,
+    /// The upstream the count is about: the leader, or the member the
+    /// `replicatefrom` tag names ([`upstream`]).
+    pub upstream: Option<String>,
     /// Time counted without streaming from `leader` while it ran.
     pub not_streaming_for: Duration,
     /// When (monotonic) the last update was.
@@ -310,19 +338,26 @@ impl StreamingWatch {
             self.reset(None);
             return;
         }
-        let Some(leader) = cluster.leader_name() else {
+        if cluster.leader_name().is_none() {
+            return;
+        }
+        let Some(upstream) = upstream(cluster, local.replicate_from.as_deref()) else {
             return;
         };
-        if self.leader.as_deref() != Some(leader) {
-            self.reset(Some(leader.to_string()));
+        if self.upstream.as_deref() != Some(upstream) {
+            self.reset(Some(upstream.to_string()));
             return;
         }
         if job_running {
             return;
         }
-        match streams_from_leader(local, Some(cluster)) {
+        match streams_from_upstream(local, Some(cluster)) {
             Some(true) => self.not_streaming_for = Duration::ZERO,
-            Some(false) if cluster.leader_member().is_some_and(|m| m.data.is_running()) => {
+            Some(false)
+                if cluster
+                    .member(upstream)
+                    .is_some_and(|m| m.data.is_running()) =>
+            {
                 self.not_streaming_for += elapsed;
                 self.counting = true;
             }
@@ -330,8 +365,8 @@ impl StreamingWatch {
         }
     }
 
-    fn reset(&mut self, leader: Option<String>) {
-        self.leader = leader;
+    fn reset(&mut self, upstream: Option<String>) {
+        self.upstream = upstream;
         self.not_streaming_for = Duration::ZERO;
     }
 
@@ -365,6 +400,7 @@ mod tests {
             receiver_sender: Some(Endpoint::new("10.0.0.1", 5432)),
             configured_upstream: Some(ConfiguredUpstream::At(Endpoint::new("10.0.0.1", 5432))),
             starting: None,
+            replicate_from: None,
         }
     }
 
@@ -443,25 +479,25 @@ mod tests {
     fn streaming_counts_only_from_the_leader() {
         let c = cluster(Some("n1"), "running");
         let mut l = local();
-        assert_eq!(streams_from_leader(&l, Some(&c)), Some(true));
+        assert_eq!(streams_from_upstream(&l, Some(&c)), Some(true));
         assert_eq!(published_state(&l, Some(&c)).as_deref(), Some(STREAMING));
         // Connected to another server (a wrong host, an old primary).
         l.receiver_sender = Some(Endpoint::new("10.0.0.9", 5432));
-        assert_eq!(streams_from_leader(&l, Some(&c)), Some(false));
+        assert_eq!(streams_from_upstream(&l, Some(&c)), Some(false));
         assert_eq!(
             published_state(&l, Some(&c)).as_deref(),
             Some(NOT_STREAMING)
         );
         // Without a leader, or a known sender, streaming is enough.
         assert_eq!(
-            streams_from_leader(&l, Some(&cluster(None, "running"))),
+            streams_from_upstream(&l, Some(&cluster(None, "running"))),
             Some(true)
         );
         l.receiver_sender = None;
-        assert_eq!(streams_from_leader(&l, Some(&c)), Some(true));
+        assert_eq!(streams_from_upstream(&l, Some(&c)), Some(true));
         // The WAL receiver does not stream.
         l.replication_state = Some("waiting".into());
-        assert_eq!(streams_from_leader(&l, Some(&c)), Some(false));
+        assert_eq!(streams_from_upstream(&l, Some(&c)), Some(false));
         l.replication_state = None;
         assert_eq!(published_state(&l, None).as_deref(), Some(NOT_STREAMING));
         // Not a running replica: nothing to say.
@@ -470,6 +506,48 @@ mod tests {
         let mut p = local();
         p.role = Some(PgRole::Primary);
         assert_eq!(published_state(&p, Some(&c)), None);
+    }
+
+    #[test]
+    fn a_cascading_replica_streams_from_its_replicatefrom_member_while_it_runs() {
+        // n1 leads; n4 (running) is the member n2's replicatefrom names.
+        let c = cluster(Some("n1"), "running");
+        assert_eq!(upstream(&c, Some("n4")), Some("n4"));
+        assert_eq!(upstream(&c, None), Some("n1"));
+        assert_eq!(
+            upstream(&c, Some("gone")),
+            Some("n1"),
+            "no such member: the leader"
+        );
+        let mut l = local();
+        l.replicate_from = Some("n4".into());
+        assert_eq!(
+            streams_from_upstream(&l, Some(&c)),
+            Some(false),
+            "from the leader"
+        );
+        l.receiver_sender = Some(Endpoint::new("10.0.0.4", 5432));
+        assert_eq!(streams_from_upstream(&l, Some(&c)), Some(true));
+        assert_eq!(published_state(&l, Some(&c)).as_deref(), Some(STREAMING));
+        // The middle member stops: the leader is the upstream again.
+        let n4_down = Cluster::from_entries(
+            [
+                ("members/n1", json!({"conn_url": "postgres://10.0.0.1:5432/postgres", "state": "running", "role": "primary"})),
+                ("members/n4", json!({"conn_url": "postgres://10.0.0.4:5432/postgres", "state": "stopped", "role": "replica"})),
+                ("leader", json!("n1")),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, v))| RawEntry {
+                key: ClusterKey::parse(k).unwrap(),
+                value: v.as_str().map_or_else(|| v.to_string(), String::from).into_bytes(),
+                version: Version::number(i as i64 + 1),
+                owner: None,
+            }),
+            Version::number(100),
+        );
+        assert_eq!(upstream(&n4_down, Some("n4")), Some("n1"));
+        assert_eq!(streams_from_upstream(&l, Some(&n4_down)), Some(false));
     }
 
     fn broken_local() -> LocalPostgres {
@@ -484,7 +562,7 @@ mod tests {
         let c = cluster(Some("n1"), "running");
         let mut w = StreamingWatch::default();
         w.update(S(0), "n2", Some(&c), &local(), false);
-        assert_eq!(w.leader.as_deref(), Some("n1"));
+        assert_eq!(w.upstream.as_deref(), Some("n1"));
         w.update(S(5), "n2", Some(&c), &local(), false);
         assert_eq!(w.not_streaming_for, S(0));
         // Streaming stopped between 5 and 10: counted from 10 on, not from 5.
@@ -521,7 +599,7 @@ mod tests {
         w.update(S(50), "n2", Some(&c), &stopped, false);
         w.update(S(60), "n2", Some(&c), &broken_local(), true);
         assert_eq!(w.not_streaming_for, S(10));
-        assert_eq!(w.leader.as_deref(), Some("n1"));
+        assert_eq!(w.upstream.as_deref(), Some("n1"));
         // Counting again, from the first update that counts.
         w.update(S(65), "n2", Some(&c), &broken_local(), false);
         assert_eq!(w.not_streaming_for, S(10));
@@ -540,17 +618,17 @@ mod tests {
         assert!(w.broken(S(50)));
         w.update(S(62), "n2", Some(&n4), &broken_local(), false);
         assert_eq!(
-            (w.leader.as_deref(), w.not_streaming_for),
+            (w.upstream.as_deref(), w.not_streaming_for),
             (Some("n4"), S(0))
         );
         w.update(S(63), "n2", Some(&n4), &broken_local(), false);
         w.update(S(92), "n2", Some(&n4), &broken_local(), false);
         assert_eq!(w.not_streaming_for, S(29));
         w.update(S(93), "n4", Some(&n4), &broken_local(), false);
-        assert_eq!((w.leader.as_deref(), w.not_streaming_for), (None, S(0)));
+        assert_eq!((w.upstream.as_deref(), w.not_streaming_for), (None, S(0)));
         let mut primary = local();
         primary.role = Some(PgRole::Primary);
         w.update(S(94), "n2", Some(&c), &primary, false);
-        assert_eq!((w.leader.as_deref(), w.not_streaming_for), (None, S(0)));
+        assert_eq!((w.upstream.as_deref(), w.not_streaming_for), (None, S(0)));
     }
 }

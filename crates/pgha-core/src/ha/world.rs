@@ -79,6 +79,7 @@ impl World {
                 receiver_sender: Some(Endpoint::new("127.0.0.1", 5432)),
                 configured_upstream: Some(ConfiguredUpstream::At(Endpoint::new("127.0.0.1", 5432))),
                 starting: None,
+                replicate_from: None,
             },
             memory: HaMemory::default(),
             peers: Vec::new(),

@@ -7,7 +7,8 @@ use std::time::Duration;
 use pgha_core::clock::Clock;
 use pgha_core::dcs::DcsExt;
 use pgha_core::ha::divergence::lineage;
-use pgha_core::model::{Cluster, HistoryEntry, Status};
+use pgha_core::ha::replication;
+use pgha_core::model::{Cluster, HistoryEntry, Member, Status};
 
 use pgha_core::ha::slots::{self, SlotChange};
 use pgha_core::model::slots::{SlotKind, SlotsConfig};
@@ -168,7 +169,7 @@ impl HaLoop {
     /// WAL their consumers need if this node is promoted; slots unwanted
     /// for `member_slots_ttl` dropped as on the leader.
     pub(super) async fn replica_slot_duties(&mut self, cluster: &Cluster) {
-        if !self.use_slots() || self.config.tags.nofailover() {
+        if !self.use_slots() {
             return;
         }
         let config = SlotsConfig::of(&self.dynamic);
@@ -179,15 +180,28 @@ impl HaLoop {
                 return;
             }
         };
-        let published = cluster
-            .status
-            .as_ref()
-            .and_then(|s| s.value.slots.clone())
-            .unwrap_or_default();
-        let own = files::slot_name(&self.config.name);
-        let plan = slots::replica_plan(&config, &local, &published, &own);
-        self.carry_out(plan).await;
-        let wanted = self.member_slots(cluster);
+        // Slots for the members that cascade from this replica.
+        let downstream = self.downstream_slots(cluster);
+        let physical: Vec<(String, bool)> = local
+            .iter()
+            .filter(|l| l.kind == SlotKind::Physical)
+            .map(|l| (l.name.clone(), l.active))
+            .collect();
+        log_created(self.pg.create_missing_slots(&downstream, &physical).await);
+        // Copies of the permanent slots, for when this node is promoted (a
+        // node that may not be promoted keeps none, as in Patroni).
+        if !self.config.tags.nofailover() {
+            let published = cluster
+                .status
+                .as_ref()
+                .and_then(|s| s.value.slots.clone())
+                .unwrap_or_default();
+            let own = files::slot_name(&self.config.name);
+            let plan = slots::replica_plan(&config, &local, &published, &own);
+            self.carry_out(plan).await;
+        }
+        let mut wanted = self.member_slots(cluster);
+        wanted.extend(downstream);
         self.drop_unwanted_slots(&local, &wanted, &config).await;
     }
 
@@ -219,16 +233,54 @@ impl HaLoop {
         let me = files::slot_name(&self.config.name);
         let now = self.clock.now();
         let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
+        // Not for a member that streams from another one (replicatefrom):
+        // a slot it never uses would keep WAL here for ever. Its slot is
+        // made here as soon as it falls back to the leader.
+        let elsewhere: Vec<String> = cluster
+            .members
+            .iter()
+            .filter(|m| self.cascades_elsewhere(cluster, m))
+            .map(|m| files::slot_name(&m.name))
+            .collect();
         let present = cluster.members.iter().map(|m| files::slot_name(&m.name));
         let retained = self
             .member_seen_at
             .iter()
             .filter(|(_, seen)| now.saturating_sub(**seen) < ttl)
             .map(|(slot, _)| slot.clone());
-        let mut wanted: Vec<String> = present.chain(retained).filter(|s| *s != me).collect();
+        let mut wanted: Vec<String> = present
+            .chain(retained)
+            .filter(|s| *s != me && !elsewhere.contains(s))
+            .collect();
         wanted.sort();
         wanted.dedup();
         wanted
+    }
+
+    /// Whether `member` streams from a member other than this node (its
+    /// `replicatefrom` names a running member; see
+    /// [`pgha_core::ha::replication::upstream`]).
+    fn cascades_elsewhere(&self, cluster: &Cluster, member: &Member) -> bool {
+        member.data.tags.replicatefrom().is_some_and(|_| {
+            replication::upstream(cluster, member.data.tags.replicatefrom())
+                .is_some_and(|u| u != self.config.name && !cluster.is_leader(u))
+        })
+    }
+
+    /// The slots of the members that stream from this replica (their
+    /// `replicatefrom` names it, and it runs).
+    fn downstream_slots(&self, cluster: &Cluster) -> Vec<String> {
+        cluster
+            .members
+            .iter()
+            .filter(|m| m.name != self.config.name)
+            .filter(|m| {
+                m.data.tags.replicatefrom() == Some(self.config.name.as_str())
+                    && replication::upstream(cluster, m.data.tags.replicatefrom())
+                        == Some(self.config.name.as_str())
+            })
+            .map(|m| files::slot_name(&m.name))
+            .collect()
     }
 
     /// After a promotion, makes `history` the leader's lineage, read from

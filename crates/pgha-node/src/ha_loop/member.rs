@@ -36,7 +36,8 @@ impl HaLoop {
             if d.in_recovery {
                 data.replay_lsn = d.replay_lsn;
                 data.receive_lsn = d.receive_lsn;
-                data.replication_state = replication::state(d, cluster);
+                data.replication_state =
+                    replication::state(d, cluster, self.config.tags.replicatefrom());
             }
             if !d.pending_restart.is_empty() {
                 data.pending_restart = Some(true);

@@ -640,10 +640,11 @@ impl HaLoop {
                 .or(o.controldata.as_ref().map(|c| c.timeline)),
             wal_position: db.and_then(|d| d.wal_position()),
             following: o.following.clone(),
-            replication_state: db.and_then(|d| replication::state(d, None)),
+            replication_state: db.and_then(|d| replication::state(d, None, None)),
             receiver_sender: db.and_then(replication::sender),
             configured_upstream: db.and_then(|d| d.configured_upstream.clone()),
             starting,
+            replicate_from: self.config.tags.replicatefrom().map(String::from),
         }
     }
 

@@ -23,7 +23,7 @@ impl HaLoop {
     ) {
         let limit = not_streaming_limit(self.node.timing());
         let watch = &self.node.memory().streaming;
-        let leader = watch.leader.as_deref().unwrap_or("the leader");
+        let leader = watch.upstream.as_deref().unwrap_or("the leader");
         if !was_broken && broken {
             let receiver = observed
                 .db
@@ -44,7 +44,7 @@ impl HaLoop {
                     .as_ref()
                     .map_or_else(|| "nothing".into(), ToString::to_string),
             );
-        } else if was_broken && !broken && watch.leader.is_some() {
+        } else if was_broken && !broken && watch.upstream.is_some() {
             tracing::info!("replication repaired: streaming from {leader} again");
         }
     }
@@ -69,14 +69,20 @@ pub fn sender(d: &DbState) -> Option<Endpoint> {
 }
 
 /// The `replication_state` to publish: `streaming` only when the WAL
-/// receiver streams from the current leader (`cluster`'s; any server when
+/// receiver streams from its upstream (`cluster`'s leader, or the member
+/// `replicate_from` names while it runs; any server when `cluster` is
 /// `None`), `in archive recovery` for any other replica, as Patroni names
 /// it; `None` on a primary.
-pub fn state(d: &DbState, cluster: Option<&Cluster>) -> Option<String> {
+pub fn state(
+    d: &DbState,
+    cluster: Option<&Cluster>,
+    replicate_from: Option<&str>,
+) -> Option<String> {
     core::state_of(
         d.in_recovery,
         d.receiver_status.as_deref(),
         sender(d).as_ref(),
         cluster,
+        replicate_from,
     )
 }

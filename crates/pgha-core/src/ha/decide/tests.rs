@@ -1442,7 +1442,7 @@ impl World {
         self.local.replication_state = Some("waiting".into());
         self.local.receiver_sender = None;
         self.memory.streaming = crate::ha::StreamingWatch {
-            leader: Some("n1".into()),
+            upstream: Some("n1".into()),
             not_streaming_for: Duration::from_secs(secs),
             updated_at: Some(self.now),
             counting: true,
@@ -1526,7 +1526,7 @@ fn a_count_about_another_leader_does_not_repair() {
     // (about n3) must not make the replica of n1 act.
     let mut w = World::new("n2");
     w.not_streaming_for(100);
-    w.memory.streaming.leader = Some("n3".into());
+    w.memory.streaming.upstream = Some("n3".into());
     w.local.configured_upstream = Some(ConfiguredUpstream::Nowhere);
     assert_idle(&w.decide(), Rule::Follow, "a replica following n1");
 }
@@ -1904,7 +1904,7 @@ fn every_rule_is_reached_and_named() {
         (
             Rule::NotStreaming,
             Box::new(move |w| {
-                w.memory.streaming.leader = Some("n1".into());
+                w.memory.streaming.upstream = Some("n1".into());
                 w.memory.streaming.not_streaming_for = secs(60);
             }),
         ),
@@ -2358,4 +2358,48 @@ fn a_standby_leader_hands_over_for_a_switchover_and_the_candidate_follows_the_so
         .set("failover", r#"{"leader":"n1","member":"n2"}"#)
         .peer("n3", 1000, 1);
     assert_eq!(actions(&c.decide()), [Action::AcquireLock, follow_source()]);
+}
+
+// ---- cascading replication (replicatefrom)
+
+#[test]
+fn a_replica_follows_its_replicatefrom_member_while_it_runs_else_the_leader() {
+    let mut w = World::new("n2");
+    w.local.replicate_from = Some("n3".into());
+    let d = w.decide();
+    assert_eq!(
+        actions(&d),
+        [Action::Follow {
+            leader: Some("n3".into())
+        }]
+    );
+    assert_decided(
+        &d,
+        Rule::Follow,
+        "following leader n1 through n3 (replicatefrom)",
+    );
+    w.local.following = Some("n3".into());
+    assert_idle(
+        &w.decide(),
+        Rule::Follow,
+        "a replica following n1 through n3",
+    );
+    // n3 stops: back to the leader.
+    w.set("members/n3", &member_json("replica", "stopped", 1000));
+    assert_eq!(
+        actions(&w.decide()),
+        [Action::Follow {
+            leader: Some("n1".into())
+        }]
+    );
+    // A stopped replica starts as one of its upstream.
+    let mut s = World::new("n2");
+    s.stopped();
+    s.local.replicate_from = Some("n3".into());
+    assert_eq!(
+        actions(&s.decide()),
+        [Action::StartReplica {
+            leader: Some("n3".into())
+        }]
+    );
 }
