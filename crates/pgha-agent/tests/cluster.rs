@@ -651,6 +651,29 @@ fn slot_lsn(slots: &[String], name: &str) -> Option<u64> {
     })
 }
 
+/// Waits (bounded) until node `i`'s slots pass `check`; returns them.
+async fn wait_slots(
+    c: &TestCluster,
+    i: usize,
+    what: &str,
+    check: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let slots = slots_on(c, i).await;
+        if check(&slots) {
+            return slots;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {}'s slots are {slots:?}\n{}",
+            c.nodes[i].name,
+            c.log(i)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Permanent slots (`slots`) and `ignore_slots`: the primary creates a
 /// physical and a logical permanent slot, replicas keep a copy of the
 /// physical one moved to where its consumer confirmed, and after a failover
@@ -695,20 +718,11 @@ async fn etcd_permanent_slots_survive_failover_and_listed_slots_are_never_droppe
     assert_eq!(code, 200, "{body}");
 
     let within = Duration::from_secs(30);
-    let deadline = Instant::now() + within;
-    loop {
-        let slots = slots_on(&c, p).await;
-        let has = |n: &str| slot_lsn(&slots, n).is_some();
-        if has("barman") && has("cdc") && has("external_keep") && !has("stray") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "primary's slots: {slots:?}\n{}",
-            c.log(p)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_slots(&c, p, "barman, cdc and external_keep, no stray", |slots| {
+        let has = |n: &str| slot_lsn(slots, n).is_some();
+        has("barman") && has("cdc") && has("external_keep") && !has("stray")
+    })
+    .await;
     assert!(
         c.log(p).contains("dropped replication slot stray"),
         "{}",
@@ -749,23 +763,17 @@ async fn etcd_permanent_slots_survive_failover_and_listed_slots_are_never_droppe
         c.wait_sql(r, "SELECT count(*) FROM t", within, |rows| rows == ["2000"])
             .await
             .unwrap();
-        let deadline = Instant::now() + within;
-        loop {
-            let slots = slots_on(&c, r).await;
-            if slot_lsn(&slots, "barman").is_some_and(|l| l >= confirmed) {
-                assert!(
-                    slot_lsn(&slots, "cdc").is_none(),
-                    "logical slots stay on the primary"
-                );
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replica {r}'s copy of barman did not reach {confirmed}: {slots:?}\n{}",
-                c.log(r)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let slots = wait_slots(
+            &c,
+            r,
+            "a copy of barman where its consumer confirmed",
+            |s| slot_lsn(s, "barman").is_some_and(|l| l >= confirmed),
+        )
+        .await;
+        assert!(
+            slot_lsn(&slots, "cdc").is_none(),
+            "logical slots stay on the primary"
+        );
     }
     // Many cycles later, with member_slots_ttl 0: still there.
     let slots = slots_on(&c, p).await;
@@ -802,24 +810,15 @@ async fn etcd_permanent_slots_survive_failover_and_listed_slots_are_never_droppe
         .wait_for_primary(Duration::from_secs(60))
         .await
         .expect("failover");
-    let deadline = Instant::now() + within;
-    loop {
-        let slots = slots_on(&c, new).await;
-        if slot_lsn(&slots, "cdc").is_some() {
-            let barman = slot_lsn(&slots, "barman").expect("barman on the new primary");
-            assert!(
-                barman >= confirmed && barman < unconsumed,
-                "barman at {barman}: its consumer confirmed {confirmed}, the WAL it has not received ends at {unconsumed}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "new primary's slots: {slots:?}\n{}",
-            c.log(new)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let slots = wait_slots(&c, new, "cdc created on the new primary", |s| {
+        slot_lsn(s, "cdc").is_some()
+    })
+    .await;
+    let barman = slot_lsn(&slots, "barman").expect("barman on the new primary");
+    assert!(
+        barman >= confirmed && barman < unconsumed,
+        "barman at {barman}: its consumer confirmed {confirmed}, the WAL it has not received ends at {unconsumed}"
+    );
 }
 
 /// Cascading replication: a replica whose `replicatefrom` names another

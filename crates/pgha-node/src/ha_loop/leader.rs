@@ -8,10 +8,9 @@ use pgha_core::clock::Clock;
 use pgha_core::dcs::DcsExt;
 use pgha_core::ha::divergence::lineage;
 use pgha_core::ha::replication;
-use pgha_core::model::{Cluster, HistoryEntry, Member, Status};
-
 use pgha_core::ha::slots::{self, SlotChange};
 use pgha_core::model::slots::{SlotKind, SlotsConfig};
+use pgha_core::model::{Cluster, HistoryEntry, Member, Status};
 
 use super::{HaLoop, parse_lsn};
 use crate::postgres::{Observed, PgError, Postgres, files};

@@ -36,8 +36,7 @@ impl HaLoop {
             if d.in_recovery {
                 data.replay_lsn = d.replay_lsn;
                 data.receive_lsn = d.receive_lsn;
-                data.replication_state =
-                    replication::state(d, cluster, self.config.tags.replicatefrom());
+                data.replication_state = replication::state(d, cluster, self.replicate_from());
             }
             if !d.pending_restart.is_empty() {
                 data.pending_restart = Some(true);

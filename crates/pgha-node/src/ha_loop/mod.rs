@@ -644,8 +644,16 @@ impl HaLoop {
             receiver_sender: db.and_then(replication::sender),
             configured_upstream: db.and_then(|d| d.configured_upstream.clone()),
             starting,
-            replicate_from: self.config.tags.replicatefrom().map(String::from),
+            replicate_from: self.replicate_from().map(String::from),
         }
+    }
+
+    /// The member this node's `replicatefrom` tag names (not itself).
+    pub(super) fn replicate_from(&self) -> Option<&str> {
+        self.config
+            .tags
+            .replicatefrom()
+            .filter(|from| *from != self.config.name)
     }
 
     /// The upstream for following `leader`, from its member key.
