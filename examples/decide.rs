@@ -58,6 +58,7 @@ fn main() {
         receiver_sender: None,
         configured_upstream: None,
         starting: None,
+        replicate_from: None,
     };
     let member = r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","state":"running","role":"primary","xlog_location":5000}"#;
 
