@@ -276,23 +276,6 @@ impl Postgres {
         self.db.lock().await.query_texts(sql, QUERY_TIMEOUT).await
     }
 
-    /// The physical replication slots: name and whether a walsender uses it.
-    pub async fn physical_slots(&self) -> Result<Vec<(String, bool)>, PgError> {
-        let rows = self
-            .query_texts(
-                "SELECT slot_name::text || ':' || active::text FROM pg_replication_slots \
-                 WHERE slot_type = 'physical'",
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                r.rsplit_once(':')
-                    .map(|(n, a)| (n.to_string(), a == "true"))
-            })
-            .collect())
-    }
-
     /// Every replication slot, physical and logical, with its positions.
     pub async fn slots(&self) -> Result<Vec<LocalSlot>, PgError> {
         let rows = self
@@ -344,26 +327,26 @@ impl Postgres {
     }
 
     /// Creates each physical slot of `names` that is not in `existing` (as
-    /// [`Postgres::physical_slots`] listed them), reserving WAL from now.
+    /// [`Postgres::slots`] listed them), reserving WAL from now.
     /// Works on a primary and on a standby (so a replica about to be
     /// promoted can have its replicas' slots ready before they connect).
     /// Returns the slots created, and the failures by slot.
     pub async fn create_missing_slots(
         &self,
         names: &[String],
-        existing: &[(String, bool)],
+        existing: &[LocalSlot],
     ) -> (Vec<String>, Vec<(String, PgError)>) {
         let mut created = Vec::new();
         let mut failed = Vec::new();
         for name in names {
-            if existing.iter().any(|(n, _)| n == name) {
+            if existing
+                .iter()
+                .any(|s| s.kind == SlotKind::Physical && s.name == *name)
+            {
                 continue;
             }
-            let sql = format!(
-                "SELECT pg_catalog.pg_create_physical_replication_slot('{}', true)",
-                name.replace('\'', "''")
-            );
-            match self.execute(&sql).await {
+            let create = SlotChange::CreatePhysical { name: name.clone() };
+            match self.change_slot(&create).await {
                 Ok(()) => created.push(name.clone()),
                 Err(e) => failed.push((name.clone(), e)),
             }

@@ -88,12 +88,7 @@ impl HaLoop {
                 return None;
             }
         };
-        let physical: Vec<(String, bool)> = local
-            .iter()
-            .filter(|l| l.kind == SlotKind::Physical)
-            .map(|l| (l.name.clone(), l.active))
-            .collect();
-        log_created(self.pg.create_missing_slots(&wanted, &physical).await);
+        log_created(self.pg.create_missing_slots(&wanted, &local).await);
         let own = files::slot_name(&self.config.name);
         let mut plan = slots::primary_plan(&config, &local, &wanted, &own);
         if standby_leader {
@@ -181,12 +176,7 @@ impl HaLoop {
         };
         // Slots for the members that cascade from this replica.
         let downstream = self.downstream_slots(cluster);
-        let physical: Vec<(String, bool)> = local
-            .iter()
-            .filter(|l| l.kind == SlotKind::Physical)
-            .map(|l| (l.name.clone(), l.active))
-            .collect();
-        log_created(self.pg.create_missing_slots(&downstream, &physical).await);
+        log_created(self.pg.create_missing_slots(&downstream, &local).await);
         // Copies of the permanent slots, for when this node is promoted (a
         // node that may not be promoted keeps none, as in Patroni).
         if !self.config.tags.nofailover() {
@@ -331,7 +321,7 @@ impl HaLoop {
 
 /// Creates the missing slots of `names`, logging each created or failed.
 pub(super) async fn create_slots(pg: &Postgres, names: &[String]) {
-    match pg.physical_slots().await {
+    match pg.slots().await {
         Ok(existing) => log_created(pg.create_missing_slots(names, &existing).await),
         Err(e) => tracing::warn!("cannot list replication slots: {e}"),
     }
