@@ -39,6 +39,7 @@ fn main() {
         paused: false,
         failsafe_mode: false,
         not_streaming_limit: Duration::from_secs(50),
+        upstream_silence_limit: Duration::from_secs(20),
         standby_cluster: None,
         ttl: Duration::from_secs(30),
     };

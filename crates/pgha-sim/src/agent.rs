@@ -22,7 +22,7 @@ use pgha_core::ha::replication::{BROKEN_FIELD, published_state};
 use pgha_core::ha::{
     ConfiguredUpstream, DataDir as HaDataDir, Decision, Endpoint, HaNode, Inputs, Job, JobResult,
     LocalPostgres, NodeSettings, Outcome, PeerSource, PeerStatus, PgRole, SyncKeeper, SyncMode,
-    not_streaming_limit,
+    not_streaming_limit, upstream_silence_limit,
 };
 use pgha_core::model::{
     Cluster, DynamicConfig, Failsafe, Member, MemberData, PgState, Role, Status, Tags, Timing,
@@ -294,6 +294,11 @@ impl World {
             failsafe_mode: a.dynamic.failsafe_mode(),
             ttl: timing.ttl,
             not_streaming_limit: not_streaming_limit(timing),
+            upstream_silence_limit: if self.options.protections.silent_upstream {
+                upstream_silence_limit(timing)
+            } else {
+                Duration::MAX
+            },
             standby_cluster: None,
         }
     }

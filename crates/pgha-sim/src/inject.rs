@@ -26,26 +26,34 @@ impl World {
         ));
     }
 
+    /// The host of node `i` dies: PostgreSQL, agent and guard at once
+    /// (false if it is down already).
+    pub(crate) fn crash_host(&mut self, i: usize) -> bool {
+        if !self.nodes[i].host_up {
+            return false;
+        }
+        self.stop_pg(i);
+        let n = &mut self.nodes[i];
+        n.host_up = false;
+        n.agent = None;
+        n.agent_state = AgentState::Dead;
+        n.incarnation += 1;
+        n.guard = Guard {
+            serial: n.guard.serial + 1,
+            ..Guard::default()
+        };
+        true
+    }
+
     /// Injects `fault`; false when it does not apply in this state.
     pub(crate) fn inject(&mut self, k: usize, fault: &Fault) -> bool {
         let t = self.t;
         match fault {
             Fault::HostCrash { node, down_for } => {
-                let i = *node;
-                if !self.nodes[i].host_up {
+                if !self.crash_host(*node) {
                     return false;
                 }
-                self.stop_pg(i);
-                let n = &mut self.nodes[i];
-                n.host_up = false;
-                n.agent = None;
-                n.agent_state = AgentState::Dead;
-                n.incarnation += 1;
-                n.guard = Guard {
-                    serial: n.guard.serial + 1,
-                    ..Guard::default()
-                };
-                self.schedule(t + *down_for, Event::Boot { node: i });
+                self.schedule(t + *down_for, Event::Boot { node: *node });
             }
             Fault::AgentKill { node, down_for } => {
                 let i = *node;

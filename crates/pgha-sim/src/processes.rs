@@ -226,7 +226,7 @@ impl World {
     }
 
     pub(crate) fn boot(&mut self, i: usize) {
-        if self.nodes[i].host_up {
+        if self.nodes[i].host_up || self.nodes[i].lost {
             return;
         }
         self.nodes[i].host_up = true;

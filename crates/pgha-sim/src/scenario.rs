@@ -45,6 +45,14 @@ pub struct Scenario {
     /// within [`Scenario::convergence_bound`].
     pub faults_until: Duration,
     pub faults: Vec<Planned>,
+    /// How late the DCS revokes an expired lease (and deletes its keys):
+    /// zero, or up to 1.5 × ttl, as a loaded etcd did (a killed leader's
+    /// key stayed 12 s at ttl 5). Agents must not count on a dead
+    /// leader's key vanishing within ttl.
+    pub revocation_delay: Duration,
+    /// Once the cluster has converged, the leader's host crashes for good:
+    /// the others must fail over and converge without it.
+    pub leader_host_lost: bool,
 }
 
 /// The timings a schedule runs with: Patroni's defaults, a fast setup, and
@@ -97,6 +105,14 @@ impl Scenario {
         }
         // Failsafe mode, too, from a stream of its own.
         let failsafe = Rng::new(seed ^ 0xFA11_5AFE).chance(0.5);
+        // And a DCS slow to revoke expired leases.
+        let mut slow_dcs = Rng::new(seed ^ 0x51_0E7C_D000);
+        let revocation_delay = if slow_dcs.chance(0.3) {
+            slow_dcs.between(Duration::ZERO, timing.ttl * 3 / 2)
+        } else {
+            Duration::ZERO
+        };
+        let leader_host_lost = Rng::new(seed ^ 0x1057_4057).chance(0.3);
         Scenario {
             seed,
             nodes,
@@ -107,6 +123,8 @@ impl Scenario {
             faults_from,
             faults_until,
             faults,
+            revocation_delay,
+            leader_host_lost,
         }
     }
 
@@ -124,7 +142,7 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} nodes, {:?}{}, ttl {} loop_wait {} retry_timeout {}, clocks {:?} ppm, faults {:.0?}..{:.0?}",
+            "{} nodes, {:?}{}, ttl {} loop_wait {} retry_timeout {}, clocks {:?} ppm, faults {:.0?}..{:.0?}{}{}",
             self.nodes,
             self.mode,
             if self.failsafe { ", failsafe mode" } else { "" },
@@ -133,7 +151,20 @@ impl fmt::Display for Scenario {
             self.timing.retry_timeout.as_secs(),
             self.clocks.iter().map(|c| c.ppm).collect::<Vec<_>>(),
             self.faults_from,
-            self.faults_until
+            self.faults_until,
+            if self.revocation_delay.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    ", leases revoked {:.1?} after their ttl",
+                    self.revocation_delay
+                )
+            },
+            if self.leader_host_lost {
+                ", then the leader's host lost"
+            } else {
+                ""
+            }
         )
     }
 }

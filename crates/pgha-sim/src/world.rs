@@ -48,6 +48,10 @@ pub struct Protections {
     /// A member that confirmed a primary in failsafe mode keeps its promise
     /// not to take the lock (off: it confirms, and races all the same).
     pub failsafe_promise: bool,
+    /// A replica stops counting its not-streaming time when its upstream's
+    /// member key is no longer rewritten (off: it counts for as long as
+    /// the key says the upstream runs, however stale).
+    pub silent_upstream: bool,
 }
 
 impl Default for Protections {
@@ -56,6 +60,7 @@ impl Default for Protections {
             fences: true,
             sync_race: true,
             failsafe_promise: true,
+            silent_upstream: true,
         }
     }
 }
@@ -121,6 +126,11 @@ pub(crate) struct Node {
     pub guard: Guard,
     pub link: Link,
     pub host_up: bool,
+    /// The host crashed for good ([`Scenario::leader_host_lost`]): it is
+    /// not expected to rejoin.
+    ///
+    /// [`Scenario::leader_host_lost`]: crate::scenario::Scenario::leader_host_lost
+    pub lost: bool,
     /// The next pg_rewind fails.
     pub rewind_fails: bool,
     /// Changes at every start, stop and promotion of PostgreSQL: a
@@ -252,6 +262,11 @@ pub(crate) struct World {
     pub violation: Option<Violation>,
     pub(crate) trace: VecDeque<String>,
     pub(crate) healed_at: Option<Duration>,
+    /// When the cluster was first seen converged (for a leader's host
+    /// lost afterwards, see [`crate::scenario::Scenario::leader_host_lost`]).
+    pub(crate) converged_since: Option<Duration>,
+    /// The sync key last seen by the convergence check, and since when.
+    pub(crate) sync_key_seen: Option<(String, Duration)>,
     pub(crate) converged_after: Option<Duration>,
     pub(crate) events: u64,
     pub(crate) paused_by_fault: bool,
@@ -278,6 +293,7 @@ impl World {
     pub fn new(scenario: Scenario, options: Options) -> Self {
         let clock = TrueClock::default();
         let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+        store.set_revocation_delay(scenario.revocation_delay);
         let layout = KeyLayout::new("/service", &format!("sim-{}", scenario.seed));
         let timing = scenario.timing;
         let mut bootstrap = serde_json::Map::new();
@@ -315,6 +331,7 @@ impl World {
                 link: Link::default(),
                 host_up: true,
                 rewind_fails: false,
+                lost: false,
                 pg_op: 0,
                 guard_dcs: Arc::new(store.client(layout.clone(), &node_name(i), timing)),
             })
@@ -346,6 +363,8 @@ impl World {
             violation: None,
             trace: VecDeque::new(),
             healed_at: None,
+            converged_since: None,
+            sync_key_seen: None,
             converged_after: None,
             events: 0,
             paused_by_fault: false,
@@ -462,13 +481,15 @@ impl World {
         let until = self.scenario.faults_until;
         self.schedule(until, Event::HealAll);
         self.schedule(Duration::ZERO, Event::Tick);
-        let deadline = until + self.scenario.convergence_bound();
         while let Some(Reverse(s)) = self.queue.pop() {
+            // From the last heal, or from the loss of a leader's host.
+            let healed_at = self.healed_at.unwrap_or(until);
+            let deadline = healed_at + self.scenario.convergence_bound();
             if s.at > deadline {
                 self.t = deadline;
                 let state = self.describe();
                 self.violation = Some(Violation::NoConvergence {
-                    healed_at: until,
+                    healed_at,
                     bound: self.scenario.convergence_bound(),
                     state,
                 });

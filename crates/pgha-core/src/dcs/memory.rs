@@ -49,6 +49,9 @@ struct State {
     next_lease: i64,
     /// For each leader path, the revision of its last create/update/delete.
     leader_events: HashMap<String, i64>,
+    /// How long after its ttl a lease (and every key attached to it) is
+    /// revoked: see [`MemoryStore::set_revocation_delay`].
+    revocation_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +73,7 @@ impl State {
         let expired: Vec<i64> = self
             .leases
             .iter()
-            .filter(|(_, l)| l.expires_at <= now)
+            .filter(|(_, l)| l.expires_at + self.revocation_delay <= now)
             .map(|(id, _)| *id)
             .collect();
         if expired.is_empty() {
@@ -149,7 +152,17 @@ impl State {
     }
 
     fn next_expiry(&self) -> Option<Duration> {
-        self.leases.values().map(|l| l.expires_at).min()
+        self.leases
+            .values()
+            .map(|l| l.expires_at + self.revocation_delay)
+            .min()
+    }
+
+    /// The lease `id` if its ttl has not run out: a lease past its ttl
+    /// but not yet revoked cannot be renewed (etcd answers such a
+    /// keepalive only once the revocation is done: "lease not found").
+    fn live_lease(&mut self, id: i64, now: Duration) -> Option<&mut Lease> {
+        self.leases.get_mut(&id).filter(|l| l.expires_at > now)
     }
 }
 
@@ -212,6 +225,15 @@ impl MemoryStore {
     pub fn leader_changed_at(&self, layout: &KeyLayout) -> i64 {
         let path = layout.path(&ClusterKey::Leader);
         self.with_state(|st, _| st.leader_events.get(&path).copied().unwrap_or(0))
+    }
+
+    /// Revokes leases `delay` after their ttl ran out instead of at once:
+    /// a model of a loaded etcd, seen here keeping a killed leader's lease
+    /// 7 s past its ttl of 5 s. Meanwhile the lease's keys stay visible
+    /// (so nobody can create the leader key) and the lease cannot be
+    /// renewed. The simulator draws it for some schedules.
+    pub fn set_revocation_delay(&self, delay: Duration) {
+        lock(&self.shared.state).revocation_delay = delay;
     }
 
     /// The clock leases expire by.
@@ -378,7 +400,7 @@ impl MemoryDcs {
         let ttl = self.timing().ttl;
         let mut lease = lock(&self.lease);
         if let Some(id) = *lease
-            && let Some(l) = st.leases.get_mut(&id)
+            && let Some(l) = st.live_lease(id, now)
         {
             l.expires_at = now + l.ttl;
             return (id, false);
@@ -457,7 +479,7 @@ impl Dcs for MemoryDcs {
         let path = self.path(&ClusterKey::Leader);
         self.store.with_state(|st, now| {
             let ours = *lock(&self.lease);
-            let alive = ours.filter(|id| st.leases.contains_key(id));
+            let alive = ours.filter(|id| st.live_lease(*id, now).is_some());
             match st.keys.get(&path) {
                 Some(e)
                     if e.value == self.name.as_bytes() && e.lease.is_some() && e.lease == alive =>

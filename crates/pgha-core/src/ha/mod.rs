@@ -30,6 +30,8 @@ pub use observation::{
     DataDir, HaMemory, Inputs, Job, LocalPostgres, NodeSettings, Observation, PeerSource,
     PeerStatus, PgRole,
 };
-pub use replication::{ConfiguredUpstream, Endpoint, StreamingWatch, not_streaming_limit};
+pub use replication::{
+    ConfiguredUpstream, Endpoint, StreamingWatch, not_streaming_limit, upstream_silence_limit,
+};
 pub use rule::Rule;
 pub use sync::{SyncKeeper, SyncMode, SyncSettings, SyncStep};

@@ -178,6 +178,7 @@ impl HaNode {
             inputs.cluster,
             inputs.local,
             job_running,
+            inputs.settings.upstream_silence_limit,
         );
         (before, m.streaming.broken(limit))
     }

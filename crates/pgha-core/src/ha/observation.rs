@@ -47,6 +47,10 @@ pub struct NodeSettings {
     /// its replication counts as broken
     /// ([`super::replication::not_streaming_limit`]).
     pub not_streaming_limit: Duration,
+    /// How long the upstream's member key may go unrewritten before the
+    /// not-streaming count stops
+    /// ([`super::replication::upstream_silence_limit`]).
+    pub upstream_silence_limit: Duration,
     /// `standby_cluster` is set: the cluster is a standby of another one,
     /// named here as the upstream label its standby leader follows
     /// (`host:port`, or `restore_command` for archive only). The lock

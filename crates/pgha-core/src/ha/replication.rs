@@ -10,9 +10,10 @@
 //!   `/readiness` and `pghactl list` show; it changes at once, as in Patroni.
 //! - [`StreamingWatch`]: for how long this replica has not been streaming
 //!   from the current leader, counted only while that leader's member key
-//!   says its PostgreSQL runs (a leader restarting in place, or a cluster
-//!   without a leader, does not make its replicas "broken"; the count is
-//!   frozen meanwhile).
+//!   says its PostgreSQL runs and is still being rewritten (a leader
+//!   restarting in place, a dead leader whose key the DCS has not expired
+//!   yet, or a cluster without a leader, does not make its replicas
+//!   "broken"; the count is frozen meanwhile).
 //! - [`not_streaming_limit`]: past it, the replica's replication is
 //!   *broken*: `decide` repairs `primary_conninfo` when it points elsewhere
 //!   than at the leader, and `healthiest` keeps the node out of the leader
@@ -22,7 +23,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::observation::LocalPostgres;
-use crate::model::{Cluster, Timing};
+use crate::model::{Cluster, Timing, Version};
 
 /// The value of `replication_state` for a replica that streams.
 pub const STREAMING: &str = "streaming";
@@ -199,6 +200,30 @@ pub fn not_streaming_limit(t: Timing) -> Duration {
     t.ttl + t.loop_wait + t.retry_timeout
 }
 
+/// How long the upstream's member key may stay unrewritten before a
+/// replica stops counting its own not-streaming time: `loop_wait +
+/// retry_timeout`.
+///
+/// Every agent rewrites its member key once a cycle (every `loop_wait`,
+/// plus the cycle's DCS calls, each bounded by `retry_timeout`), and every
+/// backend gives each write a new [`Version`](crate::model::Version)
+/// (etcd revision, znode version, Consul index, the Pod's
+/// `resourceVersion` with pgha's heartbeat). A key that stops changing
+/// belongs to an agent that is dead or frozen, whatever it says.
+///
+/// Why it matters: a dead leader's key is meant to vanish within `ttl`,
+/// and [`not_streaming_limit`] leaves room for exactly that; but an etcd
+/// under load has been seen to keep a killed leader's lease for 12 s at
+/// `ttl` 5, so every replica passed the limit, stayed out of the race, and
+/// nobody took over. With this bound a replica that streamed until its
+/// leader died counts at most `2 × (loop_wait + retry_timeout)` (the last
+/// write is seen up to one cycle late), which is below the limit because
+/// `loop_wait + 2 × retry_timeout <= ttl` always holds — however long the
+/// key lingers.
+pub fn upstream_silence_limit(t: Timing) -> Duration {
+    t.loop_wait + t.retry_timeout
+}
+
 /// The current leader's address, from its member key's `conn_url`.
 pub fn leader_endpoint(cluster: &Cluster) -> Option<Endpoint> {
     let (host, port) = cluster.leader_member()?.data.conn_host_port()?;
@@ -307,6 +332,9 @@ pub struct StreamingWatch {
     /// leader: only time between two such updates is counted (never the
     /// time before, when it may still have been streaming).
     pub counting: bool,
+    /// The version of the upstream's member key last seen, and when
+    /// (monotonic) it was first seen: see [`upstream_silence_limit`].
+    pub upstream_key: Option<(Version, Duration)>,
 }
 
 impl StreamingWatch {
@@ -314,11 +342,13 @@ impl StreamingWatch {
     /// - reset when this node leads or runs as a primary, when the leader
     ///   changed, and when the replica streams from the leader;
     /// - added when the replica runs, does not stream from the leader, and
-    ///   the leader's member key says its PostgreSQL runs;
+    ///   the leader's member key says its PostgreSQL runs and was rewritten
+    ///   within `silence_limit` ([`upstream_silence_limit`]);
     /// - frozen otherwise: the DCS could not be read, there is no leader
     ///   (so the last verdict before the leader was lost is what the race
-    ///   sees), the leader is not running (restarting in place, ...), or
-    ///   this node's PostgreSQL is not running or busy with a job.
+    ///   sees), the leader is not running (restarting in place, ...) or its
+    ///   agent has gone silent (dead or frozen, its key not yet expired),
+    ///   or this node's PostgreSQL is not running or busy with a job.
     pub fn update(
         &mut self,
         now: Duration,
@@ -326,6 +356,7 @@ impl StreamingWatch {
         cluster: Option<&Cluster>,
         local: &LocalPostgres,
         job_running: bool,
+        silence_limit: Duration,
     ) {
         let elapsed = match self.updated_at {
             Some(t) if self.counting => now.saturating_sub(t),
@@ -344,6 +375,12 @@ impl StreamingWatch {
         let Some(upstream) = upstream(cluster, local.replicate_from.as_deref()) else {
             return;
         };
+        let key = cluster.member(upstream);
+        let rewritten_at = match (&self.upstream_key, key) {
+            (Some((seen, at)), Some(m)) if *seen == m.version => *at,
+            _ => now,
+        };
+        self.upstream_key = key.map(|m| (m.version.clone(), rewritten_at));
         if self.upstream.as_deref() != Some(upstream) {
             self.reset(Some(upstream.to_string()));
             return;
@@ -351,13 +388,11 @@ impl StreamingWatch {
         if job_running {
             return;
         }
+        let live = key.is_some_and(|m| m.data.is_running())
+            && now.saturating_sub(rewritten_at) <= silence_limit;
         match streams_from_upstream(local, Some(cluster)) {
             Some(true) => self.not_streaming_for = Duration::ZERO,
-            Some(false)
-                if cluster
-                    .member(upstream)
-                    .is_some_and(|m| m.data.is_running()) =>
-            {
+            Some(false) if live => {
                 self.not_streaming_for += elapsed;
                 self.counting = true;
             }
@@ -366,6 +401,9 @@ impl StreamingWatch {
     }
 
     fn reset(&mut self, upstream: Option<String>) {
+        if upstream.is_none() {
+            self.upstream_key = None;
+        }
         self.upstream = upstream;
         self.not_streaming_for = Duration::ZERO;
     }
@@ -380,7 +418,7 @@ impl StreamingWatch {
 mod tests {
     use super::*;
     use crate::ha::observation::{DataDir, PgRole};
-    use crate::model::{ClusterKey, RawEntry, Version};
+    use crate::model::{ClusterKey, RawEntry};
     use serde_json::json;
 
     fn local() -> LocalPostgres {
@@ -406,6 +444,12 @@ mod tests {
 
     /// A cluster led by `leader` (if any), whose member key says `state`.
     fn cluster(leader: Option<&str>, state: &str) -> Cluster {
+        cluster_at(leader, state, 1)
+    }
+
+    /// [`cluster`] with n1's member key at `version` (every rewrite of a
+    /// key gives it a new version).
+    fn cluster_at(leader: Option<&str>, state: &str, version: i64) -> Cluster {
         let mut entries = vec![(
             "members/n1".to_string(),
             json!({"conn_url": "postgres://10.0.0.1:5432/postgres", "state": state, "role": "primary"})
@@ -423,7 +467,7 @@ mod tests {
             entries.into_iter().enumerate().map(|(i, (k, v))| RawEntry {
                 key: ClusterKey::parse(&k).unwrap(),
                 value: v.into_bytes(),
-                version: Version::number(i as i64 + 1),
+                version: Version::number(if i == 0 { version } else { i as i64 + 1000 }),
                 owner: None,
             }),
             Version::number(100),
@@ -431,6 +475,8 @@ mod tests {
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
+    /// A silence limit the tests about other things never reach.
+    const NEVER_SILENT: Duration = Duration::from_secs(1_000_000);
 
     #[test]
     fn endpoints_are_read_from_conninfo_and_urls() {
@@ -561,19 +607,19 @@ mod tests {
     fn the_watch_counts_while_the_leader_runs_and_resets_when_streaming() {
         let c = cluster(Some("n1"), "running");
         let mut w = StreamingWatch::default();
-        w.update(S(0), "n2", Some(&c), &local(), false);
+        w.update(S(0), "n2", Some(&c), &local(), false, NEVER_SILENT);
         assert_eq!(w.upstream.as_deref(), Some("n1"));
-        w.update(S(5), "n2", Some(&c), &local(), false);
+        w.update(S(5), "n2", Some(&c), &local(), false, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(0));
         // Streaming stopped between 5 and 10: counted from 10 on, not from 5.
-        w.update(S(10), "n2", Some(&c), &broken_local(), false);
+        w.update(S(10), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(0));
-        w.update(S(20), "n2", Some(&c), &broken_local(), false);
-        w.update(S(35), "n2", Some(&c), &broken_local(), false);
+        w.update(S(20), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
+        w.update(S(35), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(25));
         assert!(w.broken(S(20)));
         assert!(!w.broken(S(25)));
-        w.update(S(36), "n2", Some(&c), &local(), false);
+        w.update(S(36), "n2", Some(&c), &local(), false, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(0));
     }
 
@@ -583,27 +629,41 @@ mod tests {
         let no_leader = cluster(None, "running");
         let leader_starting = cluster(Some("n1"), "starting");
         let mut w = StreamingWatch::default();
-        w.update(S(0), "n2", Some(&c), &broken_local(), false);
-        w.update(S(1), "n2", Some(&c), &broken_local(), false);
-        w.update(S(11), "n2", Some(&c), &broken_local(), false);
+        w.update(S(0), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
+        w.update(S(1), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
+        w.update(S(11), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(10));
         // DCS unreadable.
-        w.update(S(20), "n2", None, &broken_local(), false);
+        w.update(S(20), "n2", None, &broken_local(), false, NEVER_SILENT);
         // The leader key expired: the count is what the race will see.
-        w.update(S(30), "n2", Some(&no_leader), &broken_local(), false);
+        w.update(
+            S(30),
+            "n2",
+            Some(&no_leader),
+            &broken_local(),
+            false,
+            NEVER_SILENT,
+        );
         // The leader restarts its PostgreSQL in place.
-        w.update(S(40), "n2", Some(&leader_starting), &broken_local(), false);
+        w.update(
+            S(40),
+            "n2",
+            Some(&leader_starting),
+            &broken_local(),
+            false,
+            NEVER_SILENT,
+        );
         // My own PostgreSQL is down, or a job runs.
         let mut stopped = broken_local();
         stopped.running = false;
-        w.update(S(50), "n2", Some(&c), &stopped, false);
-        w.update(S(60), "n2", Some(&c), &broken_local(), true);
+        w.update(S(50), "n2", Some(&c), &stopped, false, NEVER_SILENT);
+        w.update(S(60), "n2", Some(&c), &broken_local(), true, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(10));
         assert_eq!(w.upstream.as_deref(), Some("n1"));
         // Counting again, from the first update that counts.
-        w.update(S(65), "n2", Some(&c), &broken_local(), false);
+        w.update(S(65), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(10));
-        w.update(S(70), "n2", Some(&c), &broken_local(), false);
+        w.update(S(70), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(15));
     }
 
@@ -612,23 +672,125 @@ mod tests {
         let c = cluster(Some("n1"), "running");
         let n4 = cluster(Some("n4"), "running");
         let mut w = StreamingWatch::default();
-        w.update(S(0), "n2", Some(&c), &broken_local(), false);
-        w.update(S(1), "n2", Some(&c), &broken_local(), false);
-        w.update(S(61), "n2", Some(&c), &broken_local(), false);
+        w.update(S(0), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
+        w.update(S(1), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
+        w.update(S(61), "n2", Some(&c), &broken_local(), false, NEVER_SILENT);
         assert!(w.broken(S(50)));
-        w.update(S(62), "n2", Some(&n4), &broken_local(), false);
+        w.update(S(62), "n2", Some(&n4), &broken_local(), false, NEVER_SILENT);
         assert_eq!(
             (w.upstream.as_deref(), w.not_streaming_for),
             (Some("n4"), S(0))
         );
-        w.update(S(63), "n2", Some(&n4), &broken_local(), false);
-        w.update(S(92), "n2", Some(&n4), &broken_local(), false);
+        w.update(S(63), "n2", Some(&n4), &broken_local(), false, NEVER_SILENT);
+        w.update(S(92), "n2", Some(&n4), &broken_local(), false, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(29));
-        w.update(S(93), "n4", Some(&n4), &broken_local(), false);
+        w.update(S(93), "n4", Some(&n4), &broken_local(), false, NEVER_SILENT);
         assert_eq!((w.upstream.as_deref(), w.not_streaming_for), (None, S(0)));
         let mut primary = local();
         primary.role = Some(PgRole::Primary);
-        w.update(S(94), "n2", Some(&c), &primary, false);
+        w.update(S(94), "n2", Some(&c), &primary, false, NEVER_SILENT);
         assert_eq!((w.upstream.as_deref(), w.not_streaming_for), (None, S(0)));
+    }
+
+    #[test]
+    fn the_watch_freezes_when_the_leaders_key_stops_being_rewritten() {
+        // The leader's agent rewrites its key every cycle (a new version
+        // each time); it dies at 10 s, its key lingers (a slow etcd) with
+        // the last version, still saying "running".
+        let silence = S(3);
+        let mut w = StreamingWatch::default();
+        w.update(
+            S(0),
+            "n2",
+            Some(&cluster_at(Some("n1"), "running", 1)),
+            &local(),
+            false,
+            silence,
+        );
+        for t in 1..=10 {
+            w.update(
+                S(t),
+                "n2",
+                Some(&cluster_at(Some("n1"), "running", t as i64 + 1)),
+                &local(),
+                false,
+                silence,
+            );
+        }
+        assert_eq!(w.not_streaming_for, S(0));
+        // Streaming stops at once; the key stays at version 11 for 30 s.
+        let lingering = cluster_at(Some("n1"), "running", 11);
+        for t in 11..=40 {
+            w.update(
+                S(t),
+                "n2",
+                Some(&lingering),
+                &broken_local(),
+                false,
+                silence,
+            );
+        }
+        assert_eq!(
+            w.not_streaming_for,
+            S(2),
+            "counted from 11 s until 13 s, the key's last rewrite (seen at 10 s) + 3 s"
+        );
+        assert!(
+            !w.broken(S(8)),
+            "a replica that streamed until its leader died stays a candidate"
+        );
+        // A live leader rewrites its key again: counting resumes.
+        for t in 41..=50 {
+            w.update(
+                S(t),
+                "n2",
+                Some(&cluster_at(Some("n1"), "running", t as i64)),
+                &broken_local(),
+                false,
+                silence,
+            );
+        }
+        assert_eq!(w.not_streaming_for, S(11));
+        // A leader that keeps rewriting its key while this replica does not
+        // stream from it (M1: a wrong host) is counted past the limit.
+        assert!(w.broken(S(8)));
+    }
+
+    #[test]
+    fn a_replica_broken_before_its_leader_died_stays_broken() {
+        let silence = S(3);
+        let mut w = StreamingWatch::default();
+        for t in 0..=20 {
+            w.update(
+                S(t),
+                "n2",
+                Some(&cluster_at(Some("n1"), "running", t as i64)),
+                &broken_local(),
+                false,
+                silence,
+            );
+        }
+        assert_eq!(w.not_streaming_for, S(19));
+        let lingering = cluster_at(Some("n1"), "running", 20);
+        for t in 21..=40 {
+            w.update(
+                S(t),
+                "n2",
+                Some(&lingering),
+                &broken_local(),
+                false,
+                silence,
+            );
+        }
+        assert_eq!(w.not_streaming_for, S(22));
+        w.update(
+            S(41),
+            "n2",
+            Some(&cluster(None, "running")),
+            &broken_local(),
+            false,
+            silence,
+        );
+        assert!(w.broken(S(8)), "what the race sees");
     }
 }

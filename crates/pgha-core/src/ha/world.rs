@@ -58,6 +58,7 @@ impl World {
                 paused: false,
                 failsafe_mode: false,
                 not_streaming_limit: Duration::from_secs(50),
+                upstream_silence_limit: Duration::from_secs(20),
                 standby_cluster: None,
                 ttl: Duration::from_secs(30),
             },
@@ -164,11 +165,18 @@ impl World {
     }
 
     pub(crate) fn cluster(&self) -> Cluster {
+        self.cluster_rewritten(0)
+    }
+
+    /// [`World::cluster`] after every key was written `round` more times
+    /// (each write gives a key a new version, as live agents rewrite
+    /// their member keys every cycle).
+    pub(crate) fn cluster_rewritten(&self, round: i64) -> Cluster {
         Cluster::from_entries(
             self.entries.iter().enumerate().map(|(i, (k, v))| RawEntry {
                 key: ClusterKey::parse(k).unwrap(),
                 value: v.as_bytes().to_vec(),
-                version: Version::number(i as i64 + 1),
+                version: Version::number(i as i64 + 1 + round * 1000),
                 owner: None,
             }),
             Version::number(100),

@@ -485,6 +485,7 @@ impl HaLoop {
             paused: self.dynamic.pause(),
             failsafe_mode: self.dynamic.failsafe_mode(),
             not_streaming_limit: ha::not_streaming_limit(self.node.timing()),
+            upstream_silence_limit: ha::upstream_silence_limit(self.node.timing()),
             standby_cluster: self.dynamic.standby_cluster().map(|s| s.source()),
             ttl: self.node.timing().ttl,
         }

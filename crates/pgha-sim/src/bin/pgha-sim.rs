@@ -2,7 +2,7 @@
 //!
 //!   pgha-sim --seeds N [--from S] [--threads T]   a sweep; exits 1 on any violation
 //!   pgha-sim --replay SEED                        one schedule with its whole trace
-//!   ... --without fences|sync-race|failsafe-promise                a protection off, to see what breaks
+//!   ... --without fences|sync-race|failsafe-promise|silent-upstream                a protection off, to see what breaks
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,7 @@ use std::time::Instant;
 use pgha_sim::{Options, Protections, Report, run_seed};
 
 const USAGE: &str = "usage: pgha-sim --seeds N [--from S] [--threads T] | --replay SEED \
-                     [--without fences|sync-race|failsafe-promise]";
+                     [--without fences|sync-race|failsafe-promise|silent-upstream]";
 
 struct Args {
     seeds: u64,
@@ -47,9 +47,10 @@ fn parse() -> Result<Args, String> {
                 Some("fences") => args.protections.fences = false,
                 Some("sync-race") => args.protections.sync_race = false,
                 Some("failsafe-promise") => args.protections.failsafe_promise = false,
+                Some("silent-upstream") => args.protections.silent_upstream = false,
                 other => {
                     return Err(format!(
-                        "--without {other:?}: fences, sync-race or failsafe-promise"
+                        "--without {other:?}: fences, sync-race, failsafe-promise or silent-upstream"
                     ));
                 }
             },
@@ -209,6 +210,9 @@ fn without_args(p: Protections) -> String {
     }
     if !p.failsafe_promise {
         out.push_str(" --without failsafe-promise");
+    }
+    if !p.silent_upstream {
+        out.push_str(" --without silent-upstream");
     }
     out
 }

@@ -1446,6 +1446,7 @@ impl World {
             not_streaming_for: Duration::from_secs(secs),
             updated_at: Some(self.now),
             counting: true,
+            upstream_key: None,
         };
         self
     }

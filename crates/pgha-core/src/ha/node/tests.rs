@@ -620,22 +620,57 @@ fn observing_reports_when_replication_breaks_and_heals() {
     // The first look learns who leads, the second starts counting.
     assert_eq!(n.observe(T0, &w.inputs(&cluster)), (false, false));
     assert_eq!(n.observe(T0, &w.inputs(&cluster)), (false, false));
+    // The leader's agent lives: its key is rewritten between the looks.
+    let (later, last) = (w.cluster_rewritten(1), w.cluster_rewritten(2));
     assert_eq!(
-        n.observe(T0 + limit, &w.inputs(&cluster)),
+        n.observe(T0 + limit, &w.inputs(&later)),
         (false, false),
         "exactly the limit is not more than it"
     );
     assert_eq!(
-        n.observe(T0 + limit + secs(1), &w.inputs(&cluster)),
+        n.observe(T0 + limit + secs(1), &w.inputs(&last)),
         (false, true)
     );
     w.local.replication_state = Some("streaming".into());
     w.local.receiver_sender = Some(crate::ha::Endpoint::new("127.0.0.1", 5432));
     assert_eq!(
-        n.observe(T0 + limit + secs(2), &w.inputs(&cluster)),
+        n.observe(T0 + limit + secs(2), &w.inputs(&last)),
         (true, false),
         "healed"
     );
+}
+
+#[test]
+fn a_dead_leaders_lingering_key_does_not_make_its_replicas_broken() {
+    // The leader died with its replicas streaming; its key (still saying
+    // "running") outlives ttl, as a loaded etcd's did for 12 s at ttl 5.
+    let mut w = World::new("n2");
+    let mut n = node();
+    let limit = w.settings.not_streaming_limit;
+    let t = n.timing();
+    let alive = w.cluster();
+    assert_eq!(n.observe(T0, &w.inputs(&alive)), (false, false));
+    w.local.replication_state = None;
+    w.local.receiver_sender = None;
+    let mut at = T0;
+    while at < T0 + limit * 3 {
+        at += t.loop_wait;
+        assert_eq!(
+            n.observe(at, &w.inputs(&alive)),
+            (false, false),
+            "at {at:?}: the key stopped changing at {T0:?}"
+        );
+    }
+    assert!(n.memory().streaming.not_streaming_for <= 2 * w.settings.upstream_silence_limit);
+    // The same silence with the key rewritten every cycle (the leader's
+    // agent lives, this replica does not stream from it): broken.
+    let mut round = 0;
+    while at < T0 + limit * 6 {
+        at += t.loop_wait;
+        round += 1;
+        n.observe(at, &w.inputs(&w.cluster_rewritten(round)));
+    }
+    assert!(n.memory().streaming.broken(limit));
 }
 
 #[test]
