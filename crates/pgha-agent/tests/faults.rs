@@ -186,8 +186,70 @@ async fn p3_reboot_of_the_primarys_host() {
     );
 }
 
+/// Waits (bounded) until a node other than `old` accepts writes.
+async fn wait_for_new_primary(c: &TestCluster, old: usize, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        for i in (0..c.nodes.len()).filter(|&i| i != old) {
+            if c.sql(i, "SELECT pg_is_in_recovery()").await.ok() == Some(vec!["f".into()]) {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new primary within {within:?}\n{}",
+            c.logs_tail(25)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (bounded) until node `i`'s postmaster is no longer `pid`.
+async fn wait_postmaster_gone(c: &TestCluster, i: usize, pid: Option<i32>, within: Duration) {
+    let deadline = Instant::now() + within;
+    while pid.is_some() && c.postmaster_pid(i) == pid {
+        assert!(
+            Instant::now() < deadline,
+            "postmaster {pid:?} of {} still runs after {within:?}",
+            c.nodes[i].name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sets or clears maintenance mode and waits (bounded) until node `i`'s
+/// agent runs by it.
+async fn set_pause(c: &TestCluster, i: usize, on: bool) {
+    let body = if on {
+        r#"{"pause": true}"#
+    } else {
+        r#"{"pause": null}"#
+    };
+    let (status, text) = c
+        .api_call(i, "PATCH", "/config", Some(body), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let paused = c
+            .api_call(i, "GET", "/patroni", None, Duration::from_secs(5))
+            .await
+            .ok()
+            .and_then(|(_, t)| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["pause"] == true);
+        if paused == on {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pause {on} not taken up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// P4a: kill -9 of the agent alone; its fence guard stops PostgreSQL and
+/// hands the lock over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4_kill_9_of_the_primarys_agent() {
+async fn p4a_kill_9_of_the_primarys_agent() {
     let mut run = start().await;
     let p = run.primary;
     run.fault();
@@ -200,7 +262,7 @@ async fn p4_kill_9_of_the_primarys_agent() {
     run.cluster.start_agent(p).unwrap();
     let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
     let o = run
-        .finish("P4", "kill -9 of the primary's agent", bound)
+        .finish("P4a", "kill -9 of the primary's agent", bound)
         .await
         .unwrap();
     record(&o);
@@ -210,6 +272,136 @@ async fn p4_kill_9_of_the_primarys_agent() {
         Some(0),
         "the old primary took writes after the failover"
     );
+}
+
+/// P4b: kill -9 of the agent and its fence guard together (the agent's
+/// process tree, `pkill -9 -f pgha`). Nothing is left to fence, and the
+/// lock expires after ttl; the postmaster, the guard's child with a
+/// parent-death signal, is killed by the kernel with the guard, so the old
+/// primary acknowledges nothing after the new one's first write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4b_kill_9_of_the_primarys_agent_and_guard_together() {
+    let mut run = start().await;
+    let p = run.primary;
+    let postmaster = run.cluster.postmaster_pid(p);
+    run.fault();
+    run.cluster.kill_agent_and_guard(p);
+    wait_postmaster_gone(&run.cluster, p, postmaster, Duration::from_secs(5)).await;
+    let ttl = run.cluster.options.ttl;
+    let new = wait_for_new_primary(&run.cluster, p, Duration::from_secs(ttl * 3 + 20)).await;
+    run.cluster
+        .sql(new, "CREATE TABLE written_on_the_new_primary(x int)")
+        .await
+        .unwrap();
+    assert!(
+        run.wait_for_pinned_acks(1, Duration::from_secs(3))
+            .await
+            .is_err(),
+        "the old primary acknowledged a row after the new one took writes"
+    );
+    run.cluster.start_agent(p).unwrap();
+    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
+    let o = run
+        .finish(
+            "P4b",
+            "kill -9 of the primary's agent and fence guard together",
+            bound,
+        )
+        .await
+        .unwrap();
+    record(&o);
+    assert_ne!(o.final_primary, run_name(p), "no failover");
+    assert_eq!(
+        o.stale_writes,
+        Some(0),
+        "the old primary took writes after the failover"
+    );
+}
+
+/// P4b without the protection: the same kill, with the primary's
+/// postmaster started by `pg_ctl` (detached, as pgha started it before
+/// the guard did; here by hand during maintenance mode). It outlives
+/// agent and guard and goes on acknowledging writes after a replica took
+/// over: the split brain P4b no longer shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4b_contrast_a_postmaster_that_outlives_its_guard_splits_the_brain() {
+    let mut run = start().await;
+    let p = run.primary;
+    set_pause(&run.cluster, p, true).await;
+    // With -l: the postmaster must not hold the test's pipes open.
+    let log = run.cluster.data_dir(p).join("log/pgha-postmaster.log");
+    run.cluster
+        .pg_ctl(
+            p,
+            &["restart", "-m", "fast", "-w", "-l", &log.to_string_lossy()],
+        )
+        .unwrap();
+    set_pause(&run.cluster, p, false).await;
+    run.wait_for_pinned_acks(20, Duration::from_secs(30))
+        .await
+        .unwrap();
+    run.fault();
+    run.cluster.kill_agent_and_guard(p);
+    let ttl = run.cluster.options.ttl;
+    let new = wait_for_new_primary(&run.cluster, p, Duration::from_secs(ttl * 3 + 20)).await;
+    run.cluster
+        .sql(new, "CREATE TABLE written_on_the_new_primary(x int)")
+        .await
+        .unwrap();
+    // The main writer stays connected to the old primary (it still takes
+    // writes); the client pinned to it gets rows acknowledged now that
+    // another server took writes: the split brain.
+    assert!(
+        run.cluster.postmaster_pid(p).is_some(),
+        "the detached postmaster died"
+    );
+    let stale = run.wait_for_pinned_acks(20, Duration::from_secs(5)).await;
+    eprintln!(
+        "P4b without the protection: the old primary acknowledged rows after the new one took \
+         writes: {}",
+        stale.is_ok()
+    );
+    assert!(
+        stale.is_ok(),
+        "no contrast: the detached postmaster acknowledged no rows after the failover"
+    );
+    run.cluster.start_agent(p).unwrap();
+    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
+    let o = run
+        .finish(
+            "P4b-detached",
+            "kill -9 of agent and guard, postmaster detached (protection off)",
+            bound,
+        )
+        .await
+        .unwrap();
+    assert!(
+        o.lost > 0,
+        "the old primary's rows after the failover were thrown away by its rewind ({} lost)",
+        o.lost
+    );
+}
+
+/// P4c: kill -9 of the primary's fence guard alone. Its postmaster dies
+/// with it (a primary must not run unguarded); the agent starts a new
+/// guard and PostgreSQL again, or the cluster fails over: either way no
+/// two primaries, and nothing acknowledged by a stale one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4c_kill_9_of_the_primarys_fence_guard() {
+    let mut run = start().await;
+    let p = run.primary;
+    let postmaster = run.cluster.postmaster_pid(p);
+    run.fault();
+    run.cluster.kill_guard(p);
+    wait_postmaster_gone(&run.cluster, p, postmaster, Duration::from_secs(5)).await;
+    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
+    let o = run
+        .finish("P4c", "kill -9 of the primary's fence guard", bound)
+        .await
+        .unwrap();
+    record(&o);
+    assert_eq!(o.stale_writes.unwrap_or(0), 0);
+    assert_eq!(o.lost, 0);
 }
 
 /// S4 as a service manager's `kill` does it: the replica's agent dies,

@@ -8,6 +8,7 @@ use nix::unistd::Pid;
 
 use super::PgError;
 use super::command::run;
+use super::launch::{self, LaunchError, LaunchSpec, PostmasterLauncher};
 
 /// How to stop PostgreSQL (`pg_ctl stop -m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,17 +39,49 @@ pub struct PgCtl {
 
 impl PgCtl {
     /// Starts the postmaster and waits (up to `timeout`) until it accepts
-    /// connections. pg_ctl detaches it into its own session, so it outlives
-    /// the agent.
-    pub async fn start(&self, timeout: Duration) -> Result<(), PgError> {
+    /// connections (or runs as a hot standby).
+    ///
+    /// With a `launcher` (the fence guard) the postmaster is the
+    /// launcher's child and dies with it ([`crate::launch`]); without one,
+    /// or while the launcher is unavailable, `pg_ctl` detaches it into its
+    /// own session, so it outlives every pgha process.
+    pub async fn start(
+        &self,
+        timeout: Duration,
+        launcher: Option<&dyn PostmasterLauncher>,
+    ) -> Result<(), PgError> {
         if let Some(dir) = self.log_file.parent() {
             std::fs::create_dir_all(dir).map_err(|e| PgError::Io {
                 path: dir.display().to_string(),
                 reason: e.to_string(),
             })?;
         }
-        let secs = timeout.as_secs().max(1).to_string();
         let log_from = std::fs::metadata(&self.log_file).map_or(0, |m| m.len());
+        if let Some(launcher) = launcher {
+            let spec = LaunchSpec::postgres(
+                &self.pg_ctl.with_file_name("postgres"),
+                &self.data_dir,
+                &self.log_file,
+            );
+            match launcher.launch(&spec).await {
+                Ok(pid) => {
+                    return launch::wait_ready(&self.data_dir, pid, timeout)
+                        .await
+                        .map_err(|e| self.with_start_log(e, log_from));
+                }
+                Err(LaunchError::Unavailable(why)) => tracing::warn!(
+                    "starting PostgreSQL with pg_ctl ({why}): it will not stop if the fence \
+                     guard dies"
+                ),
+                Err(LaunchError::Failed(why)) => {
+                    return Err(PgError::Spawn {
+                        program: spec.program.display().to_string(),
+                        reason: why,
+                    });
+                }
+            }
+        }
+        let secs = timeout.as_secs().max(1).to_string();
         let started = run(
             tokio::process::Command::new(&self.pg_ctl)
                 .arg("start")
@@ -59,23 +92,30 @@ impl PgCtl {
             timeout + Duration::from_secs(5),
         )
         .await;
-        match started {
-            Ok(_) => Ok(()),
-            // pg_ctl only says "Examine the log output": the reason (a port
-            // in use, no shared memory left, a bad setting) is in the log.
-            Err(PgError::Failed {
+        started
+            .map(drop)
+            .map_err(|e| self.with_start_log(e, log_from))
+    }
+
+    /// A failed start's error with what the postmaster logged since the
+    /// log was `log_from` bytes long: pg_ctl only says "Examine the log
+    /// output", and the reason (a port in use, no shared memory left, a
+    /// bad setting) is in the log.
+    fn with_start_log(&self, e: PgError, log_from: u64) -> PgError {
+        match e {
+            PgError::Failed {
                 program,
                 status,
                 output,
-            }) => Err(PgError::Failed {
+            } => PgError::Failed {
                 program,
                 status,
                 output: match log_written_since(&self.log_file, log_from, START_LOG_LINES) {
                     Some(log) => format!("{output}\n{}:\n{log}", self.log_file.display()),
                     None => output,
                 },
-            }),
-            Err(e) => Err(e),
+            },
+            e => e,
         }
     }
 
@@ -242,7 +282,7 @@ mod tests {
             log_file,
         };
         let error = ctl
-            .start(Duration::from_secs(5))
+            .start(Duration::from_secs(5), None)
             .await
             .unwrap_err()
             .to_string();

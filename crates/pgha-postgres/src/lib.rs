@@ -10,6 +10,7 @@ mod command;
 pub mod controldata;
 pub mod ctl;
 pub mod files;
+pub mod launch;
 pub mod query;
 pub mod settings;
 
@@ -26,6 +27,7 @@ use tokio::sync::Mutex;
 pub use controldata::ControlData;
 pub use ctl::{PgCtl, ShutdownMode};
 pub use files::{ConfRole, Upstream};
+pub use launch::{LaunchError, LaunchFuture, LaunchSpec, PostmasterLauncher};
 pub use query::{DbState, LocalDb, LocalTarget};
 pub use settings::{Credentials, CustomBootstrap, NewCluster, PgSettings, ReplicaMethod};
 
@@ -69,6 +71,8 @@ pub struct Postgres {
     pub settings: Arc<PgSettings>,
     pub ctl: PgCtl,
     db: Mutex<LocalDb>,
+    /// Who starts the postmaster ([`launch`]); `pg_ctl` until set.
+    launcher: std::sync::OnceLock<Arc<dyn PostmasterLauncher>>,
 }
 
 /// How long a rewind waits for a killed postmaster to be gone for good.
@@ -90,7 +94,19 @@ impl Postgres {
             log_file: pg.data_dir.join("log").join("pgha-postmaster.log"),
         };
         let db = Mutex::new(LocalDb::new(local_target(&settings)));
-        Postgres { settings, ctl, db }
+        Postgres {
+            settings,
+            ctl,
+            db,
+            launcher: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// From now on the postmaster is started by `launcher` (the fence
+    /// guard), as its child, so that it dies with it ([`launch`]). Set
+    /// once; a second call changes nothing.
+    pub fn set_launcher(&self, launcher: Arc<dyn PostmasterLauncher>) {
+        let _ = self.launcher.set(launcher);
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -144,7 +160,8 @@ impl Postgres {
     pub async fn start(&self, role: &ConfRole, dynamic: &DynamicConfig) -> Result<(), PgError> {
         files::write_config(&self.settings, dynamic, role)?;
         self.db.lock().await.reset();
-        match self.ctl.start(self.settings.pg_ctl_timeout).await {
+        let launcher = self.launcher.get().map(|l| &**l);
+        match self.ctl.start(self.settings.pg_ctl_timeout, launcher).await {
             Ok(()) => Ok(()),
             Err(e) if self.ctl.postmaster_pid().is_some() => {
                 tracing::warn!("PostgreSQL is still starting: {e}");

@@ -411,6 +411,33 @@ impl TestCluster {
         }
     }
 
+    /// kill -9 of node `i`'s agent and fence guard together, as a kill of
+    /// the agent's process tree (or `pkill -9 -f pgha`) does; both frozen
+    /// first, so neither can react to the other's death. Only what they
+    /// take along dies with them.
+    pub fn kill_agent_and_guard(&mut self, i: usize) {
+        let pids: Vec<Pid> = self
+            .guard_pids(i)
+            .into_iter()
+            .chain(self.agent_pid(i).map(|p| p as i32))
+            .map(Pid::from_raw)
+            .collect();
+        for &p in &pids {
+            let _ = kill(p, Signal::SIGSTOP);
+        }
+        for &p in &pids {
+            let _ = kill(p, Signal::SIGKILL);
+        }
+        self.kill_agent(i);
+    }
+
+    /// kill -9 of node `i`'s fence guard alone.
+    pub fn kill_guard(&self, i: usize) {
+        for g in self.guard_pids(i) {
+            let _ = kill(Pid::from_raw(g), Signal::SIGKILL);
+        }
+    }
+
     /// The pids of node `i`'s fence guards (`pgha --guard <its config>`,
     /// in their own process group, so not children the test holds).
     pub fn guard_pids(&self, i: usize) -> Vec<i32> {

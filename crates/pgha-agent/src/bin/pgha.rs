@@ -111,11 +111,21 @@ fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// The fence guard's life (started by the agent with `--guard`).
+/// The fence guard's life (started by the agent with `--guard`), on one
+/// thread: the postmaster it starts is killed when the thread that forked
+/// it ends (the parent-death signal is per thread), so that thread must be
+/// the main one, which lives as long as the process.
 fn run_guard(config: Config) -> ExitCode {
     init_logging(&config);
-    let Some(runtime) = runtime(1) else {
-        return ExitCode::from(1);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
     };
     let target = GuardTarget {
         member: config.name.clone(),

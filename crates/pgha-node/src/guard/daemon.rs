@@ -30,7 +30,10 @@ use pgha_core::dcs::Dcs;
 use pgha_core::model::PgState;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::protocol::{Beat, READY, ToGuard, WatchdogReport, WatchdogWant, monotonic_ns, until};
+use super::postmaster::Postmaster;
+use super::protocol::{
+    Beat, FromGuard, Launch, READY, ToGuard, WatchdogReport, WatchdogWant, monotonic_ns, until,
+};
 use super::stop::{Stopped, Target, stop_now};
 use super::watchdog::Watchdog;
 
@@ -87,6 +90,10 @@ pub async fn run(target: GuardTarget, dcs: Arc<dyn Dcs>) -> Result<(), GuardErro
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut beat = Beat::default();
     let mut dog = DogKeeper::new(stdout);
+    // The postmaster this guard started, while it runs: it dies with the
+    // guard (see `postmaster`), so the guard outlives the agent for as
+    // long as it runs.
+    let mut postmaster: Option<Postmaster> = None;
     // Whether the current beat's deadline was already acted on, so a silent
     // agent is fenced once.
     let mut fired = false;
@@ -95,18 +102,31 @@ pub async fn run(target: GuardTarget, dcs: Arc<dyn Dcs>) -> Result<(), GuardErro
             .then(|| fence_at(&beat, &dog))
             .flatten()
             .map(until);
-        let line = match fire_in {
-            Some(wait) => match tokio::time::timeout(wait, lines.next_line()).await {
-                Ok(line) => line,
-                Err(_) => {
-                    fired = true;
-                    if fence_silent_agent(&data_dir).await {
-                        dog.disarm("PostgreSQL is stopped").await;
-                    }
-                    continue;
+        let deadline = async {
+            match fire_in {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
+        let child_exit = async {
+            match postmaster.as_mut() {
+                Some(pm) => pm.exited().await,
+                None => std::future::pending().await,
+            }
+        };
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            () = deadline => {
+                fired = true;
+                if fence_silent_agent(&data_dir).await {
+                    dog.disarm("PostgreSQL is stopped").await;
                 }
-            },
-            None => lines.next_line().await,
+                continue;
+            }
+            status = child_exit => {
+                log_exit(postmaster.take(), status);
+                continue;
+            }
         };
         match line {
             Ok(Some(text)) => match serde_json::from_str::<ToGuard>(&text) {
@@ -115,9 +135,14 @@ pub async fn run(target: GuardTarget, dcs: Arc<dyn Dcs>) -> Result<(), GuardErro
                     fired = false;
                     dog.follow(&beat).await;
                 }
+                Ok(ToGuard::Launch(launch)) => {
+                    let reply = launch_postmaster(&launch, &mut postmaster);
+                    dog.send(&reply).await;
+                }
                 Ok(ToGuard::Exit) => {
                     dog.disarm("the agent stops").await;
-                    tracing::info!("fence guard: the agent stops cleanly; exiting");
+                    tracing::info!("fence guard: the agent stops cleanly");
+                    keep_until_exit(postmaster).await;
                     return Ok(());
                 }
                 Err(e) => tracing::warn!("fence guard: ignoring an unreadable line ({e})"),
@@ -131,10 +156,64 @@ pub async fn run(target: GuardTarget, dcs: Arc<dyn Dcs>) -> Result<(), GuardErro
                     );
                     dog.abandon();
                 }
+                keep_until_exit(postmaster).await;
                 return Ok(());
             }
         }
     }
+}
+
+/// Starts the postmaster the agent asked for, unless the last one still
+/// runs (a second would only find the data directory locked).
+fn launch_postmaster(launch: &Launch, postmaster: &mut Option<Postmaster>) -> FromGuard {
+    if let Some(pm) = postmaster.as_ref() {
+        return FromGuard::LaunchFailed {
+            why: format!(
+                "the postmaster this guard started (pid {}) still runs",
+                pm.pid
+            ),
+        };
+    }
+    match Postmaster::start(launch) {
+        Ok(pm) => {
+            tracing::info!(
+                "fence guard: started the postmaster (pid {}); it stops if this guard dies",
+                pm.pid
+            );
+            let pid = pm.pid;
+            *postmaster = Some(pm);
+            FromGuard::Launched { pid }
+        }
+        Err(e) => {
+            let why = format!("cannot start {}: {e}", launch.program.display());
+            tracing::error!("fence guard: {why}");
+            FromGuard::LaunchFailed { why }
+        }
+    }
+}
+
+fn log_exit(postmaster: Option<Postmaster>, status: std::io::Result<std::process::ExitStatus>) {
+    let pid = postmaster.map_or(0, |pm| pm.pid);
+    match status {
+        Ok(s) => tracing::info!("fence guard: the postmaster (pid {pid}) exited ({s})"),
+        Err(e) => tracing::warn!("fence guard: waiting for the postmaster (pid {pid}): {e}"),
+    }
+}
+
+/// With the agent gone (or stopped while PostgreSQL is left running, as in
+/// maintenance mode), the guard stays while the postmaster it started
+/// runs: its exit would kill it. A replica goes on streaming, a paused
+/// primary on serving, until PostgreSQL stops (or a new agent restarts it
+/// under its own guard).
+async fn keep_until_exit(postmaster: Option<Postmaster>) {
+    let Some(mut pm) = postmaster else { return };
+    tracing::info!(
+        "fence guard: the postmaster (pid {}) still runs; staying until it stops, since it would \
+         die with this guard",
+        pm.pid
+    );
+    let status = pm.exited().await;
+    log_exit(Some(pm), status);
 }
 
 /// When a silent agent's PostgreSQL must be stopped: before its lock can
@@ -265,7 +344,12 @@ impl DogKeeper {
     }
 
     async fn report(&mut self, report: &WatchdogReport) {
-        let Ok(mut line) = serde_json::to_string(report) else {
+        self.send(&FromGuard::Watchdog(report.clone())).await;
+    }
+
+    /// One line to the agent (this keeper owns the guard's standard output).
+    async fn send(&mut self, message: &FromGuard) {
+        let Ok(mut line) = serde_json::to_string(message) else {
             return;
         };
         line.push('\n');

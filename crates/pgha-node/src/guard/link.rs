@@ -14,8 +14,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use pgha_postgres::{LaunchError, LaunchFuture, LaunchSpec, PostmasterLauncher};
+
 use super::protocol::{
-    Beat, READY, ToGuard, WatchdogReport, WatchdogWant, deadline_ns, monotonic_ns,
+    Beat, FromGuard, Launch, READY, ToGuard, WatchdogReport, WatchdogWant, deadline_ns,
+    monotonic_ns,
 };
 
 /// What the agent wants its guard to enforce: the lock deadline on the
@@ -146,12 +149,19 @@ impl GuardMode {
     }
 }
 
+/// How long a postmaster launch may wait for the guard's answer.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request to start the postmaster, with where its answer goes.
+type LaunchRequest = (Launch, oneshot::Sender<Result<u32, LaunchError>>);
+
 /// The handle the agent keeps.
 #[derive(Debug, Clone)]
 pub struct GuardLink {
     health: watch::Receiver<GuardHealth>,
     watchdog: watch::Receiver<WatchdogReport>,
     exit: mpsc::Sender<oneshot::Sender<()>>,
+    launches: mpsc::Sender<LaunchRequest>,
 }
 
 impl GuardLink {
@@ -164,6 +174,7 @@ impl GuardLink {
         let (health_tx, health) = watch::channel(GuardHealth::Starting);
         let (watchdog_tx, watchdog) = watch::channel(WatchdogReport::Off);
         let (exit, exit_rx) = mpsc::channel(1);
+        let (launches, launches_rx) = mpsc::channel(1);
         tokio::spawn(supervise(
             command,
             input,
@@ -172,12 +183,16 @@ impl GuardLink {
                 health: health_tx,
                 watchdog: watchdog_tx,
             },
-            exit_rx,
+            Requests {
+                exit: exit_rx,
+                launches: launches_rx,
+            },
         ));
         GuardLink {
             health,
             watchdog,
             exit,
+            launches,
         }
     }
 
@@ -232,6 +247,35 @@ impl GuardLink {
     }
 }
 
+/// The guard starts the postmaster as its child, so that the postmaster
+/// dies with it (see [`super::postmaster`]).
+impl PostmasterLauncher for GuardLink {
+    fn launch<'a>(&'a self, spec: &'a LaunchSpec) -> LaunchFuture<'a> {
+        Box::pin(async move {
+            if !matches!(self.health(), GuardHealth::Up { .. }) {
+                return Err(LaunchError::Unavailable(
+                    "the fence guard is not running".into(),
+                ));
+            }
+            let launch = Launch {
+                program: spec.program.clone(),
+                args: spec.args.clone(),
+                log_file: spec.log_file.clone(),
+            };
+            let (tx, rx) = oneshot::channel();
+            let gone = || LaunchError::Unavailable("the fence guard went down".into());
+            self.launches.send((launch, tx)).await.map_err(|_| gone())?;
+            match tokio::time::timeout(LAUNCH_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(gone()),
+                Err(_) => Err(LaunchError::Unavailable(format!(
+                    "the fence guard did not answer within {LAUNCH_TIMEOUT:?}"
+                ))),
+            }
+        })
+    }
+}
+
 /// The beat for `input`, the deadline moved from the agent's clock onto the
 /// system's monotonic clock (read first, so never later than the truth).
 fn beat(input: GuardInput, clock: &dyn Clock) -> Beat {
@@ -253,13 +297,27 @@ struct Reports {
     watchdog: watch::Sender<WatchdogReport>,
 }
 
+/// What the agent asks of the supervising task.
+struct Requests {
+    exit: mpsc::Receiver<oneshot::Sender<()>>,
+    launches: mpsc::Receiver<LaunchRequest>,
+}
+
+fn unavailable(why: &str) -> Result<u32, LaunchError> {
+    Err(LaunchError::Unavailable(why.into()))
+}
+
 async fn supervise(
     command: GuardMode,
     mut input: watch::Receiver<GuardInput>,
     clock: Arc<dyn Clock>,
     reports: Reports,
-    mut exit: mpsc::Receiver<oneshot::Sender<()>>,
+    requests: Requests,
 ) {
+    let Requests {
+        mut exit,
+        mut launches,
+    } = requests;
     let health = &reports.health;
     // Since when the guard has been down, kept across restarts that do not
     // stay up for GUARD_GRACE: a guard that keeps crashing counts as down.
@@ -271,10 +329,18 @@ async fn supervise(
                 tracing::error!("cannot start the fence guard: {why}");
                 let since = *down_since.get_or_insert_with(|| clock.now());
                 health.send_replace(GuardHealth::Down { since, why });
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    Some(done) = exit.recv() => { let _ = done.send(()); return; }
+                let retry = tokio::time::sleep(Duration::from_secs(1));
+                tokio::pin!(retry);
+                loop {
+                    tokio::select! {
+                        _ = &mut retry => break,
+                        Some(done) = exit.recv() => { let _ = done.send(()); return; }
+                        Some((_, reply)) = launches.recv() => {
+                            let _ = reply.send(unavailable("the fence guard cannot be started"));
+                        }
+                    }
                 }
+                continue;
             }
         };
         tracing::info!("fence guard running (pid {pid})");
@@ -282,6 +348,8 @@ async fn supervise(
         health.send_replace(GuardHealth::Up { pid });
         reports.watchdog.send_replace(WatchdogReport::Off);
         input.mark_changed();
+        // The launch waiting for the guard's answer.
+        let mut pending: Option<oneshot::Sender<Result<u32, LaunchError>>> = None;
         let why = loop {
             tokio::select! {
                 status = child.wait() => {
@@ -289,8 +357,16 @@ async fn supervise(
                 }
                 line = stdout.next_line() => {
                     match line {
-                        Ok(Some(text)) => match serde_json::from_str::<WatchdogReport>(&text) {
-                            Ok(r) => { reports.watchdog.send_replace(r); }
+                        Ok(Some(text)) => match serde_json::from_str::<FromGuard>(&text) {
+                            Ok(FromGuard::Watchdog(r)) => { reports.watchdog.send_replace(r); }
+                            Ok(FromGuard::Launched { pid }) => {
+                                if let Some(reply) = pending.take() { let _ = reply.send(Ok(pid)); }
+                            }
+                            Ok(FromGuard::LaunchFailed { why }) => {
+                                if let Some(reply) = pending.take() {
+                                    let _ = reply.send(Err(LaunchError::Failed(why)));
+                                }
+                            }
                             Err(_) => tracing::debug!("fence guard said {text:?}"),
                         },
                         // Closed: the guard is exiting.
@@ -313,6 +389,21 @@ async fn supervise(
                         // have let go of the watchdog device.
                         let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
                         break GuardDown::Unwritable(e.to_string());
+                    }
+                }
+                Some((launch, reply)) = launches.recv() => {
+                    if pending.is_some() {
+                        let _ = reply.send(unavailable("another start is waiting for the guard"));
+                        continue;
+                    }
+                    match send(&mut stdin, &ToGuard::Launch(launch)).await {
+                        Ok(()) => pending = Some(reply),
+                        Err(e) => {
+                            let _ = reply.send(unavailable("the fence guard cannot be written to"));
+                            let _ = child.start_kill();
+                            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                            break GuardDown::Unwritable(e.to_string());
+                        }
                     }
                 }
                 Some(done) = exit.recv() => {

@@ -33,6 +33,7 @@
 
 pub mod daemon;
 pub mod link;
+pub mod postmaster;
 pub mod protocol;
 pub mod stop;
 pub mod watchdog;

@@ -21,8 +21,35 @@ pub enum ToGuard {
     /// The agent's current state; every beat replaces the previous one.
     Beat(Beat),
     /// The agent stops gracefully (it has stopped PostgreSQL or leaves it
-    /// running on purpose, as in maintenance mode): exit, touching nothing.
+    /// running on purpose, as in maintenance mode): exit, touching nothing
+    /// (once the postmaster it started, if one still runs, has exited).
     Exit,
+    /// Start the postmaster as the guard's child, killed by the kernel
+    /// when the guard dies (`pgha_postgres::launch`). Answered with
+    /// [`FromGuard::Launched`] or [`FromGuard::LaunchFailed`].
+    Launch(Launch),
+}
+
+/// The postmaster to start: `program args...`, output appended to
+/// `log_file`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    pub program: std::path::PathBuf,
+    pub args: Vec<std::ffi::OsString>,
+    pub log_file: std::path::PathBuf,
+}
+
+/// A message from the guard to its agent, one JSON object per line on the
+/// guard's standard output (after the first line, [`READY`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromGuard {
+    /// The watchdog's state changed.
+    Watchdog(WatchdogReport),
+    /// The postmaster of a [`ToGuard::Launch`] runs with this pid.
+    Launched { pid: u32 },
+    /// The postmaster of a [`ToGuard::Launch`] could not be started.
+    LaunchFailed { why: String },
 }
 
 /// What the guard needs to know to fence.
@@ -118,6 +145,22 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<ToGuard>(&text).unwrap(), beat);
         assert_eq!(serde_json::to_string(&ToGuard::Exit).unwrap(), r#""exit""#);
+        let launch = ToGuard::Launch(Launch {
+            program: "/usr/lib/postgresql/15/bin/postgres".into(),
+            args: vec!["-D".into(), "/data".into()],
+            log_file: "/data/log/x.log".into(),
+        });
+        let text = serde_json::to_string(&launch).unwrap();
+        assert!(!text.contains('\n'));
+        assert_eq!(serde_json::from_str::<ToGuard>(&text).unwrap(), launch);
+        for reply in [
+            FromGuard::Launched { pid: 42 },
+            FromGuard::LaunchFailed { why: "no".into() },
+            FromGuard::Watchdog(WatchdogReport::Active { timeout_s: 4 }),
+        ] {
+            let text = serde_json::to_string(&reply).unwrap();
+            assert_eq!(serde_json::from_str::<FromGuard>(&text).unwrap(), reply);
+        }
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl HaLoop {
             scope: new.scope().to_string(),
         };
         self.pg = Arc::new(Postgres::new(Arc::new(new.postgresql.clone())));
+        self.pg.set_launcher(Arc::new(self.guard.clone()));
         self.config = new;
         tracing::info!("configuration reloaded");
     }

@@ -145,6 +145,7 @@ impl HaLoop {
         let pg = Arc::new(Postgres::new(Arc::new(config.postgresql.clone())));
         let fence = Fence::start(pg.ctl.clone(), clock.clone());
         let guard = GuardLink::start(guard, fence.guard_input(), clock.clone());
+        pg.set_launcher(Arc::new(guard.clone()));
         // Like Patroni, the last configuration read from the DCS is kept in
         // the data directory: it survives a restart of the agent and is
         // what a leader writes back if the DCS lost it.

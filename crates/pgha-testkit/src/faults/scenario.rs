@@ -143,6 +143,12 @@ impl Run {
         (0..3).filter(|&i| i != self.primary).collect()
     }
 
+    /// Waits until the writer pinned to the original primary got `n` more
+    /// rows acknowledged (after a restart of that primary, say).
+    pub async fn wait_for_pinned_acks(&self, n: u64, within: Duration) -> anyhow::Result<()> {
+        self.pinned.wait_for_acks(n, within).await
+    }
+
     /// The fault happens now.
     pub fn fault(&mut self) {
         self.fault_at = Some(self.epoch.elapsed());
