@@ -136,13 +136,17 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     match args.split_first() {
-        Some((first, rest)) if first == "--guard" => runtime.block_on(guard(rest)),
-        _ => runtime.block_on(service(&args)),
+        // The guard on one thread (see `daemon::run`).
+        Some((first, rest)) if first == "--guard" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(guard(rest)),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(service(&args)),
     }
 }
 

@@ -27,7 +27,7 @@ rows = []
 for f in sorted(os.listdir(results)):
     if f.endswith(".json"):
         rows.append(json.load(open(os.path.join(results, f))))
-order = {k: i for i, k in enumerate(["S1","S2","S3","S4","P1","P2","P3","P4","N1","N2","M1",
+order = {k: i for i, k in enumerate(["S1","S2","S3","S4","P1","P2","P3","P4a","P4b","P4c","P4d","N1","N2","M1",
                                      "F1","F1-zk","F2","F3","F3-zk","F4","F5","F7","F6"])}
 rows.sort(key=lambda r: order.get(r["id"], 99))
 def ms(v):

@@ -23,7 +23,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pgha_testkit::cluster::{ClusterOptions, TestCluster};
+use nix::sys::signal::Signal;
+use pgha_testkit::cluster::{ClusterOptions, DcsKind, TestCluster};
 use pgha_testkit::faults::partition;
 use pgha_testkit::faults::scenario::{Outcome, Run, results_dir};
 use tokio::time::Instant;
@@ -402,6 +403,138 @@ async fn p4c_kill_9_of_the_primarys_fence_guard() {
     record(&o);
     assert_eq!(o.stale_writes.unwrap_or(0), 0);
     assert_eq!(o.lost, 0);
+}
+
+/// The service-watchdog period P4d configures: within ttl - loop_wait -
+/// retry_timeout - 1 s of the cluster it runs with (ttl 10).
+const SERVICE_WATCHDOG: Duration = Duration::from_secs(3);
+
+fn p4d_options() -> ClusterOptions {
+    ClusterOptions {
+        ttl: 10,
+        ..ClusterOptions::default()
+    }
+}
+
+/// P4d: the agent and its fence guard frozen together (SIGSTOP of both, as
+/// a cgroup freeze does): nothing inside them can act, so a timer outside
+/// must. With systemd's service watchdog configured — here a stand-in that
+/// does what systemd does (`pgha_testkit::service_watchdog`) — the guard's
+/// pings stop, the stand-in kills the node's processes, PostgreSQL's
+/// included, before the lock can pass; the old primary acknowledges
+/// nothing after the new one's first write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4d_agent_and_guard_frozen_together_with_the_service_watchdog() {
+    use pgha_testkit::service_watchdog::{ServiceWatchdogStandIn, Unit};
+    pgha_testkit::init_tracing();
+    let mut stand_ins = Vec::new();
+    let mut run = Run::start_prepared(agent(), DcsKind::Etcd, p4d_options(), |c| {
+        for n in &mut c.nodes {
+            let dir = n.data_dir.parent().expect("a node directory").to_path_buf();
+            let w = ServiceWatchdogStandIn::start(
+                &dir.join(format!("{}.notify", n.name)),
+                SERVICE_WATCHDOG,
+                Unit {
+                    config: n.config.clone(),
+                    data_dir: n.data_dir.clone(),
+                },
+            )?;
+            n.agent_env = w.env();
+            stand_ins.push(w);
+        }
+        Ok(())
+    })
+    .await
+    .expect("a converged cluster with both writers");
+    let p = run.primary;
+    assert!(
+        run.cluster.log(p).contains("systemd's service watchdog"),
+        "the agent did not see the service watchdog\n{}",
+        run.cluster.log(p)
+    );
+    // Healthy guards ping: nobody was killed while the cluster formed.
+    assert!(stand_ins.iter().all(|w| !w.fired()));
+    let postmaster = run.cluster.postmaster_pid(p);
+    run.fault();
+    run.cluster.signal_agent_and_guard(p, Signal::SIGSTOP);
+    wait_postmaster_gone(&run.cluster, p, postmaster, SERVICE_WATCHDOG * 3).await;
+    assert!(
+        stand_ins[p].fired(),
+        "PostgreSQL stopped, but not by the watchdog"
+    );
+    let ttl = run.cluster.options.ttl;
+    let new = wait_for_new_primary(&run.cluster, p, Duration::from_secs(ttl * 3 + 20)).await;
+    run.cluster
+        .sql(new, "CREATE TABLE written_on_the_new_primary(x int)")
+        .await
+        .unwrap();
+    assert!(
+        run.wait_for_pinned_acks(1, Duration::from_secs(3))
+            .await
+            .is_err(),
+        "the old primary acknowledged a row after the new one took writes"
+    );
+    // The service manager starts the unit again.
+    run.cluster.nodes[p].agent_env.clear();
+    run.cluster.kill_agent(p);
+    run.cluster.start_agent(p).unwrap();
+    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
+    let o = run
+        .finish(
+            "P4d",
+            "agent and fence guard frozen together, systemd's watchdog (stand-in) configured",
+            bound,
+        )
+        .await
+        .unwrap();
+    record(&o);
+    assert_ne!(o.final_primary, run_name(p), "no failover");
+    assert_eq!(o.stale_writes, Some(0));
+}
+
+/// P4d without an external timer: the same freeze leaves the old primary
+/// accepting writes beside the new one until agent and guard are thawed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4d_contrast_without_an_external_timer_a_frozen_node_splits_the_brain() {
+    pgha_testkit::init_tracing();
+    let mut run = Run::start(agent(), p4d_options())
+        .await
+        .expect("a converged cluster with both writers");
+    let p = run.primary;
+    assert!(
+        run.cluster
+            .log(p)
+            .contains("no timer outside pgha can stop this node"),
+        "no warning at startup\n{}",
+        run.cluster.log(p)
+    );
+    run.fault();
+    run.cluster.signal_agent_and_guard(p, Signal::SIGSTOP);
+    let ttl = run.cluster.options.ttl;
+    let new = wait_for_new_primary(&run.cluster, p, Duration::from_secs(ttl * 3 + 20)).await;
+    run.cluster
+        .sql(new, "CREATE TABLE written_on_the_new_primary(x int)")
+        .await
+        .unwrap();
+    let stale = run.wait_for_pinned_acks(20, Duration::from_secs(5)).await;
+    run.cluster.signal_agent_and_guard(p, Signal::SIGCONT);
+    assert!(
+        stale.is_ok(),
+        "no contrast: the frozen node's primary acknowledged no rows after the failover"
+    );
+    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
+    let o = run
+        .finish(
+            "P4d-no-timer",
+            "agent and fence guard frozen together, no external timer (protection off)",
+            bound,
+        )
+        .await
+        .unwrap();
+    assert!(
+        o.lost > 0,
+        "the rows the old primary took were not thrown away"
+    );
 }
 
 /// S4 as a service manager's `kill` does it: the replica's agent dies,

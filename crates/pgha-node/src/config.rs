@@ -6,6 +6,7 @@
 //! PostgreSQL itself are pgha-postgres' [`PgSettings`].
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -201,6 +202,77 @@ impl Default for WatchdogConfig {
             mode: WatchdogMode::Automatic,
             device: PathBuf::from("/dev/watchdog"),
             safety_margin: 5,
+        }
+    }
+}
+
+/// What stops this node's PostgreSQL if its agent *and* fence guard freeze
+/// together (nothing inside either can): a timer outside both. See
+/// docs/fencing.md for which guarantees what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrozenNodeTimer {
+    /// systemd's service watchdog (`WatchdogSec=`), pinged by the guard,
+    /// short enough to kill the unit before the lock can pass.
+    Systemd { period: Duration },
+    /// The Linux watchdog, held by the guard while this node leads (its
+    /// timeout is checked when it is activated).
+    LinuxWatchdog { device: PathBuf },
+    /// None that protects: why.
+    Missing { why: String },
+}
+
+impl FrozenNodeTimer {
+    /// The timer this node has, with `watchdog` configured, these timings,
+    /// and systemd's service watchdog as the environment describes it.
+    pub fn of(
+        watchdog: &WatchdogConfig,
+        timing: pgha_core::model::Timing,
+        service: Option<&crate::guard::service_watchdog::ServiceWatchdog>,
+    ) -> Self {
+        let systemd = service.map(|s| (s.period, s.protects(timing)));
+        if let Some((period, Ok(()))) = &systemd {
+            return FrozenNodeTimer::Systemd { period: *period };
+        }
+        if watchdog.mode != WatchdogMode::Off && watchdog.device.exists() {
+            return FrozenNodeTimer::LinuxWatchdog {
+                device: watchdog.device.clone(),
+            };
+        }
+        let linux = match watchdog.mode {
+            WatchdogMode::Off => "watchdog.mode is off".to_string(),
+            _ => format!(
+                "the watchdog device {} does not exist",
+                watchdog.device.display()
+            ),
+        };
+        let systemd = match systemd {
+            Some((_, Err(why))) => why,
+            _ => "no systemd service watchdog (WatchdogSec=, NotifyAccess=all)".into(),
+        };
+        FrozenNodeTimer::Missing {
+            why: format!(
+                "no timer outside pgha can stop this node ({linux}; {systemd}): if its agent and \
+                 fence guard freeze together (SIGSTOP of both, a cgroup freeze), its PostgreSQL \
+                 goes on accepting writes after its lock expired, beside a new primary. See \
+                 docs/fencing.md"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for FrozenNodeTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrozenNodeTimer::Systemd { period } => write!(
+                f,
+                "a frozen agent and guard are stopped by systemd's service watchdog ({period:?})"
+            ),
+            FrozenNodeTimer::LinuxWatchdog { device } => write!(
+                f,
+                "a frozen agent and guard are stopped by the Linux watchdog {} while this node leads",
+                device.display()
+            ),
+            FrozenNodeTimer::Missing { why } => f.write_str(why),
         }
     }
 }

@@ -82,8 +82,10 @@ impl PgCtl {
             }
         }
         let secs = timeout.as_secs().max(1).to_string();
+        let mut pg_ctl = tokio::process::Command::new(&self.pg_ctl);
+        launch::without_service_notification(&mut pg_ctl);
         let started = run(
-            tokio::process::Command::new(&self.pg_ctl)
+            pg_ctl
                 .arg("start")
                 .arg("-D")
                 .arg(&self.data_dir)
@@ -224,6 +226,47 @@ pub async fn wait_postmaster_exit(data_dir: &Path, within: Duration) {
     }
 }
 
+/// Waits (at most `within`) until no process is attached to the shared
+/// memory segment `postmaster.pid` names: a dead postmaster's backends
+/// notice its death only at their next wait, and until the last one is
+/// gone PostgreSQL refuses to start on this data directory ("pre-existing
+/// shared memory block is still in use") — pg_rewind's crash recovery
+/// included.
+pub async fn wait_shared_memory_released(data_dir: &Path, within: Duration) {
+    let Some(shmid) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .nth(6)?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<i64>()
+                .ok()
+        })
+    else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + within;
+    while attached(shmid) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many processes are attached to System V segment `shmid` (0 when
+/// it is gone or cannot be read).
+fn attached(shmid: i64) -> u64 {
+    // Columns: key shmid perms size cpid lpid nattch ...
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .ok()
+        .and_then(|t| {
+            t.lines().skip(1).find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(1)?.parse::<i64>().ok()? == shmid).then(|| f.get(6)?.parse().ok())?
+            })
+        })
+        .unwrap_or(0)
+}
+
 /// The pid in `postmaster.pid`, if that process is alive and is a
 /// PostgreSQL server: not a zombie waiting to be reaped, and not an
 /// unrelated process that reused the pid after a reboot.
@@ -289,6 +332,21 @@ mod tests {
         assert!(error.contains("could not start server"), "{error}");
         assert!(error.contains("No space left on device"), "{error}");
         assert!(!error.contains("an earlier start"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn no_segment_or_a_released_one_is_not_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        wait_shared_memory_released(tmp.path(), Duration::from_secs(5)).await;
+        std::fs::write(
+            tmp.path().join("postmaster.pid"),
+            "1\n/data\n1\n5432\n/tmp\n*\n  10019479 2147483600\nready   \n",
+        )
+        .unwrap();
+        wait_shared_memory_released(tmp.path(), Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(attached(2_147_483_600), 0);
     }
 
     #[tokio::test]

@@ -68,6 +68,21 @@ pub trait PostmasterLauncher: Send + Sync + fmt::Debug {
     fn launch<'a>(&'a self, spec: &'a LaunchSpec) -> LaunchFuture<'a>;
 }
 
+/// The environment through which systemd's service manager hears from a
+/// unit's processes (`sd_notify`), and its service watchdog's period.
+pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
+pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
+
+/// Removes systemd's notification variables from a command's environment:
+/// a PostgreSQL built with systemd support (Debian's is) would otherwise
+/// tell systemd `READY=1` and `STOPPING=1` on behalf of pgha's unit.
+pub fn without_service_notification(cmd: &mut tokio::process::Command) {
+    cmd.env_remove(NOTIFY_SOCKET)
+        .env_remove(WATCHDOG_USEC)
+        .env_remove(WATCHDOG_PID);
+}
+
 /// What `postmaster.pid` says of the server's state (its 8th line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PidFileStatus {

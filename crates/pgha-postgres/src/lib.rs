@@ -608,6 +608,7 @@ impl Postgres {
         // crash recovery (single-user mode) would find its lock file still
         // held and fail, and a failed rewind is not retried.
         ctl::wait_postmaster_exit(&pg.data_dir, POSTMASTER_EXIT_WAIT).await;
+        ctl::wait_shared_memory_released(&pg.data_dir, POSTMASTER_EXIT_WAIT).await;
         self.write_pgpass()?;
         let keep = [
             "postgresql.conf",

@@ -142,6 +142,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for its agent (what a service manager would set).
+    pub agent_env: Vec<(String, String)>,
     agent: Option<ServerProcess>,
 }
 
@@ -347,6 +349,7 @@ impl TestCluster {
             data_dir,
             config,
             log,
+            agent_env: Vec::new(),
             agent: None,
         });
         Ok(self.nodes.len() - 1)
@@ -393,6 +396,7 @@ impl TestCluster {
         if self.user.is_some() {
             cmd.env("HOME", self.dir.path());
         }
+        cmd.envs(node.agent_env.iter().map(|(k, v)| (k, v)));
         node.agent = Some(ServerProcess::spawn(&node.name, cmd, &node.log)?);
         Ok(())
     }
@@ -429,6 +433,18 @@ impl TestCluster {
             let _ = kill(p, Signal::SIGKILL);
         }
         self.kill_agent(i);
+    }
+
+    /// SIGSTOP (`Signal::SIGSTOP`) or SIGCONT of node `i`'s agent and fence
+    /// guards together, as a cgroup freeze (or thaw) does.
+    pub fn signal_agent_and_guard(&self, i: usize, signal: Signal) {
+        for p in self
+            .guard_pids(i)
+            .into_iter()
+            .chain(self.agent_pid(i).map(|p| p as i32))
+        {
+            let _ = kill(Pid::from_raw(p), signal);
+        }
     }
 
     /// kill -9 of node `i`'s fence guard alone.
@@ -483,16 +499,29 @@ impl TestCluster {
     /// postmaster and all its backends — frozen first so none reacts to
     /// another's death. Start the agent again with [`TestCluster::start_agent`].
     pub async fn reboot_node(&mut self, i: usize) -> anyhow::Result<()> {
+        use crate::faults::procs;
         let guards = self.guard_pids(i);
         let agent = self.agent_pid(i);
-        for p in guards.iter().copied().chain(agent.map(|a| a as i32)) {
+        let postmaster = self.postmaster_pid(i);
+        // Everything of the node, found while the postmaster lives: its
+        // backends (each in a session of its own) are found as its
+        // children only, and it dies with its guard (parent-death signal),
+        // leaving them to init. Frozen first, then killed.
+        let roots: Vec<i32> = guards
+            .iter()
+            .copied()
+            .chain(agent.map(|a| a as i32))
+            .chain(postmaster)
+            .collect();
+        let sessions: Vec<i32> = postmaster.into_iter().collect();
+        let node = procs::node_pids(&procs::table(), &roots, &sessions, &self.nodes[i].data_dir);
+        for &p in &node {
             let _ = kill(Pid::from_raw(p), Signal::SIGSTOP);
         }
-        for &g in &guards {
-            let _ = kill(Pid::from_raw(g), Signal::SIGKILL);
+        for &p in &node {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         }
-        let postmaster = self.postmaster_pid(i);
-        crate::faults::procs::kill_node(agent, postmaster, &self.nodes[i].data_dir).await?;
+        procs::kill_node(agent, postmaster, &self.nodes[i].data_dir).await?;
         self.kill_agent(i);
         Ok(())
     }

@@ -24,6 +24,7 @@ pub mod ports;
 pub mod postgres_teardown;
 pub mod process;
 pub mod proxy;
+pub mod service_watchdog;
 pub mod wait;
 pub mod workdir;
 pub mod zookeeper;

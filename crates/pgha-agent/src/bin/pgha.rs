@@ -59,7 +59,17 @@ fn main() -> ExitCode {
     }
     let problems = pgha_agent::run::check_environment(&config);
     if args.validate_config {
-        print_findings(&problems, &config.warnings);
+        let node = config.node_config();
+        let timer = pgha_agent::node::config::FrozenNodeTimer::of(
+            &node.watchdog,
+            node.initial_timing(),
+            pgha_agent::node::guard::service_watchdog::ServiceWatchdog::from_env().as_ref(),
+        );
+        let mut warnings = config.warnings.clone();
+        if let pgha_agent::node::config::FrozenNodeTimer::Missing { why } = timer {
+            warnings.push(why);
+        }
+        print_findings(&problems, &warnings);
         if problems.is_empty() {
             println!("configuration is valid");
             return ExitCode::SUCCESS;

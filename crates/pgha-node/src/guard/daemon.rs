@@ -34,6 +34,7 @@ use super::postmaster::Postmaster;
 use super::protocol::{
     Beat, FromGuard, Launch, READY, ToGuard, WatchdogReport, WatchdogWant, monotonic_ns, until,
 };
+use super::service_watchdog::ServiceWatchdog;
 use super::stop::{Stopped, Target, stop_now};
 use super::watchdog::Watchdog;
 
@@ -66,12 +67,22 @@ pub enum GuardError {
     Ready(std::io::Error),
 }
 
-/// Runs the guard until the agent says `exit` or is gone (then fences).
+/// Runs the guard until the agent says `exit` or is gone (then fences),
+/// and, if it started the postmaster, until that exits.
 /// Its program reads [`ToGuard`] lines on standard input and answers on
 /// standard output; `dcs` must be a connection of its own (not shared
 /// with the agent's process: it must work when that process is gone).
+///
+/// Run it with `block_on` on a current-thread runtime, as `pgha` does:
+/// the postmaster it starts is killed when the *thread* that forked it
+/// ends (the parent-death signal is per thread), so that thread must be
+/// the one that lives as long as the process.
 pub async fn run(target: GuardTarget, dcs: Arc<dyn Dcs>) -> Result<(), GuardError> {
     let data_dir = target.data_dir.clone();
+    // `ps` shows "pgha-guard", not the "exe" of `/proc/self/exe`.
+    if let Err(e) = nix::sys::prctl::set_name(c"pgha-guard") {
+        tracing::debug!("fence guard: cannot set the process name: {e}");
+    }
     ignore_stop_signals()?;
 
     let mut stdout = tokio::io::stdout();
@@ -86,6 +97,14 @@ pub async fn run(target: GuardTarget, dcs: Arc<dyn Dcs>) -> Result<(), GuardErro
         target.member,
         data_dir.display()
     );
+    if let Some(service) = ServiceWatchdog::from_env() {
+        tracing::info!(
+            "fence guard: pinging systemd's service watchdog every {:?}",
+            service.interval()
+        );
+        // On this thread: if the guard freezes, so do the pings.
+        tokio::spawn(service.keep_pinging());
+    }
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut beat = Beat::default();

@@ -35,6 +35,7 @@ pub mod daemon;
 pub mod link;
 pub mod postmaster;
 pub mod protocol;
+pub mod service_watchdog;
 pub mod stop;
 pub mod watchdog;
 

@@ -47,6 +47,7 @@ impl Postmaster {
         let log_err = log.try_clone()?;
         let guard: Pid = getpid();
         let mut cmd = tokio::process::Command::new(&launch.program);
+        pgha_postgres::launch::without_service_notification(&mut cmd);
         cmd.args(&launch.args)
             .stdin(Stdio::null())
             .stdout(log)

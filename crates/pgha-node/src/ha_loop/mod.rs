@@ -214,6 +214,14 @@ impl HaLoop {
             self.node.timing().loop_wait,
             self.node.timing().retry_timeout
         );
+        match crate::config::FrozenNodeTimer::of(
+            &self.config.watchdog,
+            self.node.timing(),
+            crate::guard::service_watchdog::ServiceWatchdog::from_env().as_ref(),
+        ) {
+            crate::config::FrozenNodeTimer::Missing { why } => tracing::warn!("{why}"),
+            timer => tracing::info!("{timer}"),
+        }
         self.guard.wait_started(Duration::from_secs(6)).await;
         if let Some(why) = self.guard.unfenced(self.clock.now()) {
             tracing::error!("{why}: this node will not become primary until it runs");

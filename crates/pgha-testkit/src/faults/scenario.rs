@@ -110,7 +110,19 @@ impl Run {
         kind: DcsKind,
         options: ClusterOptions,
     ) -> anyhow::Result<Run> {
+        Run::start_prepared(agent, kind, options, |_| Ok(())).await
+    }
+
+    /// [`Run::start_on`], with `prepare` run on the cluster before its
+    /// agents start (to give them an environment, say).
+    pub async fn start_prepared(
+        agent: &Path,
+        kind: DcsKind,
+        options: ClusterOptions,
+        prepare: impl FnOnce(&mut TestCluster) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Run> {
         let mut cluster = TestCluster::new(agent, kind, options).await?;
+        prepare(&mut cluster)?;
         cluster.start_all()?;
         let primary = cluster.wait_converged(&[0, 1, 2], BOOT).await?;
         cluster
