@@ -22,6 +22,7 @@ packages=(
   haproxy                              # the load-balancer tests (Patroni's documented setup)
   procps iproute2 curl ca-certificates
   nftables util-linux                  # partitions in network namespaces (nft, nsenter)
+  systemd                              # systemd-analyze verify of packaging/systemd/pgha.service
 )
 
 missing=()

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use pgha_node::{GuardMode, Node, NodeExit, NodeHandle};
+use pgha_node::{GuardMode, Node, NodeExit, NodeHandle, service_notify};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -92,6 +92,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Run
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("received a stop signal");
+        service_notify::notify("STOPPING=1");
         let _ = stop_tx.send(true);
     });
     tokio::spawn(async move {
@@ -102,11 +103,15 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Run
         };
         while sighup.recv().await.is_some() {
             tracing::info!("received SIGHUP: reloading the configuration");
+            service_notify::notify(&service_notify::reloading_message());
             // Full: a reload is already coming.
             let _ = reload_tx.try_send(());
         }
     });
     tokio::spawn(reload_on_request(reload_rx, config_path, handle));
+    // The REST API listens and the node runs from here: a service manager
+    // waiting for the start (`Type=notify`) may go on.
+    service_notify::notify("READY=1");
     node.run(stop_rx).await?;
     Ok(())
 }
@@ -133,6 +138,8 @@ async fn reload_on_request(
             }
             Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
         }
+        // Done, applied or refused (systemd waits for this after RELOADING=1).
+        service_notify::notify("READY=1");
     }
 }
 

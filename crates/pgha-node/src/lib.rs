@@ -38,6 +38,7 @@ pub mod guard;
 mod ha_loop;
 mod handle;
 pub mod peers;
+pub mod service_notify;
 pub mod status;
 pub mod unique_name;
 

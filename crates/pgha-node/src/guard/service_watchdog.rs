@@ -17,8 +17,6 @@
 //! ([`ServiceWatchdog::protects`]).
 
 use std::io;
-use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use pgha_core::model::Timing;
@@ -83,18 +81,7 @@ impl ServiceWatchdog {
 
     /// Sends one `WATCHDOG=1`.
     pub fn ping(&self) -> io::Result<()> {
-        let sock = UnixDatagram::unbound()?;
-        match self.socket.strip_prefix('@') {
-            Some(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                sock.send_to_addr(b"WATCHDOG=1", &addr)?;
-            }
-            None => {
-                sock.send_to(b"WATCHDOG=1", PathBuf::from(&self.socket))?;
-            }
-        }
-        Ok(())
+        crate::service_notify::send(&self.socket, "WATCHDOG=1")
     }
 
     /// Pings every [`ServiceWatchdog::interval`] for as long as the process
@@ -162,6 +149,7 @@ mod tests {
 
     #[test]
     fn pings_reach_the_socket() {
+        use std::os::unix::net::UnixDatagram;
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("notify");
         let server = UnixDatagram::bind(&path).unwrap();

@@ -1,0 +1,125 @@
+//! pgha as a systemd service: the unit in `packaging/systemd` passes
+//! `systemd-analyze verify`, and the agent speaks systemd's notification
+//! protocol (`READY=1`, `RELOADING=1` + `MONOTONIC_USEC`, `STOPPING=1`) to
+//! the socket in `NOTIFY_SOCKET` — a socket the test listens on, as
+//! systemd would (systemd itself cannot run units on the test machine).
+
+// A panic is how a test fails; the helpers here are part of the tests.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use pgha_testkit::cluster::{ClusterOptions, DcsKind, TestCluster};
+
+fn agent() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgha"))
+}
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(repo().join("packaging/systemd/pgha.service")).unwrap();
+    // verify insists that ExecStart's program exists: the one just built.
+    assert!(unit.contains("ExecStart=/usr/bin/pgha "), "{unit}");
+    let unit = unit.replace("/usr/bin/pgha", &agent().display().to_string());
+    let path = tmp.path().join("pgha.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd, scripts/install-deps.sh)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It reports unknown keys and bad values as warnings, exiting 0.
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+}
+
+/// The next notification within `within`, if any.
+fn next_message(socket: &UnixDatagram, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    None
+}
+
+/// Waits (bounded) for a notification containing `what`; the ones before
+/// it are returned too, for the failure message.
+fn wait_for(socket: &UnixDatagram, what: &str, within: Duration) -> Result<String, Vec<String>> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    while let Some(m) = next_message(socket, deadline.saturating_duration_since(Instant::now())) {
+        if m.contains(what) {
+            return Ok(m);
+        }
+        seen.push(m);
+    }
+    Err(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_tells_the_service_manager_ready_reloading_and_stopping() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = c.nodes[0].data_dir.parent().unwrap().to_path_buf();
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    c.nodes[0].agent_env = vec![("NOTIFY_SOCKET".into(), path.display().to_string())];
+    c.start_all().unwrap();
+    let wait = Duration::from_secs(60);
+    wait_for(&socket, "READY=1", wait).unwrap_or_else(|seen| {
+        panic!("no READY=1 (got {seen:?})\n{}", c.log(0));
+    });
+    c.wait_for_primary(wait).await.unwrap();
+    // PostgreSQL did not speak for pgha's unit: Debian's is built with
+    // systemd support and would say READY=1 and STOPPING=1 if it saw the
+    // socket. Nothing more arrived while it started.
+    assert_eq!(next_message(&socket, Duration::from_secs(1)), None);
+
+    c.signal_agent(0, Signal::SIGHUP).unwrap();
+    let reloading = wait_for(&socket, "RELOADING=1", wait).unwrap();
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    wait_for(&socket, "READY=1", wait).unwrap();
+
+    c.signal_agent(0, Signal::SIGTERM).unwrap();
+    wait_for(&socket, "STOPPING=1", wait).unwrap();
+    let deadline = Instant::now() + wait;
+    while c.agent_exit(0).is_none() {
+        assert!(Instant::now() < deadline, "the agent did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // PostgreSQL stopped with it: never a STOPPING=1 from the postmaster.
+    assert_eq!(next_message(&socket, Duration::from_millis(500)), None);
+}
