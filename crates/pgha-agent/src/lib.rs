@@ -2,7 +2,8 @@
 //!
 //! `pgha CONFIG.yml` reads Patroni's YAML (`pgha-config`), builds the DCS
 //! backend its cargo features include (`pgha-dcs`), runs the node
-//! (`pgha-node`) and serves its REST API (`pgha-rest`): [`run`].
+//! (`pgha-node`) and serves its REST API (`pgha-rest`): [`run`]; it logs as
+//! `log:` says ([`logging`]).
 //! `pghactl` is `pgha-ctl`'s command line. Everything else lives in those
 //! crates; the paths below keep the end-to-end tests' imports short.
 
@@ -12,4 +13,5 @@ pub use pgha_dcs as dcs;
 pub use pgha_node as node;
 pub use pgha_postgres as postgres;
 pub use pgha_rest as rest;
+pub mod logging;
 pub mod run;

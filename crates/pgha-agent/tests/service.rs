@@ -123,3 +123,68 @@ async fn the_agent_tells_the_service_manager_ready_reloading_and_stopping() {
     // PostgreSQL stopped with it: never a STOPPING=1 from the postmaster.
     assert_eq!(next_message(&socket, Duration::from_millis(500)), None);
 }
+
+/// `log: {type: json, dir: ...}`: every line every agent (and guard)
+/// writes through a failover is one JSON object with Patroni's names, in
+/// `<dir>/patroni.log`; the HA decisions carry their rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_in_log_dir_parse_line_by_line_through_a_failover() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, ClusterOptions::default())
+        .await
+        .unwrap();
+    let mut dirs = Vec::new();
+    for i in 0..c.nodes.len() {
+        let dir = c.nodes[i]
+            .data_dir
+            .parent()
+            .unwrap()
+            .join(format!("{}-log", c.nodes[i].name));
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some((uid, gid)) = pgha_testkit::cluster::run_as_user().unwrap() {
+            nix::unistd::chown(&dir, Some(uid), Some(gid)).unwrap();
+        }
+        let d = dir.display().to_string();
+        c.edit_config(i, |yaml| {
+            format!(
+                "{yaml}\nlog:\n  type: json\n  dir: {d}\n  static_fields:\n    app: pgha-test\n"
+            )
+        })
+        .unwrap();
+        dirs.push(dir);
+    }
+    c.start_all().unwrap();
+    let p = c
+        .wait_converged(&[0, 1, 2], Duration::from_secs(90))
+        .await
+        .unwrap();
+    c.kill_node(p);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.primary().await.is_none_or(|n| n == p) {
+        assert!(Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.start_agent(p).unwrap();
+    c.wait_converged(&[0, 1, 2], Duration::from_secs(90))
+        .await
+        .unwrap();
+    let mut lines = 0;
+    let mut decisions = 0;
+    let mut promoted = false;
+    for dir in &dirs {
+        let text = std::fs::read_to_string(dir.join("patroni.log")).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            for key in ["asctime", "levelname", "message"] {
+                assert!(v[key].is_string(), "no {key}: {line}");
+            }
+            assert_eq!(v["app"], "pgha-test", "{line}");
+            decisions += usize::from(v["rule"].is_string());
+            promoted |= v["message"].as_str().is_some_and(|m| m.contains("promot"));
+            lines += 1;
+        }
+    }
+    eprintln!("{lines} JSON lines, {decisions} HA decisions with their rule");
+    assert!(lines > 20 && decisions > 5 && promoted);
+}

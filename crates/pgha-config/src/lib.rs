@@ -12,6 +12,7 @@
 //! is touched until a file passes.
 
 pub mod env;
+pub mod log;
 pub mod schema;
 pub mod watchdog;
 
@@ -66,7 +67,8 @@ pub struct Config {
     pub name: String,
     pub scope: String,
     pub namespace: String,
-    pub log_level: String,
+    /// `log`: level, format and destination.
+    pub log: log::LogSettings,
     pub restapi_listen: HostPort,
     pub restapi_connect_address: HostPort,
     /// `restapi.authentication`: basic-auth credentials for the REST API's
@@ -294,19 +296,14 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
             "tags.nostream: replicas fed from the WAL archive only are not supported by pgha yet; this node streams from the leader".into(),
         );
     }
-    let log_level = text(doc, &["log", "level"]).unwrap_or_else(|| "INFO".into());
-    if log_filter(&log_level).is_none() {
-        errors.push(format!(
-            "log.level: {log_level:?} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
-        ));
-    }
+    let log = log::build(get(doc, &["log"]), errors);
 
     let (postgresql, postgresql_ha) = postgresql?;
     Some(Config {
         name,
         scope,
         namespace,
-        log_level,
+        log,
         restapi_listen: restapi_listen?,
         restapi_connect_address: restapi_connect_address?,
         restapi_auth: text(doc, &["restapi", "authentication", "username"])

@@ -205,16 +205,16 @@ const BOOTSTRAP: &[Field] = &[
 
 const LOG: &[Field] = &[
     f("level", Text, Yes),
-    f("type", Text, NotYet),
+    f("type", Text, Yes),
     f("traceback_level", Text, Ignored),
     f("format", Any, NotYet),
     f("dateformat", Text, NotYet),
-    f("static_fields", Map, NotYet),
+    f("static_fields", Map, Yes),
     f("max_queue_size", Int, Ignored),
-    f("dir", Text, NotYet),
-    f("mode", Int, NotYet),
-    f("file_num", Int, NotYet),
-    f("file_size", Int, NotYet),
+    f("dir", Text, Yes),
+    f("mode", Any, Yes),
+    f("file_num", Int, Yes),
+    f("file_size", Int, Yes),
     f("loggers", Map, NotYet),
     f("deduplicate_heartbeat_logs", Bool, Ignored),
 ];

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pgha_agent::config::{Config, ConfigError, log_filter};
+use pgha_agent::logging::{self, Role};
 use pgha_agent::node::guard::daemon::{self, GuardTarget};
 
 /// pgha: PostgreSQL high availability, Patroni-compatible.
@@ -82,7 +83,9 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
 
-    init_logging(&config);
+    if !init_logging(&config, Role::Agent) {
+        return ExitCode::from(1);
+    }
     let Some(runtime) = runtime(2) else {
         return ExitCode::from(1);
     };
@@ -95,16 +98,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PGHA_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(log_filter(&config.log_level).unwrap_or("info"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+/// `log:` as configured; false (having said why) when it cannot be set up.
+fn init_logging(config: &Config, role: Role) -> bool {
+    let level = log_filter(&config.log.level).unwrap_or("info");
+    match logging::init(&config.log, level, role) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("{e}");
+            false
+        }
+    }
 }
 
 fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
@@ -126,7 +129,9 @@ fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
 /// it ends (the parent-death signal is per thread), so that thread must be
 /// the main one, which lives as long as the process.
 fn run_guard(config: Config) -> ExitCode {
-    init_logging(&config);
+    if !init_logging(&config, Role::Guard) {
+        return ExitCode::from(1);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
