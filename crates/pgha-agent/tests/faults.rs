@@ -247,6 +247,39 @@ async fn set_pause(c: &TestCluster, i: usize, on: bool) {
     }
 }
 
+/// Once another node accepts writes (it is written to), whether the
+/// writer pinned to the original primary gets `rows` more acknowledged
+/// within `within`: two primaries at once.
+async fn old_primary_acknowledges_after_failover(run: &Run, rows: u64, within: Duration) -> bool {
+    let ttl = run.cluster.options.ttl;
+    let new =
+        wait_for_new_primary(&run.cluster, run.primary, Duration::from_secs(ttl * 3 + 20)).await;
+    run.cluster
+        .sql(new, "CREATE TABLE written_on_the_new_primary(x int)")
+        .await
+        .unwrap();
+    run.wait_for_pinned_acks(rows, within).await.is_ok()
+}
+
+/// The old primary's agent started again (as a service manager would),
+/// the cluster converged: the outcome.
+async fn finish_after_failover(mut run: Run, id: &str, label: &str) -> Outcome {
+    run.cluster.start_agent(run.primary).unwrap();
+    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
+    run.finish(id, label, bound).await.unwrap()
+}
+
+/// A failover with nothing acknowledged by the old primary after it.
+fn assert_clean_failover(o: &Outcome, old: usize) {
+    record(o);
+    assert_ne!(o.final_primary, run_name(old), "no failover");
+    assert_eq!(
+        o.stale_writes,
+        Some(0),
+        "the old primary took writes after the failover"
+    );
+}
+
 /// P4a: kill -9 of the agent alone; its fence guard stops PostgreSQL and
 /// hands the lock over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,24 +288,12 @@ async fn p4a_kill_9_of_the_primarys_agent() {
     let p = run.primary;
     run.fault();
     run.cluster.kill_agent(p);
-    run.cluster
-        .wait_for_primary(Duration::from_secs(run.cluster.options.ttl * 3 + 20))
-        .await
-        .unwrap();
-    // Started again, as a service manager would.
-    run.cluster.start_agent(p).unwrap();
-    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
-    let o = run
-        .finish("P4a", "kill -9 of the primary's agent", bound)
-        .await
-        .unwrap();
-    record(&o);
-    assert_ne!(o.final_primary, run_name(p), "no failover");
-    assert_eq!(
-        o.stale_writes,
-        Some(0),
-        "the old primary took writes after the failover"
+    assert!(
+        !old_primary_acknowledges_after_failover(&run, 1, Duration::from_secs(3)).await,
+        "the old primary acknowledged a row after the new one took writes"
     );
+    let o = finish_after_failover(run, "P4a", "kill -9 of the primary's agent").await;
+    assert_clean_failover(&o, p);
 }
 
 /// P4b: kill -9 of the agent and its fence guard together (the agent's
@@ -288,35 +309,17 @@ async fn p4b_kill_9_of_the_primarys_agent_and_guard_together() {
     run.fault();
     run.cluster.kill_agent_and_guard(p);
     wait_postmaster_gone(&run.cluster, p, postmaster, Duration::from_secs(5)).await;
-    let ttl = run.cluster.options.ttl;
-    let new = wait_for_new_primary(&run.cluster, p, Duration::from_secs(ttl * 3 + 20)).await;
-    run.cluster
-        .sql(new, "CREATE TABLE written_on_the_new_primary(x int)")
-        .await
-        .unwrap();
     assert!(
-        run.wait_for_pinned_acks(1, Duration::from_secs(3))
-            .await
-            .is_err(),
+        !old_primary_acknowledges_after_failover(&run, 1, Duration::from_secs(3)).await,
         "the old primary acknowledged a row after the new one took writes"
     );
-    run.cluster.start_agent(p).unwrap();
-    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
-    let o = run
-        .finish(
-            "P4b",
-            "kill -9 of the primary's agent and fence guard together",
-            bound,
-        )
-        .await
-        .unwrap();
-    record(&o);
-    assert_ne!(o.final_primary, run_name(p), "no failover");
-    assert_eq!(
-        o.stale_writes,
-        Some(0),
-        "the old primary took writes after the failover"
-    );
+    let o = finish_after_failover(
+        run,
+        "P4b",
+        "kill -9 of the primary's agent and fence guard together",
+    )
+    .await;
+    assert_clean_failover(&o, p);
 }
 
 /// P4b without the protection: the same kill, with the primary's
@@ -343,43 +346,27 @@ async fn p4b_contrast_a_postmaster_that_outlives_its_guard_splits_the_brain() {
         .unwrap();
     run.fault();
     run.cluster.kill_agent_and_guard(p);
-    let ttl = run.cluster.options.ttl;
-    let new = wait_for_new_primary(&run.cluster, p, Duration::from_secs(ttl * 3 + 20)).await;
-    run.cluster
-        .sql(new, "CREATE TABLE written_on_the_new_primary(x int)")
-        .await
-        .unwrap();
     // The main writer stays connected to the old primary (it still takes
     // writes); the client pinned to it gets rows acknowledged now that
     // another server took writes: the split brain.
     assert!(
+        old_primary_acknowledges_after_failover(&run, 20, Duration::from_secs(5)).await,
+        "no contrast: the detached postmaster acknowledged no rows after the failover"
+    );
+    assert!(
         run.cluster.postmaster_pid(p).is_some(),
         "the detached postmaster died"
     );
-    let stale = run.wait_for_pinned_acks(20, Duration::from_secs(5)).await;
-    eprintln!(
-        "P4b without the protection: the old primary acknowledged rows after the new one took \
-         writes: {}",
-        stale.is_ok()
-    );
-    assert!(
-        stale.is_ok(),
-        "no contrast: the detached postmaster acknowledged no rows after the failover"
-    );
-    run.cluster.start_agent(p).unwrap();
-    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
-    let o = run
-        .finish(
-            "P4b-detached",
-            "kill -9 of agent and guard, postmaster detached (protection off)",
-            bound,
-        )
-        .await
-        .unwrap();
+    eprintln!("P4b without the protection: the old primary acknowledged rows after the failover");
+    let o = finish_after_failover(
+        run,
+        "P4b-detached",
+        "kill -9 of agent and guard, postmaster detached (protection off)",
+    )
+    .await;
     assert!(
         o.lost > 0,
-        "the old primary's rows after the failover were thrown away by its rewind ({} lost)",
-        o.lost
+        "no contrast: nothing the old primary acknowledged was lost to its rewind"
     );
 }
 
@@ -462,34 +449,20 @@ async fn p4d_agent_and_guard_frozen_together_with_the_service_watchdog() {
         stand_ins[p].fired(),
         "PostgreSQL stopped, but not by the watchdog"
     );
-    let ttl = run.cluster.options.ttl;
-    let new = wait_for_new_primary(&run.cluster, p, Duration::from_secs(ttl * 3 + 20)).await;
-    run.cluster
-        .sql(new, "CREATE TABLE written_on_the_new_primary(x int)")
-        .await
-        .unwrap();
     assert!(
-        run.wait_for_pinned_acks(1, Duration::from_secs(3))
-            .await
-            .is_err(),
+        !old_primary_acknowledges_after_failover(&run, 1, Duration::from_secs(3)).await,
         "the old primary acknowledged a row after the new one took writes"
     );
     // The service manager starts the unit again.
     run.cluster.nodes[p].agent_env.clear();
     run.cluster.kill_agent(p);
-    run.cluster.start_agent(p).unwrap();
-    let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
-    let o = run
-        .finish(
-            "P4d",
-            "agent and fence guard frozen together, systemd's watchdog (stand-in) configured",
-            bound,
-        )
-        .await
-        .unwrap();
-    record(&o);
-    assert_ne!(o.final_primary, run_name(p), "no failover");
-    assert_eq!(o.stale_writes, Some(0));
+    let o = finish_after_failover(
+        run,
+        "P4d",
+        "agent and fence guard frozen together, systemd's watchdog (stand-in) configured",
+    )
+    .await;
+    assert_clean_failover(&o, p);
 }
 
 /// P4d without an external timer: the same freeze leaves the old primary
@@ -510,16 +483,10 @@ async fn p4d_contrast_without_an_external_timer_a_frozen_node_splits_the_brain()
     );
     run.fault();
     run.cluster.signal_agent_and_guard(p, Signal::SIGSTOP);
-    let ttl = run.cluster.options.ttl;
-    let new = wait_for_new_primary(&run.cluster, p, Duration::from_secs(ttl * 3 + 20)).await;
-    run.cluster
-        .sql(new, "CREATE TABLE written_on_the_new_primary(x int)")
-        .await
-        .unwrap();
-    let stale = run.wait_for_pinned_acks(20, Duration::from_secs(5)).await;
+    let stale = old_primary_acknowledges_after_failover(&run, 20, Duration::from_secs(5)).await;
     run.cluster.signal_agent_and_guard(p, Signal::SIGCONT);
     assert!(
-        stale.is_ok(),
+        stale,
         "no contrast: the frozen node's primary acknowledged no rows after the failover"
     );
     let bound = convergence_bound(&run.cluster, Duration::from_secs(30));
@@ -533,7 +500,7 @@ async fn p4d_contrast_without_an_external_timer_a_frozen_node_splits_the_brain()
         .unwrap();
     assert!(
         o.lost > 0,
-        "the rows the old primary took were not thrown away"
+        "no contrast: nothing the frozen primary acknowledged was lost"
     );
 }
 
