@@ -252,7 +252,18 @@ impl GuardLink {
 impl PostmasterLauncher for GuardLink {
     fn launch<'a>(&'a self, spec: &'a LaunchSpec) -> LaunchFuture<'a> {
         Box::pin(async move {
-            if !matches!(self.health(), GuardHealth::Up { .. }) {
+            // A guard being restarted (it died a moment ago, maybe with the
+            // postmaster this start replaces) is waited for: a postmaster
+            // started without it would not die with the next one.
+            let mut health = self.health.clone();
+            let up = tokio::time::timeout(GUARD_GRACE, async move {
+                health
+                    .wait_for(|h| matches!(h, GuardHealth::Up { .. }))
+                    .await
+                    .is_ok()
+            })
+            .await;
+            if up != Ok(true) {
                 return Err(LaunchError::Unavailable(
                     "the fence guard is not running".into(),
                 ));
@@ -519,6 +530,36 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), shell.into()],
         }
+    }
+
+    #[tokio::test]
+    async fn the_postmaster_is_launched_through_the_guard_or_not_at_all() {
+        let spec = LaunchSpec::postgres(
+            std::path::Path::new("/usr/lib/postgresql/15/bin/postgres"),
+            std::path::Path::new("/data"),
+            std::path::Path::new("/data/log/x.log"),
+        );
+        let (_tx, input) = watch::channel(GuardInput::default());
+        let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
+        // A guard that answers launches (and ignores beats).
+        let answering = program(&format!(
+            "echo {READY} $$; while read l; do case \"$l\" in *launch*) \
+             echo '{{\"launched\":{{\"pid\":42}}}}';; esac; done"
+        ));
+        let mut link = GuardLink::start(answering, input.clone(), clock.clone());
+        link.wait_started(Duration::from_secs(5)).await;
+        assert_eq!(link.launch(&spec).await, Ok(42));
+        // No guard can be started: after the grace, the caller is told to
+        // start PostgreSQL another way.
+        let missing = GuardMode::Program {
+            program: "/nonexistent/pgha".into(),
+            args: vec![],
+        };
+        let link = GuardLink::start(missing, input, clock);
+        assert!(matches!(
+            link.launch(&spec).await,
+            Err(LaunchError::Unavailable(_))
+        ));
     }
 
     #[tokio::test]
