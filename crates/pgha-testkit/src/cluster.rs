@@ -858,6 +858,9 @@ impl Drop for TestCluster {
             .filter_map(|i| self.postmaster_pid(i))
             .collect();
         postgres_teardown::stop_postmasters(&postmasters, Duration::from_secs(5));
+        // The postmasters died with their guards above (parent-death
+        // signal), leaving their backends to init: frozen ones too.
+        postgres_teardown::kill_backends_of(&self.scope);
         postgres_teardown::release_orphaned_shared_memory();
     }
 }

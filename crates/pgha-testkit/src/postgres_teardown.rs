@@ -62,6 +62,30 @@ pub fn stop_postmasters(pids: &[i32], within: Duration) {
     }
 }
 
+/// SIGKILL to every backend of the PostgreSQL cluster named `cluster_name`
+/// (`postgres: <cluster_name>: ...` in its command line) that is still
+/// there: a backend whose postmaster died first (with its fence guard) is
+/// left to init, and one a test froze (SIGSTOP of WAL senders) would hold
+/// its shared memory for ever. Returns how many it found.
+pub fn kill_backends_of(cluster_name: &str) -> usize {
+    let prefix = format!("postgres: {cluster_name}: ");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let pids: Vec<i32> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            cmdline.starts_with(prefix.as_bytes()).then_some(pid)
+        })
+        .collect();
+    for &p in &pids {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    pids.len()
+}
+
 /// The postmaster's pid from `data_dir/postmaster.pid`, if it still runs.
 pub fn running_postmaster(data_dir: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
