@@ -457,18 +457,15 @@ impl TestCluster {
     /// The pids of node `i`'s fence guards (`pgha --guard <its config>`,
     /// in their own process group, so not children the test holds).
     pub fn guard_pids(&self, i: usize) -> Vec<i32> {
-        let config = self.nodes[i].config.as_os_str().as_encoded_bytes().to_vec();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        dir.filter_map(|e| {
-            let e = e.ok()?;
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            (args.contains(&&b"--guard"[..]) && args.contains(&config.as_slice())).then_some(pid)
-        })
-        .collect()
+        let config = self.nodes[i].config.to_string_lossy();
+        crate::faults::procs::table()
+            .into_iter()
+            .filter(|p| {
+                let mut args = p.cmdline.split(' ');
+                args.clone().any(|a| a == "--guard") && args.any(|a| a == config)
+            })
+            .map(|p| p.pid)
+            .collect()
     }
 
     /// Node `i`'s host "reboots": its guard, agent and postmaster all die at

@@ -69,16 +69,10 @@ pub fn stop_postmasters(pids: &[i32], within: Duration) {
 /// its shared memory for ever. Returns how many it found.
 pub fn kill_backends_of(cluster_name: &str) -> usize {
     let prefix = format!("postgres: {cluster_name}: ");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let pids: Vec<i32> = dir
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            cmdline.starts_with(prefix.as_bytes()).then_some(pid)
-        })
+    let pids: Vec<i32> = crate::faults::procs::table()
+        .into_iter()
+        .filter(|p| p.cmdline.starts_with(&prefix))
+        .map(|p| p.pid)
         .collect();
     for &p in &pids {
         let _ = kill(Pid::from_raw(p), Signal::SIGKILL);

@@ -17,6 +17,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+
+use crate::faults::procs;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -33,28 +35,16 @@ pub struct Unit {
 impl Unit {
     /// The unit's processes now.
     pub fn processes(&self) -> Vec<i32> {
-        let config = self.config.as_os_str().as_encoded_bytes().to_vec();
-        let postmaster: Option<i32> = std::fs::read_to_string(self.data_dir.join("postmaster.pid"))
-            .ok()
-            .and_then(|t| t.lines().next()?.trim().parse().ok());
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        dir.filter_map(|e| {
-            let e = e.ok()?;
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let names_config = cmdline
-                .split(|b| *b == 0)
-                .any(|arg| arg == config.as_slice());
-            let ppid = std::fs::read_to_string(e.path().join("status"))
-                .ok()?
-                .lines()
-                .find_map(|l| l.strip_prefix("PPid:")?.trim().parse::<i32>().ok());
-            (names_config || Some(pid) == postmaster || (ppid.is_some() && ppid == postmaster))
-                .then_some(pid)
-        })
-        .collect()
+        let config = self.config.to_string_lossy();
+        let postmaster = crate::postgres_teardown::running_postmaster(&self.data_dir);
+        procs::table()
+            .into_iter()
+            .filter(|p| {
+                p.cmdline.split(' ').any(|arg| arg == config)
+                    || postmaster.is_some_and(|pm| p.pid == pm || p.ppid == pm)
+            })
+            .map(|p| p.pid)
+            .collect()
     }
 }
 
