@@ -318,16 +318,17 @@ class Node:
         self.proc = None
 
     def guard_pids(self):
-        """pgha's fence guard(s) of this node: `pgha --guard CONFIG`, in
-        a process group of its own, outliving the agent."""
+        """pgha's fence guard(s) of this node: `pg-fence-guard`, whose
+        arguments name the configuration file (to hand a dead agent's lock
+        over), in a process group of its own, outliving the agent."""
         pids = []
         for p in self.agent_pids():
             try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    args = f.read().split(b"\0")
+                with open(f"/proc/{p}/comm") as f:
+                    comm = f.read().strip()
             except OSError:
                 continue
-            if b"--guard" in args:
+            if comm == "pg-fence-guard":
                 pids.append(p)
         return pids
 
@@ -727,7 +728,7 @@ def idle(clusters, results_by_kind, seconds):
     for c in clusters:
         c.wait_healthy(120)
     # Every process naming the node's configuration: Patroni's one Python
-    # process; pgha's agent and its fence guard (`pgha --guard CONFIG`).
+    # process; pgha's agent and its fence guard (`pg-fence-guard`).
     pids = {(c.kind, n.name): n.agent_pids() for c in clusters for n in c.nodes}
     guards = {(c.kind, n.name): n.guard_pids() for c in clusters if c.kind == "pgha" for n in c.nodes}
     for k, g in guards.items():

@@ -32,8 +32,9 @@ if ! command -v wrk >/dev/null; then
 fi
 venv="${PGHA_VENV:-/opt/pgha-venv}"
 
-cargo build --release --locked -p pgha-agent --bin pgha
-export PGHA_BIN="$PWD/target/release/pgha"
+# The dist profile: what scripts/package.sh installs (built for size).
+cargo build --profile dist --locked -p pgha-agent --bin pgha --bin pg-fence-guard
+export PGHA_BIN="$PWD/target/dist/pgha"
 
 out="${PGHA_BENCH_OUT:-docs/benchmarks.md}"
 table=$(mktemp)
@@ -67,7 +68,7 @@ What the figures mean, all measured by clients outside the cluster:
   its PostgreSQL (rewound with `pg_rewind` if needed) streams from the new
   leader and the cluster is whole again.
 - **agent death failover**: `kill -9` of the leader's agent process only;
-  PostgreSQL, and pgha's fence guard (`pgha --guard`, docs/fencing.md),
+  PostgreSQL, and pgha's fence guard (`pg-fence-guard`, docs/fencing.md),
   keep running. Same writer, knowing only the two other nodes. pgha's
   guard stops PostgreSQL and releases the dead agent's leader lock at
   once; Patroni (run here without a watchdog) has nothing that does, so

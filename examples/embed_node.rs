@@ -28,6 +28,7 @@ use anyhow::{Context, bail};
 use pgha_core::dcs::Dcs;
 use pgha_core::model::{DynamicConfig, KeyLayout, Timing};
 use pgha_dcs_etcd::{EtcdConfig, EtcdDcs};
+use pgha_node::guard::Handover;
 use pgha_node::guard::daemon::{self, GuardTarget};
 use pgha_node::postgres::PgSettings;
 use pgha_node::postgres::address::HostPort;
@@ -128,11 +129,12 @@ impl Settings {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let level = std::env::var("PGHA_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGHA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_max_level(level)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
@@ -158,7 +160,9 @@ async fn guard(args: &[String]) -> anyhow::Result<()> {
         member: config.name.clone(),
         data_dir: config.postgresql.data_dir.clone(),
     };
-    daemon::run(target, settings.dcs(config.initial_timing())?).await?;
+    // Its own DCS connection hands a dead service's lock over at once.
+    let handover = Handover::Dcs(settings.dcs(config.initial_timing())?);
+    daemon::run(target, handover).await?;
     Ok(())
 }
 

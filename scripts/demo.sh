@@ -73,7 +73,9 @@ kill_primary() {
   echo "== kill -9 node$p's agent, its fence guard and its PostgreSQL (postmaster $pid), as a host dying would" >&2
   # Frozen first, so the guard cannot react to the agent's death (it would
   # hand the lock over at once: that is an agent death, not a host death).
-  local node="$bin/pgha (--guard )?$dir/node$p.yml"
+  # The agent (`pgha CONFIG`) and its guard (`pg-fence-guard ... -- pgha
+  # CONFIG --hand-over-lock`) both name the node's file.
+  local node="$dir/node$p.yml"
   pkill -STOP -f "$node" || true
   kill -STOP "$pid" || true
   pkill -KILL -f "$node" || true

@@ -20,6 +20,7 @@ use pgha_config::log::{FILE_NAME, LogSettings};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
@@ -39,12 +40,21 @@ pub enum Role {
     Guard,
 }
 
-/// Sets the global subscriber for `settings` (`PGHA_LOG`, if set, chooses
-/// the levels instead of `log.level`).
+/// Sets the global subscriber for `settings` (`PGHA_LOG`, if set and
+/// valid, chooses the levels instead of `log.level`: `LEVEL` or
+/// `TARGET=LEVEL,...`, e.g. `info,pgha_node=debug`).
 pub fn init(settings: &LogSettings, level: &str, role: Role) -> Result<(), LoggingError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PGHA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Targets, not EnvFilter: no regular expressions compiled at every
+    // start, in a process that must stay small (the guard).
+    let filter = std::env::var("PGHA_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| {
+            level
+                .parse::<Targets>()
+                .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
+        });
+    let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE);
     let json = settings
         .json
         .then(|| JsonLines::new(settings.static_fields.clone()));
@@ -53,8 +63,8 @@ pub fn init(settings: &LogSettings, level: &str, role: Role) -> Result<(), Loggi
             let file = LogFile::open(dir, settings, role == Role::Agent)?;
             let builder = builder.with_ansi(false).with_writer(file);
             match json {
-                Some(j) => builder.event_format(j).init(),
-                None => builder.with_target(false).init(),
+                Some(j) => install(builder.event_format(j).finish(), filter),
+                None => install(builder.with_target(false).finish(), filter),
             }
         }
         None => {
@@ -62,12 +72,21 @@ pub fn init(settings: &LogSettings, level: &str, role: Role) -> Result<(), Loggi
                 .with_writer(io::stderr)
                 .with_ansi(json.is_none() && std::io::IsTerminal::is_terminal(&io::stderr()));
             match json {
-                Some(j) => builder.event_format(j).init(),
-                None => builder.with_target(false).init(),
+                Some(j) => install(builder.event_format(j).finish(), filter),
+                None => install(builder.with_target(false).finish(), filter),
             }
         }
     }
     Ok(())
+}
+
+fn install<S>(subscriber: S, filter: Targets)
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    subscriber.with(filter).init();
 }
 
 /// One JSON object per event.

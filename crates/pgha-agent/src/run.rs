@@ -6,6 +6,7 @@ use pgha_node::{GuardMode, Node, NodeExit, NodeHandle, service_notify};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::guard_command::{GUARD_PROGRAM, GuardCommand};
 use crate::rest;
 
 /// Why the agent could not start or had to stop.
@@ -55,9 +56,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Run
     #[cfg(feature = "restapi-tls")]
     pgha_rest_client::tls::client_config(&config.client_tls)
         .map_err(|e| RunError::Startup(e.to_string()))?;
-    let mut guard_args = vec![std::ffi::OsString::from("--guard")];
-    guard_args.extend(config_path.clone().map(PathBuf::into_os_string));
-    let guard = GuardMode::CurrentExe { args: guard_args };
+    let guard = guard_mode(&config, config_path.as_ref()).map_err(RunError::Startup)?;
     let (mut node, handle) = Node::new(node_config, dcs.clone(), guard);
 
     // Before anything is started or touched, and before the REST API
@@ -200,6 +199,9 @@ pub fn check_environment(config: &Config) -> Vec<String> {
     if let Err(e) = crate::dcs::connect(&config.dcs, config.layout(), &config.name, timing) {
         problems.push(e.to_string());
     }
+    if let Err(e) = guard_program() {
+        problems.push(e);
+    }
     let data_dir = &config.postgresql.data_dir;
     if let Some(parent) = data_dir.parent()
         && !data_dir.exists()
@@ -211,6 +213,51 @@ pub fn check_environment(config: &Config) -> Vec<String> {
         ));
     }
     problems
+}
+
+/// Where `pg-fence-guard` is: beside this program (both come from one
+/// package or one `cargo build`).
+fn guard_program() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| {
+        format!("cannot tell where this program is ({e}), so where {GUARD_PROGRAM} is")
+    })?;
+    let program = exe.with_file_name(GUARD_PROGRAM);
+    if program.is_file() {
+        Ok(program)
+    } else {
+        Err(format!(
+            "{GUARD_PROGRAM} not found at {} (it is installed beside pgha; without it no \
+             fence guard runs and this node could never be primary)",
+            program.display()
+        ))
+    }
+}
+
+/// The fence guard: `pg-fence-guard`, told whose PostgreSQL it guards, how
+/// to log, and to hand a dead agent's lock over with this very program
+/// (`pgha [CONFIG] --hand-over-lock NS`).
+fn guard_mode(config: &Config, config_path: Option<&PathBuf>) -> Result<GuardMode, String> {
+    let program = guard_program()?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot tell where pgha is: {e}"))?;
+    let mut handover: Vec<std::ffi::OsString> = config_path
+        .map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .into_os_string()
+        })
+        .into_iter()
+        .collect();
+    handover.push("--hand-over-lock".into());
+    let command = GuardCommand {
+        member: config.name.clone(),
+        data_dir: config.postgresql.data_dir.clone(),
+        log: config.log.clone(),
+        handover: Some((exe, handover)),
+    };
+    Ok(GuardMode::Program {
+        program,
+        args: command.to_args(),
+    })
 }
 
 fn which(program: &std::path::Path) -> bool {

@@ -314,3 +314,47 @@ async fn etcd_an_unowned_leader_key_naming_a_dead_primary_is_removed_and_a_leade
     c.start_agent(p).unwrap();
     c.wait_converged(&[0, 1, 2], BOOT).await.unwrap();
 }
+
+/// `pgha` copied somewhere without its fence guard beside it: it refuses
+/// to start (and `--validate-config` says so), naming where it looked,
+/// instead of running a node that could never fence itself.
+#[test]
+fn pgha_without_its_fence_guard_beside_it_names_the_missing_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("pgha");
+    std::fs::copy(agent(), &copy).unwrap();
+    let config = dir.path().join("node.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "scope: s\nname: n1\nrestapi: {{listen: 127.0.0.1:1, connect_address: 127.0.0.1:1}}\n\
+             etcd3: {{hosts: 127.0.0.1:1}}\n\
+             postgresql: {{listen: 127.0.0.1:1, connect_address: 127.0.0.1:1, data_dir: {}, \
+             bin_dir: {}}}\n",
+            dir.path().join("data").display(),
+            ClusterOptions::default().bin_dir.display()
+        ),
+    )
+    .unwrap();
+    let guard = dir.path().join("pg-fence-guard");
+    let run = |flag: Option<&str>| {
+        let mut cmd = std::process::Command::new(&copy);
+        cmd.args(flag).arg(&config);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let want = format!("pg-fence-guard not found at {}", guard.display());
+    let (code, stderr) = run(Some("--validate-config"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&want), "{stderr}");
+    let (code, stderr) = run(None);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&want), "{stderr}");
+    // With it beside pgha, the same file is valid.
+    std::fs::copy(agent().with_file_name("pg-fence-guard"), &guard).unwrap();
+    let (code, stderr) = run(Some("--validate-config"));
+    assert_eq!(code, Some(0), "{stderr}");
+}

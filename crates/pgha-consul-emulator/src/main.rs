@@ -51,9 +51,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // `RUST_LOG` as one level (`debug`, ...), else `info`.
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt().with_max_level(level).init();
     if !(1.0..=2.0).contains(&args.ttl_multiplier) {
         eprintln!("--ttl-multiplier must be between 1.0 and 2.0");
         return ExitCode::from(2);

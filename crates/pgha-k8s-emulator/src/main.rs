@@ -27,13 +27,18 @@ struct Args {
     namespace: String,
 }
 
+/// `RUST_LOG` as one level (`debug`, ...), else `info`.
+fn rust_log_level() -> tracing::Level {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(tracing::Level::INFO)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_max_level(rust_log_level())
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

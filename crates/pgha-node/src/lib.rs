@@ -16,9 +16,10 @@
 //! ```no_run
 //! # async fn example(config: pgha_node::NodeConfig, dcs: std::sync::Arc<dyn pgha_core::dcs::Dcs>) {
 //! use pgha_node::{GuardMode, Node};
+//! // A program that runs `guard::daemon::run` (see examples/embed_node.rs).
 //! let guard = GuardMode::Program {
-//!     program: "/usr/bin/pgha".into(),
-//!     args: vec!["--guard".into(), "/etc/pgha/node1.yml".into()],
+//!     program: "/usr/libexec/myservice/guard".into(),
+//!     args: vec!["--data-dir".into(), "/var/lib/postgresql/15/main".into()],
 //! };
 //! let (node, handle) = Node::new(config, dcs, guard);
 //! let (stop, stopped) = tokio::sync::watch::channel(false);

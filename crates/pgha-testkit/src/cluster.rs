@@ -454,15 +454,17 @@ impl TestCluster {
         }
     }
 
-    /// The pids of node `i`'s fence guards (`pgha --guard <its config>`,
-    /// in their own process group, so not children the test holds).
+    /// The pids of node `i`'s fence guards (`pg-fence-guard ... -- pgha
+    /// <its config> --hand-over-lock`, in their own process group, so not
+    /// children the test holds).
     pub fn guard_pids(&self, i: usize) -> Vec<i32> {
         let config = self.nodes[i].config.to_string_lossy();
         crate::faults::procs::table()
             .into_iter()
             .filter(|p| {
                 let mut args = p.cmdline.split(' ');
-                args.clone().any(|a| a == "--guard") && args.any(|a| a == config)
+                args.next().is_some_and(|a| a.ends_with("/pg-fence-guard"))
+                    && args.any(|a| a == config)
             })
             .map(|p| p.pid)
             .collect()

@@ -29,17 +29,30 @@ pub mod wait;
 pub mod workdir;
 pub mod zookeeper;
 
+/// The levels `variable` asks for (`LEVEL` or `TARGET=LEVEL,...`), else
+/// `info`.
+pub fn log_filter(variable: &str) -> tracing_subscriber::filter::Targets {
+    std::env::var(variable)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        })
+}
+
 /// Sends `tracing` output to the test harness (once per process), filtered
 /// by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
     use std::sync::Once;
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
+            .with_max_level(tracing::Level::TRACE)
             .with_test_writer()
+            .finish()
+            .with(log_filter("RUST_LOG"))
             .try_init();
     });
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use pgha_agent::config::{Config, ConfigError, log_filter};
 use pgha_agent::logging::{self, Role};
-use pgha_agent::node::guard::daemon::{self, GuardTarget};
+use pgha_agent::node::guard::handover::{Released, release_dead_leader};
 
 /// pgha: PostgreSQL high availability, Patroni-compatible.
 #[derive(Parser, Debug)]
@@ -19,10 +19,17 @@ struct Args {
     /// Check the configuration, list every problem with its path, and exit.
     #[arg(long)]
     validate_config: bool,
-    /// Run as the fence guard of the agent that started this process
-    /// (internal: the agent starts it; see ARCHITECTURE.md).
-    #[arg(long, hide = true, conflicts_with = "validate_config")]
-    guard: bool,
+    /// Hand the leader lock of this member's dead agent over (internal:
+    /// the fence guard runs it once it stopped PostgreSQL; see
+    /// docs/fencing.md). The value is the lock's deadline on
+    /// CLOCK_MONOTONIC; nothing is touched past it.
+    #[arg(
+        long,
+        hide = true,
+        value_name = "LOCK_UNTIL_NS",
+        conflicts_with = "validate_config"
+    )]
+    hand_over_lock: Option<u64>,
 }
 
 fn load(args: &Args) -> Result<Config, ConfigError> {
@@ -55,8 +62,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if args.guard {
-        return run_guard(config);
+    if let Some(lock_until_ns) = args.hand_over_lock {
+        return hand_over_lock(&config, lock_until_ns);
     }
     let problems = pgha_agent::run::check_environment(&config);
     if args.validate_config {
@@ -124,12 +131,11 @@ fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// The fence guard's life (started by the agent with `--guard`), on one
-/// thread: the postmaster it starts is killed when the thread that forked
-/// it ends (the parent-death signal is per thread), so that thread must be
-/// the main one, which lives as long as the process.
-fn run_guard(config: Config) -> ExitCode {
-    if !init_logging(&config, Role::Guard) {
+/// `--hand-over-lock`: run by the fence guard once it stopped the dead
+/// agent's PostgreSQL; the exit status says what became of the lock
+/// ([`Released::exit_code`]).
+fn hand_over_lock(config: &Config, lock_until_ns: u64) -> ExitCode {
+    if !init_logging(config, Role::Guard) {
         return ExitCode::from(1);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -138,31 +144,24 @@ fn run_guard(config: Config) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            tracing::error!("fence guard: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    let target = GuardTarget {
-        member: config.name.clone(),
-        data_dir: config.postgresql.data_dir.clone(),
-    };
-    let guarded = runtime.block_on(async {
-        // A connection of the guard's own: it must work when the agent's
-        // process is gone.
-        let dcs = pgha_agent::dcs::connect(
+    let released = runtime.block_on(async {
+        let dcs = match pgha_agent::dcs::connect(
             &config.dcs,
             config.layout(),
             &config.name,
             config.node_config().initial_timing(),
-        )?;
-        daemon::run(target, dcs).await?;
-        Ok::<(), Box<dyn std::error::Error>>(())
+        ) {
+            Ok(d) => d,
+            Err(e) => return Released::Failed(format!("cannot connect to the DCS: {e}")),
+        };
+        release_dead_leader(dcs.as_ref(), &config.name, lock_until_ns).await
     });
-    match guarded {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("fence guard: {e}");
-            ExitCode::from(1)
-        }
+    if let Released::Failed(why) = &released {
+        tracing::warn!("fence guard: handing the dead agent's lock over: {why}");
     }
+    ExitCode::from(u8::try_from(released.exit_code()).unwrap_or(1))
 }

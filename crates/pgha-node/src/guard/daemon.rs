@@ -1,5 +1,6 @@
-//! The guard process's whole life: `pgha --guard CONFIG`, started by the
-//! agent, reading [`ToGuard`] lines on its standard input.
+//! The guard process's whole life: `pg-fence-guard` (or an embedding
+//! program's own guard mode), started by the agent, reading [`ToGuard`]
+//! lines on its standard input.
 //!
 //! It fences in two cases, and only stops a PostgreSQL that may accept
 //! writes (no `standby.signal`):
@@ -11,25 +12,17 @@
 //! - **the agent is gone** (its end of the pipe closed without an `exit`
 //!   line: killed, crashed): PostgreSQL is stopped at once; then, only once
 //!   it is stopped and only while the lock the agent held is still within
-//!   its promised lifetime, the guard marks this member `stopped` (so
-//!   replicas do not wait for its last WAL position) and deletes the leader
-//!   key by compare-and-set on the exact lock it read (see
-//!   [`Dcs::release_leader_at`]). The replicas, watching the leader key,
-//!   race at once instead of after `ttl`.
-//!
-//! Why the read lock is the dead agent's and not a later one of this
-//! member: no client can create a new leader key while the old one lives,
-//! and the read completes before `lock_until`. Why releasing is safe: the
-//! postmaster was stopped first, so the lock protects nothing any more.
+//!   its promised lifetime, the lock is handed over ([`super::handover`]:
+//!   this member marked `stopped`, the leader key deleted by compare-and-
+//!   set), so the replicas, watching the leader key, race at once instead
+//!   of after `ttl`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use pgha_core::dcs::Dcs;
-use pgha_core::model::PgState;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use super::handover::{Handover, Released, hand_over};
 use super::postmaster::Postmaster;
 use super::protocol::{
     Beat, FromGuard, Launch, READY, ToGuard, WatchdogReport, WatchdogWant, monotonic_ns, until,
@@ -42,6 +35,10 @@ use super::watchdog::Watchdog;
 /// went silent. Later than the agent's own fence (`FENCE_MARGIN` before),
 /// which should have acted already, and early enough for SIGQUIT to land.
 pub const GUARD_MARGIN: Duration = Duration::from_millis(500);
+
+/// The guard's name in `ps` (and its program's, `pg-fence-guard`): at most
+/// 15 bytes (the kernel's limit) and without "pgha" in it.
+pub const PROCESS_NAME: &std::ffi::CStr = c"pg-fence-guard";
 
 /// Whose PostgreSQL the guard protects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,20 +64,23 @@ pub enum GuardError {
     Ready(std::io::Error),
 }
 
-/// Runs the guard until the agent says `exit` or is gone (then fences),
-/// and, if it started the postmaster, until that exits.
+/// Runs the guard until the agent says `exit` or is gone (then fences,
+/// and hands the dead agent's lock over as `handover` says), and, if it
+/// started the postmaster, until that exits.
 /// Its program reads [`ToGuard`] lines on standard input and answers on
-/// standard output; `dcs` must be a connection of its own (not shared
-/// with the agent's process: it must work when that process is gone).
+/// standard output.
 ///
 /// Run it with `block_on` on a current-thread runtime, as `pgha` does:
 /// the postmaster it starts is killed when the *thread* that forked it
 /// ends (the parent-death signal is per thread), so that thread must be
 /// the one that lives as long as the process.
-pub async fn run(target: GuardTarget, dcs: Arc<dyn Dcs>) -> Result<(), GuardError> {
+pub async fn run(target: GuardTarget, handover: Handover) -> Result<(), GuardError> {
     let data_dir = target.data_dir.clone();
-    // `ps` shows "pgha-guard", not the "exe" of `/proc/self/exe`.
-    if let Err(e) = nix::sys::prctl::set_name(c"pgha-guard") {
+    // `ps` shows the guard under one name whichever program runs it (an
+    // embedding program started through `/proc/self/exe` would be "exe"),
+    // and one without "pgha" in it: `pkill pgha` aimed at the agent leaves
+    // the guard to fence and hand the lock over.
+    if let Err(e) = nix::sys::prctl::set_name(PROCESS_NAME) {
         tracing::debug!("fence guard: cannot set the process name: {e}");
     }
     ignore_stop_signals()?;
@@ -167,7 +167,7 @@ pub async fn run(target: GuardTarget, dcs: Arc<dyn Dcs>) -> Result<(), GuardErro
                 Err(e) => tracing::warn!("fence guard: ignoring an unreadable line ({e})"),
             },
             Ok(None) | Err(_) => {
-                if agent_gone(&target, dcs, &beat).await {
+                if agent_gone(&target, &handover, &beat).await {
                     dog.disarm("the dead agent's PostgreSQL is stopped").await;
                 } else if dog.held() {
                     tracing::error!(
@@ -421,7 +421,7 @@ async fn fence_silent_agent(data_dir: &std::path::Path) -> bool {
 /// The agent died without saying goodbye: fence, then hand the lock over.
 /// Returns whether PostgreSQL accepts no writes now (paused: it was left
 /// alone on purpose, and so is the watchdog).
-async fn agent_gone(target: &GuardTarget, dcs: Arc<dyn Dcs>, beat: &Beat) -> bool {
+async fn agent_gone(target: &GuardTarget, handover: &Handover, beat: &Beat) -> bool {
     if beat.paused {
         tracing::warn!("fence guard: the agent is gone; paused, so nothing is touched");
         return true;
@@ -457,55 +457,18 @@ async fn agent_gone(target: &GuardTarget, dcs: Arc<dyn Dcs>, beat: &Beat) -> boo
         tracing::info!("fence guard: the agent is gone; it held no leader lock");
         return true;
     };
-    if until(lock_until).is_zero() {
-        tracing::info!("fence guard: the agent is gone; its leader lock has expired already");
-        return true;
-    }
-    let cluster = match dcs.load().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("fence guard: cannot read the cluster ({e}); the lock will expire");
-            return true;
-        }
-    };
-    if monotonic_ns() >= lock_until {
-        tracing::info!("fence guard: the lock expired while reading the cluster; leaving it");
-        return true;
-    }
-    let Some(lock) = cluster.leader.clone().filter(|l| l.name == target.member) else {
-        tracing::info!("fence guard: the agent is gone; the leader lock is not this member's");
-        return true;
-    };
-    // Our member key last said "running" with the primary's WAL position;
-    // replicas would wait for it to come back. Say it is stopped.
-    if let Some(member) = cluster.member(&target.member) {
-        let mut data = member.data.clone();
-        data.state = Some(PgState::Stopped);
-        data.xlog_location = None;
-        if let Err(e) = dcs.touch_member(&data).await {
-            tracing::warn!("fence guard: cannot mark this member stopped: {e}");
-        }
-    }
-    // Only while the dead agent's lock is still within its lifetime (no
-    // newer lock of this member can exist before), and never past it.
-    let left = until(lock_until);
-    if left.is_zero() {
-        tracing::info!("fence guard: the lock expired meanwhile; leaving it");
-        return true;
-    }
-    let released = match tokio::time::timeout(left, dcs.release_leader_at(&lock)).await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::warn!("fence guard: the lock expired before it could be released");
-            return true;
-        }
-    };
-    match released {
-        Ok(()) => tracing::warn!(
+    match hand_over(handover, &target.member, lock_until).await {
+        Released::Released => tracing::warn!(
             "FENCE GUARD: released the leader lock of the dead agent: replicas can take over now"
         ),
-        Err(e) => {
-            tracing::warn!("fence guard: the leader lock was not released ({e}); it will expire")
+        Released::Expired => {
+            tracing::info!("fence guard: the dead agent's leader lock is left to expire")
+        }
+        Released::NotHeld => {
+            tracing::info!("fence guard: the agent is gone; the leader lock is not this member's")
+        }
+        Released::Failed(why) => {
+            tracing::warn!("fence guard: the leader lock was not released ({why}); it will expire")
         }
     }
     true

@@ -88,14 +88,15 @@ const RESPAWN_PAUSE: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuardMode {
     /// This very program, through `/proc/self/exe` (which works even when a
-    /// package upgrade replaced the file), with `args` (the `pgha` binary:
-    /// `--guard CONFIG`). Only for a program that runs
-    /// [`daemon::run`](super::daemon::run) when given `args`; any other
-    /// would be started with arguments it does not know and never answer
-    /// as a guard (the node then stays unfit to be primary, and says so).
+    /// package upgrade replaced the file), with `args`: for a program that
+    /// embeds the node and runs [`daemon::run`](super::daemon::run) when
+    /// given `args` (see `examples/embed_node.rs`); any other would be
+    /// started with arguments it does not know and never answer as a guard
+    /// (the node then stays unfit to be primary, and says so).
     CurrentExe { args: Vec<OsString> },
-    /// `program args...`, e.g. `/usr/bin/pgha --guard /etc/pgha.yml`: for
-    /// a service that embeds the node in a binary of its own.
+    /// `program args...`: the `pgha` agent runs `pg-fence-guard`, the small
+    /// program installed beside it (its arguments say whose PostgreSQL it
+    /// guards and how it logs).
     Program {
         program: PathBuf,
         args: Vec<OsString>,
@@ -577,12 +578,15 @@ mod tests {
             .to_string();
         assert!(why.contains("did not say it was ready"), "{why}");
         let why = spawn(&GuardMode::Program {
-            program: "/nonexistent/pgha".into(),
-            args: vec!["--guard".into()],
+            program: "/nonexistent/pg-fence-guard".into(),
+            args: vec!["--member".into()],
         })
         .await
         .expect_err("no such program")
         .to_string();
-        assert!(why.contains("/nonexistent/pgha --guard"), "{why}");
+        assert!(
+            why.contains("/nonexistent/pg-fence-guard --member"),
+            "{why}"
+        );
     }
 }

@@ -8,10 +8,12 @@
 //! and a replica was promoted. Patroni has the same hole, closed only by
 //! the Linux watchdog rebooting the whole host.
 //!
-//! The guard is a program of its own choosing ([`GuardMode`]: `pgha --guard
-//! CONFIG` for the agent), in its own
-//! process group, started by the agent ([`link`]) and fed one line per
-//! change of the lock's deadline ([`protocol`]). It ignores SIGTERM and
+//! The guard is a program of its own ([`GuardMode`]: `pg-fence-guard` for
+//! the agent; an embedding program may run [`daemon::run`] in a mode of its
+//! own), small and single-threaded, in its own process group, started by
+//! the agent ([`link`]) and fed one line per change of the lock's deadline
+//! ([`protocol`]). It holds no DCS connection: handing a dead agent's lock
+//! over is done by a command it starts then ([`handover`]). It ignores SIGTERM and
 //! SIGINT (a service manager stopping the agent's unit must not kill it
 //! before it fenced), and acts alone ([`daemon`]):
 //!
@@ -32,6 +34,7 @@
 //! itself dies or freezes, or cannot stop PostgreSQL.
 
 pub mod daemon;
+pub mod handover;
 pub mod link;
 pub mod postmaster;
 pub mod protocol;
@@ -39,5 +42,6 @@ pub mod service_watchdog;
 pub mod stop;
 pub mod watchdog;
 
+pub use handover::Handover;
 pub use link::{GuardDown, GuardHealth, GuardInput, GuardLink, GuardMode};
 pub use protocol::{WatchdogReport, WatchdogWant};
