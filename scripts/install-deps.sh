@@ -23,6 +23,7 @@ packages=(
   procps iproute2 curl ca-certificates
   nftables util-linux                  # partitions in network namespaces (nft, nsenter)
   systemd                              # systemd-analyze verify of packaging/systemd/pgha.service
+  prometheus                           # promtool: /metrics, monitoring/alerts.yml and its rule tests
 )
 
 missing=()

@@ -5,7 +5,8 @@
 # conformance suite against real etcd 3.4 and 3.5 and ZooKeeper 3.8 (and
 # against the in-repo Consul and Kubernetes emulators), the agent's
 # end-to-end tests on real PostgreSQL 15, and compatibility with the real
-# patronictl and Patroni.
+# patronictl and Patroni; then the Debian package, installed on this
+# machine, runs a cluster and is removed (as root).
 #
 # The agent is built with every DCS backend, Kubernetes included (an opt-in
 # cargo feature, as it is the heaviest), so all of them are tested.
@@ -26,6 +27,9 @@ scripts/check-layering.sh
 echo "== cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 
+echo "== monitoring: alert rules and their tests (scripts/check-monitoring.sh)"
+scripts/check-monitoring.sh
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --profile ci "${features[@]}"
@@ -45,5 +49,12 @@ if [ -n "$etcd35" ]; then
 fi
 echo "== simulation: 100,000 seeded schedules of whole clusters (scripts/simulate.sh)"
 scripts/simulate.sh --seeds 100000 --from 0
+
+echo "== the Debian package: built, installed here, a cluster run from it, removed (scripts/test-package.sh)"
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/test-package.sh
+else
+  echo "NOT RUN: installing a package needs root (CI runs as root); run scripts/test-package.sh as root"
+fi
 
 echo "== all tests passed in $(( $(date +%s) - start )) s"

@@ -188,3 +188,112 @@ async fn json_logs_in_log_dir_parse_line_by_line_through_a_failover() {
     eprintln!("{lines} JSON lines, {decisions} HA decisions with their rule");
     assert!(lines > 20 && decisions > 5 && promoted);
 }
+
+/// What Prometheus scrapes after a failover: every member's `/metrics`
+/// passes `promtool check metrics` (apart from the counter names Patroni
+/// chose, which dashboards depend on), and says what happened — one
+/// primary, on a new timeline, with its promotion's duration, its lock's
+/// time left and its fence guard up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_failover_pass_promtool_and_tell_what_happened() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, ClusterOptions::default())
+        .await
+        .unwrap();
+    c.start_all().unwrap();
+    let old = c
+        .wait_converged(&[0, 1, 2], Duration::from_secs(90))
+        .await
+        .unwrap();
+    c.kill_node(old);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new = loop {
+        if let Some(n) = c.primary().await.filter(|n| *n != old) {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    c.start_agent(old).unwrap();
+    c.wait_converged(&[0, 1, 2], Duration::from_secs(90))
+        .await
+        .unwrap();
+    let call = Duration::from_secs(5);
+    let mut primaries = 0;
+    for i in 0..c.nodes.len() {
+        let (code, text) = c.api_call(i, "GET", "/metrics", None, call).await.unwrap();
+        assert_eq!(code, 200, "{text}");
+        let checked = promtool_check_metrics(&text);
+        assert!(
+            checked.is_empty(),
+            "promtool check metrics:\n{checked}\n{text}"
+        );
+        let value = |name: &str| -> f64 {
+            let prefix = format!("{name}{{");
+            text.lines()
+                .find(|l| l.starts_with(&prefix))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        assert_eq!(value("patroni_postgres_state"), 5.0, "running\n{text}");
+        assert_eq!(value("pgha_fence_guard_up"), 1.0, "{text}");
+        assert!(value("patroni_postgres_timeline") >= 2.0, "{text}");
+        if i == new {
+            primaries += 1;
+            assert_eq!(value("patroni_primary"), 1.0, "{text}");
+            let promotion = value("pgha_last_promotion_seconds");
+            assert!(promotion > 0.0 && promotion < 30.0, "{text}");
+            let left = value("pgha_leader_lock_seconds_left");
+            assert!(left > 0.0 && left <= c.options.ttl as f64, "{text}");
+        } else {
+            assert_eq!(value("patroni_primary"), 0.0, "{text}");
+            assert_eq!(value("pgha_leader_lock_seconds_left"), 0.0, "{text}");
+            assert_eq!(value("patroni_postgres_streaming"), 1.0, "{text}");
+        }
+    }
+    assert_eq!(primaries, 1);
+}
+
+/// `promtool check metrics` on `text`: its findings, without the lint
+/// about the counters Patroni named without `_total` (kept for
+/// compatibility); empty when it is clean. promtool comes from Debian's
+/// prometheus package (scripts/install-deps.sh).
+fn promtool_check_metrics(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/install-deps.sh installs Debian's prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let patronis_counters = [
+        "patroni_xlog_location",
+        "patroni_xlog_received_location",
+        "patroni_xlog_replayed_location",
+    ];
+    let findings: Vec<&str> = said
+        .lines()
+        .filter(|l| {
+            !(l.contains("counter metrics should have \"_total\" suffix")
+                && patronis_counters.iter().any(|c| l.starts_with(c)))
+        })
+        .collect();
+    if findings.is_empty() && !out.status.success() && !said.contains("_total") {
+        return format!("promtool failed ({}) saying nothing", out.status);
+    }
+    findings.join("\n")
+}

@@ -42,6 +42,16 @@ pub struct NodeStatus {
     /// primary in failsafe mode not to take the lock
     /// (`failsafe_mode_is_active` in `GET /patroni`).
     pub failsafe_active: bool,
+    /// The fence guard runs (a node whose guard stays down cannot be
+    /// primary).
+    pub fence_guard_up: bool,
+    /// While this node holds the leader lock: how long it had left at the
+    /// end of the last cycle (before another node could take it).
+    pub lock_left: Option<Duration>,
+    /// How long this node's last promotion took, from taking the lock to
+    /// the end of the promotion job (`pg_ctl promote` and the checkpoint
+    /// after it); `None` if it never promoted since it started.
+    pub last_promotion: Option<Duration>,
 }
 
 impl NodeStatus {
@@ -61,6 +71,9 @@ impl NodeStatus {
             last_cycle: None,
             last_reason: "starting".into(),
             failsafe_active: false,
+            fence_guard_up: false,
+            lock_left: None,
+            last_promotion: None,
         }
     }
 

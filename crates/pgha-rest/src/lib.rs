@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pgha_core::dcs::Dcs;
 use pgha_core::model::lsn::format as format_lsn;
-use pgha_core::model::{Cluster, PATRONI_COMPAT_VERSION, PGHA_VERSION};
+use pgha_core::model::{Cluster, PATRONI_COMPAT_VERSION, PGHA_VERSION, PgState};
 use pgha_node::{NodeHandle, NodeStatus};
 use pgha_rest_client::RestClient;
 use serde_json::{Map, Value, json};
@@ -907,7 +907,7 @@ pub fn metrics(s: &NodeStatus) -> String {
     );
     metric(
         "patroni_postgres_timeline",
-        "counter",
+        "gauge",
         "Postgres timeline of this node (if running), 0 otherwise.",
         db.and_then(|d| d.timeline).unwrap_or(0).to_string(),
     );
@@ -959,6 +959,30 @@ pub fn metrics(s: &NodeStatus) -> String {
         s.member.tags.failover_priority().to_string(),
     );
     metric(
+        "pgha_fence_guard_up",
+        "gauge",
+        "Value is 1 if this node's fence guard runs, 0 otherwise (a node whose guard stays \
+         down cannot be primary).",
+        flag(s.fence_guard_up),
+    );
+    metric(
+        "pgha_leader_lock_seconds_left",
+        "gauge",
+        "Seconds the leader lock this node holds had left at the end of its last cycle \
+         (before another node could take it), 0 if it holds none.",
+        s.lock_left.map_or(0.0, |d| d.as_secs_f64()).to_string(),
+    );
+    metric(
+        "pgha_last_promotion_seconds",
+        "gauge",
+        "Seconds this node's last promotion took, from taking the leader lock to the end of \
+         the promotion (pg_ctl promote and the checkpoint after it); 0 if it has not promoted \
+         since it started.",
+        s.last_promotion
+            .map_or(0.0, |d| d.as_secs_f64())
+            .to_string(),
+    );
+    metric(
         "pgha_unsupported_config",
         "gauge",
         "Number of keys of the dynamic configuration that pgha does not implement and runs without, \
@@ -966,8 +990,45 @@ pub fn metrics(s: &NodeStatus) -> String {
          GET /patroni names them.",
         s.unsupported.len().to_string(),
     );
+    // As Patroni: the values' meanings in a comment between HELP and TYPE.
+    let values: Vec<String> = POSTGRES_STATES
+        .iter()
+        .enumerate()
+        .map(|(i, (_, name))| format!("{i}={name}"))
+        .collect();
+    let state = s
+        .member
+        .state
+        .as_ref()
+        .and_then(|st| POSTGRES_STATES.iter().position(|(x, _)| x == st))
+        .map_or(-1, |i| i64::try_from(i).unwrap_or(-1));
+    out.push_str(&format!(
+        "# HELP patroni_postgres_state Numeric representation of Postgres state.\n\
+         # Values: {}\n# TYPE patroni_postgres_state gauge\npatroni_postgres_state{labels} {state}\n",
+        values.join(", ")
+    ));
     out
 }
+
+/// `patroni_postgres_state`'s values: Patroni's indexes, which never change
+/// (dashboards and alerts compare against them); -1 for anything else.
+const POSTGRES_STATES: [(PgState, &str); 15] = [
+    (PgState::InitializingNewCluster, "initdb"),
+    (PgState::InitdbFailed, "initdb_failed"),
+    (PgState::CustomBootstrap, "custom_bootstrap"),
+    (PgState::CustomBootstrapFailed, "custom_bootstrap_failed"),
+    (PgState::CreatingReplica, "creating_replica"),
+    (PgState::Running, "running"),
+    (PgState::Starting, "starting"),
+    (PgState::StartingAfterCustomBootstrap, "bootstrap_starting"),
+    (PgState::StartFailed, "start_failed"),
+    (PgState::Restarting, "restarting"),
+    (PgState::RestartFailed, "restart_failed"),
+    (PgState::Stopping, "stopping"),
+    (PgState::Stopped, "stopped"),
+    (PgState::StopFailed, "stop_failed"),
+    (PgState::Crashed, "crashed"),
+];
 
 #[cfg(test)]
 mod tests;

@@ -277,6 +277,108 @@ fn metrics_use_patronis_names() {
     }
 }
 
+/// Every metric Patroni 4.1 exports, with its type; pgha's own beside.
+#[test]
+fn metrics_are_patronis_set_with_its_types_plus_pghas_own() {
+    let mut s = node("n1", true, true);
+    s.member.state = Some(PgState::Running);
+    s.fence_guard_up = true;
+    s.lock_left = Some(std::time::Duration::from_millis(8500));
+    s.last_promotion = Some(std::time::Duration::from_millis(1250));
+    let text = metrics(&s);
+    let types: std::collections::BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    for (name, kind) in [
+        ("patroni_version", "gauge"),
+        ("patroni_postgres_running", "gauge"),
+        ("patroni_postmaster_start_time", "gauge"),
+        ("patroni_primary", "gauge"),
+        ("patroni_xlog_location", "counter"),
+        ("patroni_standby_leader", "gauge"),
+        ("patroni_replica", "gauge"),
+        ("patroni_sync_standby", "gauge"),
+        ("patroni_quorum_standby", "gauge"),
+        ("patroni_xlog_received_location", "counter"),
+        ("patroni_xlog_replayed_location", "counter"),
+        ("patroni_xlog_replayed_timestamp", "gauge"),
+        ("patroni_xlog_paused", "gauge"),
+        ("patroni_postgres_streaming", "gauge"),
+        ("patroni_postgres_in_archive_recovery", "gauge"),
+        ("patroni_postgres_server_version", "gauge"),
+        ("patroni_cluster_unlocked", "gauge"),
+        ("patroni_failsafe_mode_is_active", "gauge"),
+        ("patroni_postgres_timeline", "gauge"),
+        ("patroni_dcs_last_seen", "gauge"),
+        ("patroni_pending_restart", "gauge"),
+        ("patroni_is_paused", "gauge"),
+        ("patroni_postgres_state", "gauge"),
+        ("pgha_fence_guard_up", "gauge"),
+        ("pgha_leader_lock_seconds_left", "gauge"),
+        ("pgha_last_promotion_seconds", "gauge"),
+    ] {
+        assert_eq!(types.get(name), Some(&kind), "{name} in\n{text}");
+    }
+    let labels = "{scope=\"demo\",name=\"n1\"}";
+    for line in [
+        format!("patroni_postgres_state{labels} 5"),
+        format!("pgha_fence_guard_up{labels} 1"),
+        format!("pgha_leader_lock_seconds_left{labels} 8.5"),
+        format!("pgha_last_promotion_seconds{labels} 1.25"),
+    ] {
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
+    assert!(text.contains("# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, "));
+    // An unknown state is -1, as Patroni.
+    s.member.state = Some(PgState::Other("hibernating".into()));
+    assert!(metrics(&s).contains(&format!("patroni_postgres_state{labels} -1")));
+}
+
+/// The alerting rules and the Grafana dashboard in monitoring/ read only
+/// metrics pgha exports (a renamed metric would leave an alert that never
+/// fires).
+#[test]
+fn monitoring_reads_only_exported_metrics() {
+    let exported: Vec<String> = metrics(&node("n1", true, true))
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../monitoring");
+    let mut read = 0;
+    for file in ["alerts.yml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find('p') {
+            rest = &rest[at..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[name.len().max(1)..];
+            if (name.starts_with("patroni_") || name.starts_with("pgha_")) && name.len() > 6 {
+                read += 1;
+                assert!(
+                    exported.contains(&name),
+                    "monitoring/{file} reads {name}, which /metrics does not export"
+                );
+            }
+        }
+    }
+    assert!(read > 20, "only {read} metric references found");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap())
+            .unwrap();
+    assert!(
+        dashboard["panels"]
+            .as_array()
+            .is_some_and(|p| p.len() >= 10)
+    );
+}
+
 #[test]
 fn sizes_parse_with_units() {
     assert_eq!(parse_size("100"), Some(100));

@@ -48,6 +48,8 @@ pub(super) struct RunningJob {
     ended: Arc<AtomicBool>,
     /// The restart request waiting for this job's outcome.
     reply: Option<oneshot::Sender<RestartAnswer>>,
+    /// When it was started (the loop's clock).
+    started: std::time::Duration,
 }
 
 impl HaLoop {
@@ -77,13 +79,14 @@ impl HaLoop {
             done.notify_one();
             r
         });
-        self.node
-            .handle(self.clock.now(), Outcome::JobStarted(kind.clone()));
+        let started = self.clock.now();
+        self.node.handle(started, Outcome::JobStarted(kind.clone()));
         self.job = Some(RunningJob {
             kind,
             handle,
             ended,
             reply,
+            started,
         });
     }
 
@@ -174,6 +177,7 @@ impl HaLoop {
                 tracing::error!("restarting PostgreSQL failed: {e}");
             }
             (Job::Promote, Ok(())) => {
+                self.last_promotion = Some(self.clock.now().saturating_sub(job.started));
                 tracing::info!("promoted; checkpoint after promotion done");
             }
             (Job::Promote, Err(e)) => {

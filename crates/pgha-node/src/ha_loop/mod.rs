@@ -48,7 +48,7 @@ use crate::command::{Command, RestartAnswer, RestartRequest};
 use crate::config::NodeConfig;
 use crate::failsafe::FailsafeGate;
 use crate::fence::Fence;
-use crate::guard::{GuardLink, GuardMode};
+use crate::guard::{GuardHealth, GuardLink, GuardMode};
 use crate::peers;
 use crate::postgres::{Observed, Postgres, ShutdownMode, Upstream, files};
 use crate::status::NodeStatus;
@@ -113,6 +113,8 @@ pub(crate) struct HaLoop {
     /// A new configuration to adopt at the start of the next cycle.
     pending_reload: Option<NodeConfig>,
     last_reason: String,
+    /// How long this node's last promotion job took (`/metrics`).
+    last_promotion: Option<Duration>,
     dcs_last_seen: Option<i64>,
     /// Failsafe mode: the promise this member gave a primary, shared with
     /// the REST API's `POST /failsafe`.
@@ -188,6 +190,7 @@ impl HaLoop {
             pending_restart_request: None,
             pending_reload: None,
             last_reason: String::new(),
+            last_promotion: None,
             dcs_last_seen: None,
             failsafe,
             failsafe_key: None,
@@ -745,6 +748,14 @@ impl HaLoop {
             last_cycle: Some(self.clock.now()),
             last_reason: self.last_reason.clone(),
             failsafe_active,
+            fence_guard_up: matches!(self.guard.health(), GuardHealth::Up { .. }),
+            lock_left: self
+                .node
+                .memory()
+                .lock_deadline
+                .filter(|_| holds_lock)
+                .map(|d| d.saturating_sub(self.clock.now())),
+            last_promotion: self.last_promotion,
         };
         self.status.send_replace(Arc::new(status));
     }
