@@ -11,7 +11,7 @@ use pgha_agent::node::guard::handover::{Released, release_dead_leader};
 
 /// pgha: PostgreSQL high availability, Patroni-compatible.
 #[derive(Parser, Debug)]
-#[command(name = "pgha", version, about)]
+#[command(name = "pgha", version)]
 struct Args {
     /// The node's configuration file (Patroni's YAML). Without it, the
     /// configuration is read from PATRONI_CONFIGURATION.
