@@ -350,7 +350,12 @@ async fn etcd_agent_death_on_the_primary_is_fenced_and_fails_over_before_ttl() {
         .expect("cluster");
     c.start_all().expect("start agents");
     let old = c.wait_converged(&[0, 1, 2], BOOT).await.expect("converged");
-    assert_eq!(c.guard_pids(old).len(), 1, "one guard per agent");
+    let guards = c.guard_pids(old);
+    assert_eq!(guards.len(), 1, "one guard per agent");
+    // Recognisable in `ps`, and not matched by a `pkill pgha` aimed at the
+    // agent (pkill matches the process name).
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", guards[0])).unwrap();
+    assert_eq!(comm.trim(), "pg-fence-guard");
     c.sql(old, "CREATE TABLE t(id int); INSERT INTO t VALUES (1)")
         .await
         .unwrap();
