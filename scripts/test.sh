@@ -4,8 +4,9 @@
 # lints with warnings denied, and every test: unit tests, the DCS
 # conformance suite against real etcd 3.4 and 3.5 and ZooKeeper 3.8 (and
 # against the in-repo Consul and Kubernetes emulators), the agent's
-# end-to-end tests on real PostgreSQL 15, and compatibility with the real
-# patronictl and Patroni; then the Debian package, installed on this
+# end-to-end tests on real PostgreSQL 15 (and all of them again on
+# PostgreSQL 18), and compatibility with the real patronictl and Patroni;
+# the alert rules' tests; then the Debian package, installed on this
 # machine, runs a cluster and is removed (as root).
 #
 # The agent is built with every DCS backend, Kubernetes included (an opt-in
@@ -47,6 +48,9 @@ if [ -n "$etcd35" ]; then
     PGHA_ETCD_BIN=$etcd35 cargo test -p pgha-dcs-etcd --locked --test conformance
   fi
 fi
+echo "== the end-to-end tests again on PostgreSQL 18 (scripts/test-pg18.sh)"
+scripts/test-pg18.sh
+
 echo "== simulation: 100,000 seeded schedules of whole clusters (scripts/simulate.sh)"
 scripts/simulate.sh --seeds 100000 --from 0
 

@@ -12,6 +12,7 @@
 //! ```text
 //! pg-fence-guard --member NAME --data-dir DIR [--log-level LEVEL] [--log-json]
 //!     [--log-dir DIR] [--log-mode OCTAL] [--log-field KEY=VALUE]...
+//!     [--log-target TARGET=LEVEL]...
 //!     [-- PROGRAM ARGS...]
 //! ```
 
@@ -31,7 +32,7 @@ pub struct GuardCommand {
     pub data_dir: PathBuf,
     /// Where and how it logs (it appends to the agent's file, never
     /// rotates it: only `level`, `json`, `dir`, `mode`, `static_fields`
-    /// are passed).
+    /// and `loggers` are passed).
     pub log: LogSettings,
     /// `program args...` handing a dead agent's lock over (the lock's
     /// deadline is appended); `None`: the lock is left to expire.
@@ -81,6 +82,10 @@ impl GuardCommand {
             out.push("--log-field".into());
             out.push(format!("{k}={v}").into());
         }
+        for (target, level) in &self.log.loggers {
+            out.push("--log-target".into());
+            out.push(format!("{target}={level}").into());
+        }
         if let Some((program, args)) = &self.handover {
             out.push("--".into());
             out.push(program.clone().into());
@@ -117,15 +122,12 @@ impl GuardCommand {
                     log.mode = Some(mode);
                 }
                 "--log-field" => {
-                    let v = text(value(&mut args, "--log-field")?, "--log-field")?;
-                    let Some((k, val)) = v.split_once('=') else {
-                        return Err(GuardCommandError::Invalid {
-                            option: "--log-field",
-                            value: v,
-                            why: "not KEY=VALUE",
-                        });
-                    };
-                    log.static_fields.insert(k.to_string(), val.to_string());
+                    let (k, v) = pair(&mut args, "--log-field", "not KEY=VALUE")?;
+                    log.static_fields.insert(k, v);
+                }
+                "--log-target" => {
+                    let (target, level) = pair(&mut args, "--log-target", "not TARGET=LEVEL")?;
+                    log.loggers.insert(target, level);
                 }
                 "--" => {
                     let program = args.next().ok_or(GuardCommandError::MissingValue("--"))?;
@@ -150,6 +152,23 @@ fn value(
     args.next().ok_or(GuardCommandError::MissingValue(option))
 }
 
+/// The value of `option`, split at its first `=`.
+fn pair(
+    args: &mut impl Iterator<Item = OsString>,
+    option: &'static str,
+    why: &'static str,
+) -> Result<(String, String), GuardCommandError> {
+    let v = text(value(args, option)?, option)?;
+    match v.split_once('=') {
+        Some((k, val)) => Ok((k.to_string(), val.to_string())),
+        None => Err(GuardCommandError::Invalid {
+            option,
+            value: v,
+            why,
+        }),
+    }
+}
+
 fn text(value: OsString, option: &'static str) -> Result<String, GuardCommandError> {
     value.into_string().map_err(|v| GuardCommandError::Invalid {
         option,
@@ -172,6 +191,8 @@ mod tests {
         };
         log.static_fields.insert("app".into(), "pgha=x".into());
         log.static_fields.insert("dc".into(), "eu 1".into());
+        log.loggers
+            .insert("pgha_node::guard".into(), "DEBUG".into());
         GuardCommand {
             member: "node1".into(),
             data_dir: "/var/lib/postgresql/15/main".into(),

@@ -41,16 +41,17 @@ pub enum Role {
 }
 
 /// Sets the global subscriber for `settings` (`PGHA_LOG`, if set and
-/// valid, chooses the levels instead of `log.level`: `LEVEL` or
-/// `TARGET=LEVEL,...`, e.g. `info,pgha_node=debug`).
-pub fn init(settings: &LogSettings, level: &str, role: Role) -> Result<(), LoggingError> {
+/// valid, chooses the levels instead of `log.level` and `log.loggers`:
+/// `LEVEL` or `TARGET=LEVEL,...`, e.g. `info,pgha_node=debug`).
+pub fn init(settings: &LogSettings, role: Role) -> Result<(), LoggingError> {
     // Targets, not EnvFilter: no regular expressions compiled at every
     // start, in a process that must stay small (the guard).
     let filter = std::env::var("PGHA_LOG")
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| {
-            level
+            settings
+                .directives()
                 .parse::<Targets>()
                 .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
         });

@@ -296,7 +296,7 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
             "tags.nostream: replicas fed from the WAL archive only are not supported by pgha yet; this node streams from the leader".into(),
         );
     }
-    let log = log::build(get(doc, &["log"]), errors);
+    let log = log::build(get(doc, &["log"]), errors, warnings);
 
     let (postgresql, postgresql_ha) = postgresql?;
     Some(Config {

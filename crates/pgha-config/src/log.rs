@@ -2,7 +2,7 @@
 //! json), `dir` with `file_size` and `file_num` (a rotating file, Patroni's
 //! `patroni.log`, instead of standard error), `mode` (the files'
 //! permissions) and `static_fields` (added to every JSON line).
-//! `format`, `dateformat` and `loggers` are not implemented (warned by name
+//! `format` and `dateformat` are not implemented (warned by name
 //! through the schema).
 
 use std::collections::BTreeMap;
@@ -28,6 +28,10 @@ pub struct LogSettings {
     pub mode: Option<u32>,
     /// `static_fields`: added to every JSON line.
     pub static_fields: BTreeMap<String, String>,
+    /// `loggers`: a level per pgha log target (`pgha_node: DEBUG`,
+    /// `pgha_node::guard: WARNING`), as tracing directives
+    /// (`pgha_node=debug`); `level` stays the default.
+    pub loggers: BTreeMap<String, String>,
 }
 
 /// Patroni's defaults: 25,000,000 bytes per file, 4 files kept.
@@ -41,6 +45,7 @@ impl Default for LogSettings {
             file_num: 4,
             mode: None,
             static_fields: BTreeMap::new(),
+            loggers: BTreeMap::new(),
         }
     }
 }
@@ -48,8 +53,28 @@ impl Default for LogSettings {
 /// The file the agent logs to in `dir`, as Patroni names it.
 pub const FILE_NAME: &str = "patroni.log";
 
-/// Reads the section; problems go to `errors` with their paths.
-pub fn build(section: Option<&Value>, errors: &mut Vec<String>) -> LogSettings {
+impl LogSettings {
+    /// The levels as tracing directives: `level` as the default, then one
+    /// per `loggers` entry (`info,pgha_node=debug`).
+    pub fn directives(&self) -> String {
+        let mut out = crate::log_filter(&self.level).unwrap_or("info").to_string();
+        for (target, level) in &self.loggers {
+            if let Some(l) = crate::log_filter(level) {
+                out.push_str(&format!(",{target}={l}"));
+            }
+        }
+        out
+    }
+}
+
+/// Reads the section; problems go to `errors` with their paths, and
+/// `loggers` entries that name Python loggers (Patroni's own, `urllib3`,
+/// ...), which have no pgha counterpart, to `warnings` by name.
+pub fn build(
+    section: Option<&Value>,
+    errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> LogSettings {
     let mut s = LogSettings::default();
     let Some(section) = section else {
         return s;
@@ -111,7 +136,39 @@ pub fn build(section: Option<&Value>, errors: &mut Vec<String>) -> LogSettings {
             "log.static_fields: {v} is not a mapping of names to values"
         )),
     }
+    match section.get("loggers").filter(|v| !v.is_null()) {
+        None => {}
+        Some(Value::Object(loggers)) => {
+            for (name, level) in loggers {
+                let level = pgha_core::model::lenient::text(level).unwrap_or_default();
+                if crate::log_filter(&level).is_none() {
+                    errors.push(format!(
+                        "log.loggers.{name}: {level:?} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+                    ));
+                } else if is_pgha_target(name) {
+                    s.loggers.insert(name.clone(), level);
+                } else {
+                    warnings.push(format!(
+                        "log.loggers.{name}: a Python logger of Patroni's; pgha's log targets are \
+                         its crates and modules (pgha_node, pgha_node::guard, pgha_dcs_etcd, ...), \
+                         so this entry is not applied"
+                    ));
+                }
+            }
+        }
+        Some(v) => errors.push(format!(
+            "log.loggers: {v} is not a mapping of logger names to levels"
+        )),
+    }
     s
+}
+
+/// A tracing target of pgha's: one of its crates, or a module path in one.
+fn is_pgha_target(name: &str) -> bool {
+    name.starts_with("pgha")
+        && name.split("::").all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
 }
 
 /// A file mode as Patroni's YAML gives it: an integer (YAML 1.1 reads
@@ -133,7 +190,10 @@ mod tests {
     #[test]
     fn patroni_settings_and_defaults() {
         let mut errors = Vec::new();
-        assert_eq!(build(None, &mut errors), LogSettings::default());
+        assert_eq!(
+            build(None, &mut errors, &mut Vec::new()),
+            LogSettings::default()
+        );
         let s = build(
             Some(&json!({
                 "level": "WARNING", "type": "json", "dir": "/var/log/pgha",
@@ -141,6 +201,7 @@ mod tests {
                 "static_fields": {"app": "pgha", "dc": 3}
             })),
             &mut errors,
+            &mut Vec::new(),
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(s.level, "WARNING");
@@ -150,10 +211,17 @@ mod tests {
         assert_eq!(s.static_fields["dc"], "3");
         // YAML 1.1 read 0600 as the integer 384.
         assert_eq!(
-            build(Some(&json!({"mode": 384})), &mut errors).mode,
+            build(Some(&json!({"mode": 384})), &mut errors, &mut Vec::new()).mode,
             Some(0o600)
         );
-        assert!(!build(Some(&json!({"type": "PLAIN"})), &mut errors).json);
+        assert!(
+            !build(
+                Some(&json!({"type": "PLAIN"})),
+                &mut errors,
+                &mut Vec::new()
+            )
+            .json
+        );
         assert!(errors.is_empty(), "{errors:?}");
     }
 
@@ -163,9 +231,10 @@ mod tests {
         build(
             Some(&json!({
                 "level": "LOUD", "type": "xml", "file_size": -1, "file_num": 0,
-                "mode": "rw", "static_fields": [1]
+                "mode": "rw", "static_fields": [1], "loggers": {"pgha_node": "LOUD"}
             })),
             &mut errors,
+            &mut Vec::new(),
         );
         let all = errors.join("\n");
         for key in [
@@ -175,8 +244,35 @@ mod tests {
             "log.file_num",
             "log.mode",
             "log.static_fields",
+            "log.loggers.pgha_node",
         ] {
             assert!(all.contains(key), "{key} not named in {all}");
         }
+    }
+
+    #[test]
+    fn loggers_set_levels_per_pgha_target_and_python_ones_are_warned() {
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let s = build(
+            Some(&json!({
+                "level": "WARNING",
+                "loggers": {"pgha_node::guard": "DEBUG", "pgha_dcs_etcd": "ERROR",
+                            "patroni.postmaster": "WARNING", "urllib3": "DEBUG"}
+            })),
+            &mut errors,
+            &mut warnings,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            s.directives(),
+            "warn,pgha_dcs_etcd=error,pgha_node::guard=debug"
+        );
+        let all = warnings.join("\n");
+        assert!(
+            all.contains("log.loggers.patroni.postmaster: a Python logger"),
+            "{all}"
+        );
+        assert!(all.contains("log.loggers.urllib3"), "{all}");
+        assert_eq!(warnings.len(), 2);
     }
 }

@@ -215,7 +215,7 @@ const LOG: &[Field] = &[
     f("mode", Any, Yes),
     f("file_num", Int, Yes),
     f("file_size", Int, Yes),
-    f("loggers", Map, NotYet),
+    f("loggers", Map, Yes),
     f("deduplicate_heartbeat_logs", Bool, Ignored),
 ];
 

@@ -124,7 +124,7 @@ impl Default for ClusterOptions {
             ttl: 5,
             loop_wait: 1,
             retry_timeout: 2,
-            bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
+            bin_dir: crate::pg_bin_dir(),
             placement: Placement::default(),
             rest_auth: None,
         }

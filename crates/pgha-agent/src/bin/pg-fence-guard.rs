@@ -9,7 +9,6 @@
 
 use std::process::ExitCode;
 
-use pgha_agent::config::log_filter;
 use pgha_agent::guard_command::GuardCommand;
 use pgha_agent::logging::{self, Role};
 use pgha_agent::node::guard::Handover;
@@ -25,8 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let level = log_filter(&command.log.level).unwrap_or("info");
-    if let Err(e) = logging::init(&command.log, level, Role::Guard) {
+    if let Err(e) = logging::init(&command.log, Role::Guard) {
         eprintln!("pg-fence-guard: {e}");
         return ExitCode::from(1);
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pgha_agent::config::{Config, ConfigError, log_filter};
+use pgha_agent::config::{Config, ConfigError};
 use pgha_agent::logging::{self, Role};
 use pgha_agent::node::guard::handover::{Released, release_dead_leader};
 
@@ -107,8 +107,7 @@ fn main() -> ExitCode {
 
 /// `log:` as configured; false (having said why) when it cannot be set up.
 fn init_logging(config: &Config, role: Role) -> bool {
-    let level = log_filter(&config.log.level).unwrap_or("info");
-    match logging::init(&config.log, level, role) {
+    match logging::init(&config.log, role) {
         Ok(()) => true,
         Err(e) => {
             eprintln!("{e}");

@@ -140,7 +140,7 @@ impl PatroniCluster {
              parameters:\n        wal_keep_size: 64MB\n        max_connections: 50\n  \
              initdb:\n  - encoding: UTF8\n  - data-checksums\n\
              postgresql:\n  listen: 127.0.0.1:{pg_port}\n  connect_address: 127.0.0.1:{pg_port}\n  \
-             data_dir: {data}\n  bin_dir: /usr/lib/postgresql/15/bin\n  pgpass: {pgpass}\n  \
+             data_dir: {data}\n  bin_dir: {bin}\n  pgpass: {pgpass}\n  \
              authentication:\n    replication: {{username: replicator, password: rep-pass}}\n    \
              superuser: {{username: postgres, password: {SUPERUSER_PASSWORD}}}\n    \
              rewind: {{username: rewind_user, password: rewind-pass}}\n  \
@@ -148,6 +148,7 @@ impl PatroniCluster {
              pg_hba:\n  - local all all trust\n  - host all all 127.0.0.1/32 md5\n  \
              - host replication replicator 127.0.0.1/32 md5\n",
             scope = self.scope,
+            bin = pgha_testkit::pg_bin_dir().display(),
             etcd = self.etcd.addr(),
             data = data_dir.display(),
             pgpass = dir.join(format!("{name}.pgpass")).display(),

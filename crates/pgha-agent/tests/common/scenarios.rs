@@ -445,7 +445,10 @@ pub async fn restart_reload_reinit_and_flush(t: &impl Operated) {
     let out = pghactl(&cfg, &["version", &scope], "").await.ok();
     assert!(
         out.stdout.contains(&format!("{leader}: Patroni 4."))
-            && out.stdout.contains(" PostgreSQL 15."),
+            && out.stdout.contains(&format!(
+                " PostgreSQL {}.",
+                pgha_testkit::pg_major_version()
+            )),
         "{out}"
     );
     assert!(

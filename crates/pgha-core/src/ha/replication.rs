@@ -23,7 +23,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::observation::LocalPostgres;
-use crate::model::{Cluster, Timing, Version};
+use crate::model::{Cluster, Member, Timing, Version};
 
 /// The value of `replication_state` for a replica that streams.
 pub const STREAMING: &str = "streaming";
@@ -234,13 +234,49 @@ pub fn leader_endpoint(cluster: &Cluster) -> Option<Endpoint> {
 /// names while that member's key says its PostgreSQL runs and gives an
 /// address (cascading replication), else the leader. A cascade whose
 /// middle member dies falls back to the leader as soon as the member's key
-/// says so (or expires).
+/// says so (or expires). So does one whose chain of `replicatefrom` tags
+/// loops (two replicas naming each other): it would never reach the
+/// leader, and every member in the loop would stream nothing.
 pub fn upstream<'a>(cluster: &'a Cluster, replicate_from: Option<&str>) -> Option<&'a str> {
     replicate_from
-        .and_then(|from| cluster.member(from))
-        .filter(|m| m.data.is_running() && m.data.conn_host_port().is_some())
+        .and_then(|from| cascade_member(cluster, from))
+        .filter(|m| reaches_the_leader(cluster, m))
         .map(|m| m.name.as_str())
         .or_else(|| cluster.leader_name())
+}
+
+/// `name`, if it can feed a cascade: its key says its PostgreSQL runs and
+/// gives an address.
+fn cascade_member<'a>(cluster: &'a Cluster, name: &str) -> Option<&'a Member> {
+    cluster
+        .member(name)
+        .filter(|m| m.data.is_running() && m.data.conn_host_port().is_some())
+}
+
+/// Following `replicatefrom` tags from `member` ends at the leader or at a
+/// member that streams from it (no tag, or one naming a member that cannot
+/// feed a cascade), not in a loop.
+fn reaches_the_leader(cluster: &Cluster, member: &Member) -> bool {
+    let mut seen = vec![member.name.as_str()];
+    let mut at = member;
+    loop {
+        if cluster.leader_name() == Some(at.name.as_str()) {
+            return true;
+        }
+        let Some(next) = at
+            .data
+            .tags
+            .replicatefrom()
+            .and_then(|n| cascade_member(cluster, n))
+        else {
+            return true;
+        };
+        if seen.contains(&next.name.as_str()) {
+            return false;
+        }
+        seen.push(next.name.as_str());
+        at = next;
+    }
 }
 
 /// The address of [`upstream`], from its member key's `conn_url`.
@@ -594,6 +630,65 @@ mod tests {
         );
         assert_eq!(upstream(&n4_down, Some("n4")), Some("n1"));
         assert_eq!(streams_from_upstream(&l, Some(&n4_down)), Some(false));
+    }
+
+    /// Members whose `replicatefrom` tags form a loop would stream from
+    /// each other and never get WAL: each streams from the leader instead.
+    /// A chain that ends at the leader cascades as tagged.
+    #[test]
+    fn replicatefrom_loops_fall_back_to_the_leader_and_chains_cascade() {
+        let entries = [
+            (
+                "members/n1",
+                json!({"conn_url": "postgres://10.0.0.1:5432/postgres", "state": "running", "role": "primary"}),
+            ),
+            (
+                "members/n2",
+                json!({"conn_url": "postgres://10.0.0.2:5432/postgres", "state": "running", "role": "replica", "tags": {"replicatefrom": "n3"}}),
+            ),
+            (
+                "members/n3",
+                json!({"conn_url": "postgres://10.0.0.3:5432/postgres", "state": "running", "role": "replica", "tags": {"replicatefrom": "n2"}}),
+            ),
+            (
+                "members/n4",
+                json!({"conn_url": "postgres://10.0.0.4:5432/postgres", "state": "running", "role": "replica", "tags": {"replicatefrom": "n5"}}),
+            ),
+            (
+                "members/n5",
+                json!({"conn_url": "postgres://10.0.0.5:5432/postgres", "state": "running", "role": "replica", "tags": {"replicatefrom": "n6"}}),
+            ),
+            (
+                "members/n6",
+                json!({"conn_url": "postgres://10.0.0.6:5432/postgres", "state": "running", "role": "replica"}),
+            ),
+            (
+                "members/n7",
+                json!({"conn_url": "postgres://10.0.0.7:5432/postgres", "state": "running", "role": "replica", "tags": {"replicatefrom": "n2"}}),
+            ),
+            ("leader", json!("n1")),
+        ];
+        let c = Cluster::from_entries(
+            entries.into_iter().enumerate().map(|(i, (k, v))| RawEntry {
+                key: ClusterKey::parse(k).unwrap(),
+                value: v
+                    .as_str()
+                    .map_or_else(|| v.to_string(), String::from)
+                    .into_bytes(),
+                version: Version::number(i as i64 + 1),
+                owner: None,
+            }),
+            Version::number(100),
+        );
+        // n2 <-> n3: a loop, both from the leader.
+        assert_eq!(upstream(&c, Some("n3")), Some("n1"));
+        assert_eq!(upstream(&c, Some("n2")), Some("n1"));
+        // n7 names n2, which is in the loop: from the leader too.
+        // n4 -> n5 -> n6 -> (leader): a chain, cascaded as tagged.
+        assert_eq!(upstream(&c, Some("n5")), Some("n5"));
+        assert_eq!(upstream(&c, Some("n6")), Some("n6"));
+        // Naming the leader is streaming from the leader.
+        assert_eq!(upstream(&c, Some("n1")), Some("n1"));
     }
 
     fn broken_local() -> LocalPostgres {
