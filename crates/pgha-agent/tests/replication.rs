@@ -306,3 +306,105 @@ async fn etcd_a_replica_whose_wal_diverged_from_the_new_leader_is_rewound_and_st
     .await
     .expect("A replicates B's new writes");
 }
+
+/// `postgresql.recovery_conf` as Patroni: a replica that was down while
+/// the primary recycled the WAL it needs catches up from the archive
+/// (`restore_command`), then streams again. Without slots and with
+/// `wal_keep_size: 0`, streaming alone cannot get that WAL back: without
+/// the setting the replica stays behind (checked by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_replica_catches_up_from_the_archive_with_recovery_conf() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, ClusterOptions::default())
+        .await
+        .unwrap();
+    let archive = c.dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    if let Some((uid, gid)) = pgha_testkit::cluster::run_as_user().unwrap() {
+        nix::unistd::chown(&archive, Some(uid), Some(gid)).unwrap();
+    }
+    let a = archive.display().to_string();
+    for i in 0..c.nodes.len() {
+        c.edit_config(i, |yaml| {
+            yaml.replace("use_slots: true", "use_slots: false")
+                .replace(
+                    "wal_keep_size: 64MB\n",
+                    &format!(
+                        "wal_keep_size: 0\n        archive_mode: 'on'\n        \
+                         archive_command: 'test ! -f {a}/%f && cp %p {a}/%f'\n"
+                    ),
+                )
+                .replacen(
+                    "\npostgresql:\n",
+                    &format!(
+                        "\npostgresql:\n  recovery_conf:\n    restore_command: cp {a}/%f %p\n"
+                    ),
+                    1,
+                )
+        })
+        .unwrap();
+    }
+    c.start_all().unwrap();
+    let p = c.wait_converged(&[0, 1, 2], BOOT).await.unwrap();
+    let r = (p + 1) % 3;
+    let shown = c.sql(r, "SHOW restore_command").await.unwrap();
+    assert_eq!(shown, [format!("cp {a}/%f %p")]);
+
+    c.sql(p, "CREATE TABLE t(id int)").await.unwrap();
+    c.wait_sql(r, "SELECT count(*) FROM t", BOOT, |rows| rows == ["0"])
+        .await
+        .unwrap();
+    // The segment the replica is in when it goes down.
+    let needed = c
+        .sql(p, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .await
+        .unwrap()
+        .remove(0);
+    c.kill_node(r);
+    // Several segments of WAL, archived, then recycled on the primary.
+    for batch in 0..6 {
+        c.sql(
+            p,
+            &format!(
+                "INSERT INTO t SELECT generate_series({}, {}); SELECT pg_switch_wal()",
+                batch * 1000 + 1,
+                batch * 1000 + 1000
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + BOOT;
+    loop {
+        c.sql(p, "CHECKPOINT").await.unwrap();
+        let gone = c
+            .sql(
+                p,
+                &format!("SELECT count(*) FROM pg_ls_waldir() WHERE name = '{needed}'"),
+            )
+            .await
+            .unwrap();
+        if gone == ["0"] && archive.join(&needed).exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needed} still in the primary's pg_wal, or not archived"
+        );
+        c.sql(p, "SELECT pg_switch_wal()").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    c.start_agent(r).unwrap();
+    c.wait_sql(
+        r,
+        "SELECT count(*) FROM t",
+        Duration::from_secs(60),
+        |rows| rows == ["6000"],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the replica did not catch up: {e}\n{}", c.log(r)));
+    c.wait_converged(&[0, 1, 2], Duration::from_secs(60))
+        .await
+        .unwrap();
+}

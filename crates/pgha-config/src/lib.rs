@@ -642,6 +642,65 @@ fn credentials(
     })
 }
 
+/// The recovery settings a replica may run with (`postgresql.recovery_conf`).
+const REPLICA_RECOVERY: &[&str] = &[
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_end_command",
+    "recovery_min_apply_delay",
+];
+
+/// `postgresql.recovery_conf`: the settings every replica runs with. Keys
+/// pgha manages itself (`primary_conninfo`, `primary_slot_name`,
+/// `recovery_target_timeline`) and recovery targets (which would stop a
+/// replica's replay) are warned by name and not applied.
+fn replica_recovery_conf(
+    section: Option<&Value>,
+    errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let entries = match section {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            errors.push(format!(
+                "postgresql.recovery_conf: expected a mapping, found {}",
+                schema::kind_name(other)
+            ));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (key, value) in entries {
+        let Some(value) = lenient::text(value) else {
+            errors.push(format!(
+                "postgresql.recovery_conf.{key}: expected a value, found {}",
+                schema::kind_name(value)
+            ));
+            continue;
+        };
+        if REPLICA_RECOVERY.contains(&key.as_str()) {
+            out.push((key.clone(), value));
+        } else if [
+            "primary_conninfo",
+            "primary_slot_name",
+            "recovery_target_timeline",
+        ]
+        .contains(&key.as_str())
+        {
+            warnings.push(format!(
+                "postgresql.recovery_conf.{key}: set by pgha itself for every replica; not applied"
+            ));
+        } else {
+            warnings.push(format!(
+                "postgresql.recovery_conf.{key}: not applied to replicas (pgha applies {})",
+                REPLICA_RECOVERY.join(", ")
+            ));
+        }
+    }
+    out
+}
+
 fn build_postgresql(
     doc: &Value,
     listen: Option<PgListen>,
@@ -768,6 +827,11 @@ fn build_postgresql(
         pg_ident: lines("pg_ident"),
         pg_ctl_timeout: Duration::from_secs(pg_ctl_timeout),
         create_replica_methods: methods,
+        recovery_conf: replica_recovery_conf(
+            get(doc, &["postgresql", "recovery_conf"]),
+            errors,
+            warnings,
+        ),
         use_unix_socket: flag(doc, &["postgresql", "use_unix_socket"]).unwrap_or(false),
         new_cluster: None,
     };

@@ -113,7 +113,7 @@ const POSTGRESQL: &[Field] = &[
     f("custom_conf", Text, NotYet),
     f("use_unix_socket", Bool, Yes),
     f("use_unix_socket_repl", Bool, NotYet),
-    f("recovery_conf", Map, NotYet),
+    f("recovery_conf", Map, Yes),
     f("retry_timeout", Int, Ignored),
     f("connect_timeout", Int, Ignored),
 ];

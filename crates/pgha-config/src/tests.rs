@@ -375,3 +375,51 @@ fn tags_pgha_does_not_act_on_are_named() {
     assert_eq!(named.len(), 1, "{:?}", c.warnings);
     assert!(named[0].starts_with("tags.nostream:"), "{named:?}");
 }
+
+#[test]
+fn replicas_recovery_conf_is_applied_and_what_pgha_sets_itself_is_warned() {
+    let yaml = PATRONI_EXAMPLE.replacen(
+        "\npostgresql:\n",
+        "\npostgresql:\n  recovery_conf:\n    restore_command: cp /archive/%f %p\n    \
+         recovery_min_apply_delay: 5min\n    primary_conninfo: host=elsewhere\n    \
+         recovery_target_time: '2026-01-01'\n",
+        1,
+    );
+    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    assert_eq!(
+        c.postgresql.recovery_conf,
+        [
+            (
+                "restore_command".to_string(),
+                "cp /archive/%f %p".to_string()
+            ),
+            ("recovery_min_apply_delay".to_string(), "5min".to_string()),
+        ]
+    );
+    let warned = c.warnings.join("\n");
+    assert!(
+        warned.contains("postgresql.recovery_conf.primary_conninfo: set by pgha itself"),
+        "{warned}"
+    );
+    assert!(
+        warned.contains("postgresql.recovery_conf.recovery_target_time: not applied"),
+        "{warned}"
+    );
+    assert!(
+        !warned.contains("recovery_conf.restore_command"),
+        "{warned}"
+    );
+    let bad = PATRONI_EXAMPLE.replacen(
+        "\npostgresql:\n",
+        "\npostgresql:\n  recovery_conf: [1]\n",
+        1,
+    );
+    let e = Config::from_yaml(&bad, no_env(), None).unwrap_err();
+    assert!(
+        e.errors
+            .iter()
+            .any(|m| m.starts_with("postgresql.recovery_conf: expected a mapping")),
+        "{:?}",
+        e.errors
+    );
+}

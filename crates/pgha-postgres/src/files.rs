@@ -259,14 +259,28 @@ pub fn render(
                 for (k, v) in &u.recovery {
                     let _ = writeln!(s, "{k} = {}", quote(v));
                 }
+                write_recovery_conf(&mut s, pg, &u.recovery);
                 let _ = writeln!(s, "{MARKER}{}", u.name);
             }
             None => {
                 let _ = writeln!(s, "primary_conninfo = ''");
+                // Without a leader to stream from, the archive is all a
+                // replica can replay.
+                write_recovery_conf(&mut s, pg, &[]);
             }
         }
     }
     s
+}
+
+/// `postgresql.recovery_conf`, but for what `upstream` sets itself (a
+/// standby cluster's `restore_command` wins).
+fn write_recovery_conf(s: &mut String, pg: &PgSettings, upstream: &[(String, String)]) {
+    for (k, v) in &pg.recovery_conf {
+        if !upstream.iter().any(|(u, _)| u == k) {
+            let _ = writeln!(s, "{k} = {}", quote(v));
+        }
+    }
 }
 
 /// The file in the data directory holding the `synchronous_standby_names`
@@ -492,6 +506,46 @@ mod tests {
         assert!(
             !render(&c, &DynamicConfig::new(), &ConfRole::Primary).contains("primary_conninfo")
         );
+    }
+
+    /// `postgresql.recovery_conf` is in every replica's configuration,
+    /// with or without a leader to stream from, never in a primary's; a
+    /// standby cluster's own `restore_command` wins.
+    #[test]
+    fn replicas_run_with_recovery_conf() {
+        let mut c = settings();
+        c.recovery_conf = vec![
+            ("restore_command".into(), "cp /archive/%f %p".into()),
+            ("recovery_min_apply_delay".into(), "1min".into()),
+        ];
+        let up = |recovery: Vec<(String, String)>| Upstream {
+            name: "node2".into(),
+            host: "h".into(),
+            port: 1,
+            slot: None,
+            recovery,
+        };
+        let d = DynamicConfig::new();
+        let text = render(&c, &d, &ConfRole::Replica(Some(up(Vec::new()))));
+        assert!(
+            text.contains("restore_command = 'cp /archive/%f %p'"),
+            "{text}"
+        );
+        assert!(text.contains("recovery_min_apply_delay = '1min'"), "{text}");
+        let text = render(&c, &d, &ConfRole::Replica(None));
+        assert!(
+            text.contains("restore_command = 'cp /archive/%f %p'"),
+            "{text}"
+        );
+        assert!(!render(&c, &d, &ConfRole::Primary).contains("restore_command"));
+        let source = vec![("restore_command".into(), "cp /remote/%f %p".into())];
+        let text = render(&c, &d, &ConfRole::Replica(Some(up(source))));
+        assert_eq!(text.matches("restore_command").count(), 1, "{text}");
+        assert!(
+            text.contains("restore_command = 'cp /remote/%f %p'"),
+            "{text}"
+        );
+        assert!(text.contains("recovery_min_apply_delay = '1min'"), "{text}");
     }
 
     #[test]

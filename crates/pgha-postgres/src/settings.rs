@@ -36,6 +36,12 @@ pub struct PgSettings {
     pub pg_ident: Option<Vec<String>>,
     pub pg_ctl_timeout: Duration,
     pub create_replica_methods: Vec<ReplicaMethod>,
+    /// `postgresql.recovery_conf`: recovery settings every replica runs
+    /// with (`restore_command` to fetch WAL from an archive when streaming
+    /// is behind or impossible, `archive_cleanup_command`,
+    /// `recovery_min_apply_delay`, ...), as Patroni writes them when it
+    /// configures a follower. A standby cluster's own settings win.
+    pub recovery_conf: Vec<(String, String)>,
     pub use_unix_socket: bool,
     /// How a new cluster is made; `None` on a node that never creates one.
     pub new_cluster: Option<NewCluster>,
@@ -80,6 +86,7 @@ impl PgSettings {
             create_replica_methods: vec![ReplicaMethod::Basebackup {
                 options: Vec::new(),
             }],
+            recovery_conf: Vec::new(),
             use_unix_socket: false,
             new_cluster: None,
         }
@@ -209,6 +216,7 @@ pub(crate) fn example() -> PgSettings {
             options: Vec::new(),
         }],
         use_unix_socket: false,
+        recovery_conf: Vec::new(),
         new_cluster: Some(NewCluster {
             initdb: vec!["--encoding=UTF8".into(), "--data-checksums".into()],
             ..NewCluster::default()
