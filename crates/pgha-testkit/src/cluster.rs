@@ -208,7 +208,14 @@ impl TestCluster {
                 DcsServer::K8sEmulator(pgha_k8s_emulator::Emulator::start_local().await?)
             }
         };
-        let scope = format!("test-{}", std::process::id());
+        // Unique per cluster, not only per process: `cargo test` runs a
+        // file's tests as threads of one process, and the scope is every
+        // server's cluster_name, which teardown matches backends by
+        // (`postgres_teardown::kill_backends_of`): with the pid alone, one
+        // test's teardown SIGKILLed the PostgreSQL children of another.
+        static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scope = format!("test-{}-{n}", std::process::id());
         let mut cluster = TestCluster {
             dir,
             scope,
