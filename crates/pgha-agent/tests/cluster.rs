@@ -582,7 +582,10 @@ async fn etcd_killed_servers_leave_no_shared_memory_behind() {
     c.wait_for_primary(BOOT).await.expect("primary");
     let data_dir = c.data_dir(0).to_path_buf();
 
-    // SIGKILL: the memory stays until released.
+    // SIGKILL: the memory stays until released (by nobody else: other
+    // tests' clusters release orphans machine-wide when they start).
+    let held = pgha_testkit::postgres_teardown::hold_shared_memory();
+    assert!(held.is_some(), "the test kit's shared-memory lock");
     let pid = c.postmaster_pid(0).unwrap();
     let (shmid, files) = shared_memory_of(&data_dir, pid);
     assert!(
@@ -608,6 +611,7 @@ async fn etcd_killed_servers_leave_no_shared_memory_behind() {
     }
     assert!(segment_exists(shmid), "segment {shmid} vanished by itself");
     assert!(files.iter().all(|f| Path::new(f).exists()), "{files:?}");
+    drop(held);
     let released = release_orphaned_shared_memory();
     assert!(
         !segment_exists(shmid),

@@ -87,6 +87,22 @@ pub fn running_postmaster(data_dir: &Path) -> Option<i32> {
     is_running(pid).then_some(pid)
 }
 
+/// A lock, across the test processes of this machine, that keeps
+/// [`release_orphaned_shared_memory`] from running while it is held: a
+/// test that checks a killed server's memory is still there holds it from
+/// the kill to the check. `None` if the lock file cannot be used (then
+/// nothing waits).
+pub fn hold_shared_memory() -> Option<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("pgha-testkit-shared-memory.lock"))
+        .ok()?;
+    file.lock().ok()?;
+    Some(file)
+}
+
 /// What [`release_orphaned_shared_memory`] freed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Released {
@@ -102,6 +118,9 @@ pub struct Released {
 /// (see the module's doc for why that is safe), as PostgreSQL does for its
 /// predecessor when it starts in the same data directory.
 pub fn release_orphaned_shared_memory() -> Released {
+    // Not while a test looks at a killed server's memory (tests run
+    // concurrently, in threads or processes).
+    let _held = hold_shared_memory();
     let mut released = Released::default();
     let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else {
         return released;
