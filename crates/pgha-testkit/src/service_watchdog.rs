@@ -126,10 +126,12 @@ fn watch(
             eprintln!(
                 "service watchdog stand-in: no ping for {period:?}; killing the unit's processes {victims:?}"
             );
+            // Before the kills: a test that sees PostgreSQL gone must also
+            // see who stopped it.
+            fired.store(true, Ordering::SeqCst);
             for p in victims {
                 let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             }
-            fired.store(true, Ordering::SeqCst);
             return;
         }
     }
