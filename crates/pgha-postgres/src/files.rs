@@ -244,6 +244,11 @@ pub fn render(
     if let ConfRole::Replica(upstream) = role {
         let _ = writeln!(s);
         let _ = writeln!(s, "recovery_target_timeline = 'latest'");
+        if keeps_logical_copies(dynamic) {
+            // The leader must keep the catalog rows this replica's copies
+            // of logical slots need to decode (as Patroni does).
+            let _ = writeln!(s, "hot_standby_feedback = 'on'");
+        }
         match upstream {
             Some(u) => {
                 let info = conninfo(
@@ -271,6 +276,14 @@ pub fn render(
         }
     }
     s
+}
+
+/// Whether replicas keep copies of logical slots: `slots` names one.
+fn keeps_logical_copies(dynamic: &pgha_core::model::DynamicConfig) -> bool {
+    pgha_core::model::slots::SlotsConfig::of(dynamic)
+        .permanent
+        .iter()
+        .any(|s| matches!(s.kind, pgha_core::model::slots::SlotKind::Logical { .. }))
 }
 
 /// `postgresql.recovery_conf`, but for what `upstream` sets itself (a

@@ -13,6 +13,7 @@ pub mod files;
 pub mod launch;
 pub mod query;
 pub mod settings;
+pub mod slot_copy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -331,6 +332,9 @@ impl Postgres {
                 let db = self.db.lock().await;
                 db.execute_in(database, &sql, QUERY_TIMEOUT).await
             }
+            SlotChange::CopyLogical { name } => Err(PgError::Unexpected(format!(
+                "slot {name}: a logical slot is copied from the leader with a restart, not changed in place"
+            ))),
             SlotChange::Advance { name, to } => {
                 self.execute(&format!(
                     "SELECT pg_catalog.pg_replication_slot_advance('{}', '{:X}/{:X}'::pg_lsn)",

@@ -6,19 +6,27 @@
 //!   [`protects`] is asked before any drop (the leader drops only slots of
 //!   members gone for `member_slots_ttl`, and only unprotected ones);
 //! - the primary creates every permanent slot (a physical one reserving
-//!   WAL from its creation); replicas keep a copy of every permanent
-//!   physical slot, moved forward to the position the leader last
-//!   published, so after a failover the new primary already holds the WAL
-//!   that the slot's consumer has not received (Patroni does the same);
+//!   WAL from its creation); replicas keep a copy of every permanent slot,
+//!   moved forward to the position the leader last published, so after a
+//!   failover the new primary already holds the WAL (physical) or the
+//!   decoding position (logical) that the slot's consumer has not
+//!   confirmed (Patroni does the same);
+//! - a copy is only ever moved forward, and never past what the leader
+//!   published: the consumer confirmed at least that much, so a consumer
+//!   that resumes from the new primary's slot misses nothing (it may see
+//!   again what it received after the last published position);
 //! - an existing slot whose kind, database or plugin differs from its
 //!   `slots` entry is left as it is and reported: dropping it to recreate
 //!   it would throw away what its consumer has not read.
 //!
-//! Logical slots are created on the primary only: PostgreSQL 15 cannot
-//! create them on a standby, and pgha does not copy their state files to
-//! replicas (Patroni does, then restarts the replica). After a failover a
-//! logical slot is created anew on the new primary, at its current
-//! position; [`logical_slot_warning`] says so wherever the key is set.
+//! A logical slot cannot be created on a PostgreSQL 15 standby, and one
+//! created on a later standby would start at its own position, not its
+//! consumer's. So a replica copies the slot's state file from the leader
+//! ([`SlotChange::CopyLogical`]: read with `pg_read_binary_file`, written
+//! into `pg_replslot` while PostgreSQL is stopped, loaded when it starts
+//! again), then advances it like a physical copy. This is what Patroni
+//! does; `hot_standby_feedback` is on for replicas while logical slots are
+//! configured, so the leader keeps the catalog rows the copies need.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +69,9 @@ pub enum SlotChange {
     /// `pg_replication_slot_advance(name, to)` (PostgreSQL stops it at
     /// what the standby has replayed).
     Advance { name: String, to: u64 },
+    /// On a replica: copy the logical slot's state file from the leader
+    /// and restart PostgreSQL, which loads slots only when it starts.
+    CopyLogical { name: String },
 }
 
 /// What this node does with its permanent slots this cycle.
@@ -112,9 +123,10 @@ pub fn primary_plan(
     plan
 }
 
-/// On a replica: keep a copy of each permanent physical slot, moved to the
+/// On a replica: keep a copy of each permanent slot, moved to the
 /// position the leader published (`status_slots`). A copy is only moved
-/// while nothing uses it here, and only forward.
+/// while nothing uses it here, and only forward. A logical slot is copied
+/// from the leader only once the leader publishes it (it exists there).
 pub fn replica_plan(
     config: &SlotsConfig,
     local: &[LocalSlot],
@@ -122,20 +134,25 @@ pub fn replica_plan(
     own: &str,
 ) -> SlotPlan {
     let mut plan = SlotPlan::default();
-    for slot in config
-        .permanent
-        .iter()
-        .filter(|s| s.kind == SlotKind::Physical && s.name != own)
-    {
+    for slot in config.permanent.iter().filter(|s| s.name != own) {
+        let published = status_slots.get(&slot.name);
         let Some(existing) = local.iter().find(|l| l.name == slot.name) else {
-            plan.changes.push(create(&slot.name, &slot.kind));
+            match slot.kind {
+                SlotKind::Physical => plan.changes.push(create(&slot.name, &slot.kind)),
+                SlotKind::Logical { .. } if published.is_some() => {
+                    plan.changes.push(SlotChange::CopyLogical {
+                        name: slot.name.clone(),
+                    })
+                }
+                SlotKind::Logical { .. } => {}
+            }
             continue;
         };
-        if existing.kind != SlotKind::Physical {
+        if existing.kind != slot.kind {
             note_mismatch(&mut plan, &slot.kind, existing);
             continue;
         }
-        let (Some(to), Some(at)) = (status_slots.get(&slot.name), existing.restart_lsn) else {
+        let (Some(to), Some(at)) = (published, existing.position()) else {
             continue;
         };
         if !existing.active && *to > at {
@@ -160,13 +177,6 @@ pub fn published_positions(
         .filter(|l| members.contains(&l.name) || config.permanent(&l.name).is_some())
         .filter_map(|l| Some((l.name.clone(), l.position()?)))
         .collect()
-}
-
-/// The warning every place that reads `slots` gives for a logical entry.
-pub fn logical_slot_warning(name: &str) -> String {
-    format!(
-        "slots.{name}: a logical slot is kept on the primary only; pgha does not copy logical slots to replicas yet, so after a failover it is created anew and its consumer misses the changes in between"
-    )
 }
 
 fn create(name: &str, kind: &SlotKind) -> SlotChange {
@@ -276,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_copies_physical_slots_and_moves_idle_copies_forward_only() {
+    fn a_replica_copies_permanent_slots_and_moves_idle_copies_forward_only() {
         let status = BTreeMap::from([("barman".to_string(), 500), ("cdc".to_string(), 900)]);
         let plan = replica_plan(&config(), &[], &status, "node2");
         assert_eq!(
@@ -285,32 +295,80 @@ mod tests {
                 SlotChange::CreatePhysical {
                     name: "barman".into()
                 },
+                SlotChange::CopyLogical { name: "cdc".into() },
                 SlotChange::CreatePhysical {
                     name: "node1".into()
                 },
             ],
-            "physical only, never its own name"
+            "the logical slot copied from the leader, never its own name"
         );
-        let behind = [physical("barman", 400, false), physical("node1", 10, false)];
+        let behind = [
+            physical("barman", 400, false),
+            physical("node1", 10, false),
+            logical("cdc", "pgoutput", 700),
+        ];
         let plan = replica_plan(&config(), &behind, &status, "node2");
         assert_eq!(
             plan.changes,
-            [SlotChange::Advance {
-                name: "barman".into(),
-                to: 500
-            }]
+            [
+                SlotChange::Advance {
+                    name: "barman".into(),
+                    to: 500
+                },
+                SlotChange::Advance {
+                    name: "cdc".into(),
+                    to: 900
+                },
+            ],
+            "a logical copy moves to where its consumer confirmed"
         );
-        let ahead = [physical("barman", 600, false), physical("node1", 10, false)];
+        let ahead = [
+            physical("barman", 600, false),
+            physical("node1", 10, false),
+            logical("cdc", "pgoutput", 900),
+        ];
         assert!(
             replica_plan(&config(), &ahead, &status, "node2")
                 .changes
                 .is_empty()
         );
-        let in_use = [physical("barman", 400, true), physical("node1", 10, false)];
+        let in_use = [
+            physical("barman", 400, true),
+            physical("node1", 10, false),
+            logical("cdc", "pgoutput", 900),
+        ];
         assert!(
             replica_plan(&config(), &in_use, &status, "node2")
                 .changes
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_logical_slot_is_copied_only_once_the_leader_has_it() {
+        let status = BTreeMap::from([("barman".to_string(), 500)]);
+        let plan = replica_plan(&config(), &[physical("barman", 500, false)], &status, "n");
+        assert!(
+            !plan
+                .changes
+                .iter()
+                .any(|c| matches!(c, SlotChange::CopyLogical { .. })),
+            "nothing to copy yet: {plan:?}"
+        );
+        let other_plugin = [logical("cdc", "wal2json", 100)];
+        let status = BTreeMap::from([("cdc".to_string(), 900)]);
+        let plan = replica_plan(&config(), &other_plugin, &status, "n");
+        assert!(
+            !plan.changes.iter().any(|c| matches!(
+                c,
+                SlotChange::Advance { name, .. } | SlotChange::CopyLogical { name } if name == "cdc"
+            )),
+            "{plan:?}"
+        );
+        assert!(
+            plan.conflicts
+                .iter()
+                .any(|c| c.starts_with("slot cdc exists as"))
         );
     }
 

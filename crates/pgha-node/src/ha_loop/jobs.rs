@@ -334,17 +334,7 @@ impl HaLoop {
             answer(reply, RestartAnswer::ConditionsNotMet(why));
             return false;
         }
-        let role = if db.in_recovery {
-            match observed.following.as_deref() {
-                Some(l) => match self.upstream(cluster, l) {
-                    Ok(u) => ConfRole::Replica(Some(u)),
-                    Err(_) => ConfRole::Replica(None),
-                },
-                None => ConfRole::Replica(None),
-            }
-        } else {
-            ConfRole::Primary
-        };
+        let role = self.running_role(cluster, observed);
         tracing::info!("restarting PostgreSQL as requested");
         let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
         let timeout = request
@@ -359,6 +349,20 @@ impl HaLoop {
             reply,
         );
         true
+    }
+}
+
+impl HaLoop {
+    /// The role PostgreSQL runs in now, to start it again in the same one
+    /// after a restart: a replica keeps following whom it follows.
+    pub(super) fn running_role(&self, cluster: Option<&Cluster>, observed: &Observed) -> ConfRole {
+        if observed.db.as_ref().is_some_and(|d| !d.in_recovery) {
+            return ConfRole::Primary;
+        }
+        match observed.following.as_deref() {
+            Some(l) => ConfRole::Replica(self.upstream(cluster, l).ok()),
+            None => ConfRole::Replica(None),
+        }
     }
 }
 

@@ -95,7 +95,8 @@ impl HaLoop {
             plan.changes
                 .retain(|c| matches!(c, SlotChange::CreatePhysical { .. }));
         }
-        self.carry_out(plan).await;
+        let (problems, _) = self.carry_out(plan).await;
+        self.report_slot_problems(problems);
         let mut kept = wanted.clone();
         kept.extend(self.drop_unwanted_slots(&local, &wanted, &config).await);
         kept.sort();
@@ -162,7 +163,7 @@ impl HaLoop {
     /// the positions the leader published, so that they exist and hold the
     /// WAL their consumers need if this node is promoted; slots unwanted
     /// for `member_slots_ttl` dropped as on the leader.
-    pub(super) async fn replica_slot_duties(&mut self, cluster: &Cluster) {
+    pub(super) async fn replica_slot_duties(&mut self, cluster: &Cluster, o: &Observed) {
         if !self.use_slots() {
             return;
         }
@@ -186,27 +187,56 @@ impl HaLoop {
                 .and_then(|s| s.value.slots.clone())
                 .unwrap_or_default();
             let own = files::slot_name(&self.config.name);
-            let plan = slots::replica_plan(&config, &local, &published, &own);
-            self.carry_out(plan).await;
+            let mut plan = slots::replica_plan(&config, &local, &published, &own);
+            let copies: Vec<String> = plan
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    SlotChange::CopyLogical { name } => Some(name.clone()),
+                    _ => None,
+                })
+                .collect();
+            plan.changes
+                .retain(|c| !matches!(c, SlotChange::CopyLogical { .. }));
+            let (mut problems, failed) = self.carry_out(plan).await;
+            self.drop_unadvanceable_copies(&config, &failed).await;
+            if !copies.is_empty() {
+                problems.extend(self.copy_logical_slots(cluster, o, &copies).await);
+            }
+            self.report_slot_problems(problems);
         }
         let mut wanted = self.member_slots(cluster);
         wanted.extend(downstream);
         self.drop_unwanted_slots(&local, &wanted, &config).await;
     }
 
-    /// Carries a slot plan out. Conflicts and failures are logged when
-    /// they change, not on every cycle they persist.
-    async fn carry_out(&mut self, plan: slots::SlotPlan) {
+    /// Carries a slot plan out; returns its conflicts and failures as
+    /// problems to report ([`Self::report_slot_problems`]), and the
+    /// changes that failed, with why.
+    async fn carry_out(
+        &mut self,
+        plan: slots::SlotPlan,
+    ) -> (Vec<String>, Vec<(SlotChange, PgError)>) {
         let mut problems = plan.conflicts;
-        for change in &plan.changes {
-            match self.pg.change_slot(change).await {
+        let mut failed = Vec::new();
+        for change in plan.changes {
+            match self.pg.change_slot(&change).await {
                 Ok(()) => match change {
                     SlotChange::Advance { .. } => tracing::debug!("{change:?}"),
                     _ => tracing::info!("permanent slot: {change:?}"),
                 },
-                Err(e) => problems.push(format!("permanent slot: {change:?} failed: {e}")),
+                Err(e) => {
+                    problems.push(format!("permanent slot: {change:?} failed: {e}"));
+                    failed.push((change, e));
+                }
             }
         }
+        (problems, failed)
+    }
+
+    /// Logs `problems` when they differ from the last ones reported, not
+    /// on every cycle they persist.
+    pub(super) fn report_slot_problems(&mut self, problems: Vec<String>) {
         if problems != self.slot_problems {
             for p in &problems {
                 tracing::warn!("{p}");

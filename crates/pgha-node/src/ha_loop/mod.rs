@@ -24,6 +24,7 @@ mod jobs;
 mod leader;
 mod member;
 mod replication;
+mod slot_copy;
 mod sync;
 mod watchdog;
 
@@ -411,7 +412,7 @@ impl HaLoop {
             } else {
                 self.sync.reset();
                 if observed.db.as_ref().is_some_and(|d| d.in_recovery) {
-                    self.replica_slot_duties(c).await;
+                    self.replica_slot_duties(c, &observed).await;
                 }
             }
         }

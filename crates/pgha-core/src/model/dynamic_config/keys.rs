@@ -247,16 +247,8 @@ impl Review {
         let mut out = Review::default();
         check_map(doc, DYNAMIC, prefix, &mut out);
         let slots = crate::model::slots::SlotsConfig::of_document(doc);
-        let logical = slots
-            .permanent
-            .iter()
-            .filter(|s| matches!(s.kind, crate::model::slots::SlotKind::Logical { .. }));
-        let slot_warnings = slots
-            .problems
-            .iter()
-            .cloned()
-            .chain(logical.map(|s| crate::ha::slots::logical_slot_warning(&s.name)));
-        out.warnings.extend(slot_warnings.map(|w| join(prefix, &w)));
+        out.warnings
+            .extend(slots.problems.iter().map(|w| join(prefix, w)));
         out
     }
 
@@ -594,13 +586,8 @@ mod tests {
             "bootstrap.dcs",
         );
         assert!(r.errors.is_empty() && r.unsupported.is_empty(), "{r:?}");
-        assert_eq!(r.warnings.len(), 2, "{r:?}");
+        assert_eq!(r.warnings.len(), 1, "a logical slot is supported: {r:?}");
         assert!(r.warnings[0].starts_with("bootstrap.dcs.slots.Bad: not a valid slot name"));
-        assert!(
-            r.warnings[1]
-                .starts_with("bootstrap.dcs.slots.cdc: a logical slot is kept on the primary only"),
-            "{r:?}"
-        );
     }
 
     #[test]
