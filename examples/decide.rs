@@ -60,6 +60,7 @@ fn main() {
         configured_upstream: None,
         starting: None,
         replicate_from: None,
+        archive_only: false,
     };
     let member = r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","state":"running","role":"primary","xlog_location":5000}"#;
 

@@ -408,3 +408,130 @@ async fn etcd_a_replica_catches_up_from_the_archive_with_recovery_conf() {
         .await
         .unwrap();
 }
+
+/// The `nostream` tag as Patroni: a replica fed from the WAL archive only.
+/// It has no `primary_conninfo` and no slot on the leader, publishes `in
+/// archive recovery` (as do `GET /patroni` and `pghactl list`), replays
+/// what the primary archives, and is never "repaired" into streaming nor
+/// counted as broken, however long it goes without streaming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_nostream_replica_replays_the_archive_only() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(agent(), DcsKind::Etcd, ClusterOptions::default())
+        .await
+        .unwrap();
+    let archive = c.dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    if let Some((uid, gid)) = pgha_testkit::cluster::run_as_user().unwrap() {
+        nix::unistd::chown(&archive, Some(uid), Some(gid)).unwrap();
+    }
+    let a = archive.display().to_string();
+    for i in 0..c.nodes.len() {
+        c.edit_config(i, |yaml| {
+            let yaml = yaml
+                .replace(
+                    "wal_keep_size: 64MB\n",
+                    &format!(
+                        "wal_keep_size: 64MB\n        archive_mode: 'on'\n        \
+                         archive_command: 'test ! -f {a}/%f && cp %p {a}/%f'\n"
+                    ),
+                )
+                .replacen(
+                    "\npostgresql:\n",
+                    &format!(
+                        "\npostgresql:\n  recovery_conf:\n    restore_command: cp {a}/%f %p\n"
+                    ),
+                    1,
+                );
+            if i == 2 {
+                format!("{yaml}tags:\n  nostream: true\n")
+            } else {
+                yaml
+            }
+        })
+        .unwrap();
+    }
+    let started = Instant::now();
+    c.start_all().unwrap();
+    let p = c.wait_for_primary(BOOT).await.unwrap();
+    assert_ne!(
+        p, 2,
+        "node3 bootstrapped the cluster; the test wants it a replica"
+    );
+    let d = 2;
+    let name = c.nodes[d].name.clone();
+    c.wait_sql(d, "SELECT pg_is_in_recovery()::text", BOOT, |r| {
+        r == ["true"]
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{name} never ran as a replica: {e}\n{}", c.log(d)));
+
+    // Rows reach it through the archive only.
+    // pg_switch_wal in a transaction of its own: the commit must be in
+    // the segment it closes, for the archive to have it.
+    c.sql(
+        p,
+        "CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 500)",
+    )
+    .await
+    .unwrap();
+    c.sql(p, "SELECT pg_switch_wal()").await.unwrap();
+    c.wait_sql(d, "SELECT count(*) FROM t", BOOT, |r| r == ["500"])
+        .await
+        .unwrap_or_else(|e| panic!("{name} did not replay the archive: {e}\n{}", c.log(d)));
+    assert_eq!(
+        c.sql(d, "SELECT count(*) FROM pg_stat_wal_receiver")
+            .await
+            .unwrap(),
+        ["0"],
+        "no WAL receiver"
+    );
+    assert_eq!(c.sql(d, "SHOW primary_conninfo").await.unwrap(), [""]);
+    let (_, status) = c.api(d, "/patroni").await.unwrap();
+    assert_eq!(
+        status["replication_state"], "in archive recovery",
+        "{status}"
+    );
+
+    // The leader keeps a slot for the streaming replica, none for it.
+    let slots = "SELECT slot_name FROM pg_replication_slots ORDER BY 1";
+    let other = (0..3).find(|&i| i != p && i != d).unwrap();
+    c.wait_sql(p, slots, Duration::from_secs(20), |r| {
+        r == [c.nodes[other].name.as_str()]
+    })
+    .await
+    .unwrap();
+
+    // Well past the not-streaming limit (ttl + loop_wait + retry_timeout
+    // = 8 s here): never repaired, never counted as broken.
+    let limit = Duration::from_secs(8);
+    if let Some(rest) = (3 * limit).checked_sub(started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    c.sql(p, "INSERT INTO t SELECT generate_series(501, 1000)")
+        .await
+        .unwrap();
+    c.sql(p, "SELECT pg_switch_wal()").await.unwrap();
+    c.wait_sql(d, "SELECT count(*) FROM t", BOOT, |r| r == ["1000"])
+        .await
+        .unwrap();
+    let log = c.log(d);
+    for never in ["repairing replication", "not streaming from leader"] {
+        assert!(!log.contains(never), "{never:?} in {name}'s log:\n{log}");
+    }
+    let (_, status) = c.api(d, "/patroni").await.unwrap();
+    assert!(
+        status.get("replication_broken").is_none_or(|b| b != true),
+        "{status}"
+    );
+    let list = common::pghactl(&c.ctl_config().unwrap(), &["list"], "")
+        .await
+        .ok();
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.contains(&name))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("in archive recovery"), "{}", list.stdout);
+}

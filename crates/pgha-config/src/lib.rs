@@ -291,9 +291,9 @@ fn build(doc: &Value, findings: &mut Findings) -> Option<Config> {
         warnings
             .push("tags.replicatefrom: names this node itself; it streams from the leader".into());
     }
-    if tags.nostream() {
+    if tags.nostream() && get(doc, &["postgresql", "recovery_conf", "restore_command"]).is_none() {
         warnings.push(
-            "tags.nostream: replicas fed from the WAL archive only are not supported by pgha yet; this node streams from the leader".into(),
+            "tags.nostream: this replica does not stream and postgresql.recovery_conf has no restore_command, so it replays only WAL put in its pg_wal by other means".into(),
         );
     }
     let log = log::build(get(doc, &["log"]), errors, warnings);

@@ -360,20 +360,30 @@ fn a_custom_bootstrap_method_is_read_as_patroni_reads_it() {
 }
 
 #[test]
-fn tags_pgha_does_not_act_on_are_named() {
+fn a_nostream_replica_without_an_archive_to_replay_is_warned() {
     let yaml = PATRONI_EXAMPLE.replace(
         "\ntags:\n",
         "\ntags:\n  replicatefrom: node2\n  nostream: true\n",
     );
-    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
-    let named: Vec<&String> = c
-        .warnings
-        .iter()
-        .filter(|w| w.starts_with("tags."))
-        .collect();
-    // replicatefrom is supported; nostream is not yet.
-    assert_eq!(named.len(), 1, "{:?}", c.warnings);
-    assert!(named[0].starts_with("tags.nostream:"), "{named:?}");
+    let tag_warnings = |yaml: &str| -> Vec<String> {
+        let c = Config::from_yaml(yaml, no_env(), None).unwrap();
+        c.warnings
+            .into_iter()
+            .filter(|w| w.starts_with("tags."))
+            .collect()
+    };
+    let named = tag_warnings(&yaml);
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert!(
+        named[0].starts_with("tags.nostream: this replica does not stream"),
+        "{named:?}"
+    );
+    let with_archive = yaml.replacen(
+        "\npostgresql:\n",
+        "\npostgresql:\n  recovery_conf:\n    restore_command: cp /archive/%f %p\n",
+        1,
+    );
+    assert!(tag_warnings(&with_archive).is_empty());
 }
 
 #[test]

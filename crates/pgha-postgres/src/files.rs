@@ -61,6 +61,11 @@ pub struct Upstream {
     /// `restore_command`, `archive_cleanup_command`,
     /// `recovery_min_apply_delay`), written after `primary_conninfo`.
     pub recovery: Vec<(String, String)>,
+    /// The `nostream` tag: replay WAL from the archive only
+    /// (`postgresql.recovery_conf`'s `restore_command`), with no
+    /// `primary_conninfo` and no slot; the member is still followed (its
+    /// name is written, so the agent sees the configuration is current).
+    pub archive_only: bool,
 }
 
 /// The role PostgreSQL is configured for.
@@ -250,6 +255,13 @@ pub fn render(
             let _ = writeln!(s, "hot_standby_feedback = 'on'");
         }
         match upstream {
+            Some(u) if u.archive_only => {
+                // nostream: the archive only (Patroni writes no
+                // primary_conninfo either).
+                let _ = writeln!(s, "primary_conninfo = ''");
+                write_recovery_conf(&mut s, pg, &u.recovery);
+                let _ = writeln!(s, "{MARKER}{}", u.name);
+            }
             Some(u) => {
                 let info = conninfo(
                     &u.host,
@@ -509,6 +521,7 @@ mod tests {
             port: 5433,
             slot: Some("node1".into()),
             recovery: vec![("recovery_min_apply_delay".into(), "5min".into())],
+            archive_only: false,
         };
         let text = render(&c, &DynamicConfig::new(), &ConfRole::Replica(Some(up)));
         assert!(text.contains("primary_conninfo = 'host=''127.0.0.1'' port=5433 user=''replicator'' password=''rep-pass'' application_name=''node1'''"), "{text}");
@@ -537,6 +550,7 @@ mod tests {
             port: 1,
             slot: None,
             recovery,
+            archive_only: false,
         };
         let d = DynamicConfig::new();
         let text = render(&c, &d, &ConfRole::Replica(Some(up(Vec::new()))));
@@ -561,6 +575,30 @@ mod tests {
         assert!(text.contains("recovery_min_apply_delay = '1min'"), "{text}");
     }
 
+    /// `nostream`: no primary_conninfo, no slot; the archive's
+    /// restore_command and the followed member's name are still written.
+    #[test]
+    fn an_archive_only_replica_streams_from_nowhere() {
+        let mut c = settings();
+        c.recovery_conf = vec![("restore_command".into(), "cp /archive/%f %p".into())];
+        let up = Upstream {
+            name: "node2".into(),
+            host: "h".into(),
+            port: 1,
+            slot: Some("node1".into()),
+            recovery: Vec::new(),
+            archive_only: true,
+        };
+        let text = render(&c, &DynamicConfig::new(), &ConfRole::Replica(Some(up)));
+        assert!(text.contains("primary_conninfo = ''"), "{text}");
+        assert!(!text.contains("primary_slot_name"), "{text}");
+        assert!(
+            text.contains("restore_command = 'cp /archive/%f %p'"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{MARKER}node2")), "{text}");
+    }
+
     #[test]
     fn writes_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -577,6 +615,7 @@ mod tests {
             port: 1,
             slot: None,
             recovery: Vec::new(),
+            archive_only: false,
         };
         write_config(&c, &DynamicConfig::new(), &ConfRole::Replica(Some(up))).unwrap();
         assert_eq!(

@@ -349,6 +349,7 @@ impl World {
                 _ => None,
             },
             replicate_from: None,
+            archive_only: false,
         }
     }
 
@@ -541,6 +542,7 @@ impl World {
             configured_upstream: None,
             starting: None,
             replicate_from: None,
+            archive_only: false,
         };
         data.replication_state = published_state(&local, cluster);
         let now = self.local(i);

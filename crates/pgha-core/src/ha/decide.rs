@@ -1095,6 +1095,14 @@ fn decide_running(o: &Observation<'_>, cluster: &Cluster) -> Decision {
         if let Some(d) = decide_not_streaming(o, cluster, upstream) {
             return d;
         }
+        if o.inputs.local.archive_only {
+            return Decision::idle(
+                Rule::Follow,
+                format!(
+                    "no action: I am {me}, a replica of {leader} replaying its WAL archive (nostream)"
+                ),
+            );
+        }
         if replication::streams_from_upstream(o.inputs.local, Some(cluster)) == Some(false) {
             return Decision::idle(
                 Rule::Follow,

@@ -118,6 +118,10 @@ pub struct LocalPostgres {
     /// ([`super::replication::upstream`]). Carried with the local view so
     /// that every "does it stream from its upstream" answer sees it.
     pub replicate_from: Option<String>,
+    /// The `nostream` tag: this replica replays WAL from the archive only
+    /// (no `primary_conninfo`), so not streaming is what it should do, not
+    /// a broken replication ([`super::replication::StreamingWatch`]).
+    pub archive_only: bool,
 }
 
 impl LocalPostgres {

@@ -376,7 +376,8 @@ pub struct StreamingWatch {
 impl StreamingWatch {
     /// Counts the time since the last update (when that one counted too):
     /// - reset when this node leads or runs as a primary, when the leader
-    ///   changed, and when the replica streams from the leader;
+    ///   changed, when the replica streams from the leader, and on a
+    ///   replica fed from the archive only (`nostream`: it never streams);
     /// - added when the replica runs, does not stream from the leader, and
     ///   the leader's member key says its PostgreSQL runs and was rewritten
     ///   within `silence_limit` ([`upstream_silence_limit`]);
@@ -401,7 +402,7 @@ impl StreamingWatch {
         self.updated_at = Some(now);
         self.counting = false;
         let Some(cluster) = cluster else { return };
-        if local.is_primary() || cluster.is_leader(me) {
+        if local.is_primary() || cluster.is_leader(me) || local.archive_only {
             self.reset(None);
             return;
         }
@@ -475,6 +476,7 @@ mod tests {
             configured_upstream: Some(ConfiguredUpstream::At(Endpoint::new("10.0.0.1", 5432))),
             starting: None,
             replicate_from: None,
+            archive_only: false,
         }
     }
 
@@ -716,6 +718,32 @@ mod tests {
         assert!(!w.broken(S(25)));
         w.update(S(36), "n2", Some(&c), &local(), false, NEVER_SILENT);
         assert_eq!(w.not_streaming_for, S(0));
+    }
+
+    #[test]
+    fn an_archive_only_replica_is_never_counted_as_broken() {
+        let c = cluster(Some("n1"), "running");
+        let mut archive = broken_local();
+        archive.replication_state = None;
+        archive.configured_upstream = Some(ConfiguredUpstream::Nowhere);
+        archive.archive_only = true;
+        let mut w = StreamingWatch::default();
+        for t in [0, 10, 100, 1000] {
+            w.update(S(t), "n2", Some(&c), &archive, false, NEVER_SILENT);
+        }
+        assert_eq!(w.not_streaming_for, S(0));
+        assert!(!w.broken(S(1)));
+        // The same replica without the tag: broken.
+        archive.archive_only = false;
+        for t in [1001, 1010, 1100] {
+            w.update(S(t), "n2", Some(&c), &archive, false, NEVER_SILENT);
+        }
+        assert!(w.broken(S(50)));
+        // It still says it is not streaming, as Patroni's nostream node.
+        assert_eq!(
+            published_state(&archive, Some(&c)).as_deref(),
+            Some(NOT_STREAMING)
+        );
     }
 
     #[test]

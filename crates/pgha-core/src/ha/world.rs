@@ -81,6 +81,7 @@ impl World {
                 configured_upstream: Some(ConfiguredUpstream::At(Endpoint::new("127.0.0.1", 5432))),
                 starting: None,
                 replicate_from: None,
+                archive_only: false,
             },
             memory: HaMemory::default(),
             peers: Vec::new(),

@@ -181,6 +181,7 @@ impl HaLoop {
         // Copies of the permanent slots, for when this node is promoted (a
         // node that may not be promoted keeps none, as in Patroni).
         if !self.config.tags.nofailover() {
+            let nostream = self.config.tags.nostream();
             let published = cluster
                 .status
                 .as_ref()
@@ -196,11 +197,21 @@ impl HaLoop {
                     _ => None,
                 })
                 .collect();
-            plan.changes
-                .retain(|c| !matches!(c, SlotChange::CopyLogical { .. }));
+            plan.changes.retain(|c| match c {
+                SlotChange::CopyLogical { .. } => false,
+                // A nostream replica keeps no logical slot (as Patroni):
+                // nothing advances it while it only replays the archive.
+                SlotChange::Advance { name, .. } => {
+                    !nostream
+                        || config
+                            .permanent(name)
+                            .is_some_and(|s| s.kind == SlotKind::Physical)
+                }
+                _ => true,
+            });
             let (mut problems, failed) = self.carry_out(plan).await;
             self.drop_unadvanceable_copies(&config, &failed).await;
-            if !copies.is_empty() {
+            if !copies.is_empty() && !nostream {
                 problems.extend(self.copy_logical_slots(cluster, o, &copies).await);
             }
             self.report_slot_problems(problems);
@@ -252,13 +263,14 @@ impl HaLoop {
         let me = files::slot_name(&self.config.name);
         let now = self.clock.now();
         let ttl = Duration::from_secs(self.dynamic.member_slots_ttl());
-        // Not for a member that streams from another one (replicatefrom):
-        // a slot it never uses would keep WAL here for ever. Its slot is
+        // Not for a member that streams from another one (replicatefrom),
+        // or from nowhere (nostream: the archive only): a slot it never
+        // uses would keep WAL here for ever. A cascading member's slot is
         // made here as soon as it falls back to the leader.
         let elsewhere: Vec<String> = cluster
             .members
             .iter()
-            .filter(|m| self.cascades_elsewhere(cluster, m))
+            .filter(|m| m.data.tags.nostream() || self.cascades_elsewhere(cluster, m))
             .map(|m| files::slot_name(&m.name))
             .collect();
         let present = cluster.members.iter().map(|m| files::slot_name(&m.name));

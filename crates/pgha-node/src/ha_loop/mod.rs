@@ -659,6 +659,7 @@ impl HaLoop {
             configured_upstream: db.and_then(|d| d.configured_upstream.clone()),
             starting,
             replicate_from: self.replicate_from().map(String::from),
+            archive_only: self.config.tags.nostream(),
         }
     }
 
@@ -686,6 +687,7 @@ impl HaLoop {
                 .use_slots()
                 .then(|| files::slot_name(&self.config.name)),
             recovery: Vec::new(),
+            archive_only: self.config.tags.nostream(),
         })
     }
 
@@ -702,6 +704,7 @@ impl HaLoop {
             port: standby.port,
             slot: standby.primary_slot_name.clone(),
             recovery: standby.recovery_parameters(),
+            archive_only: false,
         })
     }
 

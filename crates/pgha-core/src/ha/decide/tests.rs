@@ -1465,6 +1465,20 @@ fn a_replica_not_streaming_within_the_limit_is_left_alone() {
 }
 
 #[test]
+fn an_archive_only_replica_is_left_replaying_the_archive() {
+    let mut w = World::new("n2");
+    w.not_streaming_for(0);
+    w.local.replication_state = None;
+    w.local.configured_upstream = Some(ConfiguredUpstream::Nowhere);
+    w.local.archive_only = true;
+    assert_idle(
+        &w.decide(),
+        Rule::Follow,
+        "a replica of n1 replaying its WAL archive (nostream)",
+    );
+}
+
+#[test]
 fn a_replica_not_streaming_past_the_limit_with_a_wrong_primary_conninfo_repairs_it() {
     let mut w = World::new("n2");
     w.not_streaming_for(51);
