@@ -189,3 +189,163 @@ async fn etcd_a_cluster_is_restored_to_a_point_in_time_by_a_custom_bootstrap() {
         .await
         .unwrap();
 }
+
+/// `create_replica_methods` with `no_leader`, as Patroni: every node of a
+/// cluster is lost with its data. A node whose first method restores a
+/// base backup and is marked `no_leader` creates its replica while no
+/// leader runs, replays the WAL archive (`recovery_conf`), takes the lock
+/// and promotes; the other node clones from it. The same node without
+/// `no_leader` waits for a leader for ever (checked first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_lost_cluster_comes_back_from_a_backup_through_a_no_leader_method() {
+    pgha_testkit::init_tracing();
+    let mut c = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 2,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let archive = work.path().join("archive");
+    let backup = work.path().join("backup");
+    owned_dir(&archive);
+    owned_dir(&backup);
+    for i in 0..2 {
+        c.edit_config(i, |y| {
+            let anchor = "        wal_keep_size: 64MB\n";
+            assert!(y.contains(anchor));
+            y.replace(
+                anchor,
+                &format!(
+                    "{anchor}        archive_mode: 'on'\n        archive_command: 'cp %p {}/%f'\n",
+                    archive.display()
+                ),
+            )
+            .replacen(
+                "\npostgresql:\n",
+                &format!(
+                    "\npostgresql:\n  recovery_conf:\n    restore_command: cp {}/%f %p\n",
+                    archive.display()
+                ),
+                1,
+            )
+        })
+        .unwrap();
+    }
+    c.start_all().unwrap();
+    let p = c.wait_converged(&[0, 1], BOOT).await.unwrap();
+    c.sql(p, "CREATE TABLE t(id int primary key)")
+        .await
+        .unwrap();
+    c.sql(p, "INSERT INTO t SELECT generate_series(1, 100)")
+        .await
+        .unwrap();
+    let port = c.nodes[p].pg_port.to_string();
+    run_as_postgres(
+        &c.options.bin_dir.join("pg_basebackup"),
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "replicator",
+            "-D",
+            backup.to_str().unwrap(),
+            "-c",
+            "fast",
+            "-X",
+            "none",
+            "--no-password",
+        ],
+    );
+    // Rows after the backup, in the archive only.
+    c.sql(p, "INSERT INTO t SELECT generate_series(101, 200)")
+        .await
+        .unwrap();
+    let last = one_value(&c, p, "SELECT pg_walfile_name(pg_current_wal_lsn())").await;
+    c.sql(p, "SELECT pg_switch_wal()").await.unwrap();
+    let deadline = Instant::now() + WITHIN;
+    while !archive.join(&last).exists() {
+        assert!(Instant::now() < deadline, "{last} not archived");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Both hosts lost, with their data.
+    for i in 0..2 {
+        c.kill_node(i);
+    }
+    for i in 0..2 {
+        let dir = c.data_dir(i).to_path_buf();
+        if let Some(pid) = pgha_testkit::postgres_teardown::running_postmaster(&dir) {
+            pgha_testkit::postgres_teardown::stop_postmasters(&[pid], Duration::from_secs(10));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        owned_dir(&dir);
+    }
+    let script = work.path().join("restore.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; esac; done\ncp -a {}/. \"$d\"/\n",
+            backup.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let methods = |no_leader: bool| {
+        format!(
+            "\npostgresql:\n  create_replica_methods: [from_backup, basebackup]\n  from_backup:\n    command: {}\n{}",
+            script.display(),
+            if no_leader {
+                "    no_leader: true\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let r = p;
+    let plain = methods(false);
+    c.edit_config(r, |y| y.replacen("\npostgresql:\n", &plain, 1))
+        .unwrap();
+    c.start_agent(r).unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        c.log(r).contains("waiting for a leader to clone from"),
+        "{}",
+        c.log(r)
+    );
+    assert!(!c.data_dir(r).join("PG_VERSION").exists());
+    c.stop_agent(r).await.unwrap();
+
+    c.edit_config(r, |y| y.replacen(&plain, &methods(true), 1))
+        .unwrap();
+    c.start_agent(r).unwrap();
+    let back = c
+        .wait_for_primary(BOOT)
+        .await
+        .unwrap_or_else(|e| panic!("no primary restored: {e}\n{}", c.log(r)));
+    assert_eq!(back, r);
+    assert!(
+        c.log(r)
+            .contains("no leader to clone from: creating a replica with a no_leader method"),
+        "{}",
+        c.log(r)
+    );
+    c.wait_sql(r, "SELECT count(*) FROM t", WITHIN, |rows| rows == ["200"])
+        .await
+        .unwrap();
+    // The other node clones from it as usual.
+    let other = 1 - r;
+    c.start_agent(other).unwrap();
+    c.wait_sql(other, "SELECT count(*) FROM t", BOOT, |rows| {
+        rows == ["200"]
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.log(other)));
+}

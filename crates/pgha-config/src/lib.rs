@@ -783,12 +783,20 @@ fn build_postgresql(
                     .remove("no_params")
                     .and_then(|v| pgha_core::model::lenient::bool(&v))
                     .unwrap_or(false);
+                // no_master: Patroni's older name, still read by Patroni.
+                let flags: Vec<bool> = ["no_leader", "no_master"]
+                    .iter()
+                    .filter_map(|k| params.remove(*k))
+                    .filter_map(|v| pgha_core::model::lenient::bool(&v))
+                    .collect();
+                let no_leader = flags.contains(&true);
                 params.remove("command");
                 methods.push(ReplicaMethod::Custom {
                     name,
                     command,
                     keep_data,
                     no_params,
+                    no_leader,
                     params,
                 });
             }

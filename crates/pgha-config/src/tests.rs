@@ -196,9 +196,14 @@ fn environment_overrides_apply_before_checking() {
 fn replica_methods_and_basebackup_options() {
     let yaml = PATRONI_EXAMPLE.replace(
         "  authentication:",
-        "  create_replica_methods: [wal_g, basebackup]\n  wal_g:\n    command: /usr/bin/wal-g-restore\n    no_params: true\n    envdir: /etc/wal-g\n  basebackup:\n    - verbose\n    - max-rate: 100M\n  authentication:",
+        "  create_replica_methods: [wal_g, basebackup]\n  wal_g:\n    command: /usr/bin/wal-g-restore\n    no_params: true\n    no_master: 1\n    envdir: /etc/wal-g\n  basebackup:\n    - verbose\n    - max-rate: 100M\n  authentication:",
     );
     let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    assert!(
+        c.postgresql.create_replica_methods[0].works_without_leader(),
+        "no_master is Patroni's older name of no_leader"
+    );
+    assert!(c.postgresql.can_create_replica_without_leader());
     assert_eq!(
         c.postgresql.create_replica_methods[1],
         ReplicaMethod::Basebackup {
@@ -220,6 +225,10 @@ fn replica_methods_and_basebackup_options() {
             assert_eq!(
                 params.get("envdir").and_then(Value::as_str),
                 Some("/etc/wal-g")
+            );
+            assert!(
+                !params.contains_key("no_master"),
+                "read, not passed on: {params:?}"
             );
         }
         other => panic!("{other:?}"),

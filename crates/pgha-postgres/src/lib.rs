@@ -532,13 +532,19 @@ impl Postgres {
 
     /// Creates this replica from `source` with the configured methods, in
     /// order; the first that succeeds wins. A failed attempt leaves an
-    /// empty data directory behind for the next.
-    pub async fn create_replica(&self, source: &Upstream) -> Result<String, PgError> {
+    /// empty data directory behind for the next. Without a source (no
+    /// leader runs), only the methods marked `no_leader` are tried, with an
+    /// empty `--connstring` (as Patroni calls them).
+    pub async fn create_replica(&self, source: Option<&Upstream>) -> Result<String, PgError> {
         let cfg = &*self.settings;
         let pg = cfg;
         self.write_pgpass()?;
         let mut failures = Vec::new();
-        for method in &pg.create_replica_methods {
+        let methods = pg
+            .create_replica_methods
+            .iter()
+            .filter(|m| source.is_some() || m.works_without_leader());
+        for method in methods {
             let (name, keep_data) = match method {
                 ReplicaMethod::Basebackup { .. } => ("basebackup".to_string(), false),
                 ReplicaMethod::Custom {
@@ -548,12 +554,11 @@ impl Postgres {
             if !keep_data {
                 ensure_empty_dir(&pg.data_dir)?;
             }
-            let conninfo = files::conninfo(
-                &source.host,
-                source.port,
-                &pg.replication,
-                &[("dbname", "postgres")],
-            );
+            let conninfo = source
+                .map(|s| {
+                    files::conninfo(&s.host, s.port, &pg.replication, &[("dbname", "postgres")])
+                })
+                .unwrap_or_default();
             let mut cmd = match method {
                 ReplicaMethod::Basebackup { options } => {
                     let mut cmd = tokio::process::Command::new(cfg.binary("pg_basebackup"));

@@ -92,6 +92,14 @@ impl PgSettings {
         }
     }
 
+    /// Whether a `create_replica_methods` entry works while no leader runs
+    /// ([`ReplicaMethod::works_without_leader`]).
+    pub fn can_create_replica_without_leader(&self) -> bool {
+        self.create_replica_methods
+            .iter()
+            .any(ReplicaMethod::works_without_leader)
+    }
+
     /// The path of PostgreSQL program `name` (`pg_ctl`, `initdb`, ...):
     /// `bin_name` overrides the file name, `bin_dir` is where it is.
     pub fn binary(&self, name: &str) -> PathBuf {
@@ -168,8 +176,25 @@ pub enum ReplicaMethod {
         command: String,
         keep_data: bool,
         no_params: bool,
+        /// `no_leader` (Patroni's older name: `no_master`): the method
+        /// needs no running leader (it restores a backup), so it may
+        /// create a replica while the cluster has no leader.
+        no_leader: bool,
         params: Map<String, Value>,
     },
+}
+
+impl ReplicaMethod {
+    /// Whether this method can create a replica while no leader runs.
+    pub fn works_without_leader(&self) -> bool {
+        matches!(
+            self,
+            ReplicaMethod::Custom {
+                no_leader: true,
+                ..
+            }
+        )
+    }
 }
 
 /// The settings of the example node (`docs/examples/patroni-node1.yml`,

@@ -20,6 +20,10 @@ pub enum StopMode {
     Graceful,
 }
 
+/// The source a replica created while no leader runs is named by: the
+/// replica methods marked `no_leader` (`Job::Clone`'s source).
+pub const NO_LEADER_SOURCE: &str = "a no_leader replica method";
+
 /// One step. The agent runs a decision's actions in order and stops at the
 /// first that fails; then it observes again and asks for a new decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +59,10 @@ pub enum Action {
     Bootstrap,
     /// Create this replica from `source` (pg_basebackup or a custom method).
     Clone { source: String },
+    /// Create this replica while no leader runs, with the replica methods
+    /// marked `no_leader` (a restore from a backup), as Patroni; carried
+    /// out as [`super::Job::Clone`] from [`NO_LEADER_SOURCE`].
+    CloneWithoutLeader,
     /// Wipe the data directory and clone again from `source`.
     Reinitialize { source: String },
     /// pg_rewind against `source`, the new leader.
@@ -100,6 +108,7 @@ impl fmt::Display for Action {
             Action::ClearFailover => f.write_str("clear failover key"),
             Action::Bootstrap => f.write_str("bootstrap"),
             Action::Clone { source } => write!(f, "clone from {source}"),
+            Action::CloneWithoutLeader => write!(f, "clone from {NO_LEADER_SOURCE}"),
             Action::Reinitialize { source } => write!(f, "reinitialize from {source}"),
             Action::Rewind { source } => write!(f, "rewind from {source}"),
             Action::StartPrimary => f.write_str("start as primary"),

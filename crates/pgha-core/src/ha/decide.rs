@@ -362,6 +362,16 @@ fn decide_empty(o: &Observation<'_>, cluster: &Cluster) -> Decision {
                 }],
                 format!("creating a replica: cloning from {source}"),
             ),
+            // No leader, the cluster exists: a method marked no_leader
+            // (a restore from a backup) makes the replica, as Patroni; it
+            // starts with the cluster's system ID or not at all.
+            None if leader.is_none() && o.inputs.settings.can_clone_without_leader => {
+                Decision::new(
+                    Rule::Clone,
+                    vec![Action::CloneWithoutLeader],
+                    "no leader to clone from: creating a replica with a no_leader method",
+                )
+            }
             None => Decision::idle(
                 Rule::Clone,
                 match leader {

@@ -23,7 +23,7 @@ pub mod sync;
 #[cfg(test)]
 pub(crate) mod world;
 
-pub use action::{Action, Decision, StopMode};
+pub use action::{Action, Decision, NO_LEADER_SOURCE, StopMode};
 pub use decide::{FENCE_MARGIN, RaceVerdict, decide, healthiest};
 pub use node::{HaNode, JobResult, LockCall, Outcome};
 pub use observation::{

@@ -13,6 +13,9 @@ pub struct NodeSettings {
     pub tags: Tags,
     /// The YAML has a `bootstrap` section: this node may create the cluster.
     pub can_bootstrap: bool,
+    /// A `create_replica_methods` entry is marked `no_leader`: this node
+    /// can create its replica (from a backup) while no leader runs.
+    pub can_clone_without_leader: bool,
     /// Why this node must not create a new cluster although it could: its
     /// file or the cluster's configuration sets a key pgha refuses
     /// (`standby_cluster`, `synchronous_mode`, ...), so the cluster would

@@ -48,6 +48,7 @@ impl World {
                 name: me.into(),
                 tags: Tags::default(),
                 can_bootstrap: true,
+                can_clone_without_leader: false,
                 new_cluster_refused: None,
                 use_pg_rewind: true,
                 remove_data_directory_on_rewind_failure: false,

@@ -186,7 +186,7 @@ impl HaLoop {
                     // A standby cluster starts as a copy of its source.
                     let source = self.standby_source()?;
                     self.spawn_job(Job::Bootstrap, async move {
-                        pg.create_replica(&source).await?;
+                        pg.create_replica(Some(&source)).await?;
                         pg.start(&ConfRole::Replica(Some(source)), &dynamic).await
                     });
                 } else {
@@ -201,7 +201,17 @@ impl HaLoop {
                     Job::Clone {
                         source: source.clone(),
                     },
-                    async move { pg.create_replica(&upstream).await.map(drop) },
+                    async move { pg.create_replica(Some(&upstream)).await.map(drop) },
+                );
+                Ok(())
+            }
+            Action::CloneWithoutLeader => {
+                let pg = self.pg.clone();
+                self.spawn_job(
+                    Job::Clone {
+                        source: pgha_core::ha::NO_LEADER_SOURCE.into(),
+                    },
+                    async move { pg.create_replica(None).await.map(drop) },
                 );
                 Ok(())
             }

@@ -98,7 +98,7 @@ impl HaLoop {
         self.spawn_job(Job::Reinitialize { source }, async move {
             pg.stop(ShutdownMode::Immediate, timeout).await?;
             pg.wipe()?;
-            pg.create_replica(&upstream).await.map(drop)
+            pg.create_replica(Some(&upstream)).await.map(drop)
         });
     }
 

@@ -464,6 +464,7 @@ impl HaLoop {
             name: self.config.name.clone(),
             tags: self.config.tags.clone(),
             can_bootstrap: self.config.bootstrap.is_some(),
+            can_clone_without_leader: self.config.postgresql.can_create_replica_without_leader(),
             new_cluster_refused: self
                 .config
                 .refused

@@ -158,6 +158,9 @@ impl World {
                 self.spawn_job(i, a, Job::Bootstrap, durations::BOOTSTRAP);
                 Ok(())
             }
+            // Simulated nodes have no backup to restore (their settings
+            // never allow it): decided only if that changed.
+            Action::CloneWithoutLeader => Err(Failure::Other),
             Action::Clone { source } => {
                 upstream(cluster, source)?;
                 self.spawn_job(

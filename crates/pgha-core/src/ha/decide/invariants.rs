@@ -319,6 +319,7 @@ fn check(p: &Point, d: &Decision) -> Result<(), String> {
                     | Action::Reinitialize { .. }
                     | Action::Bootstrap
                     | Action::Clone { .. }
+                    | Action::CloneWithoutLeader
                     | Action::StartPrimary
                     | Action::StartReplica { .. }
                     | Action::AcquireLock

@@ -474,6 +474,36 @@ fn empty_data_dir_waits_while_someone_bootstraps() {
 }
 
 #[test]
+fn without_a_leader_only_a_no_leader_method_creates_a_replica() {
+    let mut w = World::new("n3");
+    w.stopped().no_leader();
+    w.local.data_dir = DataDir::Empty;
+    w.unset("members/n3");
+    w.unset("members/n1");
+    w.unset("members/n2");
+    assert_idle(
+        &w.decide(),
+        Rule::Clone,
+        "waiting for a leader to clone from",
+    );
+    w.settings.can_clone_without_leader = true;
+    assert_eq!(actions(&w.decide()), [Action::CloneWithoutLeader]);
+    // While someone bootstraps, or once a leader runs, never.
+    w.set("initialize", "");
+    assert_idle(&w.decide(), Rule::Bootstrap, "finish bootstrapping");
+    let mut led = World::new("n3");
+    led.stopped();
+    led.local.data_dir = DataDir::Empty;
+    led.settings.can_clone_without_leader = true;
+    assert_eq!(
+        actions(&led.decide()),
+        [Action::Clone {
+            source: "n1".into()
+        }]
+    );
+}
+
+#[test]
 fn empty_data_dir_clones_from_the_running_leader_or_a_clonefrom_member() {
     let mut w = World::new("n3");
     w.stopped();
