@@ -57,8 +57,9 @@ async fn wait_until(c: &TestCluster, what: &str, mut check: impl AsyncFnMut() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_bootstrap_dcs_sets_standby_cluster_never_runs_initdb() {
     let mut c = one_node().await;
-    // Archive only (no host): the kind of standby cluster pgha does not run yet.
-    let standby = "    standby_cluster: {restore_command: \"cp /a/%f %p\"}\n";
+    // Neither host nor restore_command: a standby cluster with nothing to
+    // replicate from, which pgha refuses.
+    let standby = "    standby_cluster: {port: 5999}\n";
     c.edit_config(0, |y| {
         y.replace(
             "    maximum_lag_on_failover: 1048576\n",
@@ -112,7 +113,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
         ),
         (
             "PUT",
-            r#"{"ttl": 5, "standby_cluster": {"restore_command": "cp /a/%f %p"}}"#,
+            r#"{"ttl": 5, "standby_cluster": {"port": 5998, "host": ""}}"#,
             "standby_cluster",
         ),
     ] {
@@ -130,10 +131,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     }
 
     // pghactl edit-config: exit 1 naming the key, nothing written.
-    for set in [
-        "standby_cluster.restore_command=cp",
-        "standby_cluster.port=5999",
-    ] {
+    for set in ["standby_cluster.port=5999"] {
         let out = pghactl(&ctl, &["edit-config", "-s", set, "--force"], "")
             .await
             .failed();
@@ -165,10 +163,7 @@ async fn refused_keys_are_refused_by_every_writer_and_reported_when_already_stor
     // pghactl list.
     let current = stored().await;
     let mut patronis = current.value.clone();
-    patronis.set_path(
-        "standby_cluster.restore_command",
-        Some(serde_json::json!("cp /a/%f %p")),
-    );
+    patronis.set_path("standby_cluster.port", Some(serde_json::json!(5999)));
     dcs.write_config(&patronis, Expect::Version(current.version.clone()))
         .await
         .unwrap();

@@ -6,12 +6,14 @@
 // A panic is how a test fails; the helpers here are part of the tests.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
-use pgha_testkit::cluster::{ClusterOptions, DcsKind, TestCluster, run_as_user};
+use common::backup::{base_backup, owned_dir, restore_script};
+use pgha_testkit::cluster::{ClusterOptions, DcsKind, TestCluster};
 use tokio::time::Instant;
 
 fn agent() -> &'static Path {
@@ -20,30 +22,6 @@ fn agent() -> &'static Path {
 
 const BOOT: Duration = Duration::from_secs(90);
 const WITHIN: Duration = Duration::from_secs(60);
-
-/// A directory the agents' OS user owns.
-fn owned_dir(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
-    if let Some((uid, gid)) = run_as_user().unwrap() {
-        nix::unistd::chown(path, Some(uid), Some(gid)).unwrap();
-    }
-}
-
-/// Runs `program args` as the agents' OS user; panics on failure.
-fn run_as_postgres(program: &Path, args: &[&str]) {
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args).env("PGPASSWORD", "rep-pass");
-    if let Some((uid, gid)) = run_as_user().unwrap() {
-        cmd.uid(uid.as_raw()).gid(gid.as_raw());
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program:?} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn one_value(c: &TestCluster, i: usize, sql: &str) -> String {
     c.sql(i, sql).await.unwrap().remove(0)
@@ -89,26 +67,7 @@ async fn etcd_a_cluster_is_restored_to_a_point_in_time_by_a_custom_bootstrap() {
         .unwrap();
 
     // A base backup, then rows before and after the target time.
-    let bin = a.options.bin_dir.clone();
-    let port = a.nodes[p].pg_port.to_string();
-    run_as_postgres(
-        &bin.join("pg_basebackup"),
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "replicator",
-            "-D",
-            backup.to_str().unwrap(),
-            "-c",
-            "fast",
-            "-X",
-            "none",
-            "--no-password",
-        ],
-    );
+    base_backup(&a, p, &backup);
     a.sql(p, "INSERT INTO t SELECT generate_series(101, 200)")
         .await
         .unwrap();
@@ -137,16 +96,7 @@ async fn etcd_a_cluster_is_restored_to_a_point_in_time_by_a_custom_bootstrap() {
     )
     .await
     .unwrap();
-    let script = work.path().join("restore.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n# Patroni passes --scope= and --datadir=.\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; esac; done\ncp -a {}/. \"$d\"/\n",
-            backup.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = restore_script(work.path(), &backup);
     let method = format!(
         "  method: from_backup\n  from_backup:\n    command: {}\n    recovery_conf:\n      restore_command: cp {}/%f %p\n      recovery_target_time: '{target}'\n      recovery_target_action: promote\n",
         script.display(),
@@ -245,25 +195,7 @@ async fn etcd_a_lost_cluster_comes_back_from_a_backup_through_a_no_leader_method
     c.sql(p, "INSERT INTO t SELECT generate_series(1, 100)")
         .await
         .unwrap();
-    let port = c.nodes[p].pg_port.to_string();
-    run_as_postgres(
-        &c.options.bin_dir.join("pg_basebackup"),
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "replicator",
-            "-D",
-            backup.to_str().unwrap(),
-            "-c",
-            "fast",
-            "-X",
-            "none",
-            "--no-password",
-        ],
-    );
+    base_backup(&c, p, &backup);
     // Rows after the backup, in the archive only.
     c.sql(p, "INSERT INTO t SELECT generate_series(101, 200)")
         .await
@@ -288,16 +220,7 @@ async fn etcd_a_lost_cluster_comes_back_from_a_backup_through_a_no_leader_method
         std::fs::remove_dir_all(&dir).unwrap();
         owned_dir(&dir);
     }
-    let script = work.path().join("restore.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; esac; done\ncp -a {}/. \"$d\"/\n",
-            backup.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = restore_script(work.path(), &backup);
     let methods = |no_leader: bool| {
         format!(
             "\npostgresql:\n  create_replica_methods: [from_backup, basebackup]\n  from_backup:\n    command: {}\n{}",

@@ -266,3 +266,124 @@ async fn etcd_standby_cluster_follows_fails_over_and_is_promoted() {
 async fn zookeeper_standby_cluster_follows_fails_over_and_is_promoted() {
     standby_cluster_follows_fails_over_and_is_promoted(DcsKind::ZooKeeper).await;
 }
+
+/// A standby cluster fed from the primary cluster's WAL archive only
+/// (`standby_cluster` with a `restore_command` and no `host`, as Patroni):
+/// its standby leader is created by the replica method
+/// `standby_cluster.create_replica_methods` names (a restore of a base
+/// backup: there is no server to run pg_basebackup against), replays the
+/// archive, and its replica cascades from it. Every archived row arrives;
+/// removing `standby_cluster` promotes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_standby_cluster_replays_the_archive_only() {
+    use common::backup::{base_backup, owned_dir, restore_script};
+    pgha_testkit::init_tracing();
+    let mut a = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .expect("primary cluster");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (archive, backup) = (work.path().join("archive"), work.path().join("backup"));
+    owned_dir(&archive);
+    owned_dir(&backup);
+    a.edit_config(0, |y| {
+        let anchor = "        wal_keep_size: 64MB\n";
+        y.replace(
+            anchor,
+            &format!(
+                "{anchor}        archive_mode: 'on'\n        archive_command: 'cp %p {}/%f'\n",
+                archive.display()
+            ),
+        )
+    })
+    .unwrap();
+    a.start_all().unwrap();
+    let p = a.wait_for_primary(BOOT).await.unwrap();
+    a.sql(p, "CREATE TABLE t(id int primary key)")
+        .await
+        .unwrap();
+    write_rows(&a, p, 1, 100).await;
+    base_backup(&a, p, &backup);
+    write_rows(&a, p, 101, 200).await;
+    let switch = async |a: &TestCluster| {
+        let last = a
+            .sql(p, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+            .await
+            .unwrap()
+            .remove(0);
+        a.sql(p, "SELECT pg_switch_wal()").await.unwrap();
+        let deadline = Instant::now() + WITHIN;
+        while !archive.join(&last).exists() {
+            assert!(Instant::now() < deadline, "{last} not archived");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    switch(&a).await;
+
+    // The standby cluster: no host, the archive and a restore method.
+    let mut b = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 2,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .expect("standby cluster");
+    let script = restore_script(work.path(), &backup);
+    let bootstrap = format!(
+        "    standby_cluster: {{restore_command: 'cp {}/%f %p', create_replica_methods: [from_backup]}}\n",
+        archive.display()
+    );
+    for i in 0..2 {
+        b.edit_config(i, |y| {
+            let anchor = "    maximum_lag_on_failover: 1048576\n";
+            assert!(y.contains(anchor), "{y}");
+            y.replace(anchor, &format!("{anchor}{bootstrap}")).replacen(
+                "\npostgresql:\n",
+                &format!(
+                    "\npostgresql:\n  from_backup:\n    command: {}\n",
+                    script.display()
+                ),
+                1,
+            )
+        })
+        .unwrap();
+    }
+    b.start_all().unwrap();
+    let sl = wait_standby_leader(&b, BOOT).await;
+    assert!(
+        b.log(sl).contains("replicating from archive"),
+        "{}",
+        b.log(sl)
+    );
+    wait_rows(&b, &[0, 1], 200).await;
+    assert_eq!(
+        b.sql(sl, "SELECT count(*) FROM pg_stat_wal_receiver")
+            .await
+            .unwrap(),
+        ["0"],
+        "the standby leader streams from nowhere"
+    );
+    write_rows(&a, p, 201, 300).await;
+    switch(&a).await;
+    wait_rows(&b, &[0, 1], 300).await;
+
+    // Promoted: writable, its replica follows.
+    patch_config(&b, sl, r#"{"standby_cluster": null}"#).await;
+    let bp = b.wait_for_primary(WITHIN).await.unwrap();
+    b.sql(bp, "INSERT INTO t VALUES (1000)").await.unwrap();
+    wait_rows(&b, &[0, 1], 301).await;
+}

@@ -642,6 +642,36 @@ fn credentials(
     })
 }
 
+/// A custom replica method from its `postgresql.<name>` section: `None`
+/// without a `command`. `keep_data`, `no_params` and `no_leader` (Patroni's
+/// older `no_master`) are read; the other keys are passed to the command
+/// as `--key=value`, as Patroni does.
+fn custom_replica_method(name: &str, section: Option<&Value>) -> Option<ReplicaMethod> {
+    let command = section?.get("command").and_then(lenient::text)?;
+    let mut params = section
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut flag = |k: &str| {
+        params
+            .remove(k)
+            .and_then(|v| pgha_core::model::lenient::bool(&v))
+            .unwrap_or(false)
+    };
+    let keep_data = flag("keep_data");
+    let no_params = flag("no_params");
+    let no_leader = flag("no_leader") | flag("no_master");
+    params.remove("command");
+    Some(ReplicaMethod::Custom {
+        name: name.to_string(),
+        command,
+        keep_data,
+        no_params,
+        no_leader,
+        params,
+    })
+}
+
 /// The recovery settings a replica may run with (`postgresql.recovery_conf`).
 const REPLICA_RECOVERY: &[&str] = &[
     "restore_command",
@@ -765,46 +795,27 @@ fn build_postgresql(
             }
             continue;
         }
-        let section = get(doc, &["postgresql", &name]);
-        let command = section
-            .and_then(|s| s.get("command"))
-            .and_then(lenient::text);
-        match command {
-            Some(command) => {
-                let mut params = section
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                let keep_data = params
-                    .remove("keep_data")
-                    .and_then(|v| pgha_core::model::lenient::bool(&v))
-                    .unwrap_or(false);
-                let no_params = params
-                    .remove("no_params")
-                    .and_then(|v| pgha_core::model::lenient::bool(&v))
-                    .unwrap_or(false);
-                // no_master: Patroni's older name, still read by Patroni.
-                let flags: Vec<bool> = ["no_leader", "no_master"]
-                    .iter()
-                    .filter_map(|k| params.remove(*k))
-                    .filter_map(|v| pgha_core::model::lenient::bool(&v))
-                    .collect();
-                let no_leader = flags.contains(&true);
-                params.remove("command");
-                methods.push(ReplicaMethod::Custom {
-                    name,
-                    command,
-                    keep_data,
-                    no_params,
-                    no_leader,
-                    params,
-                });
-            }
+        match custom_replica_method(&name, get(doc, &["postgresql", &name])) {
+            Some(method) => methods.push(method),
             None => errors.push(format!(
                 "postgresql.{name}.command: missing (create_replica_methods names {name:?})"
             )),
         }
     }
+    // Methods defined but not listed: standby_cluster.create_replica_methods
+    // may name them (the standby leader's creation).
+    let other_replica_methods = get(doc, &["postgresql"])
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| {
+            !methods.iter().any(|m| match m {
+                ReplicaMethod::Custom { name: n, .. } => n == *name,
+                ReplicaMethod::Basebackup { .. } => false,
+            })
+        })
+        .filter_map(|(name, section)| custom_replica_method(name, Some(section)))
+        .collect();
 
     let bin_name = match get(doc, &["postgresql", "bin_name"]) {
         Some(Value::Object(m)) => m
@@ -835,6 +846,7 @@ fn build_postgresql(
         pg_ident: lines("pg_ident"),
         pg_ctl_timeout: Duration::from_secs(pg_ctl_timeout),
         create_replica_methods: methods,
+        other_replica_methods,
         recovery_conf: replica_recovery_conf(
             get(doc, &["postgresql", "recovery_conf"]),
             errors,

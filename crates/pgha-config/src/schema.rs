@@ -313,15 +313,21 @@ pub fn check(doc: &Value, fields: &[Field], path: &str, out: &mut Findings) {
     }
 }
 
-/// `postgresql.<method>` sections named in `create_replica_methods` are the
-/// custom replica methods' settings, and `bootstrap.<method>` the one
-/// `bootstrap.method` names, not unknown keys.
+/// `postgresql.<method>` sections named in `create_replica_methods`, or
+/// with a `command` (a method `standby_cluster.create_replica_methods` may
+/// name), are the custom replica methods' settings, and
+/// `bootstrap.<method>` the one `bootstrap.method` names, not unknown keys.
 fn is_extension(path: &str, key: &str, map: &serde_json::Map<String, Value>) -> bool {
     match path {
-        "postgresql" => map
-            .get("create_replica_methods")
-            .map(|m| text_list(m).iter().any(|name| name == key))
-            .unwrap_or(false),
+        "postgresql" => {
+            map.get("create_replica_methods")
+                .map(|m| text_list(m).iter().any(|name| name == key))
+                .unwrap_or(false)
+                || map
+                    .get(key)
+                    .and_then(Value::as_object)
+                    .is_some_and(|s| s.contains_key("command"))
+        }
         "bootstrap" => map
             .get("method")
             .and_then(pgha_core::model::lenient::text)

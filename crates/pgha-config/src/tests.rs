@@ -442,3 +442,24 @@ fn replicas_recovery_conf_is_applied_and_what_pgha_sets_itself_is_warned() {
         e.errors
     );
 }
+
+#[test]
+fn a_replica_method_defined_but_not_listed_is_kept_for_standby_clusters() {
+    let yaml = PATRONI_EXAMPLE.replacen(
+        "\npostgresql:\n",
+        "\npostgresql:\n  from_backup:\n    command: /usr/local/bin/restore\n    no_leader: true\n",
+        1,
+    );
+    let c = Config::from_yaml(&yaml, no_env(), None).unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("from_backup")),
+        "not an unknown key: {:?}",
+        c.warnings
+    );
+    assert!(matches!(
+        &c.postgresql.other_replica_methods[..],
+        [ReplicaMethod::Custom { name, no_leader: true, .. }] if name == "from_backup"
+    ));
+    // Not listed in create_replica_methods: replicas do not use it.
+    assert!(!c.postgresql.can_create_replica_without_leader());
+}

@@ -259,6 +259,9 @@ pub fn render(
                 // nostream: the archive only (Patroni writes no
                 // primary_conninfo either).
                 let _ = writeln!(s, "primary_conninfo = ''");
+                for (k, v) in &u.recovery {
+                    let _ = writeln!(s, "{k} = {}", quote(v));
+                }
                 write_recovery_conf(&mut s, pg, &u.recovery);
                 let _ = writeln!(s, "{MARKER}{}", u.name);
             }
@@ -589,7 +592,11 @@ mod tests {
             recovery: Vec::new(),
             archive_only: true,
         };
-        let text = render(&c, &DynamicConfig::new(), &ConfRole::Replica(Some(up)));
+        let text = render(
+            &c,
+            &DynamicConfig::new(),
+            &ConfRole::Replica(Some(up.clone())),
+        );
         assert!(text.contains("primary_conninfo = ''"), "{text}");
         assert!(!text.contains("primary_slot_name"), "{text}");
         assert!(
@@ -597,6 +604,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(&format!("{MARKER}node2")), "{text}");
+        // An archive-only standby cluster's own restore_command wins.
+        let standby = Upstream {
+            name: "archive".into(),
+            recovery: vec![("restore_command".into(), "cp /remote/%f %p".into())],
+            ..up
+        };
+        let text = render(&c, &DynamicConfig::new(), &ConfRole::Replica(Some(standby)));
+        assert_eq!(text.matches("restore_command").count(), 1, "{text}");
+        assert!(
+            text.contains("restore_command = 'cp /remote/%f %p'"),
+            "{text}"
+        );
     }
 
     #[test]

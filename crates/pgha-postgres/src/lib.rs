@@ -536,14 +536,72 @@ impl Postgres {
     /// leader runs), only the methods marked `no_leader` are tried, with an
     /// empty `--connstring` (as Patroni calls them).
     pub async fn create_replica(&self, source: Option<&Upstream>) -> Result<String, PgError> {
+        let methods: Vec<ReplicaMethod> = self
+            .settings
+            .create_replica_methods
+            .iter()
+            .filter(|m| source.is_some() || m.works_without_leader())
+            .cloned()
+            .collect();
+        self.run_replica_methods(source, &methods).await
+    }
+
+    /// Creates a standby cluster's standby leader from its source with the
+    /// methods `standby_cluster.create_replica_methods` names (`None`: the
+    /// node's own), each defined in the node's file (`postgresql.<name>`)
+    /// or `basebackup`. A source without a host (archive only) cannot be
+    /// reached by pg_basebackup: only the other methods run, with an empty
+    /// `--connstring`.
+    pub async fn create_standby_leader(
+        &self,
+        source: &Upstream,
+        names: Option<&[String]>,
+    ) -> Result<String, PgError> {
+        let configured = &self.settings.create_replica_methods;
+        let named = |name: &String| {
+            configured
+                .iter()
+                .chain(&self.settings.other_replica_methods)
+                .find(|m| match m {
+                    ReplicaMethod::Basebackup { .. } => name == "basebackup",
+                    ReplicaMethod::Custom { name: n, .. } => n == name,
+                })
+                .cloned()
+                .or_else(|| {
+                    (name == "basebackup").then(|| ReplicaMethod::Basebackup {
+                        options: Vec::new(),
+                    })
+                })
+                .ok_or_else(|| {
+                    PgError::Unexpected(format!(
+                        "standby_cluster.create_replica_methods names {name:?}, which this node's postgresql section does not define"
+                    ))
+                })
+        };
+        let mut methods = match names {
+            Some(names) => names.iter().map(named).collect::<Result<Vec<_>, _>>()?,
+            None => configured.clone(),
+        };
+        let source = (!source.archive_only).then_some(source);
+        if source.is_none() {
+            methods.retain(|m| !matches!(m, ReplicaMethod::Basebackup { .. }));
+        }
+        self.run_replica_methods(source, &methods).await
+    }
+
+    /// Tries `methods` in order until one leaves a data directory.
+    async fn run_replica_methods(
+        &self,
+        source: Option<&Upstream>,
+        methods: &[ReplicaMethod],
+    ) -> Result<String, PgError> {
         let cfg = &*self.settings;
         let pg = cfg;
         self.write_pgpass()?;
         let mut failures = Vec::new();
-        let methods = pg
-            .create_replica_methods
-            .iter()
-            .filter(|m| source.is_some() || m.works_without_leader());
+        if methods.is_empty() {
+            failures.push("no method to try".to_string());
+        }
         for method in methods {
             let (name, keep_data) = match method {
                 ReplicaMethod::Basebackup { .. } => ("basebackup".to_string(), false),

@@ -36,6 +36,10 @@ pub struct PgSettings {
     pub pg_ident: Option<Vec<String>>,
     pub pg_ctl_timeout: Duration,
     pub create_replica_methods: Vec<ReplicaMethod>,
+    /// Custom replica methods defined in the file (`postgresql.<name>`
+    /// with a `command`) but not listed in `create_replica_methods`:
+    /// `standby_cluster.create_replica_methods` may name them.
+    pub other_replica_methods: Vec<ReplicaMethod>,
     /// `postgresql.recovery_conf`: recovery settings every replica runs
     /// with (`restore_command` to fetch WAL from an archive when streaming
     /// is behind or impossible, `archive_cleanup_command`,
@@ -86,6 +90,7 @@ impl PgSettings {
             create_replica_methods: vec![ReplicaMethod::Basebackup {
                 options: Vec::new(),
             }],
+            other_replica_methods: Vec::new(),
             recovery_conf: Vec::new(),
             use_unix_socket: false,
             new_cluster: None,
@@ -240,6 +245,7 @@ pub(crate) fn example() -> PgSettings {
         create_replica_methods: vec![ReplicaMethod::Basebackup {
             options: Vec::new(),
         }],
+        other_replica_methods: Vec::new(),
         use_unix_socket: false,
         recovery_conf: Vec::new(),
         new_cluster: Some(NewCluster {

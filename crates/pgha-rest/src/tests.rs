@@ -812,7 +812,7 @@ mod write_side {
             ),
             (
                 "PUT",
-                r#"{"ttl": 30, "standby_cluster": {"restore_command": "cp /a/%f %p"}}"#,
+                r#"{"ttl": 30, "standby_cluster": {"port": 6543, "host": ""}}"#,
                 "standby_cluster",
             ),
         ] {
@@ -863,7 +863,7 @@ mod write_side {
         );
         assert!(super::status_json(&s).get("unsupported_config").is_none());
         s.unsupported = pgha_core::model::DynamicConfig::parse(
-            r#"{"failsafe_mode": true, "standby_cluster": {"restore_command": "x"}}"#,
+            r#"{"failsafe_mode": true, "standby_cluster": {"port": 5432}}"#,
         )
         .unwrap()
         .review()
@@ -879,7 +879,7 @@ mod write_side {
             j["unsupported_config"][0]["message"]
                 .as_str()
                 .unwrap()
-                .contains("standby clusters without a host (replaying the WAL archive only) is not supported by pgha yet"),
+                .contains("standby clusters with neither a host nor a restore_command (nothing to replicate from) is not supported by pgha yet"),
             "{j}"
         );
     }

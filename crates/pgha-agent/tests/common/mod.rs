@@ -6,6 +6,7 @@
 // Each test file uses a part of this module.
 #![allow(dead_code)]
 
+pub mod backup;
 pub mod patroni_cluster;
 pub mod pgha_cluster;
 pub mod scenarios;

@@ -182,11 +182,12 @@ impl HaLoop {
             }
             Action::Bootstrap => {
                 let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
-                if dynamic.standby_cluster().is_some() {
+                if let Some(standby) = dynamic.standby_cluster() {
                     // A standby cluster starts as a copy of its source.
                     let source = self.standby_source()?;
                     self.spawn_job(Job::Bootstrap, async move {
-                        pg.create_replica(Some(&source)).await?;
+                        let methods = standby.create_replica_methods.as_deref();
+                        pg.create_standby_leader(&source, methods).await?;
                         pg.start(&ConfRole::Replica(Some(source)), &dynamic).await
                     });
                 } else {

@@ -701,11 +701,11 @@ impl HaLoop {
             .ok_or_else(|| Failure::Other("standby_cluster is no longer set".into()))?;
         Ok(Upstream {
             name: standby.source(),
-            host: standby.host.clone(),
+            host: standby.host.clone().unwrap_or_default(),
             port: standby.port,
             slot: standby.primary_slot_name.clone(),
             recovery: standby.recovery_parameters(),
-            archive_only: false,
+            archive_only: standby.host.is_none(),
         })
     }
 

@@ -85,14 +85,12 @@ fn quorum(v: &Value) -> bool {
 }
 
 /// Patroni's `is_standby_cluster` (the section names a `host`, a `port` or
-/// a `restore_command`) without a `host`: a standby cluster fed from the
-/// WAL archive alone, which pgha does not run yet.
-fn archive_only_standby(v: &Value) -> bool {
+/// a `restore_command`) with neither a `host` nor a `restore_command`: a
+/// standby cluster with nothing to replicate from.
+fn sourceless_standby(v: &Value) -> bool {
     v.as_object().is_some_and(|m| {
-        !m.get("host").is_some_and(is_set)
-            && ["port", "restore_command"]
-                .iter()
-                .any(|k| m.get(*k).is_some_and(is_set))
+        let set = |k: &str| m.get(k).is_some_and(is_set);
+        set("port") && !set("host") && !set("restore_command")
     })
 }
 
@@ -188,8 +186,8 @@ pub const DYNAMIC: &[Key] = &[
         "standby_cluster",
         Section(STANDBY_CLUSTER),
         refused(
-            "standby clusters without a host (replaying the WAL archive only)",
-            archive_only_standby,
+            "standby clusters with neither a host nor a restore_command (nothing to replicate from)",
+            sourceless_standby,
         ),
     ),
     key("synchronous_node_count", Count, Supported),
@@ -415,7 +413,7 @@ mod tests {
                 "standby_cluster",
             ),
             (
-                json!({"standby_cluster": {"restore_command": "cp /a/%f %p"}}),
+                json!({"standby_cluster": {"port": 5432, "host": ""}}),
                 "standby_cluster",
             ),
         ] {
@@ -441,6 +439,7 @@ mod tests {
             json!({"standby_cluster": {"host": null, "primary_slot_name": "x"}}),
             json!({"standby_cluster": {}}),
             json!({"standby_cluster": {"host": "10.0.0.1", "port": 5432, "restore_command": "x"}}),
+            json!({"standby_cluster": {"restore_command": "cp /a/%f %p"}}),
         ] {
             assert!(review(doc.clone()).unsupported.is_empty(), "{doc}");
         }
@@ -449,14 +448,14 @@ mod tests {
     #[test]
     fn the_message_names_the_key_the_feature_and_the_value() {
         let r = Review::of(
-            json!({"standby_cluster": {"restore_command": "x"}})
+            json!({"standby_cluster": {"port": 5432}})
                 .as_object()
                 .unwrap(),
             "bootstrap.dcs",
         );
         assert_eq!(
             r.unsupported[0].to_string(),
-            "bootstrap.dcs.standby_cluster: standby clusters without a host (replaying the WAL archive only) is not supported by pgha yet (set to {\"restore_command\":\"x\"})"
+            "bootstrap.dcs.standby_cluster: standby clusters with neither a host nor a restore_command (nothing to replicate from) is not supported by pgha yet (set to {\"port\":5432})"
         );
     }
 
@@ -520,8 +519,8 @@ mod tests {
 
     #[test]
     fn a_writer_refuses_only_what_it_newly_sets() {
-        let stored = review(json!({"standby_cluster": {"restore_command": "x"}}));
-        let same = review(json!({"standby_cluster": {"restore_command": "x"}, "ttl": 20}));
+        let stored = review(json!({"standby_cluster": {"port": 5432}}));
+        let same = review(json!({"standby_cluster": {"port": 5432}, "ttl": 20}));
         assert!(same.newly_unsupported(&stored).is_empty());
         let none = review(json!({"ttl": 20}));
         assert_eq!(
@@ -539,12 +538,12 @@ mod tests {
         use crate::model::DynamicConfig;
         let cfg = |v: Value| DynamicConfig::from_map(v.as_object().unwrap().clone());
         let stored = cfg(json!({"ttl": 30}));
-        let err = cfg(json!({"ttl": 30, "standby_cluster": {"restore_command": "x"}}))
+        let err = cfg(json!({"ttl": 30, "standby_cluster": {"port": 5432}}))
             .check_write(Some(&stored))
             .unwrap_err();
         assert!(
             err.to_string().starts_with(
-                "refused: standby_cluster: standby clusters without a host (replaying the WAL archive only) is not supported by pgha yet (set to {\"restore_command\":\"x\"}); nothing was written"
+                "refused: standby_cluster: standby clusters with neither a host nor a restore_command (nothing to replicate from) is not supported by pgha yet (set to {\"port\":5432}); nothing was written"
             ),
             "{err}"
         );
@@ -560,14 +559,14 @@ mod tests {
             ["primary_stop_timeout: not supported by pgha yet; ignored"]
         );
         // Written by Patroni before: may stay while something else changes.
-        let patronis = cfg(json!({"ttl": 30, "standby_cluster": {"restore_command": "x"}}));
+        let patronis = cfg(json!({"ttl": 30, "standby_cluster": {"port": 5432}}));
         assert!(
-            cfg(json!({"ttl": 20, "standby_cluster": {"restore_command": "x"}}))
+            cfg(json!({"ttl": 20, "standby_cluster": {"port": 5432}}))
                 .check_write(Some(&patronis))
                 .is_ok()
         );
         assert!(
-            cfg(json!({"standby_cluster": {"restore_command": "x"}}))
+            cfg(json!({"standby_cluster": {"port": 5432}}))
                 .check_write(None)
                 .is_err()
         );

@@ -51,7 +51,9 @@ pub struct DynamicConfig(Map<String, Value>);
 /// from, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StandbyCluster {
-    pub host: String,
+    /// The source's host; `None`: the standby cluster replays the WAL
+    /// archive only (`restore_command`).
+    pub host: Option<String>,
     pub port: u16,
     /// A slot on the source for the standby leader (the source must have
     /// it: a permanent slot there).
@@ -59,14 +61,23 @@ pub struct StandbyCluster {
     pub restore_command: Option<String>,
     pub archive_cleanup_command: Option<String>,
     pub recovery_min_apply_delay: Option<String>,
+    /// The node's replica methods (`postgresql.<name>`, or `basebackup`)
+    /// that create the standby leader, in order; `None`: the node's own
+    /// `create_replica_methods`. Without a host only methods that need no
+    /// connection can work (a restore from a backup).
+    pub create_replica_methods: Option<Vec<String>>,
 }
 
 impl StandbyCluster {
     /// How the standby leader names its upstream (in logs, in decisions,
-    /// in the `postgresql.conf` marker): `host:port`. A change of source
-    /// is a change of this label, and the standby leader follows anew.
+    /// in the `postgresql.conf` marker): `host:port`, or `archive` without
+    /// a host. A change of source is a change of this label, and the
+    /// standby leader follows anew.
     pub fn source(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        match &self.host {
+            Some(host) => format!("{host}:{}", self.port),
+            None => "archive".into(),
+        }
     }
 
     /// The recovery parameters the standby leader runs with besides
@@ -291,10 +302,10 @@ impl DynamicConfig {
         }
     }
 
-    /// `standby_cluster` with a `host`: this cluster is a standby of the
-    /// one `host:port` reaches (Patroni's default port 5432). `None`
-    /// otherwise; a section without a host (archive only) is refused by
-    /// the key table, not read here.
+    /// `standby_cluster` with a `host` (this cluster is a standby of the
+    /// one `host:port` reaches, Patroni's default port 5432) or with a
+    /// `restore_command` only (it replays that archive). `None` otherwise;
+    /// a section with neither is refused by the key table, not read here.
     pub fn standby_cluster(&self) -> Option<StandbyCluster> {
         let section = self.get("standby_cluster")?.as_object()?;
         let text = |k: &str| {
@@ -303,7 +314,10 @@ impl DynamicConfig {
                 .and_then(lenient::text)
                 .filter(|t| !t.is_empty())
         };
-        let host = text("host")?;
+        let host = text("host");
+        if host.is_none() && text("restore_command").is_none() {
+            return None;
+        }
         let port = section
             .get("port")
             .and_then(lenient::int)
@@ -316,6 +330,12 @@ impl DynamicConfig {
             restore_command: text("restore_command"),
             archive_cleanup_command: text("archive_cleanup_command"),
             recovery_min_apply_delay: text("recovery_min_apply_delay"),
+            create_replica_methods: section.get("create_replica_methods").map(|v| match v {
+                Value::Array(items) => items.iter().filter_map(lenient::text).collect(),
+                other => lenient::text(other)
+                    .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
+                    .unwrap_or_default(),
+            }),
         })
     }
 
