@@ -88,8 +88,16 @@ impl Writer {
                             a.lock().unwrap().push(next);
                             next += 1;
                         }
-                        // Not acknowledged: the same id again (a row that
-                        // was committed anyway fails on the primary key).
+                        // Committed although its acknowledgement was lost
+                        // (the old primary died after replicating it): in
+                        // the table, not acknowledged; go on past it.
+                        Ok(Err(e))
+                            if e.code()
+                                == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                        {
+                            next += 1;
+                        }
+                        // Not acknowledged: the same id again.
                         _ => break,
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
