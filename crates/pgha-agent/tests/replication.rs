@@ -421,28 +421,10 @@ async fn etcd_a_nostream_replica_replays_the_archive_only() {
         .await
         .unwrap();
     let archive = c.dir.path().join("archive");
-    std::fs::create_dir_all(&archive).unwrap();
-    if let Some((uid, gid)) = pgha_testkit::cluster::run_as_user().unwrap() {
-        nix::unistd::chown(&archive, Some(uid), Some(gid)).unwrap();
-    }
-    let a = archive.display().to_string();
+    common::backup::owned_dir(&archive);
     for i in 0..c.nodes.len() {
         c.edit_config(i, |yaml| {
-            let yaml = yaml
-                .replace(
-                    "wal_keep_size: 64MB\n",
-                    &format!(
-                        "wal_keep_size: 64MB\n        archive_mode: 'on'\n        \
-                         archive_command: 'test ! -f {a}/%f && cp %p {a}/%f'\n"
-                    ),
-                )
-                .replacen(
-                    "\npostgresql:\n",
-                    &format!(
-                        "\npostgresql:\n  recovery_conf:\n    restore_command: cp {a}/%f %p\n"
-                    ),
-                    1,
-                );
+            let yaml = common::backup::archiving(&yaml, &archive, true);
             if i == 2 {
                 format!("{yaml}tags:\n  nostream: true\n")
             } else {

@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::backup::{base_backup, owned_dir, restore_script};
+use common::backup::{
+    archiving, backup_dirs, base_backup, owned_dir, restore_script, switch_and_archive,
+};
 use pgha_testkit::cluster::{ClusterOptions, DcsKind, TestCluster};
-use tokio::time::Instant;
 
 fn agent() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
@@ -41,22 +41,9 @@ async fn etcd_a_cluster_is_restored_to_a_point_in_time_by_a_custom_bootstrap() {
     )
     .await
     .unwrap();
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let archive = work.path().join("archive");
-    let backup = work.path().join("backup");
-    owned_dir(&archive);
-    owned_dir(&backup);
-    let archiving = format!(
-        "        archive_mode: 'on'\n        archive_command: 'cp %p {}/%f'\n",
-        archive.display()
-    );
-    a.edit_config(0, |y| {
-        let anchor = "        wal_keep_size: 64MB\n";
-        assert!(y.contains(anchor));
-        y.replace(anchor, &format!("{anchor}{archiving}"))
-    })
-    .unwrap();
+    let dirs = backup_dirs();
+    let (work, archive, backup) = (&dirs.work, &dirs.archive, &dirs.backup);
+    a.edit_config(0, |y| archiving(&y, archive, false)).unwrap();
     a.start_all().unwrap();
     let p = a.wait_for_primary(BOOT).await.unwrap();
     a.sql(p, "CREATE TABLE t(id int primary key)")
@@ -67,7 +54,7 @@ async fn etcd_a_cluster_is_restored_to_a_point_in_time_by_a_custom_bootstrap() {
         .unwrap();
 
     // A base backup, then rows before and after the target time.
-    base_backup(&a, p, &backup);
+    base_backup(&a, p, backup);
     a.sql(p, "INSERT INTO t SELECT generate_series(101, 200)")
         .await
         .unwrap();
@@ -77,13 +64,7 @@ async fn etcd_a_cluster_is_restored_to_a_point_in_time_by_a_custom_bootstrap() {
     a.sql(p, "INSERT INTO t SELECT generate_series(201, 300)")
         .await
         .unwrap();
-    let last = one_value(&a, p, "SELECT pg_walfile_name(pg_current_wal_lsn())").await;
-    a.sql(p, "SELECT pg_switch_wal()").await.unwrap();
-    let deadline = Instant::now() + WITHIN;
-    while !archive.join(&last).exists() {
-        assert!(Instant::now() < deadline, "{last} not archived");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    switch_and_archive(&a, p, archive).await;
 
     // The new cluster: restored by a custom bootstrap method.
     let mut b = TestCluster::new(
@@ -96,7 +77,7 @@ async fn etcd_a_cluster_is_restored_to_a_point_in_time_by_a_custom_bootstrap() {
     )
     .await
     .unwrap();
-    let script = restore_script(work.path(), &backup);
+    let script = restore_script(work.path(), backup);
     let method = format!(
         "  method: from_backup\n  from_backup:\n    command: {}\n    recovery_conf:\n      restore_command: cp {}/%f %p\n      recovery_target_time: '{target}'\n      recovery_target_action: promote\n",
         script.display(),
@@ -159,33 +140,10 @@ async fn etcd_a_lost_cluster_comes_back_from_a_backup_through_a_no_leader_method
     )
     .await
     .unwrap();
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let archive = work.path().join("archive");
-    let backup = work.path().join("backup");
-    owned_dir(&archive);
-    owned_dir(&backup);
+    let dirs = backup_dirs();
+    let (work, archive, backup) = (&dirs.work, &dirs.archive, &dirs.backup);
     for i in 0..2 {
-        c.edit_config(i, |y| {
-            let anchor = "        wal_keep_size: 64MB\n";
-            assert!(y.contains(anchor));
-            y.replace(
-                anchor,
-                &format!(
-                    "{anchor}        archive_mode: 'on'\n        archive_command: 'cp %p {}/%f'\n",
-                    archive.display()
-                ),
-            )
-            .replacen(
-                "\npostgresql:\n",
-                &format!(
-                    "\npostgresql:\n  recovery_conf:\n    restore_command: cp {}/%f %p\n",
-                    archive.display()
-                ),
-                1,
-            )
-        })
-        .unwrap();
+        c.edit_config(i, |y| archiving(&y, archive, true)).unwrap();
     }
     c.start_all().unwrap();
     let p = c.wait_converged(&[0, 1], BOOT).await.unwrap();
@@ -195,18 +153,12 @@ async fn etcd_a_lost_cluster_comes_back_from_a_backup_through_a_no_leader_method
     c.sql(p, "INSERT INTO t SELECT generate_series(1, 100)")
         .await
         .unwrap();
-    base_backup(&c, p, &backup);
+    base_backup(&c, p, backup);
     // Rows after the backup, in the archive only.
     c.sql(p, "INSERT INTO t SELECT generate_series(101, 200)")
         .await
         .unwrap();
-    let last = one_value(&c, p, "SELECT pg_walfile_name(pg_current_wal_lsn())").await;
-    c.sql(p, "SELECT pg_switch_wal()").await.unwrap();
-    let deadline = Instant::now() + WITHIN;
-    while !archive.join(&last).exists() {
-        assert!(Instant::now() < deadline, "{last} not archived");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    switch_and_archive(&c, p, archive).await;
 
     // Both hosts lost, with their data.
     for i in 0..2 {
@@ -220,7 +172,7 @@ async fn etcd_a_lost_cluster_comes_back_from_a_backup_through_a_no_leader_method
         std::fs::remove_dir_all(&dir).unwrap();
         owned_dir(&dir);
     }
-    let script = restore_script(work.path(), &backup);
+    let script = restore_script(work.path(), backup);
     let methods = |no_leader: bool| {
         format!(
             "\npostgresql:\n  create_replica_methods: [from_backup, basebackup]\n  from_backup:\n    command: {}\n{}",

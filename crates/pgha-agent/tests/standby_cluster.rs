@@ -276,7 +276,7 @@ async fn zookeeper_standby_cluster_follows_fails_over_and_is_promoted() {
 /// removing `standby_cluster` promotes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_a_standby_cluster_replays_the_archive_only() {
-    use common::backup::{base_backup, owned_dir, restore_script};
+    use common::backup::{archiving, backup_dirs, base_backup, restore_script, switch_and_archive};
     pgha_testkit::init_tracing();
     let mut a = TestCluster::new(
         agent(),
@@ -288,48 +288,18 @@ async fn etcd_a_standby_cluster_replays_the_archive_only() {
     )
     .await
     .expect("primary cluster");
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let (archive, backup) = (work.path().join("archive"), work.path().join("backup"));
-    owned_dir(&archive);
-    owned_dir(&backup);
-    a.edit_config(0, |y| {
-        let anchor = "        wal_keep_size: 64MB\n";
-        y.replace(
-            anchor,
-            &format!(
-                "{anchor}        archive_mode: 'on'\n        archive_command: 'cp %p {}/%f'\n",
-                archive.display()
-            ),
-        )
-    })
-    .unwrap();
+    let dirs = backup_dirs();
+    let (work, archive, backup) = (&dirs.work, &dirs.archive, &dirs.backup);
+    a.edit_config(0, |y| archiving(&y, archive, false)).unwrap();
     a.start_all().unwrap();
     let p = a.wait_for_primary(BOOT).await.unwrap();
     a.sql(p, "CREATE TABLE t(id int primary key)")
         .await
         .unwrap();
     write_rows(&a, p, 1, 100).await;
-    base_backup(&a, p, &backup);
+    base_backup(&a, p, backup);
     write_rows(&a, p, 101, 200).await;
-    let switch = async |a: &TestCluster| {
-        let last = a
-            .sql(p, "SELECT pg_walfile_name(pg_current_wal_lsn())")
-            .await
-            .unwrap()
-            .remove(0);
-        a.sql(p, "SELECT pg_switch_wal()").await.unwrap();
-        let deadline = Instant::now() + WITHIN;
-        while !archive.join(&last).exists() {
-            assert!(Instant::now() < deadline, "{last} not archived");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    switch(&a).await;
+    switch_and_archive(&a, p, archive).await;
 
     // The standby cluster: no host, the archive and a restore method.
     let mut b = TestCluster::new(
@@ -342,7 +312,7 @@ async fn etcd_a_standby_cluster_replays_the_archive_only() {
     )
     .await
     .expect("standby cluster");
-    let script = restore_script(work.path(), &backup);
+    let script = restore_script(work.path(), backup);
     let bootstrap = format!(
         "    standby_cluster: {{restore_command: 'cp {}/%f %p', create_replica_methods: [from_backup]}}\n",
         archive.display()
@@ -378,7 +348,7 @@ async fn etcd_a_standby_cluster_replays_the_archive_only() {
         "the standby leader streams from nowhere"
     );
     write_rows(&a, p, 201, 300).await;
-    switch(&a).await;
+    switch_and_archive(&a, p, archive).await;
     wait_rows(&b, &[0, 1], 300).await;
 
     // Promoted: writable, its replica follows.

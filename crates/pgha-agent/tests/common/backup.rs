@@ -70,3 +70,65 @@ pub fn restore_script(dir: &Path, backup: &Path) -> std::path::PathBuf {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     script
 }
+
+/// A work directory the agents' user can read, holding `archive` and
+/// `backup` directories it owns.
+pub struct BackupDirs {
+    pub work: tempfile::TempDir,
+    pub archive: std::path::PathBuf,
+    pub backup: std::path::PathBuf,
+}
+
+pub fn backup_dirs() -> BackupDirs {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (archive, backup) = (work.path().join("archive"), work.path().join("backup"));
+    owned_dir(&archive);
+    owned_dir(&backup);
+    BackupDirs {
+        work,
+        archive,
+        backup,
+    }
+}
+
+/// The node file `yaml` with PostgreSQL archiving its WAL into `archive`,
+/// and, with `restore`, replicas fetching WAL from there
+/// (`postgresql.recovery_conf.restore_command`).
+pub fn archiving(yaml: &str, archive: &Path, restore: bool) -> String {
+    let anchor = "        wal_keep_size: 64MB\n";
+    assert!(yaml.contains(anchor), "{yaml}");
+    let a = archive.display();
+    let yaml = yaml.replace(
+        anchor,
+        &format!("{anchor}        archive_mode: 'on'\n        archive_command: 'cp %p {a}/%f'\n"),
+    );
+    if restore {
+        yaml.replacen(
+            "\npostgresql:\n",
+            &format!("\npostgresql:\n  recovery_conf:\n    restore_command: cp {a}/%f %p\n"),
+            1,
+        )
+    } else {
+        yaml
+    }
+}
+
+/// Closes the WAL segment node `p` writes in and waits (bounded) until it
+/// is in `archive`: every row committed before is then in the archive.
+pub async fn switch_and_archive(c: &TestCluster, p: usize, archive: &Path) {
+    let last = c
+        .sql(p, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .await
+        .unwrap()
+        .remove(0);
+    c.sql(p, "SELECT pg_switch_wal()").await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !archive.join(&last).exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{last} not archived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
