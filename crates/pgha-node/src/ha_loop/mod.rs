@@ -97,6 +97,9 @@ pub(crate) struct HaLoop {
     /// The permanent-slot conflicts and failures last logged (logged
     /// again only when they change).
     slot_problems: Vec<String>,
+    /// The newest timeline this data directory (by system ID) was seen
+    /// on: see [`Self::local_view`].
+    timeline_seen: Option<(String, u64)>,
     /// The slot name of every member this agent has seen, in any role,
     /// and when (monotonic) it last saw its key: whose slot the leader
     /// keeps, or creates, for `member_slots_ttl`.
@@ -184,6 +187,7 @@ impl HaLoop {
             last_status: None,
             slot_orphaned_since: HashMap::new(),
             slot_problems: Vec::new(),
+            timeline_seen: None,
             member_seen_at: HashMap::new(),
             sync: pgha_core::ha::SyncKeeper::default(),
             sync_said: String::new(),
@@ -645,14 +649,27 @@ impl HaLoop {
                 PgRole::Primary
             }
         });
+        // A replica's timeline is what its WAL receiver received, else its
+        // last restartpoint's: the latter lags (up to checkpoint_timeout)
+        // behind a timeline it already replays, so a replica whose upstream
+        // just died would look older than the cluster and stay out of the
+        // race. The newest timeline seen for this data directory counts:
+        // a data directory's timeline never goes back.
+        let observed = db
+            .and_then(|d| d.timeline)
+            .or(o.controldata.as_ref().map(|c| c.timeline));
+        let system_id = o.controldata.as_ref().map(|c| c.system_id.clone());
+        let timeline = match (&system_id, observed, &self.timeline_seen) {
+            (Some(id), Some(tl), Some((seen_id, seen))) if id == seen_id => Some(tl.max(*seen)),
+            _ => observed,
+        };
+        self.timeline_seen = system_id.zip(timeline);
         LocalPostgres {
             data_dir: o.data_dir.clone(),
             running: db.is_some(),
             crashed: self.node.crashed(o.postmaster.is_some()),
             role,
-            timeline: db
-                .and_then(|d| d.timeline)
-                .or(o.controldata.as_ref().map(|c| c.timeline)),
+            timeline,
             wal_position: db.and_then(|d| d.wal_position()),
             following: o.following.clone(),
             replication_state: db.and_then(|d| replication::state(d, None, None)),
