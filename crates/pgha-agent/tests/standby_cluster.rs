@@ -357,3 +357,100 @@ async fn etcd_a_standby_cluster_replays_the_archive_only() {
     b.sql(bp, "INSERT INTO t VALUES (1000)").await.unwrap();
     wait_rows(&b, &[0, 1], 301).await;
 }
+
+/// `pghactl demote-cluster` of a primary cluster that wrote past its new
+/// source: the switch back after a disaster-recovery promotion. The
+/// standby cluster B was promoted while the primary cluster A went on
+/// writing; demoted with B as its source, A's leader is rewound against B
+/// (pg_rewind from the remote server, as Patroni) and follows it as the
+/// standby leader, A's replica is rewound against its standby leader (the
+/// history key tells it its WAL diverged), and both end up with B's rows
+/// and none of A's after the fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_demote_cluster_rewinds_a_primary_that_wrote_past_its_new_source() {
+    pgha_testkit::init_tracing();
+    let mut a = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 2,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .expect("primary cluster");
+    a.start_all().unwrap();
+    let p = a.wait_converged(&[0, 1], BOOT).await.expect("converged");
+    patch_config(&a, p, r#"{"slots": {"standby_b": {"type": "physical"}}}"#).await;
+    a.sql(p, "CREATE TABLE t(id int primary key)")
+        .await
+        .unwrap();
+    write_rows(&a, p, 1, 100).await;
+
+    let mut b = TestCluster::new(
+        agent(),
+        DcsKind::Etcd,
+        ClusterOptions {
+            nodes: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .expect("standby cluster");
+    let bootstrap = format!(
+        "    standby_cluster: {{host: 127.0.0.1, port: {}, primary_slot_name: standby_b}}\n",
+        a.nodes[p].pg_port
+    );
+    b.edit_config(0, |y| {
+        let anchor = "    maximum_lag_on_failover: 1048576\n";
+        y.replace(anchor, &format!("{anchor}{bootstrap}"))
+    })
+    .unwrap();
+    b.start_all().unwrap();
+    wait_standby_leader(&b, BOOT).await;
+    wait_rows(&b, &[0], 100).await;
+
+    // Disaster recovery: B is promoted and takes writes; A (not really
+    // gone) goes on writing too.
+    patch_config(&b, 0, r#"{"standby_cluster": null}"#).await;
+    b.wait_for_primary(WITHIN).await.expect("B promoted");
+    write_rows(&b, 0, 101, 150).await;
+    write_rows(&a, p, 1001, 1010).await;
+    wait_rows(&a, &[1 - p], 110).await;
+
+    // The switch back: A becomes a standby cluster of B.
+    let out = common::pghactl(
+        &a.ctl_config().unwrap(),
+        &[
+            "demote-cluster",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &b.nodes[0].pg_port.to_string(),
+            "--force",
+        ],
+        "",
+    )
+    .await
+    .ok();
+    assert!(out.stdout.contains("demoted"), "{out}");
+    let sl = wait_standby_leader(&a, BOOT).await;
+    assert!(
+        a.log(sl)
+            .contains("rewound from the standby cluster's source"),
+        "{}",
+        a.log(sl)
+    );
+    write_rows(&b, 0, 151, 160).await;
+    wait_rows(&a, &[0, 1], 160).await;
+    for i in 0..2 {
+        assert_eq!(
+            a.sql(i, "SELECT count(*) FROM t WHERE id > 1000")
+                .await
+                .unwrap(),
+            ["0"],
+            "{}: A's writes after the fork are gone",
+            a.nodes[i].name
+        );
+    }
+}

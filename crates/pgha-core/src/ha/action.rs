@@ -76,8 +76,12 @@ pub enum Action {
     /// Promote the running replica.
     Promote,
     /// Start PostgreSQL as the standby leader of a standby cluster:
-    /// a replica of the cluster's `standby_cluster` source.
-    StartStandbyLeader { source: String },
+    /// a replica of the cluster's `standby_cluster` source. `rewind`: the
+    /// data directory was a primary's (`pghactl demote-cluster`), which may
+    /// have written past the point where the source's history forked from
+    /// it: pg_rewind against the source first (a no-op when nothing
+    /// diverged), as Patroni does.
+    StartStandbyLeader { source: String, rewind: bool },
     /// Point the running replica at the `standby_cluster` source.
     FollowSource { source: String },
     /// Stop accepting writes now.
@@ -117,8 +121,12 @@ impl fmt::Display for Action {
             Action::Follow { leader: Some(l) } => write!(f, "follow {l}"),
             Action::Follow { leader: None } => f.write_str("follow nobody"),
             Action::Promote => f.write_str("promote"),
-            Action::StartStandbyLeader { source } => {
-                write!(f, "start as standby leader replicating from {source}")
+            Action::StartStandbyLeader { source, rewind } => {
+                write!(f, "start as standby leader replicating from {source}")?;
+                if *rewind {
+                    write!(f, " after pg_rewind from it")?;
+                }
+                Ok(())
             }
             Action::FollowSource { source } => {
                 write!(f, "follow the standby cluster's source {source}")

@@ -585,16 +585,28 @@ fn decide_stopped(o: &Observation<'_>, cluster: &Cluster) -> Decision {
             );
         }
         if let Some(source) = &o.inputs.settings.standby_cluster {
+            // A former primary (demote-cluster) may have written past the
+            // source's fork point: rewound against the source first when
+            // pg_rewind is allowed and there is a server to rewind from.
+            let rewind = was_primary
+                && o.inputs.settings.use_pg_rewind
+                && source != crate::model::StandbyCluster::ARCHIVE_SOURCE;
             return Decision::new(
                 Rule::StandbyLeader,
                 vec![
                     Action::RenewLock,
                     Action::StartStandbyLeader {
                         source: source.clone(),
+                        rewind,
                     },
                 ],
                 format!(
-                    "PostgreSQL is {what} and I hold the leader lock of a standby cluster: starting it as the standby leader, replicating from {source}"
+                    "PostgreSQL is {what} and I hold the leader lock of a standby cluster: starting it as the standby leader, replicating from {source}{}",
+                    if rewind {
+                        " (after pg_rewind from it: it ran as a primary)"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
@@ -862,8 +874,15 @@ fn decide_rewind(o: &Observation<'_>, cluster: &Cluster, leader: &str, why: &str
     // member key says so (role replica) until its next cycle. pg_rewind
     // against a source still on our timeline finds nothing to do, and
     // this node would start as a replica with WAL the new timeline does
-    // not have, showing clients commits that are about to vanish.
-    if leader_member.is_some_and(|m| !m.data.role.as_ref().is_some_and(Role::is_primary)) {
+    // not have, showing clients commits that are about to vanish. A
+    // standby cluster's standby leader is on its source's timeline
+    // already: it never promotes.
+    if leader_member.is_some_and(|m| {
+        !m.data
+            .role
+            .as_ref()
+            .is_some_and(|r| r.is_primary() || *r == Role::StandbyLeader)
+    }) {
         return Decision::idle(
             Rule::Rewind,
             format!("waiting for leader {leader} to finish its promotion before rewinding from it"),

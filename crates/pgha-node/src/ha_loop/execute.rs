@@ -272,10 +272,25 @@ impl HaLoop {
                 self.node.handle(self.clock.now(), Outcome::Followed);
                 Ok(())
             }
-            Action::StartStandbyLeader { .. } => {
+            Action::StartStandbyLeader { rewind, .. } => {
                 let source = self.standby_source()?;
-                let (pg, dynamic) = (self.pg.clone(), self.dynamic.clone());
+                let (pg, dynamic, rewind) = (self.pg.clone(), self.dynamic.clone(), *rewind);
                 self.spawn_job(Job::Start { as_primary: false }, async move {
+                    if rewind {
+                        // Started either way: without the rewind it replays
+                        // nothing from a source it diverged from, and says
+                        // so (not streaming), which an operator can see.
+                        match pg.rewind(&source).await {
+                            Ok(()) => tracing::info!(
+                                source = source.name,
+                                "rewound from the standby cluster's source"
+                            ),
+                            Err(e) => tracing::error!(
+                                source = source.name,
+                                "pg_rewind from the standby cluster's source failed: {e}"
+                            ),
+                        }
+                    }
                     pg.start(&ConfRole::Replica(Some(source)), &dynamic).await
                 });
                 Ok(())

@@ -59,11 +59,20 @@ impl HaLoop {
                 Err(e) => tracing::warn!("cannot write the status key: {e}"),
             }
         }
-        if standby_leader {
-            return;
-        }
+        // The history a standby leader follows too (its source's, after a
+        // demote-cluster rewound it): its replicas tell from it whether
+        // their own WAL diverged, and rewind from it once a restartpoint
+        // put the new timeline in its control file.
         if let Some(timeline) = db.timeline {
             self.sync_history(cluster, timeline).await;
+        }
+        if standby_leader {
+            if super::member::standby_restartpoint_pending(o)
+                && let Err(e) = self.pg.checkpoint().await
+            {
+                tracing::warn!("restartpoint on the standby leader's new timeline: {e}");
+            }
+            return;
         }
         self.keep_failsafe_key(cluster).await;
         self.keep_sync(cluster, db).await;

@@ -43,7 +43,9 @@ impl HaLoop {
                 data.pending_restart_reason = Some(self.pending_restart_reason(&d.pending_restart));
             }
         }
-        if self.node.memory().checkpoint_pending && self.holds_lock() {
+        if (self.node.memory().checkpoint_pending || standby_restartpoint_pending(o))
+            && self.holds_lock()
+        {
             data.checkpoint_after_promote = Some(false);
         }
         if self.dynamic.pause() {
@@ -134,4 +136,20 @@ impl HaLoop {
             (None, _) => Role::Replica,
         }
     }
+}
+
+/// A standby leader replaying a timeline its control file does not name
+/// yet (it followed its source onto a new timeline, or was rewound onto
+/// it): pg_rewind against it would read the old timeline and find nothing
+/// to rewind. Its replicas wait (`checkpoint_after_promote: false`, the
+/// rule a new primary's replicas follow) until a restartpoint
+/// ([`HaLoop::leader_duties`] asks for one) records the new timeline.
+pub(super) fn standby_restartpoint_pending(o: &Observed) -> bool {
+    let (Some(db), Some(cd)) = (&o.db, &o.controldata) else {
+        return false;
+    };
+    db.in_recovery
+        && db
+            .timeline
+            .is_some_and(|tl| cd.timeline.max(cd.min_recovery_timeline) < tl)
 }

@@ -2334,7 +2334,8 @@ fn a_primary_whose_cluster_becomes_a_standby_cluster_demotes_and_keeps_the_lock(
         ]
     );
     assert_decided(&d, Rule::StandbyLeader, "standby cluster of 10.0.0.9:5432");
-    // Stopped with the lock: it starts as the standby leader, not as primary.
+    // Stopped with the lock: it starts as the standby leader, not as
+    // primary, rewound against the source first (it was a primary).
     let mut w = standby_world("n1");
     w.stopped().was_primary();
     let d = w.decide();
@@ -2343,10 +2344,23 @@ fn a_primary_whose_cluster_becomes_a_standby_cluster_demotes_and_keeps_the_lock(
         [
             Action::RenewLock,
             Action::StartStandbyLeader {
-                source: SOURCE.into()
+                source: SOURCE.into(),
+                rewind: true,
             }
         ]
     );
+    // Not when pg_rewind is off, nor for a standby leader's own restart.
+    w.settings.use_pg_rewind = false;
+    assert!(matches!(
+        actions(&w.decide())[1],
+        Action::StartStandbyLeader { rewind: false, .. }
+    ));
+    let mut w = standby_world("n1");
+    w.stopped();
+    assert!(matches!(
+        actions(&w.decide())[1],
+        Action::StartStandbyLeader { rewind: false, .. }
+    ));
 }
 
 #[test]

@@ -76,9 +76,12 @@ impl StandbyCluster {
     pub fn source(&self) -> String {
         match &self.host {
             Some(host) => format!("{host}:{}", self.port),
-            None => "archive".into(),
+            None => Self::ARCHIVE_SOURCE.into(),
         }
     }
+
+    /// [`Self::source`] of a standby cluster without a host.
+    pub const ARCHIVE_SOURCE: &str = "archive";
 
     /// The recovery parameters the standby leader runs with besides
     /// `primary_conninfo` and `primary_slot_name`.
