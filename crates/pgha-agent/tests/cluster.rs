@@ -886,6 +886,21 @@ async fn etcd_a_replicatefrom_replica_cascades_and_falls_back_to_the_leader() {
         .unwrap();
     let topology = String::from_utf8_lossy(&out.stdout);
     assert!(topology.contains(&format!("|   + {d_name} ")), "{topology}");
+    // The real patronictl draws the same tree from the same keys.
+    let ctl_file = std::fs::read_to_string(c.ctl_config().unwrap()).unwrap();
+    let hosts = ctl_file
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hosts: "))
+        .unwrap()
+        .to_string();
+    let patronictl = pgha_testkit::patronictl::Patronictl::new(
+        "/service/",
+        &c.scope,
+        &pgha_testkit::patronictl::DcsSection::Etcd3 { hosts },
+    )
+    .unwrap();
+    let theirs = patronictl.run(&["topology"]).await.unwrap();
+    assert!(theirs.contains(&format!("|   + {d_name} ")), "{theirs}");
 
     c.sql(
         p,
