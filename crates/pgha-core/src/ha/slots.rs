@@ -126,15 +126,23 @@ pub fn primary_plan(
 /// On a replica: keep a copy of each permanent slot, moved to the
 /// position the leader published (`status_slots`). A copy is only moved
 /// while nothing uses it here, and only forward. A logical slot is copied
-/// from the leader only once the leader publishes it (it exists there).
+/// from the leader only once the leader publishes it (it exists there),
+/// and not at all on a replica that does not stream (`archive_only`, the
+/// `nostream` tag: as Patroni, nothing would keep such a copy useful).
 pub fn replica_plan(
     config: &SlotsConfig,
     local: &[LocalSlot],
     status_slots: &BTreeMap<String, u64>,
     own: &str,
+    archive_only: bool,
 ) -> SlotPlan {
     let mut plan = SlotPlan::default();
-    for slot in config.permanent.iter().filter(|s| s.name != own) {
+    let kept = |kind: &SlotKind| !archive_only || *kind == SlotKind::Physical;
+    for slot in config
+        .permanent
+        .iter()
+        .filter(|s| s.name != own && kept(&s.kind))
+    {
         let published = status_slots.get(&slot.name);
         let Some(existing) = local.iter().find(|l| l.name == slot.name) else {
             match slot.kind {
@@ -288,7 +296,7 @@ mod tests {
     #[test]
     fn a_replica_copies_permanent_slots_and_moves_idle_copies_forward_only() {
         let status = BTreeMap::from([("barman".to_string(), 500), ("cdc".to_string(), 900)]);
-        let plan = replica_plan(&config(), &[], &status, "node2");
+        let plan = replica_plan(&config(), &[], &status, "node2", false);
         assert_eq!(
             plan.changes,
             [
@@ -307,7 +315,7 @@ mod tests {
             physical("node1", 10, false),
             logical("cdc", "pgoutput", 700),
         ];
-        let plan = replica_plan(&config(), &behind, &status, "node2");
+        let plan = replica_plan(&config(), &behind, &status, "node2", false);
         assert_eq!(
             plan.changes,
             [
@@ -328,7 +336,7 @@ mod tests {
             logical("cdc", "pgoutput", 900),
         ];
         assert!(
-            replica_plan(&config(), &ahead, &status, "node2")
+            replica_plan(&config(), &ahead, &status, "node2", false)
                 .changes
                 .is_empty()
         );
@@ -338,7 +346,7 @@ mod tests {
             logical("cdc", "pgoutput", 900),
         ];
         assert!(
-            replica_plan(&config(), &in_use, &status, "node2")
+            replica_plan(&config(), &in_use, &status, "node2", false)
                 .changes
                 .is_empty()
         );
@@ -347,7 +355,13 @@ mod tests {
     #[test]
     fn a_logical_slot_is_copied_only_once_the_leader_has_it() {
         let status = BTreeMap::from([("barman".to_string(), 500)]);
-        let plan = replica_plan(&config(), &[physical("barman", 500, false)], &status, "n");
+        let plan = replica_plan(
+            &config(),
+            &[physical("barman", 500, false)],
+            &status,
+            "n",
+            false,
+        );
         assert!(
             !plan
                 .changes
@@ -357,7 +371,7 @@ mod tests {
         );
         let other_plugin = [logical("cdc", "wal2json", 100)];
         let status = BTreeMap::from([("cdc".to_string(), 900)]);
-        let plan = replica_plan(&config(), &other_plugin, &status, "n");
+        let plan = replica_plan(&config(), &other_plugin, &status, "n", false);
         assert!(
             !plan.changes.iter().any(|c| matches!(
                 c,
@@ -369,6 +383,31 @@ mod tests {
             plan.conflicts
                 .iter()
                 .any(|c| c.starts_with("slot cdc exists as"))
+        );
+        // A replica fed from the archive only keeps physical copies only.
+        let status = BTreeMap::from([("barman".to_string(), 500), ("cdc".to_string(), 900)]);
+        let behind = [
+            physical("barman", 400, false),
+            logical("cdc", "pgoutput", 700),
+        ];
+        let plan = replica_plan(&config(), &behind, &status, "node2", true);
+        assert_eq!(
+            plan.changes,
+            [
+                SlotChange::Advance {
+                    name: "barman".into(),
+                    to: 500
+                },
+                SlotChange::CreatePhysical {
+                    name: "node1".into()
+                },
+            ]
+        );
+        assert!(
+            replica_plan(&config(), &[], &status, "node2", true)
+                .changes
+                .iter()
+                .all(|c| !matches!(c, SlotChange::CopyLogical { .. }))
         );
     }
 

@@ -197,7 +197,7 @@ impl HaLoop {
                 .and_then(|s| s.value.slots.clone())
                 .unwrap_or_default();
             let own = files::slot_name(&self.config.name);
-            let mut plan = slots::replica_plan(&config, &local, &published, &own);
+            let mut plan = slots::replica_plan(&config, &local, &published, &own, nostream);
             let copies: Vec<String> = plan
                 .changes
                 .iter()
@@ -206,21 +206,11 @@ impl HaLoop {
                     _ => None,
                 })
                 .collect();
-            plan.changes.retain(|c| match c {
-                SlotChange::CopyLogical { .. } => false,
-                // A nostream replica keeps no logical slot (as Patroni):
-                // nothing advances it while it only replays the archive.
-                SlotChange::Advance { name, .. } => {
-                    !nostream
-                        || config
-                            .permanent(name)
-                            .is_some_and(|s| s.kind == SlotKind::Physical)
-                }
-                _ => true,
-            });
+            plan.changes
+                .retain(|c| !matches!(c, SlotChange::CopyLogical { .. }));
             let (mut problems, failed) = self.carry_out(plan).await;
             self.drop_unadvanceable_copies(&config, &failed).await;
-            if !copies.is_empty() && !nostream {
+            if !copies.is_empty() {
                 problems.extend(self.copy_logical_slots(cluster, o, &copies).await);
             }
             self.report_slot_problems(problems);
