@@ -79,7 +79,8 @@ kill_primary() {
   pkill -STOP -f "$node" || true
   kill -STOP "$pid" || true
   pkill -KILL -f "$node" || true
-  kill -KILL "$pid" || true
+  # Usually gone already: the guard's death takes its postmaster with it.
+  kill -KILL "$pid" 2>/dev/null || true
   echo "$p"
 }
 
