@@ -255,26 +255,22 @@ pub fn render(
             let _ = writeln!(s, "hot_standby_feedback = 'on'");
         }
         match upstream {
-            Some(u) if u.archive_only => {
-                // nostream: the archive only (Patroni writes no
-                // primary_conninfo either).
-                let _ = writeln!(s, "primary_conninfo = ''");
-                for (k, v) in &u.recovery {
-                    let _ = writeln!(s, "{k} = {}", quote(v));
-                }
-                write_recovery_conf(&mut s, pg, &u.recovery);
-                let _ = writeln!(s, "{MARKER}{}", u.name);
-            }
             Some(u) => {
-                let info = conninfo(
-                    &u.host,
-                    u.port,
-                    &pg.replication,
-                    &[("application_name", &settings.member)],
-                );
-                let _ = writeln!(s, "primary_conninfo = {}", quote(&info));
-                if let Some(slot) = &u.slot {
-                    let _ = writeln!(s, "primary_slot_name = {}", quote(slot));
+                if u.archive_only {
+                    // nostream: the archive only (Patroni writes no
+                    // primary_conninfo either), no slot.
+                    let _ = writeln!(s, "primary_conninfo = ''");
+                } else {
+                    let info = conninfo(
+                        &u.host,
+                        u.port,
+                        &pg.replication,
+                        &[("application_name", &settings.member)],
+                    );
+                    let _ = writeln!(s, "primary_conninfo = {}", quote(&info));
+                    if let Some(slot) = &u.slot {
+                        let _ = writeln!(s, "primary_slot_name = {}", quote(slot));
+                    }
                 }
                 for (k, v) in &u.recovery {
                     let _ = writeln!(s, "{k} = {}", quote(v));
@@ -463,7 +459,7 @@ pub fn write_file(path: &Path, text: &str) -> Result<(), PgError> {
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
-fn io(path: &Path, e: std::io::Error) -> PgError {
+pub(crate) fn io(path: &Path, e: std::io::Error) -> PgError {
     PgError::Io {
         path: path.display().to_string(),
         reason: e.to_string(),

@@ -688,8 +688,7 @@ impl Postgres {
             .map(|f| pg.data_dir.join(f))
             .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
             .collect();
-        let user = pg.rewind.as_ref().unwrap_or(&pg.superuser);
-        let conninfo = files::conninfo(&source.host, source.port, user, &[("dbname", "postgres")]);
+        let conninfo = self.rewind_conninfo(source);
         let mut cmd = tokio::process::Command::new(cfg.binary("pg_rewind"));
         cmd.arg("-D")
             .arg(&pg.data_dir)
@@ -703,6 +702,14 @@ impl Postgres {
             }
         }
         result.map(drop)
+    }
+
+    /// A connection string to `source` with the rewind credentials (granted
+    /// what pg_rewind and a slot copy read), else the superuser's.
+    fn rewind_conninfo(&self, source: &Upstream) -> String {
+        let pg = &*self.settings;
+        let user = pg.rewind.as_ref().unwrap_or(&pg.superuser);
+        files::conninfo(&source.host, source.port, user, &[("dbname", "postgres")])
     }
 
     /// Empties the data directory (reinitialize).

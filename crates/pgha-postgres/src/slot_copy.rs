@@ -67,8 +67,7 @@ impl Postgres {
     ) -> Result<SlotState, PgError> {
         let pg = &*self.settings;
         self.write_pgpass()?;
-        let user = pg.rewind.as_ref().unwrap_or(&pg.superuser);
-        let conninfo = files::conninfo(&source.host, source.port, user, &[("dbname", "postgres")]);
+        let conninfo = self.rewind_conninfo(source);
         let sql = format!(
             "SELECT encode(pg_catalog.pg_read_binary_file('pg_replslot/{}/state'), 'hex')",
             name.replace('\'', "''")
@@ -113,10 +112,7 @@ impl Postgres {
         let replslot = self.data_dir().join("pg_replslot");
         let dir = replslot.join(&state.name);
         let tmp = replslot.join(format!("{}.pgha-tmp", state.name));
-        let io = |path: &Path, e: std::io::Error| PgError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
+        let io = files::io;
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         }
